@@ -1,0 +1,143 @@
+"""What every backend shares: camera frames in, Prediction out. Backends only implement ``_forward``."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from da3_ros import preprocess
+from da3_ros.models.loading import LoadedModel
+from da3_ros.models.registry import METRIC_CANONICAL_FOCAL_PX, DepthKind
+from da3_ros.prediction import Prediction
+
+_LOG = logging.getLogger(__name__)
+REF_VIEW_STRATEGIES = ("first", "middle", "saddle_balanced", "saddle_sim_range")
+SKY_THRESHOLD = 0.5  # upstream's OutputProcessor threshold on the sky probability
+
+
+@dataclass
+class FrameBatch:
+    """One synchronized set: N RGB images and, when known, their cameras.
+
+    ``K_cam``: (N, 3, 3) intrinsics at the images' own resolution. ``T_cam_world``: (N, 4, 4) known rig
+    extrinsics (world-to-camera, any consistent units); given with ``K_cam``, they condition the model.
+    """
+
+    images_rgb: list[np.ndarray]
+    K_cam: np.ndarray | None = None
+    T_cam_world: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = len(self.images_rgb)
+        for name in ("K_cam", "T_cam_world"):
+            a = getattr(self, name)
+            want = (n, 3, 3) if name == "K_cam" else (n, 4, 4)
+            if a is not None and np.shape(a) != want:
+                raise ValueError(f"{name} must have shape {want}, got {np.shape(a)}")
+        if self.T_cam_world is not None and self.K_cam is None:
+            raise ValueError("pose conditioning needs intrinsics too: T_cam_world given without K_cam")
+
+
+class Engine:
+    """Preprocess -> backend forward -> postprocess; identical for every backend."""
+
+    def __init__(self, model: LoadedModel, process_res: int = 504, process_res_method: str = "upper_bound_resize",
+                 ref_view_strategy: str = "saddle_balanced"):
+        if ref_view_strategy not in REF_VIEW_STRATEGIES:
+            raise ValueError(f"ref_view_strategy must be one of {REF_VIEW_STRATEGIES}, got {ref_view_strategy!r}")
+        if process_res % preprocess.PATCH_SIZE:
+            raise ValueError(f"process_res must be a multiple of {preprocess.PATCH_SIZE}, got {process_res}")
+        self.model = model
+        self.variant = model.variant
+        self.process_res = process_res
+        self.process_res_method = process_res_method
+        self.ref_view_strategy = ref_view_strategy
+
+    def _forward(self, x: torch.Tensor, T_cam_world: torch.Tensor | None,
+                 K_proc: torch.Tensor | None) -> dict[str, np.ndarray]:
+        """Run the network on x (1, N, 3, H, W); return float32 numpy outputs without the batch axis."""
+        raise NotImplementedError
+
+    def infer(self, batch: FrameBatch) -> Prediction:
+        """One forward over all views of ``batch``."""
+        x, plans = preprocess.preprocess_batch(batch.images_rgb, self.process_res, self.process_res_method)
+        K_proc = None
+        if batch.K_cam is not None:
+            K_proc = np.stack([preprocess.K_cam_to_proc(K, p) for K, p in zip(batch.K_cam, plans)])
+        cond = None
+        if batch.T_cam_world is not None and self.variant.has_pose:
+            cond = _normalize_poses(np.asarray(batch.T_cam_world, dtype=np.float64))
+        elif batch.T_cam_world is not None:
+            _LOG.debug("%s takes no pose conditioning; ignoring T_cam_world", self.variant.name)
+        out = self._forward(
+            x[None],
+            None if cond is None else torch.from_numpy(cond[0][None]).float(),
+            None if cond is None else torch.from_numpy(K_proc[None]).float(),
+        )
+        return self._postprocess(out, K_proc, batch.T_cam_world if cond is not None else None,
+                                 None if cond is None else cond[1])
+
+    def _postprocess(self, out: dict[str, np.ndarray], K_proc: np.ndarray | None,
+                     T_in: np.ndarray | None, norm_scale: float | None) -> Prediction:
+        depth = out["depth"].astype(np.float32)
+        n = depth.shape[0]
+        scale = np.ones(n, dtype=np.float64)
+        T_cam_world = _to_4x4(out["extrinsics"]) if "extrinsics" in out else None
+        is_metric = self.variant.depth_kind is DepthKind.METRIC
+        if T_in is not None:
+            # Conditioned on known poses: report those poses, and bring depth into their units.
+            scale[:] = norm_scale / _pose_spread_ratio(T_cam_world, _normalize_poses(T_in)[0])
+            T_cam_world = np.asarray(T_in, dtype=np.float64)
+        if self.variant.depth_kind is DepthKind.METRIC_FOCAL:
+            if K_proc is None:
+                _LOG.warning("%s needs camera intrinsics for metres; depth stays relative", self.variant.name)
+            else:
+                scale *= 0.5 * (K_proc[:, 0, 0] + K_proc[:, 1, 1]) / METRIC_CANONICAL_FOCAL_PX
+                is_metric = True
+        if not np.all(scale == 1.0):
+            depth = depth * scale[:, None, None].astype(np.float32)
+        K_source = "camera" if K_proc is not None else "model" if "intrinsics" in out else "none"
+        if K_proc is None and "intrinsics" in out:
+            K_proc = out["intrinsics"].astype(np.float64)
+        sky = out.get("sky")
+        return Prediction(
+            depth=depth, is_metric=is_metric, K_proc=K_proc, K_source=K_source,
+            confidence=out.get("depth_conf"), sky_mask=None if sky is None else sky >= SKY_THRESHOLD,
+            T_cam_world=T_cam_world, depth_scale=scale,
+        )
+
+
+def _to_4x4(T: np.ndarray) -> np.ndarray:
+    T = np.asarray(T, dtype=np.float64)
+    if T.shape[-2:] == (4, 4):
+        return T
+    bottom = np.broadcast_to(np.array([0.0, 0.0, 0.0, 1.0]), T.shape[:-2] + (1, 4))
+    return np.concatenate([T, bottom], axis=-2)
+
+
+def _normalize_poses(T_cam_world: np.ndarray) -> tuple[np.ndarray, float]:
+    """Express poses relative to view 0 with unit median camera distance, as the network was trained.
+
+    Returns the normalised world-to-camera poses and the distance unit (input units per normalised unit).
+    Unlike upstream, the median is over the non-reference views only, so 2 views give a unit baseline.
+    """
+    T_rel = T_cam_world @ np.linalg.inv(T_cam_world[0])
+    centres = np.linalg.inv(T_rel)[:, :3, 3]
+    dists = np.linalg.norm(centres[1:], axis=1)
+    unit = float(np.median(dists)) if dists.size and np.median(dists) > 1e-9 else 1.0
+    T_rel = T_rel.copy()
+    T_rel[:, :3, 3] /= unit
+    return T_rel, unit
+
+
+def _pose_spread_ratio(T_pred: np.ndarray | None, T_ref: np.ndarray) -> float:
+    """Scale of predicted camera centres against reference centres (1 when it cannot be told)."""
+    if T_pred is None or len(T_ref) < 2:
+        return 1.0
+    def spread(T):
+        c = np.linalg.inv(T)[:, :3, 3]
+        return float(np.sqrt(((c - c.mean(0)) ** 2).sum(1).mean()))
+    ref, pred = spread(T_ref), spread(T_pred)
+    return pred / ref if ref > 1e-9 and pred > 1e-9 else 1.0

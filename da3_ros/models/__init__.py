@@ -1,0 +1,5 @@
+"""DA3 variants and checkpoint loading."""
+from da3_ros.models.loading import CheckpointError, LoadedModel, load_model
+from da3_ros.models.registry import VARIANTS, Variant, get_variant
+
+__all__ = ["CheckpointError", "LoadedModel", "load_model", "VARIANTS", "Variant", "get_variant"]

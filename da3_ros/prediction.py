@@ -1,0 +1,40 @@
+"""The result of one multi-view forward, with units and frames in the names."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """N views at the network resolution (H, W).
+
+    Frames follow OpenCV / ROS optical frames (x right, y down, z forward). ``T_cam_world`` maps points from
+    the set's world frame to each camera (upstream's "extrinsics", world-to-camera); without pose conditioning
+    the world frame is the reference view's camera. Translations share the depth's units.
+    """
+
+    depth: np.ndarray  # (N, H, W) float32; metres if is_metric else relative units
+    is_metric: bool
+    K_proc: np.ndarray  # (N, 3, 3) float64 intrinsics of the depth images
+    K_source: str  # "camera" (mapped from camera_info) or "model" (estimated by the network)
+    confidence: np.ndarray | None = None  # (N, H, W) float32, higher is better
+    sky_mask: np.ndarray | None = None  # (N, H, W) bool, True where the model sees sky
+    T_cam_world: np.ndarray | None = None  # (N, 4, 4) float64 world-to-camera
+    depth_scale: np.ndarray | None = None  # (N,) factor already applied to the raw network depth
+
+    @property
+    def num_views(self) -> int:
+        return int(self.depth.shape[0])
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return int(self.depth.shape[1]), int(self.depth.shape[2])
+
+    def reordered(self, order: list[int]) -> "Prediction":
+        """The same prediction with views permuted: view i of the result is view order[i] of this one."""
+        def take(a):
+            return None if a is None else a[order]
+        return Prediction(self.depth[order], self.is_metric, self.K_proc[order], self.K_source,
+                          take(self.confidence), take(self.sky_mask), take(self.T_cam_world), take(self.depth_scale))

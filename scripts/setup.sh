@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a bare Debian 12 / Python 3.11 machine (no ROS, no GPU): a venv in .venv with the
+# ROS 2 Kilted wheels, torch 2.13 CPU, upstream Depth Anything 3, and this package built into it with CMake.
+# Re-running it only rebuilds what changed. Stock ROS installs use colcon instead (see README).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${DA3_VENV:-$ROOT/.venv}"
+BUILD="$ROOT/build/venv"
+PY_SYS="${PYTHON:-python3}"
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+need_apt=()
+command -v cmake >/dev/null || need_apt+=(cmake)
+command -v g++ >/dev/null || need_apt+=(g++)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing ${need_apt[*]} from Debian"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+[ -x "$VENV/bin/python" ] || { log "creating $VENV"; "$PY_SYS" -m venv "$VENV"; }
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip install -q --disable-pip-version-check -c "$ROOT/requirements/constraints.txt")
+
+# Python dependencies: reinstall only when a requirements file changed.
+stamp="$VENV/.da3_ros_requirements"
+want="$(cat "$ROOT"/requirements/*.txt | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing Python packages (torch CPU wheel, ROS 2 Kilted wheels, DA3) into $VENV"
+  "${PIP[@]}" -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/ros.txt" -r "$ROOT/requirements/test.txt"
+  "${PIP[@]}" --no-deps -r "$ROOT/requirements/nodeps.txt"
+  # The wheels' exported CMake files name the wheel builder's Python and numpy include dirs: point them
+  # at ours so that rosidl can generate Python bindings here.
+  py_inc="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+  np_inc="$("$PY" -c 'import numpy; print(numpy.get_include())')"
+  grep -rlZ --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" | xargs -0 -r sed -i \
+    -e "s#/opt/python/cp311-cp311/include/python3.11#$py_inc#g" \
+    -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$np_inc#g"
+  echo "$want" > "$stamp"
+fi
+
+cmake_install() {  # cmake_install SRC BUILD_DIR
+  cmake -S "$1" -B "$2" -DCMAKE_INSTALL_PREFIX="$VENV" -DPython3_EXECUTABLE="$PY" \
+    -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release -Wno-dev >/dev/null
+  cmake --build "$2" -j"$(nproc)" >/dev/null
+  cmake --install "$2" >/dev/null
+}
+
+export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+export PATH="$VENV/bin:$PATH"
+
+# tf2_msgs is not on PyPI. Build our stand-in only where none is importable, so a real ROS install's
+# tf2_msgs is never shadowed.
+if ! "$PY" -c 'import tf2_msgs.msg' 2>/dev/null; then
+  log "building local tf2_msgs (TFMessage) into $VENV"
+  cmake_install "$ROOT/interfaces/tf2_msgs" "$BUILD/tf2_msgs"
+fi
+
+log "building da3_ros (msg/ + Python package) into $VENV"
+cmake_install "$ROOT" "$BUILD/da3_ros"
+(cd / && "$PY" -c 'import da3_ros.msg, da3_ros.models, rclpy, tf2_msgs.msg')
+log "ready: source scripts/env.sh to use $VENV"

@@ -1,0 +1,43 @@
+"""Shared fixtures: the real example images, upstream DA3 as the parity reference."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = Path(os.environ.get("DA3_EXAMPLES", REPO.parent / "shared" / "data" / "da3_examples"))
+
+try:  # upstream's api.py needs torchvision.transforms; see shims/README.md
+    import torchvision.transforms  # noqa: F401
+except Exception:
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(Path(__file__).parent / "shims"))
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert bgr is not None, f"cannot read {path}"
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+@pytest.fixture(scope="session")
+def soh_images() -> list[np.ndarray]:
+    """The two real 1208x680 Sydney Opera House photos from upstream's examples."""
+    paths = [EXAMPLES / "SOH_000.png", EXAMPLES / "SOH_010.png"]
+    missing = [p for p in paths if not p.is_file()]
+    assert not missing, f"example images missing: {missing} (set DA3_EXAMPLES)"
+    return [read_rgb(p) for p in paths]
+
+
+@pytest.fixture(scope="session")
+def video_path() -> Path:
+    p = EXAMPLES / "robot_unitree.mp4"
+    assert p.is_file(), f"example video missing: {p}"
+    return p

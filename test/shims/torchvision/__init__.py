@@ -1,0 +1,1 @@
+"""Test-only stand-in: see test/shims/README.md."""

@@ -1,0 +1,81 @@
+"""Preprocessing equals upstream's InputProcessor bit for bit; the intrinsics mapping is exact."""
+import numpy as np
+import pytest
+import torch
+
+from da3_ros import preprocess
+
+SIZES = [(680, 1208), (1208, 680), (480, 640), (336, 504), (100, 90), (720, 1280)]
+
+
+@pytest.fixture(scope="module")
+def upstream_processor():
+    from depth_anything_3.utils.io.input_processor import InputProcessor
+
+    return InputProcessor()
+
+
+def _image(hw, seed):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(*hw, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("method", preprocess.METHODS)
+@pytest.mark.parametrize("hw", SIZES)
+def test_pixels_equal_upstream(upstream_processor, hw, method):
+    img = _image(hw, hash((hw, method)) % 2**32)
+    ours, plans = preprocess.preprocess_batch([img], 504, method)
+    theirs, _, _ = upstream_processor([img], process_res=504, process_res_method=method, num_workers=1)
+    assert ours.shape == theirs.shape[-4:] and plans[0].proc_hw == tuple(theirs.shape[-2:])
+    assert torch.equal(ours, theirs.reshape(ours.shape))
+
+
+def test_real_photos_equal_upstream(upstream_processor, soh_images):
+    ours, plans = preprocess.preprocess_batch(soh_images, 504)
+    theirs, _, _ = upstream_processor(soh_images, process_res=504, num_workers=1)
+    assert plans[0].proc_hw == (280, 504)
+    assert torch.equal(ours, theirs.reshape(ours.shape))
+
+
+@pytest.mark.parametrize("method", ["upper_bound_resize", "lower_bound_crop"])
+def test_mixed_sizes_crop_like_upstream(upstream_processor, method):
+    imgs = [_image((680, 1208), 1), _image((480, 640), 2)]
+    ours, plans = preprocess.preprocess_batch(imgs, 504, method)
+    theirs, _, _ = upstream_processor(imgs, process_res=504, process_res_method=method, num_workers=1)
+    assert torch.equal(ours, theirs.reshape(ours.shape))
+    assert plans[0].proc_hw == plans[1].proc_hw
+
+
+@pytest.mark.parametrize("method", preprocess.METHODS)
+@pytest.mark.parametrize("hw", SIZES)
+def test_intrinsics_round_trip(hw, method):
+    K = np.array([[912.5, 0.3, hw[1] / 2 + 3.7], [0.0, 905.25, hw[0] / 2 - 2.1], [0.0, 0.0, 1.0]])
+    plan = preprocess.plan_resize(hw, 504, method)
+    K_proc = preprocess.K_cam_to_proc(K, plan)
+    assert np.allclose(K_proc, K) == np.allclose(plan.A_proc_cam, np.eye(3))
+    np.testing.assert_allclose(preprocess.K_proc_to_cam(K_proc, plan), K, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", preprocess.METHODS)
+def test_intrinsics_follow_the_pixels(method):
+    """A blob at camera pixel (u, v) lands where A_proc_cam says, to a small fraction of a pixel."""
+    hw, (u, v) = (680, 1208), (700.3, 250.8)
+    yy, xx = np.mgrid[0:hw[0], 0:hw[1]]
+    blob = np.exp(-((xx - u) ** 2 + (yy - v) ** 2) / (2 * 12.0 ** 2))
+    img = np.repeat((blob * 255).round().astype(np.uint8)[:, :, None], 3, axis=2)
+    plan = preprocess.plan_resize(hw, 504, method)
+    out = preprocess.resize_image(img, plan)[:, :, 0].astype(np.float64)
+    oy, ox = np.mgrid[0:out.shape[0], 0:out.shape[1]]
+    centroid = np.array([(ox * out).sum(), (oy * out).sum()]) / out.sum()
+    expected = (plan.A_proc_cam @ np.array([u, v, 1.0]))[:2]
+    assert np.abs(centroid - expected).max() < 0.05, (centroid, expected)
+    # upstream's ratio-only scaling of cx, cy misses the blob by ~(ratio - 1) / 2 px
+    ratio = plan.A_proc_cam[0, 0]
+    assert abs((ratio - 1) / 2) > 0.2
+
+
+def test_rejects_bad_images():
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess.preprocess_batch([np.zeros((10, 10, 3), np.float32)])
+    with pytest.raises(ValueError, match="process_res_method"):
+        preprocess.plan_resize((10, 10), 504, "stretch")
