@@ -50,7 +50,7 @@ def build_network(variant: str | Variant, seed: int = 0) -> torch.nn.Module:
     name = variant.name if isinstance(variant, Variant) else get_variant(variant).name
     torch.manual_seed(seed)
     net = create_object(load_config(MODEL_REGISTRY[name]))
-    return net.eval()
+    return net.eval().requires_grad_(False)
 
 
 def load_model(spec: str, device: str | torch.device = "cpu", variant: str | None = None) -> LoadedModel:
