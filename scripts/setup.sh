@@ -32,7 +32,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # at ours so that rosidl can generate Python bindings here.
   py_inc="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
   np_inc="$("$PY" -c 'import numpy; print(numpy.get_include())')"
-  grep -rlZ --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" | xargs -0 -r sed -i \
+  { grep -rlZ --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" || true; } | xargs -0 -r sed -i \
     -e "s#/opt/python/cp311-cp311/include/python3.11#$py_inc#g" \
     -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$np_inc#g"
   echo "$want" > "$stamp"

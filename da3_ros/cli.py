@@ -1,0 +1,100 @@
+"""``da3-ros``: the same core as the node, for people without ROS.
+
+``da3-ros infer --model random:da3-small IMAGE... --out result.npz`` runs ONE multi-view forward over all
+images and writes depth, confidence, poses and intrinsics, plus a colourised PNG per view.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from da3_ros import preprocess
+
+_LOG = logging.getLogger("da3_ros.cli")
+
+
+def _read_rgb(path: str) -> np.ndarray:
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise SystemExit(f"cannot read image {path!r}")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def _parse_K(text: str | None, n: int) -> np.ndarray | None:
+    if not text:
+        return None
+    try:
+        fx, fy, cx, cy = (float(v) for v in text.split(","))
+    except ValueError:
+        raise SystemExit(f"--intrinsics wants fx,fy,cx,cy in pixels, got {text!r}") from None
+    return np.repeat(np.array([[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]]), n, axis=0)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from da3_ros.engines import FrameBatch, create_engine
+    from da3_ros.models import load_model
+    from da3_ros.visualize import depth_panel
+
+    images = [_read_rgb(p) for p in args.images]
+    model = load_model(args.model, device=args.device)
+    engine = create_engine(args.backend, model, precision=args.precision, process_res=args.process_res,
+                           process_res_method=args.process_res_method)
+    t0 = time.perf_counter()
+    pred = engine.infer(FrameBatch(images, K_cam=_parse_K(args.intrinsics, len(images))))
+    dt = time.perf_counter() - t0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {k: v for k, v in dict(
+        depth=pred.depth, confidence=pred.confidence, sky_mask=pred.sky_mask, T_cam_world=pred.T_cam_world,
+        K_proc=pred.K_proc, depth_scale=pred.depth_scale).items() if v is not None}
+    np.savez_compressed(out, **arrays, is_metric=pred.is_metric, model=model.label, trained=model.trained,
+                        images=np.array(args.images))
+    units = "m" if pred.is_metric else "relative"
+    png_dir = Path(args.png_dir) if args.png_dir else out.parent
+    plans = preprocess.plan_batch([im.shape[:2] for im in images], args.process_res, args.process_res_method)
+    for i, (path, plan) in enumerate(zip(args.images, plans)):
+        rgb_proc = preprocess.resize_image(images[i], plan)
+        conf = None if pred.confidence is None else pred.confidence[i]
+        text = f"{model.label} | view {i} | depth ({units}) | confidence"
+        png = png_dir / f"{Path(path).stem}_depth.png"
+        cv2.imwrite(str(png), depth_panel(rgb_proc, pred.depth[i], conf, text))
+        d = pred.depth[i][np.isfinite(pred.depth[i])]
+        print(f"view {i}: {path} -> {png} | {pred.hw[1]}x{pred.hw[0]} depth {d.min():.3f}..{d.max():.3f} {units}")
+    print(f"{len(images)} views in ONE forward: {dt:.2f} s ({len(images) / dt:.2f} views/s) | model {model.label}"
+          f" | wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="da3-ros", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    inf = sub.add_parser("infer", help="one multi-view forward over image files")
+    inf.add_argument("images", nargs="+", help="image files, one per view")
+    inf.add_argument("--model", required=True,
+                     help="HF repo id, local dir (config.json + model.safetensors), variant name, or random:<variant>[@seed]")
+    inf.add_argument("--out", default="out/result.npz", help="npz file to write")
+    inf.add_argument("--png-dir", help="where to write the PNGs (default: beside --out)")
+    inf.add_argument("--backend", default="torch", choices=["torch"])
+    inf.add_argument("--device", default="cpu")
+    inf.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    inf.add_argument("--process-res", type=int, default=504)
+    inf.add_argument("--process-res-method", default="upper_bound_resize", choices=preprocess.METHODS)
+    inf.add_argument("--intrinsics", help="fx,fy,cx,cy of all images (pixels); needed for metres with da3metric")
+    inf.set_defaults(func=cmd_infer)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
