@@ -57,13 +57,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
                         images=np.array(args.images))
     units = "m" if pred.is_metric else "relative"
     png_dir = Path(args.png_dir) if args.png_dir else out.parent
-    plans = preprocess.plan_batch([im.shape[:2] for im in images], args.process_res, args.process_res_method)
-    for i, (path, plan) in enumerate(zip(args.images, plans)):
-        rgb_proc = preprocess.resize_image(images[i], plan)
+    for i, path in enumerate(args.images):
         conf = None if pred.confidence is None else pred.confidence[i]
         text = f"{model.label} | view {i} | depth ({units}) | confidence"
         png = png_dir / f"{Path(path).stem}_depth.png"
-        cv2.imwrite(str(png), depth_panel(rgb_proc, pred.depth[i], conf, text))
+        cv2.imwrite(str(png), depth_panel(pred.rgb_proc[i], pred.depth[i], conf, text))
         d = pred.depth[i][np.isfinite(pred.depth[i])]
         print(f"view {i}: {path} -> {png} | {pred.hw[1]}x{pred.hw[0]} depth {d.min():.3f}..{d.max():.3f} {units}")
     print(f"{len(images)} views in ONE forward: {dt:.2f} s ({len(images) / dt:.2f} views/s) | model {model.label}"

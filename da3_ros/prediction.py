@@ -23,6 +23,7 @@ class Prediction:
     sky_mask: np.ndarray | None = None  # (N, H, W) bool, True where the model sees sky
     T_cam_world: np.ndarray | None = None  # (N, 4, 4) float64 world-to-camera
     depth_scale: np.ndarray | None = None  # (N,) factor already applied to the raw network depth
+    rgb_proc: np.ndarray | None = None  # (N, H, W, 3) uint8, the images as the network saw them
 
     @property
     def num_views(self) -> int:
@@ -37,4 +38,4 @@ class Prediction:
         def take(a):
             return None if a is None else a[order]
         return Prediction(self.depth[order], self.is_metric, self.K_proc[order], self.K_source,
-                          take(self.confidence), take(self.sky_mask), take(self.T_cam_world), take(self.depth_scale))
+                          take(self.confidence), take(self.sky_mask), take(self.T_cam_world), take(self.depth_scale), take(self.rgb_proc))

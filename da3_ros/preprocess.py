@@ -113,13 +113,22 @@ def normalize(img_proc: np.ndarray) -> torch.Tensor:
 def preprocess_batch(images_rgb: list[np.ndarray], process_res: int = 504,
                      method: str = "upper_bound_resize") -> tuple[torch.Tensor, list[ResizePlan]]:
     """N RGB uint8 images -> the network input (N, 3, H, W) and one plan per view."""
+    x, plans, _ = preprocess_batch_with_images(images_rgb, process_res, method)
+    return x, plans
+
+
+def preprocess_batch_with_images(images_rgb: list[np.ndarray], process_res: int = 504,
+                                 method: str = "upper_bound_resize"
+                                 ) -> tuple[torch.Tensor, list[ResizePlan], np.ndarray]:
+    """Like preprocess_batch, also returning the resized uint8 images (N, H, W, 3) for colouring clouds."""
     if not images_rgb:
         raise ValueError("at least one image is needed")
     for i, img in enumerate(images_rgb):
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f"image {i}: expected HxWx3 uint8 RGB, got shape {img.shape} dtype {img.dtype}")
     plans = plan_batch([img.shape[:2] for img in images_rgb], process_res, method)
-    return torch.stack([normalize(resize_image(img, p)) for img, p in zip(images_rgb, plans)]), plans
+    resized = np.stack([resize_image(img, p) for img, p in zip(images_rgb, plans)])
+    return torch.stack([normalize(img) for img in resized]), plans, resized
 
 
 def K_cam_to_proc(K_cam: np.ndarray, plan: ResizePlan) -> np.ndarray:

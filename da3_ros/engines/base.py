@@ -1,7 +1,9 @@
 """What every backend shares: camera frames in, Prediction out. Backends only implement ``_forward``."""
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +56,7 @@ class Engine:
         self.process_res = process_res
         self.process_res_method = process_res_method
         self.ref_view_strategy = ref_view_strategy
+        self.last_timing_s: dict[str, float] = {}
 
     def _forward(self, x: torch.Tensor, T_cam_world: torch.Tensor | None,
                  K_proc: torch.Tensor | None) -> dict[str, np.ndarray]:
@@ -61,8 +64,10 @@ class Engine:
         raise NotImplementedError
 
     def infer(self, batch: FrameBatch) -> Prediction:
-        """One forward over all views of ``batch``."""
-        x, plans = preprocess.preprocess_batch(batch.images_rgb, self.process_res, self.process_res_method)
+        """One forward over all views of ``batch``; stage times land in ``self.last_timing_s``."""
+        t0 = time.perf_counter()
+        x, plans, rgb_proc = preprocess.preprocess_batch_with_images(
+            batch.images_rgb, self.process_res, self.process_res_method)
         K_proc = None
         if batch.K_cam is not None:
             K_proc = np.stack([preprocess.K_cam_to_proc(K, p) for K, p in zip(batch.K_cam, plans)])
@@ -71,13 +76,17 @@ class Engine:
             cond = _normalize_poses(np.asarray(batch.T_cam_world, dtype=np.float64))
         elif batch.T_cam_world is not None:
             _LOG.debug("%s takes no pose conditioning; ignoring T_cam_world", self.variant.name)
+        t1 = time.perf_counter()
         out = self._forward(
             x[None],
             None if cond is None else torch.from_numpy(cond[0][None]).float(),
             None if cond is None else torch.from_numpy(K_proc[None]).float(),
         )
-        return self._postprocess(out, K_proc, batch.T_cam_world if cond is not None else None,
+        t2 = time.perf_counter()
+        pred = self._postprocess(out, K_proc, batch.T_cam_world if cond is not None else None,
                                  None if cond is None else cond[1])
+        self.last_timing_s = {"preprocess": t1 - t0, "forward": t2 - t1, "postprocess": time.perf_counter() - t2}
+        return dataclasses.replace(pred, rgb_proc=rgb_proc)
 
     def _postprocess(self, out: dict[str, np.ndarray], K_proc: np.ndarray | None,
                      T_in: np.ndarray | None, norm_scale: float | None) -> Prediction:

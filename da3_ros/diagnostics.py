@@ -1,0 +1,78 @@
+"""Counters and per-stage latencies of the node, and their /diagnostics message (no rclpy)."""
+from __future__ import annotations
+
+import resource
+import threading
+import time
+from collections import deque
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+STAGES = ("sync_wait", "convert", "preprocess", "forward", "postprocess", "publish", "latency")
+WINDOW = 50  # sets kept for the latency statistics
+
+
+class NodeStats:
+    """What the node counts; written by the callbacks and the worker, read by the diagnostics timer."""
+
+    def __init__(self, cameras: list[str]):
+        self.cameras = cameras
+        self._lock = threading.Lock()
+        self.frames_in = [0] * len(cameras)
+        self.sets_done = 0
+        self.clouds_built = 0
+        self.skipped_no_subscribers = 0
+        self.bad_input = 0
+        self.errors = 0
+        self.incompatible_qos = 0
+        self._stage_s = {s: deque(maxlen=WINDOW) for s in STAGES}
+        self._done_t = deque(maxlen=WINDOW)
+        self._in_t = deque(maxlen=WINDOW * 4)
+        self._start = time.monotonic()
+
+    def frame_in(self, i: int) -> None:
+        with self._lock:
+            self.frames_in[i] += 1
+            self._in_t.append(time.monotonic())
+
+    def set_done(self, clouds: int = 0, **stage_s: float) -> None:
+        with self._lock:
+            self.sets_done += 1
+            self.clouds_built += clouds
+            self._done_t.append(time.monotonic())
+            for k, v in stage_s.items():
+                self._stage_s[k].append(v)
+
+    @staticmethod
+    def _rate(times: deque) -> float:
+        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+    def summary(self) -> dict[str, float]:
+        """Flat numbers: counters, rates (Hz) and latency p50/max per stage (ms)."""
+        with self._lock:
+            out = {f"frames_in.{c}": n for c, n in zip(self.cameras, self.frames_in)}
+            out.update(sets_done=self.sets_done, clouds_built=self.clouds_built, bad_input=self.bad_input,
+                       skipped_no_subscribers=self.skipped_no_subscribers, errors=self.errors,
+                       incompatible_qos=self.incompatible_qos, input_rate_hz=self._rate(self._in_t),
+                       output_rate_hz=self._rate(self._done_t),
+                       peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            for k, v in self._stage_s.items():
+                if v:
+                    out[f"{k}_ms.p50"] = float(np.median(v)) * 1e3
+                    out[f"{k}_ms.max"] = float(np.max(v)) * 1e3
+        return out
+
+    def diagnostics(self, node_name: str, sync_stats) -> DiagnosticArray:
+        values = self.summary()
+        values.update(sets_superseded=sync_stats.sets_superseded, frames_dropped=sync_stats.frames_dropped,
+                      stale_rejected=sync_stats.stale_rejected, sync_resets=sync_stats.resets)
+        level, message = DiagnosticStatus.OK, "ok"
+        if self.errors or self.bad_input or self.incompatible_qos:
+            level, message = DiagnosticStatus.WARN, "errors, bad input or incompatible QoS (see values)"
+        elif not self.sets_done:
+            message = "waiting for synchronized sets" if not self.skipped_no_subscribers else "no subscribers"
+        status = DiagnosticStatus(level=level, name=f"{node_name}: depth", message=message, hardware_id=node_name,
+                                  values=[KeyValue(key=k, value=f"{v:.6g}" if isinstance(v, float) else str(v))
+                                          for k, v in values.items()])
+        return DiagnosticArray(status=[status])

@@ -1,0 +1,264 @@
+"""``depth_node``: N synchronized cameras -> ONE DA3 forward -> depth, confidence, camera_info, clouds, TF.
+
+Wiring only: parameters (declared from da3_ros.params), subscriptions, publishers, a worker thread and
+diagnostics. The maths lives in the ROS-free core (sync, rig, engines, geometry, outputs).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from tf2_msgs.msg import TFMessage
+
+from da3_ros import conversions as conv
+from da3_ros.diagnostics import NodeStats
+from da3_ros.msg import MultiViewDepth
+from da3_ros.outputs import OutputConfig, SetOutputs
+from da3_ros.params import CAMERA_PARAMS, NODE_PARAMS, camera_param
+from da3_ros.sync import SyncMode, TimeSynchronizer
+
+PER_CAMERA_OUTPUTS = {  # output -> (topic under <camera>/, type)
+    "depth": ("depth/image", Image), "depth_mm": ("depth/image_mm", Image),
+    "camera_info": ("depth/camera_info", CameraInfo), "confidence": ("confidence/image", Image),
+    "sky": ("sky/mask", Image), "points": ("points", PointCloud2),
+}
+
+
+def _qos(kind: str, depth: int) -> QoSProfile:
+    if kind == "sensor_data":
+        return QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT,
+                          durability=qos_profile_sensor_data.durability, history=qos_profile_sensor_data.history)
+    if kind == "reliable":
+        return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
+    raise ValueError(f"QoS must be sensor_data or reliable, got {kind!r}")
+
+
+class DepthNode(Node):
+    """The da3_ros node; see README for topics, parameters and frames."""
+
+    def __init__(self, **kwargs):
+        super().__init__("da3_depth", **kwargs)
+        for p in NODE_PARAMS:
+            self.declare_parameter(p.name, p.default)
+        self.cameras: list[str] = list(self._p("camera_names"))
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"camera_names must be unique and non-empty, got {self.cameras}")
+        for c in self.cameras:
+            for p in CAMERA_PARAMS:
+                default = Parameter.Type.DOUBLE_ARRAY if p.default == [] else p.default
+                self.declare_parameter(camera_param(c, p.name), default)
+        ref_name = self._p("reference_camera") or self.cameras[0]
+        if ref_name not in self.cameras:
+            raise ValueError(f"reference_camera {ref_name!r} is not in camera_names {self.cameras}")
+        self.ref = self.cameras.index(ref_name)
+        self.out_cfg = OutputConfig(
+            stride=self._p("cloud.stride"), min_confidence=self._p("cloud.min_confidence"),
+            min_depth=self._p("cloud.min_depth"), max_depth=self._p("cloud.max_depth"),
+            drop_sky=self._p("cloud.drop_sky"), sky_as_inf=self._p("depth.sky_as_inf"),
+            tf_mode=self._p("tf.mode"), tf_suffix=self._p("tf.suffix"), fused_frame=self._p("fused_frame"))
+        self.rig = self._build_rig()
+        self.stats = NodeStats(self.cameras)
+        self.sync = TimeSynchronizer(len(self.cameras), SyncMode(self._p("sync.mode")),
+                                     int(self._p("sync.slop_s") * 1e9), self._p("sync.queue_size"))
+        self._infos: list[CameraInfo | None] = [None] * len(self.cameras)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._create_io()
+        self._worker = threading.Thread(target=self._work, name="da3_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"model {self.rig.engine.model.label} on {self._p('device')}; cameras {self.cameras}, "
+            f"reference {ref_name}; pose conditioning: {'on' if self.rig.T_ref_cam_known is not None else 'off'}")
+
+    def _p(self, name: str):
+        try:
+            return self.get_parameter(name).value
+        except ParameterUninitializedException:  # typed parameters declared without a value
+            return None
+
+    # --- set-up ----------------------------------------------------------------------------------------
+    def _build_rig(self):
+        from da3_ros.engines import create_engine
+        from da3_ros.models import load_model
+        from da3_ros.rig import Rig
+
+        model = load_model(self._p("model"), device=self._p("device"))
+        if not model.trained:
+            self.get_logger().warn(f"{model.label}: depth, poses and clouds are MEANINGLESS (untrained)")
+        engine = create_engine(self._p("backend"), model, precision=self._p("precision"),
+                               process_res=self._p("process_res"), process_res_method=self._p("process_res_method"),
+                               ref_view_strategy="first")
+        return Rig(engine, self.ref, self._known_extrinsics(model.variant.has_pose))
+
+    def _known_extrinsics(self, has_pose: bool) -> np.ndarray | None:
+        from da3_ros.geometry import R_from_quaternion, invert_T
+
+        mode = self._p("pose_conditioning")
+        if mode not in ("auto", "params", "off"):
+            raise ValueError(f"pose_conditioning must be auto, params or off, got {mode!r}")
+        raw = [list(self._p(camera_param(c, "T_ref_cam")) or []) for c in self.cameras]
+        if mode == "off" or (mode == "auto" and not all(raw)):
+            return None
+        bad = [c for c, v in zip(self.cameras, raw) if len(v) != 7]
+        if bad:
+            raise ValueError(f"pose_conditioning=params needs cameras.<name>.T_ref_cam = [x,y,z,qx,qy,qz,qw] for {bad}")
+        if not has_pose:
+            self.get_logger().warn("this model takes no pose conditioning; cameras.*.T_ref_cam ignored")
+            return None
+        T = np.tile(np.eye(4), (len(raw), 1, 1))
+        for i, v in enumerate(raw):
+            T[i, :3, :3], T[i, :3, 3] = R_from_quaternion(np.array(v[3:])), v[:3]
+        return invert_T(T[self.ref])[None] @ T  # the reference camera is the origin, whatever was given
+
+    def _create_io(self):
+        depth = self._p("qos.depth")
+        qin, qout = _qos(self._p("qos.input"), depth), _qos(self._p("qos.output"), depth)
+        self.pubs: list[dict] = []
+        for i, c in enumerate(self.cameras):
+            image_topic = self._p(camera_param(c, "image_topic")) or f"{c}/image_raw"
+            info_topic = self._p(camera_param(c, "camera_info_topic")) or f"{c}/camera_info"
+            events = SubscriptionEventCallbacks(incompatible_qos=lambda e, t=image_topic: self._incompatible(t, e))
+            self.create_subscription(Image, image_topic, lambda m, i=i: self._on_image(i, m), qin,
+                                     event_callbacks=events)
+            self.create_subscription(CameraInfo, info_topic, lambda m, i=i: self._on_info(i, m), qin)
+            outputs = dict(PER_CAMERA_OUTPUTS)
+            if not self._p("depth.publish_mm"):
+                outputs.pop("depth_mm")
+            if not self.rig.engine.variant.has_sky:
+                outputs.pop("sky")
+            self.pubs.append({k: self.create_publisher(t, f"{c}/{topic}", qout) for k, (topic, t) in outputs.items()})
+        self.pub_fused = self.create_publisher(PointCloud2, "points_fused", qout)
+        self.pub_multiview = self.create_publisher(MultiViewDepth, "multiview_depth", qout)
+        self.pub_tf = self.create_publisher(TFMessage, "/tf", QoSProfile(depth=100))
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
+        self.create_timer(self._p("diagnostics_period_s"), self._publish_diagnostics)
+
+    # --- callbacks (executor thread) -------------------------------------------------------------------
+    def _incompatible(self, topic: str, event) -> None:
+        self.stats.incompatible_qos += 1
+        self.get_logger().warn(
+            f"a publisher on {topic} offers an incompatible QoS (policy {event.last_policy_kind}); no images will "
+            f"arrive from it: set qos.input to match (now {self._p('qos.input')})")
+
+    def _on_info(self, i: int, msg: CameraInfo) -> None:
+        self._infos[i] = msg
+
+    def _on_image(self, i: int, msg: Image) -> None:
+        self.stats.frame_in(i)
+        if self.sync.add(i, conv.stamp_to_ns(msg.header.stamp), msg, time.monotonic_ns()):
+            self._wake.set()
+
+    # --- worker thread ---------------------------------------------------------------------------------
+    def _wanted(self) -> bool:
+        counts = [p.get_subscription_count() for pubs in self.pubs for p in pubs.values()]
+        counts += [self.pub_fused.get_subscription_count(), self.pub_multiview.get_subscription_count()]
+        if self.rig.engine.variant.has_pose and self.out_cfg.tf_mode != "off":
+            counts.append(self.pub_tf.get_subscription_count())
+        return any(counts)
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            if not self._wake.wait(timeout=0.2):
+                continue
+            self._wake.clear()
+            frameset = self.sync.take()
+            if frameset is None:
+                continue
+            if not self._wanted():
+                self.stats.skipped_no_subscribers += 1
+                continue
+            try:
+                self._process(frameset)
+            except conv.ConversionError as exc:
+                self.stats.bad_input += 1
+                self.get_logger().error(f"dropped a set: {exc}", throttle_duration_sec=5.0)
+            except Exception as exc:  # the node must survive anything one set can do
+                self.stats.errors += 1
+                self.get_logger().error(f"set failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+
+    def _intrinsics(self, i: int, msg: Image) -> tuple[np.ndarray | None, tuple | None]:
+        info = self._infos[i]
+        if info is None:
+            return None, None
+        try:
+            K, hw = conv.camera_info_to_K(info)
+        except conv.ConversionError:
+            return None, None
+        if hw != (msg.height, msg.width):
+            self.get_logger().warn(f"{self.cameras[i]}: camera_info is {hw}, image {msg.height}x{msg.width}; "
+                                   "ignoring its K", throttle_duration_sec=10.0)
+            return None, None
+        return K, (info.distortion_model, list(info.d))
+
+    def _process(self, frameset) -> None:
+        t0 = time.perf_counter()
+        images = [conv.image_to_rgb(m) for m in frameset.items]
+        Ks, distortion = zip(*(self._intrinsics(i, m) for i, m in enumerate(frameset.items)))
+        t1 = time.perf_counter()
+        result = self.rig.process(images, list(Ks))
+        t2 = time.perf_counter()
+        frame_ids = [self._p(camera_param(c, "frame_id")) or m.header.frame_id or f"{c}_optical_frame"
+                     for c, m in zip(self.cameras, frameset.items)]
+        out = SetOutputs(result, self.cameras, frame_ids, [m.header for m in frameset.items], self.out_cfg,
+                         self.rig.engine.model.label, list(distortion))
+        for i, pubs in enumerate(self.pubs):
+            for key, pub in pubs.items():
+                if pub.get_subscription_count():
+                    msg = getattr(out, key)(i)
+                    if msg is not None:
+                        pub.publish(msg)
+        if self.pub_fused.get_subscription_count():
+            fused = out.fused()
+            if fused is not None:
+                self.pub_fused.publish(fused)
+        if self.pub_multiview.get_subscription_count():
+            self.pub_multiview.publish(out.multiview())
+        transforms = out.transforms()
+        if transforms:
+            self.pub_tf.publish(conv.tf_message(transforms))
+        t3 = time.perf_counter()
+        stamp_age_s = (self.get_clock().now().nanoseconds - frameset.newest_stamp_ns) / 1e9
+        self.stats.set_done(
+            sync_wait=(frameset.complete_ns - frameset.first_arrival_ns) / 1e9, convert=t1 - t0,
+            **self.rig.engine.last_timing_s, publish=t3 - t2, latency=stamp_age_s, clouds=len(out._clouds))
+
+    # --- diagnostics -----------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        msg = self.stats.diagnostics(self.get_name(), self.sync.stats)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(msg)
+
+    def destroy_node(self):
+        self._stop.set()
+        self._worker.join(timeout=5.0)
+        return super().destroy_node()
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = DepthNode()
+    except Exception as exc:
+        print(f"[da3_depth] cannot start: {type(exc).__name__}: {exc}", flush=True)
+        rclpy.try_shutdown()
+        return 1
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

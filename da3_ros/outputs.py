@@ -1,0 +1,170 @@
+"""Messages of one processed set, built lazily: only what somebody subscribes to is computed.
+
+Knows ROS message types (through conversions), never rclpy. Per camera: depth (32FC1, NaN invalid, +Inf sky),
+depth in mm (16UC1), confidence, sky mask, camera_info matching the depth, cloud in the camera's optical
+frame. For the set: a fused cloud, TF of the estimated poses and one MultiViewDepth message.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+from std_msgs.msg import Header
+
+from da3_ros import conversions as conv
+from da3_ros import geometry as geo
+from da3_ros.rig import RigResult
+
+TF_MODES = ("estimated_children", "camera_frames", "off")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    stride: int = 2
+    min_confidence: float = 0.0
+    min_depth: float = 0.0
+    max_depth: float = 0.0  # 0 = no limit
+    drop_sky: bool = True
+    sky_as_inf: bool = True
+    tf_mode: str = "estimated_children"
+    tf_suffix: str = "_da3"
+    fused_frame: str = ""  # "" = the reference camera's frame
+
+    def __post_init__(self):
+        if self.tf_mode not in TF_MODES:
+            raise ValueError(f"tf.mode must be one of {TF_MODES}, got {self.tf_mode!r}")
+        if self.stride < 1:
+            raise ValueError(f"cloud.stride must be >= 1, got {self.stride}")
+
+
+@dataclass
+class SetOutputs:
+    """Everything publishable for one set. ``headers`` are the source images' headers, in camera order."""
+
+    result: RigResult
+    camera_names: list[str]
+    frame_ids: list[str]
+    headers: list[Header]
+    cfg: OutputConfig
+    model_label: str = ""
+    distortion: list[tuple[str, list[float]] | None] = field(default_factory=list)  # per camera, from camera_info
+    _clouds: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def pred(self):
+        return self.result.prediction
+
+    @property
+    def ref(self) -> int:
+        return self.result.ref_index
+
+    def _header(self, i: int, frame_id: str | None = None) -> Header:
+        h = self.headers[i]
+        return Header(stamp=h.stamp, frame_id=self.frame_ids[i] if frame_id is None else frame_id)
+
+    # --- per camera ------------------------------------------------------------------------------------
+    @cached_property
+    def depth_arrays(self) -> np.ndarray:
+        """(N, H, W) float32 as published: NaN where invalid, +Inf where sky (REP 118) if so configured."""
+        d = self.pred.depth.astype(np.float32, copy=True)
+        d[~(np.isfinite(d) & (d > 0))] = np.nan
+        if self.cfg.sky_as_inf and self.pred.sky_mask is not None:
+            d[self.pred.sky_mask] = np.inf
+        return d
+
+    def depth(self, i: int):
+        return conv.depth_to_image(self.depth_arrays[i], self._header(i))
+
+    def depth_mm(self, i: int):
+        return conv.depth_to_image_16uc1_mm(self.depth_arrays[i], self._header(i))
+
+    def confidence(self, i: int):
+        if self.pred.confidence is None:
+            return None
+        return conv.array_to_image(self.pred.confidence[i].astype(np.float32), self._header(i), "32FC1")
+
+    def sky(self, i: int):
+        if self.pred.sky_mask is None:
+            return None
+        return conv.array_to_image(self.pred.sky_mask[i], self._header(i), "mono8")
+
+    def camera_info(self, i: int):
+        if self.pred.K_proc is None:
+            return None
+        model, D = self.distortion[i] if i < len(self.distortion) and self.distortion[i] else ("plumb_bob", None)
+        return conv.make_camera_info(self.pred.K_proc[i], self.pred.hw, self._header(i), D=D, distortion_model=model)
+
+    def cloud_arrays(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Filtered points (optical frame of camera i) and their colours; None without intrinsics."""
+        if self.pred.K_proc is None:
+            return None
+        if i not in self._clouds:
+            c = self.cfg
+            mask = geo.valid_mask(
+                self.pred.depth[i], self.pred.confidence[i] if self.pred.confidence is not None else None,
+                self.pred.sky_mask[i] if (c.drop_sky and self.pred.sky_mask is not None) else None,
+                min_confidence=c.min_confidence or None, min_depth=c.min_depth or None,
+                max_depth=c.max_depth or None)
+            pts, pix = geo.backproject(self.pred.depth[i], self.pred.K_proc[i], mask=mask, stride=c.stride)
+            rgb = geo.sample_colors(self.pred.rgb_proc[i], pix) if self.pred.rgb_proc is not None else None
+            self._clouds[i] = (pts, rgb)
+        return self._clouds[i]
+
+    def points(self, i: int):
+        arrays = self.cloud_arrays(i)
+        return None if arrays is None else conv.xyz_rgb_to_pointcloud2(arrays[0], self._header(i), arrays[1])
+
+    # --- the set ---------------------------------------------------------------------------------------
+    def fused_frame_and_T(self) -> tuple[str, np.ndarray] | None:
+        """The fused cloud's frame and T_fused_ref; None when the poses are unknown."""
+        T = self.result.T_ref_cam
+        if T is None:
+            return None
+        target = self.cfg.fused_frame or self.frame_ids[self.ref]
+        for j, frame in enumerate(self.frame_ids):
+            if target in (frame, frame + self.cfg.tf_suffix):
+                return target, geo.invert_T(T[j])
+        raise ValueError(f"fused_frame {target!r} is not a camera frame of this rig: {self.frame_ids}")
+
+    def fused(self):
+        ft = self.fused_frame_and_T()
+        clouds = [self.cloud_arrays(i) for i in range(self.pred.num_views)]
+        if ft is None or any(c is None for c in clouds):
+            return None
+        frame, T_fused_ref = ft
+        T_fused_cam = T_fused_ref[None] @ self.result.T_ref_cam
+        colors = None if any(c[1] is None for c in clouds) else [c[1] for c in clouds]
+        pts, rgb = geo.fuse_views([c[0] for c in clouds], T_fused_cam, colors)
+        return conv.xyz_rgb_to_pointcloud2(pts, self._header(self.ref, frame), rgb)
+
+    def transforms(self) -> list:
+        """TransformStamped of each camera's estimated pose, parented to the reference camera's frame."""
+        T = self.result.T_ref_cam
+        if T is None or self.cfg.tf_mode == "off":
+            return []
+        parent, stamp = self.frame_ids[self.ref], self.headers[self.ref].stamp
+        if self.cfg.tf_mode == "camera_frames":
+            return [conv.transform_stamped(T[i], parent, self.frame_ids[i], stamp)
+                    for i in range(len(T)) if i != self.ref]
+        return [conv.transform_stamped(T[i], parent, self.frame_ids[i] + self.cfg.tf_suffix, stamp)
+                for i in range(len(T))]
+
+    def multiview(self):
+        from da3_ros.msg import DepthView, MultiViewDepth
+
+        views = []
+        for i, name in enumerate(self.camera_names):
+            v = DepthView(camera_name=name, depth=self.depth(i),
+                          depth_scale=float(self.pred.depth_scale[i]) if self.pred.depth_scale is not None else 1.0)
+            conf = self.confidence(i)
+            if conf is not None:
+                v.confidence = conf
+            info = self.camera_info(i)
+            if info is not None:
+                v.camera_info = info
+            if self.result.T_ref_cam is not None:
+                v.pose, v.has_pose = conv.T_to_pose(self.result.T_ref_cam[i]), True
+            views.append(v)
+        return MultiViewDepth(header=self._header(self.ref), model=self.model_label, is_metric=self.pred.is_metric,
+                              reference_camera=self.camera_names[self.ref], views=views)

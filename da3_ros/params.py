@@ -1,0 +1,66 @@
+"""Every node parameter, declared once: name, default, description. ROS-free so tests and docs can read it.
+
+Per-camera parameters live under ``cameras.<name>.`` for each name in ``camera_names``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+
+
+NODE_PARAMS: tuple[Param, ...] = (
+    Param("model", "depth-anything/DA3-SMALL",
+          "HF repo id, local dir (config.json + model.safetensors), variant name or random:<variant>[@seed]"),
+    Param("backend", "torch", "inference backend"),
+    Param("device", "cpu", "torch device: cpu, cuda, cuda:1, ..."),
+    Param("precision", "auto", "auto (fp32 on CPU, bf16/fp16 on CUDA), fp32, fp16, bf16"),
+    Param("process_res", 504, "network resolution of the longer side (multiple of 14)"),
+    Param("process_res_method", "upper_bound_resize", "upstream resize method"),
+    Param("camera_names", ["camera"], "cameras of the rig; each gets cameras.<name>.* parameters"),
+    Param("reference_camera", "", "camera whose optical frame is the set's reference (default: the first)"),
+    Param("sync.mode", "approximate", "approximate (slop) or exact (hardware-triggered rigs)"),
+    Param("sync.slop_s", 0.02, "largest stamp spread within one approximate set, seconds"),
+    Param("sync.queue_size", 5, "frames kept per camera while waiting for a set"),
+    Param("pose_conditioning", "auto",
+          "auto (use cameras.<name>.T_ref_cam when every camera has it), params, or off"),
+    Param("tf.mode", "estimated_children",
+          "estimated_children: <frame><tf.suffix> frames under the reference camera's frame; "
+          "camera_frames: the cameras' own frames under the reference (rigs with no other TF source); off"),
+    Param("tf.suffix", "_da3", "suffix of the estimated child frames"),
+    Param("fused_frame", "", "frame of points_fused (default: the reference camera's frame)"),
+    Param("cloud.stride", 2, "use every n-th pixel row and column for clouds"),
+    Param("cloud.min_confidence", 0.0, "drop points whose confidence is below this"),
+    Param("cloud.min_depth", 0.0, "drop points nearer than this (depth units)"),
+    Param("cloud.max_depth", 0.0, "drop points farther than this (depth units); 0 = no limit"),
+    Param("cloud.drop_sky", True, "drop points the model labels sky"),
+    Param("depth.sky_as_inf", True, "publish sky pixels as +Inf (REP 118: too far), else the model's depth"),
+    Param("depth.publish_mm", False, "also publish depth/image_mm as 16UC1 millimetres (metric models)"),
+    Param("qos.input", "sensor_data", "input QoS: sensor_data (best effort) or reliable"),
+    Param("qos.output", "reliable", "output QoS: reliable or sensor_data"),
+    Param("qos.depth", 5, "history depth of every queue"),
+    Param("diagnostics_period_s", 1.0, "period of /diagnostics"),
+)
+
+CAMERA_PARAMS: tuple[Param, ...] = (
+    Param("image_topic", "", "image topic (default: <name>/image_raw)"),
+    Param("camera_info_topic", "", "camera_info topic (default: <name>/camera_info)"),
+    Param("frame_id", "", "optical frame override (default: the image header's frame_id)"),
+    Param("T_ref_cam", [0.0] * 0, "known pose in the reference camera frame: x y z qx qy qz qw (metres)"),
+)
+
+
+def camera_param(camera: str, field: str) -> str:
+    """Full parameter name of a per-camera field."""
+    return f"cameras.{camera}.{field}"
+
+
+def all_param_names(camera_names: list[str]) -> set[str]:
+    """Every parameter name valid for a node with these cameras."""
+    return {p.name for p in NODE_PARAMS} | {camera_param(c, p.name) for c in camera_names for p in CAMERA_PARAMS}

@@ -1,0 +1,50 @@
+"""A camera rig around an engine: reference camera pinned, optional pose conditioning, poses in its frame.
+
+ROS-free. The reference camera goes first into the network with ``ref_view_strategy="first"``, so DA3's world
+frame is always that camera, not whichever view upstream's automatic strategy would pick.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from da3_ros.engines import Engine, FrameBatch
+from da3_ros.geometry import invert_T, relative_poses
+from da3_ros.prediction import Prediction
+
+
+@dataclass(frozen=True)
+class RigResult:
+    """One set's prediction in camera order, and every camera's pose in the reference camera's frame."""
+
+    prediction: Prediction
+    ref_index: int
+    T_ref_cam: np.ndarray | None  # (N, 4, 4) in depth units; None for models without camera heads
+    conditioned: bool  # known rig extrinsics were given to the model
+
+
+class Rig:
+    """Runs one synchronized set of N images through ONE forward of ``engine``."""
+
+    def __init__(self, engine: Engine, ref_index: int = 0, T_ref_cam_known: np.ndarray | None = None):
+        if engine.ref_view_strategy != "first":
+            raise ValueError("a Rig pins its reference camera: build the engine with ref_view_strategy='first'")
+        self.engine = engine
+        self.ref_index = ref_index
+        self.T_ref_cam_known = None if T_ref_cam_known is None else np.asarray(T_ref_cam_known, np.float64)
+
+    def process(self, images_rgb: list[np.ndarray], K_cam: list[np.ndarray | None]) -> RigResult:
+        """Images and (possibly missing) intrinsics in camera order -> RigResult in camera order."""
+        n = len(images_rgb)
+        if not 0 <= self.ref_index < n:
+            raise ValueError(f"reference index {self.ref_index} out of range for {n} cameras")
+        order = [self.ref_index] + [i for i in range(n) if i != self.ref_index]
+        inverse = list(np.argsort(order))
+        K = np.stack([K_cam[i] for i in order]) if all(k is not None for k in K_cam) else None
+        T_cam_world = None
+        if K is not None and self.T_ref_cam_known is not None and self.engine.variant.has_pose:
+            T_cam_world = invert_T(self.T_ref_cam_known[order])  # world = reference camera frame
+        pred = self.engine.infer(FrameBatch([images_rgb[i] for i in order], K, T_cam_world)).reordered(inverse)
+        T_ref_cam = None if pred.T_cam_world is None else relative_poses(pred.T_cam_world, self.ref_index)
+        return RigResult(pred, self.ref_index, T_ref_cam, conditioned=T_cam_world is not None)

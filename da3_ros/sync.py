@@ -1,0 +1,224 @@
+"""N-way time synchronisation of camera streams with a "newest complete set" policy.
+
+The consumer (a network taking ~1 s per set) is far slower than the cameras (~30 Hz), so there is no
+backlog: at most one complete set waits for it, and a newer set replaces it. Per-stream queues are bounded,
+and every stream's delivered stamps strictly increase, so a stale set is never processed after a newer one.
+Pure Python (no rclpy); all times are integer nanoseconds, ``arrival_ns`` on the caller's clock.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, NamedTuple
+
+
+class SyncMode(str, Enum):
+    """How close the stamps of one set must be."""
+
+    APPROXIMATE = "approximate"  # max(stamps) - min(stamps) <= slop_ns
+    EXACT = "exact"  # all stamps equal
+
+
+@dataclass(frozen=True)
+class FrameSet:
+    """One frame per stream, in stream order."""
+
+    stamps_ns: tuple[int, ...]
+    items: tuple[Any, ...]  # the caller's payloads (e.g. ROS messages)
+    first_arrival_ns: int  # when the earliest member arrived
+    complete_ns: int  # when the set became complete (arrival of its last member)
+
+    @property
+    def spread_ns(self) -> int:
+        """Newest minus oldest stamp."""
+        return max(self.stamps_ns) - min(self.stamps_ns)
+
+    @property
+    def newest_stamp_ns(self) -> int:
+        """The newest member's stamp."""
+        return max(self.stamps_ns)
+
+
+@dataclass
+class SyncStats:
+    """Monotonic counters.
+
+    Every offered frame and formed set ends up in exactly one place, so at any time
+    ``sum(frames_in) == num_streams * (sets_taken + pending) + frames_dropped + frames queued`` and
+    ``sets_formed == sets_taken + sets_superseded + pending`` (pending is 0 or 1).
+    """
+
+    frames_in: list[int]  # offered, per stream
+    frames_dropped: int = 0  # left without joining a taken set: overflow, duplicate, stale, superseded, reset
+    sets_formed: int = 0
+    sets_superseded: int = 0  # pending sets lost before the consumer took them: replaced (or reset) away
+    sets_taken: int = 0
+    stale_rejected: int = 0  # frames older than the newest formed set on their stream
+    resets: int = 0  # state cleared: time jumped backwards, or reset() was called
+
+
+class _Frame(NamedTuple):
+    stamp_ns: int
+    arrival_ns: int
+    item: Any
+
+
+def _stamp_ns(frame: _Frame) -> int:
+    return frame.stamp_ns
+
+
+class TimeSynchronizer:
+    """Match frames of ``num_streams`` streams into sets; keep only the newest complete set for the consumer.
+
+    ``add`` (subscription callbacks) and ``take`` (worker thread) may run concurrently.
+    """
+
+    def __init__(self, num_streams: int, mode: SyncMode = SyncMode.APPROXIMATE, slop_ns: int = 20_000_000,
+                 queue_size: int = 10, reset_backwards_ns: int = 1_000_000_000) -> None:
+        if num_streams < 1:
+            raise ValueError(f"num_streams must be >= 1, got {num_streams}")
+        if slop_ns < 0:
+            raise ValueError(f"slop_ns must be >= 0, got {slop_ns}")
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        if reset_backwards_ns < 0:
+            raise ValueError(f"reset_backwards_ns must be >= 0, got {reset_backwards_ns}")
+        self.num_streams = num_streams
+        self.mode = SyncMode(mode)  # also accepts "exact" / "approximate" from parameters
+        self.slop_ns = slop_ns
+        self.queue_size = queue_size
+        self.reset_backwards_ns = reset_backwards_ns
+        self._match_ns = 0 if self.mode is SyncMode.EXACT else slop_ns
+        self._lock = threading.Lock()
+        self._stats = SyncStats(frames_in=[0] * num_streams)
+        self._clear()
+
+    def _clear(self) -> None:
+        self._queues: list[list[_Frame]] = [[] for _ in range(self.num_streams)]  # sorted by stamp
+        self._pending: FrameSet | None = None
+        # Per stream, the stamp of the newest set formed: nothing at or before it may join a later set.
+        self._formed_ns: list[int | None] = [None] * self.num_streams
+        # Per stream, the newest stamp offered: the reference for detecting time jumping backwards.
+        self._newest_ns: list[int | None] = [None] * self.num_streams
+
+    def add(self, stream: int, stamp_ns: int, item: Any, arrival_ns: int) -> bool:
+        """Offer one frame; returns True if a (new) complete set is now pending."""
+        if not 0 <= stream < self.num_streams:
+            raise ValueError(f"stream index {stream} out of range 0..{self.num_streams - 1}")
+        with self._lock:
+            st = self._stats
+            st.frames_in[stream] += 1
+            newest = self._newest_ns[stream]
+            if newest is not None and stamp_ns < newest - self.reset_backwards_ns:
+                self._reset_locked()  # a looping bag or restarted sim time: start over, keep this frame
+                newest = None
+            self._newest_ns[stream] = stamp_ns if newest is None else max(newest, stamp_ns)
+            formed = self._formed_ns[stream]
+            if formed is not None and stamp_ns <= formed:
+                st.frames_dropped += 1
+                if stamp_ns < formed:  # equal is a duplicate of a set member, not stale
+                    st.stale_rejected += 1
+                return False
+            queue = self._queues[stream]
+            i = bisect_left(queue, stamp_ns, key=_stamp_ns)
+            if i < len(queue) and queue[i].stamp_ns == stamp_ns:
+                st.frames_dropped += 1  # duplicate: the queued copy may already be paired up, keep it
+                return False
+            frame = _Frame(stamp_ns, arrival_ns, item)
+            queue.insert(i, frame)
+            members = self._match(stream, frame)
+            if members is not None:
+                self._form(members)
+            if len(queue) > self.queue_size:  # only this queue can have grown
+                del queue[0]
+                st.frames_dropped += 1
+            return members is not None
+
+    def _match(self, stream: int, frame: _Frame) -> list[_Frame] | None:
+        """Find the set containing ``frame`` whose members are closest in time to it (None if none fits).
+
+        Closest means the least total |stamp - frame's stamp| (ties: the newer set); this is the per-stream
+        closest frame whenever those fit in the slop, and still finds a set when they do not but another does.
+        """
+        t_ns, slop_ns = frame.stamp_ns, self._match_ns
+        near: list[list[_Frame]] = []  # per stream, the queued frames within slop of t_ns
+        for s, queue in enumerate(self._queues):
+            if s == stream:
+                near.append([frame])
+                continue
+            lo = bisect_left(queue, t_ns - slop_ns, key=_stamp_ns)
+            hi = bisect_right(queue, t_ns + slop_ns, key=_stamp_ns)
+            if lo == hi:
+                return None  # the common case: some stream has nothing near yet
+            near.append(queue[lo:hi])
+        # A set's oldest member w lies in [t - slop, t] and all of it in [w, w + slop]: try each such window.
+        best, best_key = None, None
+        for w_ns in sorted({f.stamp_ns for frames in near for f in frames if f.stamp_ns <= t_ns}):
+            members = []
+            for frames in near:
+                inside = [f for f in frames if w_ns <= f.stamp_ns <= w_ns + slop_ns]
+                if not inside:
+                    break
+                members.append(min(inside, key=lambda f: (abs(f.stamp_ns - t_ns), -f.stamp_ns)))
+            else:
+                key = (sum(abs(f.stamp_ns - t_ns) for f in members), -sum(f.stamp_ns for f in members))
+                if best_key is None or key < best_key:
+                    best, best_key = members, key
+        return best
+
+    def _form(self, members: list[_Frame]) -> None:
+        """Make ``members`` the pending set and drop every queued frame at or before them."""
+        st = self._stats
+        for s, (queue, member) in enumerate(zip(self._queues, members, strict=True)):
+            n = bisect_right(queue, member.stamp_ns, key=_stamp_ns)
+            st.frames_dropped += n - 1  # the member itself moves into the set
+            del queue[:n]
+            self._formed_ns[s] = member.stamp_ns
+        if self._pending is not None:
+            st.sets_superseded += 1
+            st.frames_dropped += self.num_streams
+        arrivals_ns = [f.arrival_ns for f in members]
+        self._pending = FrameSet(tuple(f.stamp_ns for f in members), tuple(f.item for f in members),
+                                 min(arrivals_ns), max(arrivals_ns))
+        st.sets_formed += 1
+
+    def take(self) -> FrameSet | None:
+        """Hand the newest pending complete set to the consumer (None if none); pending becomes empty."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                self._stats.sets_taken += 1
+            return pending
+
+    def peek(self) -> FrameSet | None:
+        """Return the pending set without taking it."""
+        with self._lock:
+            return self._pending
+
+    def queued_stamps_ns(self) -> tuple[tuple[int, ...], ...]:
+        """Return, per stream, the stamps waiting for a set, oldest first."""
+        with self._lock:
+            return tuple(tuple(f.stamp_ns for f in queue) for queue in self._queues)
+
+    @property
+    def stats(self) -> SyncStats:
+        """A consistent copy of the counters."""
+        with self._lock:
+            return dataclasses.replace(self._stats, frames_in=list(self._stats.frames_in))
+
+    def reset(self) -> None:
+        """Drop all queued frames, the pending set and the delivered watermark (e.g. on a ROS time jump)."""
+        with self._lock:
+            self._reset_locked()
+
+    def _reset_locked(self) -> None:
+        st = self._stats
+        st.frames_dropped += sum(map(len, self._queues))
+        if self._pending is not None:
+            st.sets_superseded += 1
+            st.frames_dropped += self.num_streams
+        st.resets += 1
+        self._clear()

@@ -1,0 +1,360 @@
+"""TimeSynchronizer: matching, the newest-set policy, bounded memory, resets and thread-safety (no ROS)."""
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+
+from da3_ros.sync import FrameSet, SyncMode, SyncStats, TimeSynchronizer
+
+MS = 1_000_000
+PERIOD_NS = 33_333_333  # 30 Hz
+
+
+def add(sync: TimeSynchronizer, stream: int, stamp_ns: int, arrival_ns: int | None = None) -> bool:
+    """Offer a frame whose payload names it, arriving 1 ms after its stamp unless told."""
+    return sync.add(stream, stamp_ns, (stream, stamp_ns), stamp_ns + MS if arrival_ns is None else arrival_ns)
+
+
+def assert_accounted(sync: TimeSynchronizer) -> SyncStats:
+    """Every offered frame is in a taken set, dropped, queued or in the pending set."""
+    st = sync.stats
+    queued = sum(map(len, sync.queued_stamps_ns()))
+    pending = sync.num_streams if sync.peek() is not None else 0
+    assert sum(st.frames_in) == sync.num_streams * st.sets_taken + st.frames_dropped + queued + pending
+    assert st.sets_formed == st.sets_taken + st.sets_superseded + (pending > 0)
+    return st
+
+
+def assert_valid(fs: FrameSet, slop_ns: int) -> None:
+    assert fs.spread_ns <= slop_ns
+    assert fs.items == tuple(enumerate(fs.stamps_ns))  # payloads travel with their own stamps, in order
+    assert fs.first_arrival_ns <= fs.complete_ns
+
+
+# 1. Matching
+
+
+def test_approximate_pairs_within_slop():
+    sync = TimeSynchronizer(2, slop_ns=10 * MS)
+    assert not sync.add(0, 100 * MS, "left", arrival_ns=7)
+    assert sync.take() is None
+    assert sync.add(1, 105 * MS, "right", arrival_ns=9)
+    fs = sync.take()
+    assert fs == FrameSet((100 * MS, 105 * MS), ("left", "right"), first_arrival_ns=7, complete_ns=9)
+    assert fs.spread_ns == 5 * MS and fs.newest_stamp_ns == 105 * MS
+
+
+def test_approximate_span_limit_is_inclusive():
+    sync = TimeSynchronizer(2, slop_ns=10 * MS)
+    add(sync, 0, 100 * MS)
+    assert not add(sync, 1, 110 * MS + 1)  # 1 ns over the slop
+    assert add(sync, 1, 90 * MS)  # exactly the slop
+    assert sync.take().stamps_ns == (100 * MS, 90 * MS)
+
+
+def test_approximate_takes_closest_frame_per_stream():
+    sync = TimeSynchronizer(3, slop_ns=10 * MS)
+    for stamp_ns in (89, 98, 108):  # 108 would fit too, but 98 is closer
+        add(sync, 1, stamp_ns * MS)
+    add(sync, 2, 101 * MS)
+    assert add(sync, 0, 100 * MS)
+    assert sync.take().stamps_ns == (100 * MS, 98 * MS, 101 * MS)
+    assert sync.queued_stamps_ns() == ((), (108 * MS,), ())  # the older frame left, the newer one waits
+    assert sync.stats.frames_dropped == 1
+
+
+def test_approximate_finds_a_set_the_closest_frames_miss():
+    sync = TimeSynchronizer(3, slop_ns=10 * MS)
+    add(sync, 1, 95 * MS)  # closest to 100, but 95..106 spans 11 ms
+    add(sync, 1, 108 * MS)
+    add(sync, 2, 106 * MS)
+    assert add(sync, 0, 100 * MS)
+    assert sync.take().stamps_ns == (100 * MS, 108 * MS, 106 * MS)
+
+
+def test_exact_mode_ignores_slop():
+    sync = TimeSynchronizer(2, mode=SyncMode.EXACT, slop_ns=50 * MS)
+    add(sync, 0, 100 * MS)
+    assert not add(sync, 1, 100 * MS + 1)
+    assert add(sync, 1, 100 * MS)
+    assert sync.take().stamps_ns == (100 * MS, 100 * MS)
+    assert sync.queued_stamps_ns() == ((), (100 * MS + 1,))
+
+
+def test_mode_from_parameter_string():
+    assert TimeSynchronizer(2, mode="exact").mode is SyncMode.EXACT
+
+
+# 2. Newest-set policy
+
+
+def test_newer_set_supersedes_pending():
+    sync = TimeSynchronizer(2, slop_ns=5 * MS)
+    for k in range(3):
+        add(sync, 0, k * PERIOD_NS)
+        assert add(sync, 1, k * PERIOD_NS + MS)
+    fs = sync.take()
+    assert fs.stamps_ns == (2 * PERIOD_NS, 2 * PERIOD_NS + MS)
+    assert sync.take() is None  # taking empties pending
+    st = assert_accounted(sync)
+    assert (st.sets_formed, st.sets_superseded, st.sets_taken, st.frames_dropped) == (3, 2, 1, 4)
+
+
+def test_stale_frames_never_form_a_set():
+    sync = TimeSynchronizer(2, slop_ns=5 * MS)
+    add(sync, 0, 200 * MS)
+    add(sync, 1, 200 * MS)
+    assert sync.take().newest_stamp_ns == 200 * MS
+    assert not add(sync, 0, 150 * MS)  # late frames, older than what the consumer already has
+    assert not add(sync, 1, 151 * MS)
+    assert sync.take() is None
+    st = assert_accounted(sync)
+    assert (st.stale_rejected, st.frames_dropped) == (2, 2)
+    assert sync.queued_stamps_ns() == ((), ())
+
+
+def test_frame_older_than_pending_set_is_stale():
+    sync = TimeSynchronizer(2, slop_ns=5 * MS)
+    add(sync, 0, 200 * MS)
+    add(sync, 1, 200 * MS)
+    add(sync, 0, 180 * MS)  # a set with it would go back in time on stream 0
+    assert not add(sync, 1, 181 * MS)
+    assert sync.take().stamps_ns == (200 * MS, 200 * MS)
+    assert sync.stats.stale_rejected == 2
+
+
+# 3. Bounded memory
+
+
+@pytest.mark.parametrize("rates", [(1, 1, 1), (10, 1, 3)])
+def test_no_backlog_under_load(rates):
+    queue_size, slop_ns = 5, 10 * MS
+    sync = TimeSynchronizer(3, slop_ns=slop_ns, queue_size=queue_size)
+    events = sorted((k * PERIOD_NS // rate + 2 * MS * s, s)
+                    for s, rate in enumerate(rates) for k in range(1000))
+    last_newest_ns, taken = -1, []
+    for n, (stamp_ns, s) in enumerate(events):
+        formed_before = sync.stats.sets_formed
+        if add(sync, s, stamp_ns):
+            pending = sync.peek()
+            assert pending.stamps_ns[s] == stamp_ns  # the new set holds the frame that completed it
+            assert pending.newest_stamp_ns > last_newest_ns  # and is newer than any set before it
+            last_newest_ns = pending.newest_stamp_ns
+            assert sync.stats.sets_formed == formed_before + 1
+        assert max(map(len, sync.queued_stamps_ns())) <= queue_size
+        if n % 30 == 29:
+            fs = sync.take()
+            if fs is not None:
+                assert fs.newest_stamp_ns == last_newest_ns  # the consumer always gets the newest set
+                assert_valid(fs, slop_ns)
+                taken.append(fs)
+    st = assert_accounted(sync)
+    assert sum(st.frames_in) == len(events)
+    assert len(taken) == st.sets_taken > 30
+    assert st.sets_superseded > 0 and st.frames_dropped > 0
+
+
+def test_queue_overflow_drops_oldest():
+    sync = TimeSynchronizer(2, queue_size=3)
+    for k in range(1, 6):
+        add(sync, 0, k * 100 * MS)
+    assert sync.queued_stamps_ns() == ((300 * MS, 400 * MS, 500 * MS), ())
+    assert assert_accounted(sync).frames_dropped == 2
+
+
+# 4. Out-of-order and duplicate frames
+
+
+def test_out_of_order_frames_are_queued_in_stamp_order():
+    sync = TimeSynchronizer(2, slop_ns=5 * MS)
+    for stamp_ns in (300, 100, 200):
+        add(sync, 0, stamp_ns * MS)
+    assert sync.queued_stamps_ns() == ((100 * MS, 200 * MS, 300 * MS), ())
+    assert add(sync, 1, 201 * MS)
+    assert sync.take().stamps_ns == (200 * MS, 201 * MS)
+    assert sync.queued_stamps_ns() == ((300 * MS,), ())
+
+
+def test_duplicate_stamp_is_dropped_not_replaced():
+    sync = TimeSynchronizer(2)
+    sync.add(0, 100 * MS, "first", 1)
+    assert not sync.add(0, 100 * MS, "second", 2)
+    assert sync.queued_stamps_ns() == ((100 * MS,), ())
+    sync.add(1, 100 * MS, "other", 3)
+    assert not sync.add(0, 100 * MS, "third", 4)  # a duplicate of a set member is not stale either
+    assert sync.take().items == ("first", "other")
+    st = assert_accounted(sync)
+    assert (st.frames_dropped, st.stale_rejected) == (2, 0)
+
+
+# 5. Time jumping backwards
+
+
+def test_backwards_jump_resets_and_restarts():
+    sync = TimeSynchronizer(2, slop_ns=5 * MS, reset_backwards_ns=1_000 * MS)
+    for k in (1, 2):
+        add(sync, 0, k * 10_000 * MS)
+        add(sync, 1, k * 10_000 * MS)
+        if k == 1:
+            assert sync.take() is not None
+    add(sync, 0, 20_500 * MS)  # queued, with a set pending
+    assert not add(sync, 1, 19_500 * MS)  # 1 s back is within the threshold: merely stale
+    assert sync.stats.resets == 0
+    assert not add(sync, 0, 500 * MS)  # the bag looped
+    assert sync.stats.resets == 1
+    assert sync.peek() is None and sync.queued_stamps_ns() == ((500 * MS,), ())
+    assert add(sync, 1, 500 * MS)  # would be stale without the reset
+    assert sync.take().stamps_ns == (500 * MS, 500 * MS)
+    assert sync.stats.resets == 1  # stream 1 jumped too, but the state it jumped from was already gone
+    assert assert_accounted(sync).frames_dropped == 4  # the stale frame, the pending pair, the queued frame
+
+
+def test_manual_reset_clears_state_not_counters():
+    sync = TimeSynchronizer(2)
+    add(sync, 0, 100 * MS)
+    add(sync, 1, 100 * MS)
+    add(sync, 0, 200 * MS)
+    sync.reset()
+    assert sync.peek() is None and sync.queued_stamps_ns() == ((), ())
+    assert add(sync, 0, 50 * MS) is False and add(sync, 1, 50 * MS) is True  # the watermark is gone too
+    st = assert_accounted(sync)
+    assert (st.resets, st.frames_dropped, st.frames_in, st.stale_rejected) == (1, 3, [3, 2], 0)
+
+
+# 6. A silent stream
+
+
+def test_silent_stream_forms_no_partial_sets():
+    sync = TimeSynchronizer(3, queue_size=4)
+    for k in range(500):
+        for s in (0, 1):
+            assert not add(sync, s, k * PERIOD_NS)
+    assert sync.take() is None
+    assert [len(q) for q in sync.queued_stamps_ns()] == [4, 4, 0]
+    st = assert_accounted(sync)
+    assert (st.sets_formed, st.frames_in, st.frames_dropped) == (0, [500, 500, 0], 992)
+
+
+# 7. One stream and invalid arguments
+
+
+def test_single_stream_every_frame_is_a_set():
+    sync = TimeSynchronizer(1, queue_size=1)
+    for k in range(5):
+        assert add(sync, 0, k * PERIOD_NS)
+    assert sync.take().stamps_ns == (4 * PERIOD_NS,)
+    st = assert_accounted(sync)
+    assert (st.sets_formed, st.sets_superseded, st.frames_dropped) == (5, 4, 4)
+
+
+@pytest.mark.parametrize("kwargs, bad", [
+    ({"num_streams": 0}, "0"),
+    ({"num_streams": 2, "slop_ns": -1}, "-1"),
+    ({"num_streams": 2, "queue_size": 0}, "0"),
+    ({"num_streams": 2, "reset_backwards_ns": -5}, "-5"),
+    ({"num_streams": 2, "mode": "nearest"}, "nearest"),
+])
+def test_invalid_arguments(kwargs, bad):
+    with pytest.raises(ValueError, match=bad):
+        TimeSynchronizer(**kwargs)
+
+
+@pytest.mark.parametrize("stream", [-1, 2, 7])
+def test_stream_index_out_of_range(stream):
+    sync = TimeSynchronizer(2)
+    with pytest.raises(ValueError, match=f"stream index {stream} "):
+        sync.add(stream, 0, None, 0)
+    assert sync.stats.frames_in == [0, 0]
+
+
+# 8. Thread-safety
+
+
+def test_stats_is_a_consistent_copy():
+    sync = TimeSynchronizer(2)
+    before = sync.stats
+    add(sync, 0, 100 * MS)
+    before.frames_in[1] = 99
+    assert before.frames_in == [0, 99] and sync.stats.frames_in == [1, 0]
+
+
+def test_add_and_take_wait_for_the_lock():
+    sync = TimeSynchronizer(1)
+    with sync._lock:
+        workers = [threading.Thread(target=add, args=(sync, 0, 1)), threading.Thread(target=sync.take)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(0.02)
+        assert all(w.is_alive() for w in workers)
+    for w in workers:
+        w.join()
+    assert assert_accounted(sync).frames_in == [1]
+
+
+def test_concurrent_producers_and_consumer():
+    slop_ns, frames = 5 * MS, 2000
+    sync = TimeSynchronizer(3, slop_ns=slop_ns, queue_size=5)
+    taken: list[FrameSet] = []
+    done = threading.Event()
+
+    def produce(s: int) -> None:
+        for k in range(frames):
+            add(sync, s, k * PERIOD_NS + s * MS)
+
+    def consume() -> None:
+        while not done.is_set():
+            fs = sync.take()
+            if fs is not None:
+                taken.append(fs)
+
+    producers = [threading.Thread(target=produce, args=(s,)) for s in range(3)]
+    consumer = threading.Thread(target=consume)
+    for t in [consumer, *producers]:
+        t.start()
+    for t in producers:
+        t.join()
+    done.set()
+    consumer.join()
+    st = assert_accounted(sync)
+    assert st.frames_in == [frames] * 3 and st.sets_taken == len(taken)
+    for fs in taken:
+        assert_valid(fs, slop_ns)
+    newest_ns = [fs.newest_stamp_ns for fs in taken]
+    assert newest_ns == sorted(set(newest_ns))
+
+
+# Randomised property test
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_jittered_cameras_property(seed):
+    rng = random.Random(seed)
+    slop_ns, cameras, frames = 10 * MS, 3, 1000
+    sync = TimeSynchronizer(cameras, slop_ns=slop_ns, queue_size=5)
+    events = []  # (arrival_ns, camera, stamp_ns): ±3 ms trigger jitter, 2..45 ms transport latency
+    for c in range(cameras):
+        for k in range(frames):
+            stamp_ns = k * PERIOD_NS + c * MS + rng.randint(-3 * MS, 3 * MS)
+            events.append((stamp_ns + rng.randint(2 * MS, 45 * MS), c, stamp_ns))
+    events.sort()
+    taken, consumer_free_ns = [], 0
+    for arrival_ns, c, stamp_ns in events:
+        add(sync, c, stamp_ns, arrival_ns)
+        if arrival_ns >= consumer_free_ns:  # a network taking 0.1..1 s per set
+            fs = sync.take()
+            if fs is not None:
+                assert fs.complete_ns <= arrival_ns
+                taken.append(fs)
+                consumer_free_ns = arrival_ns + rng.randint(100 * MS, 1000 * MS)
+    st = assert_accounted(sync)
+    assert sum(st.frames_in) == cameras * frames
+    assert st.sets_formed > 0.9 * frames  # jitter stays within the slop, so nearly every trigger forms a set
+    assert len(taken) == st.sets_taken > 50
+    for fs in taken:
+        assert_valid(fs, slop_ns)
+    for earlier, later in zip(taken, taken[1:], strict=False):
+        assert later.newest_stamp_ns > earlier.newest_stamp_ns
+        assert all(b > a for a, b in zip(earlier.stamps_ns, later.stamps_ns, strict=True))
