@@ -6,6 +6,7 @@ For demos and tests without cameras: every tick publishes one frame per camera, 
 from __future__ import annotations
 
 import math
+import os
 
 import cv2
 import numpy as np
@@ -22,8 +23,9 @@ from da3_ros import conversions as conv
 class FrameSource:
     """Frames of one camera: ``video:<path>`` (looped) or ``image:<path>`` (repeated)."""
 
-    def __init__(self, spec: str):
+    def __init__(self, spec: str, base_dir: str = ""):
         kind, _, path = spec.partition(":")
+        path = os.path.join(base_dir, path) if base_dir else path  # absolute paths stay as given
         self.spec, self.kind, self._cap, self._img = spec, kind, None, None
         if kind == "video":
             self._cap = cv2.VideoCapture(path)
@@ -57,6 +59,7 @@ class RigPlayer(Node):
         super().__init__("rig_player", **kwargs)
         names = self.declare_parameter("camera_names", ["camera"]).value
         sources = self.declare_parameter("sources", [""]).value
+        examples_dir = self.declare_parameter("examples_dir", "").value  # base of relative source paths
         self.rate_hz = self.declare_parameter("rate_hz", 5.0).value
         self.hfov_deg = self.declare_parameter("hfov_deg", 60.0).value
         self.jitter_s = self.declare_parameter("jitter_s", 0.0).value
@@ -66,7 +69,7 @@ class RigPlayer(Node):
         reliable = self.declare_parameter("qos", "sensor_data").value == "reliable"
         if len(names) != len(sources):
             raise ValueError(f"camera_names {names} and sources {sources} differ in length")
-        self.sources = [FrameSource(s) for s in sources]
+        self.sources = [FrameSource(s, examples_dir) for s in sources]
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
         self.names = names
         self.pub_img = [self.create_publisher(Image, f"{n}/image_raw", qos) for n in names]

@@ -41,3 +41,20 @@ def video_path() -> Path:
     p = EXAMPLES / "robot_unitree.mp4"
     assert p.is_file(), f"example video missing: {p}"
     return p
+
+
+@pytest.fixture
+def domain_id() -> int:
+    """A ROS_DOMAIN_ID of its own for each test."""
+    from ros_harness import _domains
+
+    return next(_domains)
+
+
+@pytest.fixture
+def checker(domain_id):
+    from ros_harness import Checker
+
+    c = Checker(domain_id)
+    yield c
+    c.close()

@@ -1,0 +1,103 @@
+"""Real processes over real Fast DDS: the node and the player as subprocesses, the test process as checker.
+
+Each test gets its own ROS_DOMAIN_ID; discovery stays on localhost; the project's Fast DDS profile is used.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import rclpy
+import yaml
+from rclpy.context import Context
+from rclpy.node import Node
+
+REPO = Path(__file__).resolve().parents[1]
+_domains = itertools.count(20 + os.getpid() % 40)
+
+
+def ros_env(domain_id: int) -> dict:
+    env = dict(os.environ)
+    env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / "config" / "fastdds_profile.xml"))
+    env.pop("ROS_LOCALHOST_ONLY", None)
+    return env
+
+
+def write_params(path: Path, node_name: str, params: dict) -> Path:
+    path.write_text(yaml.safe_dump({node_name: {"ros__parameters": params}}))
+    return path
+
+
+def find_executable(exe: str) -> str:
+    """Where `ros2 run da3_ros <exe>` would find it: <prefix>/lib/da3_ros on AMENT_PREFIX_PATH."""
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        candidate = Path(prefix) / "lib" / "da3_ros" / exe
+        if prefix and candidate.is_file():
+            return str(candidate)
+    path = shutil.which(exe)
+    assert path, f"{exe} not found under AMENT_PREFIX_PATH/lib/da3_ros (source scripts/env.sh)"
+    return path
+
+
+@contextmanager
+def process(exe: str, params_file: Path, domain_id: int, log: Path, extra: list[str] = ()):
+    """Run an installed executable with a params file; stop it with SIGINT, then kill."""
+    path = find_executable(exe)
+    with open(log, "w") as f:
+        proc = subprocess.Popen([path, "--ros-args", "--params-file", str(params_file), *extra],
+                                env=ros_env(domain_id), stdout=f, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class Checker:
+    """An rclpy node in the test process, on the test's domain."""
+
+    def __init__(self, domain_id: int):
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = Node("checker", context=self.context)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def collect(self, msg_type, topic: str, qos=10) -> list:
+        got: list = []
+        self.node.create_subscription(msg_type, topic, got.append, qos)
+        return got
+
+    def spin_until(self, condition, timeout_s: float, what: str = "condition") -> None:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.05)
+            if condition():
+                return
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+    def spin_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def diag_values(msg) -> dict[str, float]:
+    return {kv.key: float(kv.value) for kv in msg.status[0].values}

@@ -1,0 +1,215 @@
+"""Static checks of launch/, config/*.yaml and config/da3.rviz (launch/launch_ros are not needed)."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from da3_ros.params import NODE_PARAMS, all_param_names
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "config"
+LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
+YAML_FILES = sorted(CONFIG.glob("*.yaml"))
+
+
+def player_param_names() -> set[str]:
+    src = (REPO / "da3_ros" / "player.py").read_text()
+    return set(re.findall(r"declare_parameter\(\s*['\"]([^'\"]+)['\"]", src))
+
+
+def node_output_topics() -> set[str]:
+    """Relative topics the node publishes per camera (PER_CAMERA_OUTPUTS in node.py) and set-wide."""
+    tree = ast.parse((REPO / "da3_ros" / "node.py").read_text())
+    per_cam = next(n.value for n in tree.body if isinstance(n, ast.Assign)
+                   and any(getattr(t, "id", None) == "PER_CAMERA_OUTPUTS" for t in n.targets))
+    return {v.elts[0].value for v in per_cam.values}
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def ros_params(path: Path) -> dict:
+    doc = yaml.safe_load(path.read_text())
+    assert isinstance(doc, dict) and len(doc) == 1, f"{path.name}: expected one node section"
+    (section,) = doc.values()
+    assert "/**" in doc, f"{path.name}: use the '/**:' wildcard section"
+    assert isinstance(section, dict) and set(section) == {"ros__parameters"}, f"{path.name}: no ros__parameters"
+    return flatten(section["ros__parameters"])
+
+
+def is_player_file(params: dict) -> bool:
+    return "sources" in params
+
+
+def test_helpers_see_the_sources():
+    assert {"camera_names", "sources", "rate_hz", "qos"} <= player_param_names()
+    assert {"depth/image", "confidence/image", "points"} <= node_output_topics()
+    assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_expected_files_exist():
+    names = {p.name for p in YAML_FILES}
+    assert {"mono.yaml", "stereo.yaml", "surround4.yaml", "demo_rig.yaml", "demo_player.yaml"} <= names
+    assert {p.name for p in LAUNCH_FILES} >= {"single_camera.launch.py", "rig.launch.py"}
+    assert (CONFIG / "da3.rviz").is_file()
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: p.name)
+def test_param_file(path: Path):
+    params = ros_params(path)
+    if is_player_file(params):
+        unknown = set(params) - player_param_names()
+        assert not unknown, f"{path.name}: not rig_player parameters: {sorted(unknown)}"
+        assert len(params["sources"]) == len(params["camera_names"]), f"{path.name}: one source per camera"
+        for s in params["sources"]:
+            assert re.fullmatch(r"(video|image):.+", s), f"{path.name}: bad source {s!r}"
+        return
+    cams = params.get("camera_names", ["camera"])
+    assert cams and len(set(cams)) == len(cams), f"{path.name}: camera_names empty or repeated"
+    unknown = set(params) - all_param_names(cams)
+    assert not unknown, f"{path.name}: unknown node parameters: {sorted(unknown)}"
+    ref = params.get("reference_camera", "")
+    assert ref == "" or ref in cams, f"{path.name}: reference_camera {ref!r} not in {cams}"
+    for c in cams:
+        pose = params.get(f"cameras.{c}.T_ref_cam")
+        assert pose is None or len(pose) == 7, f"{path.name}: cameras.{c}.T_ref_cam needs 7 numbers"
+    defaults = {p.name: p.default for p in NODE_PARAMS}
+    for k, v in params.items():  # a value's type matches the declared default's (ints pass as floats)
+        if k in defaults and defaults[k] is not None:
+            want = type(defaults[k])
+            ok = isinstance(v, want) or (want is float and isinstance(v, int) and not isinstance(v, bool))
+            assert ok, f"{path.name}: {k}={v!r} should be {want.__name__}"
+
+
+def test_specific_rigs():
+    stereo = ros_params(CONFIG / "stereo.yaml")
+    assert stereo["camera_names"] == ["left", "right"] and stereo["reference_camera"] == "left"
+    assert stereo["sync.mode"] == "exact"
+    assert stereo["cameras.right.T_ref_cam"] == [0.12, 0, 0, 0, 0, 0, 1]
+    surround = ros_params(CONFIG / "surround4.yaml")
+    assert surround["camera_names"] == ["front", "left", "right", "rear"]
+    assert surround["sync.mode"] == "approximate" and surround["sync.slop_s"] == pytest.approx(0.03)
+    demo, player = ros_params(CONFIG / "demo_rig.yaml"), ros_params(CONFIG / "demo_player.yaml")
+    assert demo["model"] == "random:da3-small" and demo["cloud.stride"] == 2
+    assert demo["camera_names"] == player["camera_names"] == ["front", "left", "right"]
+
+
+# ---- launch files --------------------------------------------------------------------------------------------
+
+def call_name(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Call):
+        f = node.func
+        return f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+    return None
+
+
+def first_str_arg(call: ast.Call) -> str | None:
+    if call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str):
+        return call.args[0].value
+    return None
+
+
+def kwarg(call: ast.Call, name: str):
+    return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+def launch_tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_file_structure(path: Path):
+    tree = launch_tree(path)
+    funcs = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert "generate_launch_description" in funcs, f"{path.name}: no generate_launch_description()"
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    declared = [first_str_arg(c) for c in calls if call_name(c) == "DeclareLaunchArgument"]
+    used = {first_str_arg(c) for c in calls if call_name(c) == "LaunchConfiguration"}
+    assert None not in declared and None not in used, f"{path.name}: argument names must be literals"
+    assert len(declared) == len(set(declared)), f"{path.name}: argument declared twice"
+    assert used <= set(declared), f"{path.name}: undeclared arguments {sorted(used - set(declared))}"
+    assert set(declared) <= used, f"{path.name}: declared but unused {sorted(set(declared) - used)}"
+    referenced = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                  and re.fullmatch(r"[\w.-]+\.(yaml|rviz)", n.value)}
+    missing = {r for r in referenced if not (CONFIG / r).is_file()}
+    assert not missing, f"{path.name}: references missing config files {sorted(missing)}"
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_node_parameters(path: Path):
+    tree = launch_tree(path)
+    referenced = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                  and re.fullmatch(r"[\w.-]+\.yaml", n.value)]
+    cams = {c for r in referenced if (CONFIG / r).is_file()
+            for c in ros_params(CONFIG / r).get("camera_names", [])}
+    nodes = [c for c in ast.walk(tree) if call_name(c) == "Node"]
+    assert nodes, f"{path.name}: starts no Node"
+    valid = {"depth_node": all_param_names(sorted(cams)), "rig_player": player_param_names()}
+    for node in nodes:
+        exe = kwarg(node, "executable")
+        assert isinstance(exe, ast.Constant), f"{path.name}: executable must be a literal"
+        if kwarg(node, "package").value != "da3_ros":
+            continue
+        assert exe.value in valid, f"{path.name}: da3_ros has no executable {exe.value!r}"
+        params = kwarg(node, "parameters")
+        if params is None:
+            continue
+        assert isinstance(params, ast.List), f"{path.name}: parameters must be a list literal"
+        for item in params.elts:
+            if isinstance(item, ast.Dict):
+                keys = {k.value for k in item.keys}
+                unknown = keys - valid[exe.value]
+                assert not unknown, f"{path.name}: {exe.value} has no parameters {sorted(unknown)}"
+
+
+def test_launch_defaults():
+    single = launch_tree(REPO / "launch" / "single_camera.launch.py")
+    decl = {first_str_arg(c): kwarg(c, "default_value") for c in ast.walk(single)
+            if call_name(c) == "DeclareLaunchArgument"}
+    lit = {k: v.value for k, v in decl.items() if isinstance(v, ast.Constant)}
+    assert lit == {"model": "depth-anything/DA3-SMALL", "backend": "torch", "device": "cpu", "namespace": "",
+                   "image_topic": "/camera/image_raw", "camera_info_topic": "/camera/camera_info"}
+    assert "mono.yaml" in ast.dump(decl["params_file"])
+    rig = launch_tree(REPO / "launch" / "rig.launch.py")
+    decl = {first_str_arg(c): kwarg(c, "default_value") for c in ast.walk(rig) if call_name(c) == "DeclareLaunchArgument"}
+    assert {"rig_file", "model", "backend", "device", "namespace", "use_player", "player_file", "rviz"} <= set(decl)
+    assert decl["use_player"].value == "false" and decl["rviz"].value == "false"
+    assert "stereo.yaml" in ast.dump(decl["rig_file"]) and "demo_player.yaml" in ast.dump(decl["player_file"])
+
+
+# ---- rviz ----------------------------------------------------------------------------------------------------
+
+def test_rviz_config():
+    cfg = yaml.safe_load((CONFIG / "da3.rviz").read_text())
+    vm = cfg["Visualization Manager"]
+    assert "Panels" in cfg and vm["Global Options"]["Fixed Frame"] == "front_optical_frame"
+    displays = vm["Displays"]
+    classes = [d["Class"] for d in displays]
+    assert all(c.startswith("rviz_default_plugins/") for c in classes), classes
+    for c in ("Grid", "TF", "PointCloud2", "Image"):
+        assert f"rviz_default_plugins/{c}" in classes, f"no {c} display"
+    per_cam, set_wide = node_output_topics(), {"points_fused", "multiview_depth"}
+    for d in displays:
+        topic = d.get("Topic", {}).get("Value")
+        if topic is None:
+            continue
+        cam, _, rest = topic.partition("/")
+        assert topic in set_wide or rest in per_cam, f"rviz topic {topic!r} is not published by the node"
+    fused = next(d for d in displays if d.get("Topic", {}).get("Value") == "points_fused")
+    assert fused["Enabled"] and fused["Color Transformer"] == "RGB8" and fused["Size (m)"] == pytest.approx(0.01)
+    per_camera_clouds = [d for d in displays if d.get("Topic", {}).get("Value", "").endswith("/points")]
+    assert per_camera_clouds and not any(d["Enabled"] for d in per_camera_clouds)
+    images = {d["Topic"]["Value"] for d in displays if d["Class"] == "rviz_default_plugins/Image"}
+    assert images == {"front/depth/image", "front/confidence/image"}

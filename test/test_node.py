@@ -1,0 +1,175 @@
+"""The node over real Fast DDS: node, player and checker in separate processes, real images, real network."""
+import numpy as np
+import pytest
+from rclpy.qos import qos_profile_sensor_data
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from tf2_msgs.msg import TFMessage
+
+from conftest import EXAMPLES
+from da3_ros import conversions as conv
+from da3_ros import preprocess
+from da3_ros.msg import MultiViewDepth
+from da3_ros.player import pinhole_K
+from ros_harness import diag_values, process, write_params
+
+VIDEO, PHOTO = f"video:{EXAMPLES / 'robot_unitree.mp4'}", f"image:{EXAMPLES / 'SOH_000.png'}"
+
+
+def _start(tmp_path, domain_id, node_params, player_params):
+    node_yaml = write_params(tmp_path / "node.yaml", "da3_depth", {"model": "random:da3-small@0", **node_params})
+    player_yaml = write_params(tmp_path / "player.yaml", "rig_player", player_params)
+    return (process("depth_node", node_yaml, domain_id, tmp_path / "node.log"),
+            process("rig_player", player_yaml, domain_id, tmp_path / "player.log"))
+
+
+def _latest_diag(diags):
+    return diag_values(diags[-1]) if diags else {}
+
+
+def test_outputs_are_consistent(tmp_path, domain_id, checker):
+    """Encodings, headers, K vs size, cloud = back-projection, TF = poses in the result message; YAML honoured."""
+    node_params = {"camera_names": ["front", "left"], "cloud.stride": 3, "tf.suffix": "_est",
+                   "cameras": {"front": {"image_topic": "/rig/front_cam/image"}}}
+    player = {"camera_names": ["front", "left"], "sources": [VIDEO, PHOTO], "rate_hz": 4.0}
+    mv = checker.collect(MultiViewDepth, "multiview_depth")
+    depth = checker.collect(Image, "front/depth/image")
+    info = checker.collect(CameraInfo, "front/depth/camera_info")
+    points = checker.collect(PointCloud2, "front/points")
+    fused = checker.collect(PointCloud2, "points_fused")
+    tf = checker.collect(TFMessage, "/tf", 100)
+    node_cm, player_cm = _start(tmp_path, domain_id, node_params, player)
+    with node_cm, player_cm:
+        # the player publishes front on front/image_raw; the node listens on /rig/front_cam/image: relay it
+        relay = checker.node.create_publisher(Image, "/rig/front_cam/image", 5)
+        checker.node.create_subscription(Image, "front/image_raw", relay.publish, qos_profile_sensor_data)
+        checker.spin_until(lambda: len(mv) >= 2 and len(points) >= 2 and len(fused) >= 2, 90, "two sets")
+        checker.spin_for(1.0)  # TF and clouds of the last set may still be in flight
+    m = mv[-2]
+    assert [v.camera_name for v in m.views] == ["front", "left"] and m.reference_camera == "front"
+    assert not m.is_metric and m.header.frame_id == "front_optical_frame" and "UNTRAINED" in m.model
+    stamp = conv.stamp_to_ns(m.header.stamp)
+    d = next(x for x in depth if conv.stamp_to_ns(x.header.stamp) == stamp)
+    ci = next(x for x in info if conv.stamp_to_ns(x.header.stamp) == stamp)
+    pc = next(x for x in points if conv.stamp_to_ns(x.header.stamp) == stamp)
+    assert d.encoding == "32FC1" and d.header.frame_id == "front_optical_frame" == ci.header.frame_id
+    assert (ci.height, ci.width) == (d.height, d.width)
+    # K is the player's camera_info mapped to the network resolution (video 1024x576 + photo 1208x680)
+    plans = preprocess.plan_batch([(576, 1024), (680, 1208)], 504)
+    K_expected = preprocess.K_cam_to_proc(pinhole_K(1024, 576, 60.0), plans[0])
+    np.testing.assert_allclose(np.array(ci.k).reshape(3, 3), K_expected, rtol=1e-9)
+    assert (d.height, d.width) == plans[0].proc_hw
+    # every cloud point is the back-projection of its depth pixel (independent check: project it back)
+    depth_img = conv.image_to_array(d)
+    xyz, rgb = conv.pointcloud2_to_xyz_rgb(pc)
+    assert len(xyz) > 100 and rgb is not None
+    K = np.array(ci.k).reshape(3, 3)
+    u = K[0, 0] * xyz[:, 0] / xyz[:, 2] + K[0, 2]
+    v = K[1, 1] * xyz[:, 1] / xyz[:, 2] + K[1, 2]
+    ui, vi = np.round(u).astype(int), np.round(v).astype(int)
+    assert np.abs(u - ui).max() < 1e-2 and np.abs(v - vi).max() < 1e-2
+    assert np.all(ui % 3 == 0) and np.all(vi % 3 == 0)  # cloud.stride from the YAML
+    np.testing.assert_allclose(xyz[:, 2], depth_img[vi, ui], rtol=1e-6)
+    # TF: the estimated frames hang under the reference camera's frame and equal the message's poses
+    tfs = {t.child_frame_id: t for msg in tf for t in msg.transforms if conv.stamp_to_ns(t.header.stamp) == stamp}
+    assert set(tfs) == {"front_optical_frame_est", "left_optical_frame_est"}
+    for view in m.views:
+        t = tfs[f"{view.camera_name}_optical_frame_est"]
+        assert t.header.frame_id == "front_optical_frame"
+        np.testing.assert_allclose(conv.transform_to_T(t.transform), conv.pose_to_T(view.pose), atol=1e-6)
+    np.testing.assert_allclose(conv.pose_to_T(m.views[0].pose), np.eye(4), atol=1e-6)
+    # the fused cloud holds both views, the reference view unchanged
+    fz = next(x for x in fused if conv.stamp_to_ns(x.header.stamp) == stamp)
+    fxyz, _ = conv.pointcloud2_to_xyz_rgb(fz)
+    assert fz.header.frame_id == "front_optical_frame" and len(fxyz) > len(xyz)
+    np.testing.assert_allclose(fxyz[:len(xyz)], xyz, atol=1e-5)
+
+
+def test_newest_sets_when_inputs_outrun_the_engine(tmp_path, domain_id, checker):
+    """15 Hz in, ~1 Hz engine: newest sets only, stamps increase, drops counted, latency stays bounded."""
+    player = {"camera_names": ["front", "left"], "sources": [VIDEO, PHOTO], "rate_hz": 15.0, "jitter_s": 0.003}
+    mv = checker.collect(MultiViewDepth, "multiview_depth")
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    latency_s = []
+    checker.node.create_subscription(
+        MultiViewDepth, "multiview_depth",
+        lambda m: latency_s.append((checker.node.get_clock().now().nanoseconds - conv.stamp_to_ns(m.header.stamp)) / 1e9),
+        10)
+    node_cm, player_cm = _start(tmp_path, domain_id, {"camera_names": ["front", "left"]}, player)
+    with node_cm, player_cm:
+        checker.spin_until(lambda: len(mv) >= 2, 90, "first sets")
+        first = _latest_diag(diags)
+        checker.spin_until(lambda: len(mv) >= 8, 90, "eight sets")
+        checker.spin_for(1.5)
+        last = _latest_diag(diags)
+    stamps = [conv.stamp_to_ns(m.header.stamp) for m in mv]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    assert last["sets_superseded"] > first.get("sets_superseded", 0) > 0
+    assert last["frames_in.front"] > 4 * last["sets_done"]
+    # bounded latency: no backlog builds up (the last sets are no later than the first ones, plus slack)
+    assert max(latency_s[-3:]) < max(latency_s[:3]) + 2.0 and max(latency_s) < 10.0
+
+
+def test_outputs_without_subscribers_cost_nothing(tmp_path, domain_id, checker):
+    player = {"camera_names": ["front"], "sources": [VIDEO], "rate_hz": 5.0}
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    node_cm, player_cm = _start(tmp_path, domain_id, {"camera_names": ["front"], "tf.mode": "off"}, player)
+    with node_cm, player_cm:
+        checker.spin_until(lambda: _latest_diag(diags).get("skipped_no_subscribers", 0) >= 3, 60, "skipped sets")
+        idle = _latest_diag(diags)
+        assert idle["sets_done"] == 0 and idle["clouds_built"] == 0
+        depth = checker.collect(Image, "front/depth/image")
+        checker.spin_until(lambda: len(depth) >= 2, 60, "depth after subscribing")
+        checker.spin_for(1.2)
+        busy = _latest_diag(diags)
+    assert busy["sets_done"] >= 2 and busy["clouds_built"] == 0  # depth only: no cloud was computed
+
+
+def test_pose_conditioning_with_two_cameras(tmp_path, domain_id, checker):
+    """Known extrinsics (parameters) go into the model for N=2 and come out as the published poses."""
+    node_params = {"camera_names": ["left", "right"], "sync.mode": "exact",
+                   "cameras": {"left": {"T_ref_cam": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]},
+                               "right": {"T_ref_cam": [0.12, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]}}}
+    player = {"camera_names": ["left", "right"], "sources": [PHOTO, f"image:{EXAMPLES / 'SOH_010.png'}"],
+              "rate_hz": 2.0}
+    mv = checker.collect(MultiViewDepth, "multiview_depth")
+    node_cm, player_cm = _start(tmp_path, domain_id, node_params, player)
+    with node_cm, player_cm:
+        checker.spin_until(lambda: len(mv) >= 1, 90, "a conditioned set")
+    m = mv[0]
+    np.testing.assert_allclose(conv.pose_to_T(m.views[1].pose)[:3, 3], [0.12, 0, 0], atol=1e-9)
+    assert all(v.has_pose for v in m.views)
+    assert m.views[0].depth_scale == m.views[1].depth_scale != 1.0  # depth brought to the given units
+
+
+def test_bad_input_is_counted_and_the_node_survives(tmp_path, domain_id, checker):
+    """A wrong encoding is a logged, counted drop; the next good image is processed."""
+    node_yaml = write_params(tmp_path / "node.yaml", "da3_depth",
+                             {"model": "random:da3-small@0", "camera_names": ["cam"]})
+    depth = checker.collect(Image, "cam/depth/image")
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    pub = checker.node.create_publisher(Image, "cam/image_raw", 5)
+    rgb = np.zeros((120, 160, 3), np.uint8)
+    with process("depth_node", node_yaml, domain_id, tmp_path / "node.log"):
+        checker.spin_until(lambda: pub.get_subscription_count() > 0, 60, "node subscribed")
+        now = checker.node.get_clock().now().nanoseconds
+        bad = conv.rgb_to_image(rgb, conv.Header(stamp=conv.ns_to_stamp(now), frame_id="cam"))
+        bad.encoding = "bayer_rggb8"
+        pub.publish(bad)
+        checker.spin_until(lambda: _latest_diag(diags).get("bad_input", 0) >= 1, 30, "bad input counted")
+        good = conv.rgb_to_image(rgb, conv.Header(stamp=conv.ns_to_stamp(now + 10**8), frame_id="cam"))
+        pub.publish(good)
+        checker.spin_until(lambda: len(depth) >= 1, 30, "depth of the good image")
+    assert (depth[0].height, depth[0].width) == preprocess.plan_resize((120, 160), 504).proc_hw
+
+
+@pytest.mark.parametrize("input_qos", ["reliable"])
+def test_incompatible_qos_is_reported(tmp_path, domain_id, checker, input_qos):
+    """A best-effort camera and a reliable subscription never match: the node says so in /diagnostics."""
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    player = {"camera_names": ["front"], "sources": [VIDEO], "rate_hz": 5.0, "qos": "sensor_data"}
+    node_cm, player_cm = _start(tmp_path, domain_id, {"camera_names": ["front"], "qos.input": input_qos}, player)
+    with node_cm, player_cm:
+        checker.spin_until(lambda: _latest_diag(diags).get("incompatible_qos", 0) >= 1, 60, "incompatible QoS")
+        assert diags[-1].status[0].level == diags[-1].status[0].WARN
+    assert "incompatible QoS" in (tmp_path / "node.log").read_text()
