@@ -69,6 +69,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from da3_ros.demo import run_demo
+
+    return run_demo(Path(args.examples), Path(args.out), args.model, args.seconds, args.rate_hz, args.domain_id)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="da3-ros", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -85,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--process-res-method", default="upper_bound_resize", choices=preprocess.METHODS)
     inf.add_argument("--intrinsics", help="fx,fy,cx,cy of all images (pixels); needed for metres with da3metric")
     inf.set_defaults(func=cmd_infer)
+    demo = sub.add_parser("demo", help="run the node on a recorded 3-camera rig; print a summary, write pictures")
+    demo.add_argument("--examples", required=True, help="folder with robot_unitree.mp4, SOH_000.png, SOH_010.png")
+    demo.add_argument("--model", default="random:da3-small")
+    demo.add_argument("--out", default="out/demo")
+    demo.add_argument("--seconds", type=float, default=20.0, help="how long to record after the first set")
+    demo.add_argument("--rate-hz", type=float, default=10.0, help="camera rate of the player")
+    demo.add_argument("--domain-id", type=int, default=42)
+    demo.set_defaults(func=cmd_demo)
     return p
 
 

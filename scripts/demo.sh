@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# The README's main command: set up if needed, then run da3_ros on the example data in ../shared.
+# The README's main command: set up if needed, then run the node on the example data in ../shared as a
+# 3-camera rig (rig_player -> depth_node -> recorder), print a summary and write pictures to out/demo.
 # Weights cannot be downloaded here, so it runs the real da3-small architecture with RANDOM weights
-# (labelled UNTRAINED everywhere); pass MODEL=<hf id | dir> for real weights.
+# (labelled UNTRAINED everywhere); MODEL=<hf id | dir> runs real weights.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EXAMPLES="${DA3_EXAMPLES:-$ROOT/../shared/data/da3_examples}"
-MODEL="${MODEL:-random:da3-small}"
-OUT="${OUT:-$ROOT/out/demo}"
 bash "$ROOT/scripts/setup.sh"
 source "$ROOT/scripts/env.sh"
-da3-ros infer --model "$MODEL" "$EXAMPLES/SOH_000.png" "$EXAMPLES/SOH_010.png" --out "$OUT/infer.npz"
+exec da3-ros demo --examples "$EXAMPLES" --model "${MODEL:-random:da3-small}" --out "${OUT:-$ROOT/out/demo}" "$@"
