@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     inf = sub.add_parser("infer", help="one multi-view forward over image files")
     inf.add_argument("images", nargs="+", help="image files, one per view")
     inf.add_argument("--model", required=True,
-                     help="HF repo id, local dir (config.json + model.safetensors), variant name, or random:<variant>[@seed]")
+                     help="HF repo id, local dir (config.json + model.safetensors), variant name, "
+                          "or random:<variant>[@seed]")
     inf.add_argument("--out", default="out/result.npz", help="npz file to write")
     inf.add_argument("--png-dir", help="where to write the PNGs (default: beside --out)")
     inf.add_argument("--backend", default="torch", choices=["torch"])

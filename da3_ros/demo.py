@@ -40,7 +40,7 @@ def render_cloud(xyz: np.ndarray, rgb: np.ndarray | None, size=(480, 640)) -> np
     span = np.percentile(np.linalg.norm(xyz - centre, axis=1), 90) + 1e-6
     # virtual camera: pulled back along -z and raised (-y), looking at the cloud's centre, tilted down 25 deg
     a = np.radians(25)
-    R = np.array([[1, 0, 0], [0, np.cos(a), np.sin(a)], [0, -np.sin(a), np.cos(a)]])
+    R = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
     eye = centre + np.array([0.0, -1.2 * span, -2.5 * span])
     p = (xyz - eye) @ R.T
     keep = p[:, 2] > 1e-3
@@ -125,7 +125,8 @@ def _write_pictures(m, fused, out: Path) -> None:
         cv2.imwrite(str(out / f"{v.camera_name}_depth_confidence.png"),
                     caption(np.hstack(tiles), f"{m.model} | {v.camera_name} | depth ({units}) | confidence"))
     stamp = conv.stamp_to_ns(m.header.stamp)
-    cloud = next((c for c in reversed(fused) if conv.stamp_to_ns(c.header.stamp) == stamp), fused[-1] if fused else None)
+    same_set = [c for c in fused if conv.stamp_to_ns(c.header.stamp) == stamp]
+    cloud = same_set[-1] if same_set else (fused[-1] if fused else None)
     if cloud is not None:
         xyz, rgb = conv.pointcloud2_to_xyz_rgb(cloud)
         cv2.imwrite(str(out / "fused_cloud.png"),

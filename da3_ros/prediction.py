@@ -38,4 +38,5 @@ class Prediction:
         def take(a):
             return None if a is None else a[order]
         return Prediction(self.depth[order], self.is_metric, self.K_proc[order], self.K_source,
-                          take(self.confidence), take(self.sky_mask), take(self.T_cam_world), take(self.depth_scale), take(self.rgb_proc))
+                          take(self.confidence), take(self.sky_mask), take(self.T_cam_world),
+                          take(self.depth_scale), take(self.rgb_proc))

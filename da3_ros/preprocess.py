@@ -32,7 +32,7 @@ class ResizePlan:
     A_proc_cam: np.ndarray  # 3x3 float64, homogeneous camera pixel -> network pixel
 
     def cropped(self, hw: tuple[int, int]) -> "ResizePlan":
-        """This plan followed by a centre crop to ``hw`` (upstream's batch-shape unification)."""
+        """Return this plan followed by a centre crop to ``hw`` (upstream's batch-shape unification)."""
         top, left = (self.proc_hw[0] - hw[0]) // 2, (self.proc_hw[1] - hw[1]) // 2
         if (top, left) == (0, 0) and hw == self.proc_hw:
             return self

@@ -1,8 +1,8 @@
 """Depth Anything 3 on a multi-camera rig described by a parameter file.
 
-    ros2 launch da3_ros rig.launch.py rig_file:=/path/to/my_rig.yaml device:=cuda
-    # demo without cameras (rig_player publishes videos/photos as front/left/right):
-    ros2 launch da3_ros rig.launch.py rig_file:=$(ros2 pkg prefix da3_ros)/share/da3_ros/config/demo_rig.yaml \
+ros2 launch da3_ros rig.launch.py rig_file:=/path/to/my_rig.yaml device:=cuda
+# demo without cameras (rig_player publishes videos/photos as front/left/right):
+ros2 launch da3_ros rig.launch.py rig_file:=$(ros2 pkg prefix da3_ros)/share/da3_ros/config/demo_rig.yaml \
         model:=random:da3-small use_player:=true rviz:=true
 """
 from launch import LaunchDescription

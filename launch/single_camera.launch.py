@@ -1,6 +1,6 @@
 """Depth Anything 3 on one camera.
 
-    ros2 launch da3_ros single_camera.launch.py image_topic:=/camera/color/image_raw \
+ros2 launch da3_ros single_camera.launch.py image_topic:=/camera/color/image_raw \
         camera_info_topic:=/camera/color/camera_info device:=cuda
 """
 from launch import LaunchDescription

@@ -183,7 +183,8 @@ def test_launch_defaults():
                    "image_topic": "/camera/image_raw", "camera_info_topic": "/camera/camera_info"}
     assert "mono.yaml" in ast.dump(decl["params_file"])
     rig = launch_tree(REPO / "launch" / "rig.launch.py")
-    decl = {first_str_arg(c): kwarg(c, "default_value") for c in ast.walk(rig) if call_name(c) == "DeclareLaunchArgument"}
+    decl = {first_str_arg(c): kwarg(c, "default_value")
+            for c in ast.walk(rig) if call_name(c) == "DeclareLaunchArgument"}
     assert {"rig_file", "model", "backend", "device", "namespace", "use_player", "player_file", "rviz"} <= set(decl)
     assert decl["use_player"].value == "false" and decl["rviz"].value == "false"
     assert "stereo.yaml" in ast.dump(decl["rig_file"]) and "demo_player.yaml" in ast.dump(decl["player_file"])

@@ -91,10 +91,11 @@ def test_newest_sets_when_inputs_outrun_the_engine(tmp_path, domain_id, checker)
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     diags = checker.collect(DiagnosticArray, "/diagnostics")
     latency_s = []
-    checker.node.create_subscription(
-        MultiViewDepth, "multiview_depth",
-        lambda m: latency_s.append((checker.node.get_clock().now().nanoseconds - conv.stamp_to_ns(m.header.stamp)) / 1e9),
-        10)
+    def on_set(m):
+        now_ns = checker.node.get_clock().now().nanoseconds
+        latency_s.append((now_ns - conv.stamp_to_ns(m.header.stamp)) / 1e9)
+
+    checker.node.create_subscription(MultiViewDepth, "multiview_depth", on_set, 10)
     node_cm, player_cm = _start(tmp_path, domain_id, {"camera_names": ["front", "left"]}, player)
     with node_cm, player_cm:
         checker.spin_until(lambda: len(mv) >= 2, 90, "first sets")

@@ -1,7 +1,6 @@
 """PyTorch backend: the upstream network in eager mode, fp32 on CPU, fp16/bf16 autocast on CUDA."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from da3_ros.engines.base import Engine
