@@ -23,6 +23,7 @@ class NodeStats:
         self.sets_done = 0
         self.clouds_built = 0
         self.skipped_no_subscribers = 0
+        self.waiting_for_cameras = 0  # sets skipped: conditioning configured, camera_info / tf_static missing
         self.bad_input = 0
         self.errors = 0
         self.incompatible_qos = 0
@@ -54,6 +55,7 @@ class NodeStats:
             out = {f"frames_in.{c}": n for c, n in zip(self.cameras, self.frames_in)}
             out.update(sets_done=self.sets_done, clouds_built=self.clouds_built, bad_input=self.bad_input,
                        skipped_no_subscribers=self.skipped_no_subscribers, errors=self.errors,
+                       waiting_for_cameras=self.waiting_for_cameras,
                        incompatible_qos=self.incompatible_qos, input_rate_hz=self._rate(self._in_t),
                        output_rate_hz=self._rate(self._done_t),
                        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -16,7 +16,7 @@ from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from tf2_msgs.msg import TFMessage
 
@@ -25,8 +25,10 @@ from da3_ros.diagnostics import NodeStats
 from da3_ros.msg import MultiViewDepth
 from da3_ros.outputs import OutputConfig, SetOutputs
 from da3_ros.params import CAMERA_PARAMS, NODE_PARAMS, camera_param
+from da3_ros.static_tf import StaticTfBuffer
 from da3_ros.sync import SyncMode, TimeSynchronizer
 
+POSE_CONDITIONING = ("auto", "params", "tf_static", "off")
 PER_CAMERA_OUTPUTS = {  # output -> (topic under <camera>/, type)
     "depth": ("depth/image", Image), "depth_mm": ("depth/image_mm", Image),
     "camera_info": ("depth/camera_info", CameraInfo), "confidence": ("confidence/image", Image),
@@ -78,7 +80,8 @@ class DepthNode(Node):
         self._worker.start()
         self.get_logger().info(
             f"model {self.rig.engine.model.label} on {self._p('device')}; cameras {self.cameras}, "
-            f"reference {ref_name}; pose conditioning: {'on' if self.rig.T_ref_cam_known is not None else 'off'}")
+            f"reference {ref_name}; pose conditioning: {self._p('pose_conditioning')} "
+            f"({'parameters' if self.rig.T_ref_cam_known is not None else 'from /tf_static when available'})")
 
     def _p(self, name: str):
         try:
@@ -104,10 +107,10 @@ class DepthNode(Node):
         from da3_ros.geometry import R_from_quaternion, invert_T
 
         mode = self._p("pose_conditioning")
-        if mode not in ("auto", "params", "off"):
-            raise ValueError(f"pose_conditioning must be auto, params or off, got {mode!r}")
+        if mode not in POSE_CONDITIONING:
+            raise ValueError(f"pose_conditioning must be one of {POSE_CONDITIONING}, got {mode!r}")
         raw = [list(self._p(camera_param(c, "T_ref_cam")) or []) for c in self.cameras]
-        if mode == "off" or (mode == "auto" and not all(raw)):
+        if mode in ("off", "tf_static") or (mode == "auto" and not all(raw)):
             return None
         bad = [c for c, v in zip(self.cameras, raw) if len(v) != 7]
         if bad:
@@ -137,6 +140,10 @@ class DepthNode(Node):
             if not self.rig.engine.variant.has_sky:
                 outputs.pop("sky")
             self.pubs.append({k: self.create_publisher(t, f"{c}/{topic}", qout) for k, (topic, t) in outputs.items()})
+        self.static_tf = StaticTfBuffer()
+        latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, latched)
         self.pub_fused = self.create_publisher(PointCloud2, "points_fused", qout)
         self.pub_multiview = self.create_publisher(MultiViewDepth, "multiview_depth", qout)
         self.pub_tf = self.create_publisher(TFMessage, "/tf", QoSProfile(depth=100))
@@ -149,6 +156,23 @@ class DepthNode(Node):
         self.get_logger().warn(
             f"a publisher on {topic} offers an incompatible QoS (policy {event.last_policy_kind}); no images will "
             f"arrive from it: set qos.input to match (now {self._p('qos.input')})")
+
+    def _on_tf_static(self, msg: TFMessage) -> None:
+        for t in msg.transforms:
+            self.static_tf.add(t.header.frame_id, t.child_frame_id, conv.transform_to_T(t.transform))
+
+    def _tf_extrinsics(self, frame_ids: list[str]) -> np.ndarray | None:
+        """Known rig extrinsics from /tf_static (T_ref_cam per camera), when every camera is connected."""
+        mode = self._p("pose_conditioning")
+        if mode not in ("auto", "tf_static") or self.rig.T_ref_cam_known is not None:
+            return None
+        Ts = [self.static_tf.lookup(frame_ids[self.ref], f) for f in frame_ids]
+        return None if any(T is None for T in Ts) else np.stack(Ts)
+
+    def _conditioning_required(self) -> bool:
+        """Explicitly configured conditioning (parameters or tf_static) for a model that takes it."""
+        return self.rig.engine.variant.has_pose and (
+            self.rig.T_ref_cam_known is not None or self._p("pose_conditioning") == "tf_static")
 
     def _on_info(self, i: int, msg: CameraInfo) -> None:
         self._infos[i] = msg
@@ -183,6 +207,8 @@ class DepthNode(Node):
                 self.stats.bad_input += 1
                 self.get_logger().error(f"dropped a set: {exc}", throttle_duration_sec=5.0)
             except Exception as exc:  # the node must survive anything one set can do
+                if not self.context.ok():  # shutting down (Ctrl-C): publishers are gone, nothing to report
+                    return
                 self.stats.errors += 1
                 self.get_logger().error(f"set failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
 
@@ -204,11 +230,20 @@ class DepthNode(Node):
         t0 = time.perf_counter()
         images = [conv.image_to_rgb(m) for m in frameset.items]
         Ks, distortion = zip(*(self._intrinsics(i, m) for i, m in enumerate(frameset.items)))
-        t1 = time.perf_counter()
-        result = self.rig.process(images, list(Ks))
-        t2 = time.perf_counter()
         frame_ids = [self._p(camera_param(c, "frame_id")) or m.header.frame_id or f"{c}_optical_frame"
                      for c, m in zip(self.cameras, frameset.items)]
+        known = self._tf_extrinsics(frame_ids)
+        if self._conditioning_required() and (known is None and self.rig.T_ref_cam_known is None
+                                              or any(K is None for K in Ks)):
+            # Mixing conditioned and unconditioned sets would make the published poses jump between two
+            # frames of reference: wait until camera_info (and /tf_static) are there.
+            self.stats.waiting_for_cameras += 1
+            self.get_logger().warn("pose conditioning is configured but camera_info or the /tf_static path "
+                                   f"between {frame_ids} is missing; waiting", throttle_duration_sec=10.0)
+            return
+        t1 = time.perf_counter()
+        result = self.rig.process(images, list(Ks), known)
+        t2 = time.perf_counter()
         out = SetOutputs(result, self.cameras, frame_ids, [m.header for m in frameset.items], self.out_cfg,
                          self.rig.engine.model.label, list(distortion))
         for i, pubs in enumerate(self.pubs):

@@ -29,7 +29,8 @@ NODE_PARAMS: tuple[Param, ...] = (
     Param("sync.slop_s", 0.02, "largest stamp spread within one approximate set, seconds"),
     Param("sync.queue_size", 5, "frames kept per camera while waiting for a set"),
     Param("pose_conditioning", "auto",
-          "auto (use cameras.<name>.T_ref_cam when every camera has it), params, or off"),
+          "auto: cameras.<name>.T_ref_cam when every camera has one, else /tf_static when it connects every "
+          "camera's frame to the reference's; params; tf_static; off. Needs camera_info on every camera"),
     Param("tf.mode", "estimated_children",
           "estimated_children: <frame><tf.suffix> frames under the reference camera's frame; "
           "camera_frames: the cameras' own frames under the reference (rigs with no other TF source); off"),

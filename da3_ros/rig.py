@@ -34,8 +34,13 @@ class Rig:
         self.ref_index = ref_index
         self.T_ref_cam_known = None if T_ref_cam_known is None else np.asarray(T_ref_cam_known, np.float64)
 
-    def process(self, images_rgb: list[np.ndarray], K_cam: list[np.ndarray | None]) -> RigResult:
-        """Images and (possibly missing) intrinsics in camera order -> RigResult in camera order."""
+    def process(self, images_rgb: list[np.ndarray], K_cam: list[np.ndarray | None],
+                T_ref_cam_known: np.ndarray | None = None) -> RigResult:
+        """Images and (possibly missing) intrinsics in camera order -> RigResult in camera order.
+
+        ``T_ref_cam_known`` (N, 4, 4), e.g. from /tf_static, overrides the extrinsics given at construction.
+        """
+        known = self.T_ref_cam_known if T_ref_cam_known is None else np.asarray(T_ref_cam_known, np.float64)
         n = len(images_rgb)
         if not 0 <= self.ref_index < n:
             raise ValueError(f"reference index {self.ref_index} out of range for {n} cameras")
@@ -43,8 +48,8 @@ class Rig:
         inverse = list(np.argsort(order))
         K = np.stack([K_cam[i] for i in order]) if all(k is not None for k in K_cam) else None
         T_cam_world = None
-        if K is not None and self.T_ref_cam_known is not None and self.engine.variant.has_pose:
-            T_cam_world = invert_T(self.T_ref_cam_known[order])  # world = reference camera frame
+        if K is not None and known is not None and self.engine.variant.has_pose:
+            T_cam_world = invert_T(known[order])  # world = reference camera frame
         pred = self.engine.infer(FrameBatch([images_rgb[i] for i in order], K, T_cam_world)).reordered(inverse)
         T_ref_cam = None if pred.T_cam_world is None else relative_poses(pred.T_cam_world, self.ref_index)
         return RigResult(pred, self.ref_index, T_ref_cam, conditioned=T_cam_world is not None)

@@ -174,3 +174,27 @@ def test_incompatible_qos_is_reported(tmp_path, domain_id, checker, input_qos):
         checker.spin_until(lambda: _latest_diag(diags).get("incompatible_qos", 0) >= 1, 60, "incompatible QoS")
         assert diags[-1].status[0].level == diags[-1].status[0].WARN
     assert "incompatible QoS" in (tmp_path / "node.log").read_text()
+
+
+def test_pose_conditioning_from_tf_static(tmp_path, domain_id, checker):
+    """Rig extrinsics published on /tf_static (latched) condition the model, through a parent frame."""
+    from geometry_msgs.msg import TransformStamped
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    pub = checker.node.create_publisher(TFMessage, "/tf_static", latched)
+    T_rig_left, T_rig_right = np.eye(4), np.eye(4)
+    T_rig_left[:3, 3], T_rig_right[:3, 3] = [0.0, -0.1, 0.0], [0.25, -0.1, 0.0]
+    edges = [conv.transform_stamped(T_rig_left, "rig", "left_optical_frame", 0),
+             conv.transform_stamped(T_rig_right, "rig", "right_optical_frame", 0)]
+    assert all(isinstance(e, TransformStamped) for e in edges)
+    pub.publish(conv.tf_message(edges))
+    node_params = {"camera_names": ["left", "right"], "sync.mode": "exact", "pose_conditioning": "tf_static"}
+    player = {"camera_names": ["left", "right"], "sources": [PHOTO, f"image:{EXAMPLES / 'SOH_010.png'}"],
+              "rate_hz": 2.0}
+    mv = checker.collect(MultiViewDepth, "multiview_depth")
+    node_cm, player_cm = _start(tmp_path, domain_id, node_params, player)
+    with node_cm, player_cm:
+        checker.spin_until(lambda: len(mv) >= 1, 90, "a set conditioned from /tf_static")
+    np.testing.assert_allclose(conv.pose_to_T(mv[0].views[1].pose)[:3, 3], [0.25, 0, 0], atol=1e-9)
+    assert mv[0].views[1].depth_scale != 1.0
