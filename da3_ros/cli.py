@@ -72,7 +72,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from da3_ros.demo import run_demo
 
-    return run_demo(Path(args.examples), Path(args.out), args.model, args.seconds, args.rate_hz, args.domain_id)
+    return run_demo(Path(args.examples), Path(args.out), args.model, args.seconds, args.rate_hz, args.domain_id,
+                    args.cameras)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=20.0, help="how long to record after the first set")
     demo.add_argument("--rate-hz", type=float, default=10.0, help="camera rate of the player")
     demo.add_argument("--domain-id", type=int, default=42)
+    demo.add_argument("--cameras", type=int, default=3, help="1: left photo, 2: + right photo, 3: + front video")
     demo.set_defaults(func=cmd_demo)
     return p
 

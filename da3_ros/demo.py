@@ -7,7 +7,6 @@ and peak memory and writes colourised depth, confidence and a rendered view of t
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -17,18 +16,8 @@ import cv2
 import numpy as np
 
 from da3_ros import conversions as conv
+from da3_ros.ros_main import package_executable
 from da3_ros.visualize import caption, colorize
-
-
-def _exe(name: str) -> str:
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        p = Path(prefix) / "lib" / "da3_ros" / name
-        if prefix and p.is_file():
-            return str(p)
-    found = shutil.which(name)
-    if not found:
-        raise SystemExit(f"{name} not found: build the package and source its environment")
-    return found
 
 
 def render_cloud(xyz: np.ndarray, rgb: np.ndarray | None, size=(480, 640)) -> np.ndarray:
@@ -54,7 +43,8 @@ def render_cloud(xyz: np.ndarray, rgb: np.ndarray | None, size=(480, 640)) -> np
     return img
 
 
-def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: float, domain_id: int) -> int:
+def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: float, domain_id: int,
+             cameras: int = 3) -> int:
     import rclpy
     import yaml
     from diagnostic_msgs.msg import DiagnosticArray
@@ -64,16 +54,19 @@ def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: flo
     from da3_ros.msg import MultiViewDepth
 
     out.mkdir(parents=True, exist_ok=True)
-    names = ["front", "left", "right"]
-    sources = [f"video:{examples / 'robot_unitree.mp4'}", f"image:{examples / 'SOH_000.png'}",
-               f"image:{examples / 'SOH_010.png'}"]
+    # 1208x680 photos first (the size peers were measured at), then the robot video
+    rig = [("left", f"image:{examples / 'SOH_000.png'}"), ("right", f"image:{examples / 'SOH_010.png'}"),
+           ("front", f"video:{examples / 'robot_unitree.mp4'}")]
+    if not 1 <= cameras <= len(rig):
+        raise SystemExit(f"--cameras must be 1..{len(rig)}, got {cameras}")
+    names, sources = [n for n, _ in rig[:cameras]], [s for _, s in rig[:cameras]]
     (out / "node.yaml").write_text(yaml.safe_dump({"da3_depth": {"ros__parameters": {
         "model": model, "camera_names": names, "cloud": {"stride": 2}}}}))
     (out / "player.yaml").write_text(yaml.safe_dump({"rig_player": {"ros__parameters": {
         "camera_names": names, "sources": sources, "rate_hz": rate_hz}}}))
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id))
-    procs = [subprocess.Popen([_exe(exe), "--ros-args", "--params-file", str(out / f"{cfg}.yaml")], env=env,
-                              stdout=open(out / f"{cfg}.log", "w"), stderr=subprocess.STDOUT)
+    procs = [subprocess.Popen([package_executable(exe), "--ros-args", "--params-file", str(out / f"{cfg}.yaml")],
+                              env=env, stdout=open(out / f"{cfg}.log", "w"), stderr=subprocess.STDOUT)
              for exe, cfg in (("depth_node", "node"), ("rig_player", "player"))]
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
     rclpy.init()
@@ -87,7 +80,7 @@ def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: flo
     node.create_subscription(MultiViewDepth, "multiview_depth", on_set, 5)
     node.create_subscription(PointCloud2, "points_fused", fused.append, 5)
     node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 5)
-    print(f"[demo] player: 3 cameras at {rate_hz} Hz; node: {model}; recording {seconds:.0f} s after the first set")
+    print(f"[demo] player: {names} at {rate_hz} Hz; node: {model}; recording {seconds:.0f} s after the first set")
     try:
         end = None
         deadline = time.monotonic() + seconds + 120

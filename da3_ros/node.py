@@ -9,11 +9,9 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -25,6 +23,7 @@ from da3_ros.diagnostics import NodeStats
 from da3_ros.msg import MultiViewDepth
 from da3_ros.outputs import OutputConfig, SetOutputs
 from da3_ros.params import CAMERA_PARAMS, NODE_PARAMS, camera_param
+from da3_ros.ros_main import run
 from da3_ros.static_tf import StaticTfBuffer
 from da3_ros.sync import SyncMode, TimeSynchronizer
 
@@ -280,20 +279,4 @@ class DepthNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = DepthNode()
-    except Exception as exc:
-        print(f"[da3_depth] cannot start: {type(exc).__name__}: {exc}", flush=True)
-        rclpy.try_shutdown()
-        return 1
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run(DepthNode, args, "da3_depth")

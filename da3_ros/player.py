@@ -10,14 +10,13 @@ import os
 
 import cv2
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from da3_ros import conversions as conv
+from da3_ros.ros_main import run
 
 
 class FrameSource:
@@ -95,13 +94,4 @@ class RigPlayer(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = RigPlayer()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run(RigPlayer, args, "rig_player")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -17,6 +16,8 @@ import rclpy
 import yaml
 from rclpy.context import Context
 from rclpy.node import Node
+
+from da3_ros.ros_main import package_executable
 
 REPO = Path(__file__).resolve().parents[1]
 _domains = itertools.count(20 + os.getpid() % 40)
@@ -35,21 +36,10 @@ def write_params(path: Path, node_name: str, params: dict) -> Path:
     return path
 
 
-def find_executable(exe: str) -> str:
-    """Where `ros2 run da3_ros <exe>` would find it: <prefix>/lib/da3_ros on AMENT_PREFIX_PATH."""
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        candidate = Path(prefix) / "lib" / "da3_ros" / exe
-        if prefix and candidate.is_file():
-            return str(candidate)
-    path = shutil.which(exe)
-    assert path, f"{exe} not found under AMENT_PREFIX_PATH/lib/da3_ros (source scripts/env.sh)"
-    return path
-
-
 @contextmanager
 def process(exe: str, params_file: Path, domain_id: int, log: Path, extra: list[str] = ()):
     """Run an installed executable with a params file; stop it with SIGINT, then kill."""
-    path = find_executable(exe)
+    path = package_executable(exe)
     with open(log, "w") as f:
         proc = subprocess.Popen([path, "--ros-args", "--params-file", str(params_file), *extra],
                                 env=ros_env(domain_id), stdout=f, stderr=subprocess.STDOUT)

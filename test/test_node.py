@@ -14,6 +14,8 @@ from da3_ros.player import pinhole_K
 from ros_harness import diag_values, process, write_params
 
 VIDEO, PHOTO = f"video:{EXAMPLES / 'robot_unitree.mp4'}", f"image:{EXAMPLES / 'SOH_000.png'}"
+STEREO_PHOTOS = {"camera_names": ["left", "right"], "sources": [PHOTO, f"image:{EXAMPLES / 'SOH_010.png'}"],
+                 "rate_hz": 2.0}
 
 
 def _start(tmp_path, domain_id, node_params, player_params):
@@ -29,11 +31,12 @@ def _latest_diag(diags):
 
 def test_outputs_are_consistent(tmp_path, domain_id, checker):
     """Encodings, headers, K vs size, cloud = back-projection, TF = poses in the result message; YAML honoured."""
-    node_params = {"camera_names": ["front", "left"], "cloud.stride": 3, "tf.suffix": "_est",
+    node_params = {"camera_names": ["front", "left"], "cloud.stride": 3, "tf.suffix": "_est", "depth.publish_mm": True,
                    "cameras": {"front": {"image_topic": "/rig/front_cam/image"}}}
     player = {"camera_names": ["front", "left"], "sources": [VIDEO, PHOTO], "rate_hz": 4.0}
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     depth = checker.collect(Image, "front/depth/image")
+    depth_mm = checker.collect(Image, "front/depth/image_mm")
     info = checker.collect(CameraInfo, "front/depth/camera_info")
     points = checker.collect(PointCloud2, "front/points")
     fused = checker.collect(PointCloud2, "points_fused")
@@ -54,6 +57,10 @@ def test_outputs_are_consistent(tmp_path, domain_id, checker):
     pc = next(x for x in points if conv.stamp_to_ns(x.header.stamp) == stamp)
     assert d.encoding == "32FC1" and d.header.frame_id == "front_optical_frame" == ci.header.frame_id
     assert (ci.height, ci.width) == (d.height, d.width)
+    mm = next(x for x in depth_mm if conv.stamp_to_ns(x.header.stamp) == stamp)
+    assert mm.encoding == "16UC1" and mm.header.frame_id == d.header.frame_id
+    expected_mm = np.rint(conv.image_to_array(d).astype(np.float64) * 1000).astype(np.uint16)
+    np.testing.assert_array_equal(conv.image_to_array(mm), expected_mm)
     # K is the player's camera_info mapped to the network resolution (video 1024x576 + photo 1208x680)
     plans = preprocess.plan_batch([(576, 1024), (680, 1208)], 504)
     K_expected = preprocess.K_cam_to_proc(pinhole_K(1024, 576, 60.0), plans[0])
@@ -131,8 +138,7 @@ def test_pose_conditioning_with_two_cameras(tmp_path, domain_id, checker):
     node_params = {"camera_names": ["left", "right"], "sync.mode": "exact",
                    "cameras": {"left": {"T_ref_cam": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]},
                                "right": {"T_ref_cam": [0.12, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]}}}
-    player = {"camera_names": ["left", "right"], "sources": [PHOTO, f"image:{EXAMPLES / 'SOH_010.png'}"],
-              "rate_hz": 2.0}
+    player = STEREO_PHOTOS
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     node_cm, player_cm = _start(tmp_path, domain_id, node_params, player)
     with node_cm, player_cm:
@@ -189,12 +195,39 @@ def test_pose_conditioning_from_tf_static(tmp_path, domain_id, checker):
              conv.transform_stamped(T_rig_right, "rig", "right_optical_frame", 0)]
     assert all(isinstance(e, TransformStamped) for e in edges)
     pub.publish(conv.tf_message(edges))
-    node_params = {"camera_names": ["left", "right"], "sync.mode": "exact", "pose_conditioning": "tf_static"}
-    player = {"camera_names": ["left", "right"], "sources": [PHOTO, f"image:{EXAMPLES / 'SOH_010.png'}"],
-              "rate_hz": 2.0}
+    node_params = {"camera_names": ["left", "right"], "sync.mode": "exact", "pose_conditioning": "tf_static",
+                   "tf.mode": "camera_frames"}
+    tf = checker.collect(TFMessage, "/tf", 100)
+    player = STEREO_PHOTOS
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     node_cm, player_cm = _start(tmp_path, domain_id, node_params, player)
     with node_cm, player_cm:
         checker.spin_until(lambda: len(mv) >= 1, 90, "a set conditioned from /tf_static")
+        checker.spin_for(0.5)
     np.testing.assert_allclose(conv.pose_to_T(mv[0].views[1].pose)[:3, 3], [0.25, 0, 0], atol=1e-9)
+    # tf.mode camera_frames (a rig with no other TF source): the cameras' own frames under the reference
+    published = [(t.header.frame_id, t.child_frame_id) for msg in tf for t in msg.transforms]
+    assert published and set(published) == {("left_optical_frame", "right_optical_frame")}
     assert mv[0].views[1].depth_scale != 1.0
+
+
+def test_metric_model_publishes_metres_and_sky(tmp_path, domain_id, checker):
+    """da3metric-large: depth in metres from camera_info's focal length, a sky mask, no poses, no TF."""
+    node_params = {"model": "random:da3metric-large@0", "camera_names": ["front"], "process_res": 140,
+                   "depth.publish_mm": True}
+    player = {"camera_names": ["front"], "sources": [PHOTO], "rate_hz": 2.0}
+    mv = checker.collect(MultiViewDepth, "multiview_depth")
+    sky = checker.collect(Image, "front/sky/mask")
+    tf = checker.collect(TFMessage, "/tf", 100)
+    node_cm, player_cm = _start(tmp_path, domain_id, node_params, player)
+    with node_cm, player_cm:
+        checker.spin_until(lambda: len(mv) >= 1 and len(sky) >= 1, 120, "a metric set and a sky mask")
+    m, view = mv[0], mv[0].views[0]
+    assert m.is_metric and not view.has_pose and not tf
+    K = np.array(view.camera_info.k).reshape(3, 3)
+    assert view.depth_scale == pytest.approx((K[0, 0] + K[1, 1]) / 2 / 300, rel=1e-6)  # focal / 300
+    mask = conv.image_to_array(sky[0])
+    assert sky[0].encoding == "mono8" and mask.shape == (view.depth.height, view.depth.width)
+    assert set(np.unique(mask)) <= {0, 255}
+    depth = conv.image_to_array(view.depth)
+    assert np.all(np.isinf(depth[mask == 255])) and np.all(np.isfinite(depth[mask == 0]))  # REP 118: sky = +Inf
