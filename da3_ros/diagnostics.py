@@ -23,7 +23,8 @@ class NodeStats:
         self.sets_done = 0
         self.clouds_built = 0
         self.skipped_no_subscribers = 0
-        self.waiting_for_cameras = 0  # sets skipped: conditioning configured, camera_info / tf_static missing
+        self.waiting_for_cameras = 0  # sets skipped: camera_info published but not yet received, or
+        # conditioning configured and camera_info / the /tf_static path missing
         self.bad_input = 0
         self.errors = 0
         self.incompatible_qos = 0

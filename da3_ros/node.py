@@ -126,6 +126,7 @@ class DepthNode(Node):
         depth = self._p("qos.depth")
         qin, qout = _qos(self._p("qos.input"), depth), _qos(self._p("qos.output"), depth)
         self.pubs: list[dict] = []
+        self._info_topics: list[str] = []
         for i, c in enumerate(self.cameras):
             image_topic = self._p(camera_param(c, "image_topic")) or f"{c}/image_raw"
             info_topic = self._p(camera_param(c, "camera_info_topic")) or f"{c}/camera_info"
@@ -133,6 +134,7 @@ class DepthNode(Node):
             self.create_subscription(Image, image_topic, lambda m, i=i: self._on_image(i, m), qin,
                                      event_callbacks=events)
             self.create_subscription(CameraInfo, info_topic, lambda m, i=i: self._on_info(i, m), qin)
+            self._info_topics.append(info_topic)
             outputs = dict(PER_CAMERA_OUTPUTS)
             if not self._p("depth.publish_mm"):
                 outputs.pop("depth_mm")
@@ -231,6 +233,11 @@ class DepthNode(Node):
         Ks, distortion = zip(*(self._intrinsics(i, m) for i, m in enumerate(frameset.items)))
         frame_ids = [self._p(camera_param(c, "frame_id")) or m.header.frame_id or f"{c}_optical_frame"
                      for c, m in zip(self.cameras, frameset.items)]
+        if any(info is None and self.count_publishers(topic) for info, topic in zip(self._infos, self._info_topics)):
+            # camera_info is being published but has not arrived yet: the camera's K beats the model's guess,
+            # and switching K between sets would make the clouds jump
+            self.stats.waiting_for_cameras += 1
+            return
         known = self._tf_extrinsics(frame_ids)
         if self._conditioning_required() and (known is None and self.rig.T_ref_cam_known is None
                                               or any(K is None for K in Ks)):
