@@ -68,6 +68,9 @@ class DepthNode(Node):
             drop_sky=self._p("cloud.drop_sky"), sky_as_inf=self._p("depth.sky_as_inf"),
             tf_mode=self._p("tf.mode"), tf_suffix=self._p("tf.suffix"), fused_frame=self._p("fused_frame"))
         self.rig = self._build_rig()
+        if self._p("depth.publish_mm") and self.rig.engine.variant.depth_kind.value == "relative":
+            self.get_logger().warn(f"depth.publish_mm with {self.rig.engine.variant.name}: its depth is relative, "
+                                   "so depth/image_mm is not millimetres")
         self.stats = NodeStats(self.cameras)
         self.sync = TimeSynchronizer(len(self.cameras), SyncMode(self._p("sync.mode")),
                                      int(self._p("sync.slop_s") * 1e9), self._p("sync.queue_size"))

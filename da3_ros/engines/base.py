@@ -57,6 +57,7 @@ class Engine:
         self.process_res_method = process_res_method
         self.ref_view_strategy = ref_view_strategy
         self.last_timing_s: dict[str, float] = {}
+        self._warned_no_K = False
 
     def _forward(self, x: torch.Tensor, T_cam_world: torch.Tensor | None,
                  K_proc: torch.Tensor | None) -> dict[str, np.ndarray]:
@@ -101,7 +102,9 @@ class Engine:
             T_cam_world = np.asarray(T_in, dtype=np.float64)
         if self.variant.depth_kind is DepthKind.METRIC_FOCAL:
             if K_proc is None:
-                _LOG.warning("%s needs camera intrinsics for metres; depth stays relative", self.variant.name)
+                if not self._warned_no_K:  # once: a node without camera_info would say it every set
+                    _LOG.warning("%s needs camera intrinsics for metres; depth stays relative", self.variant.name)
+                    self._warned_no_K = True
             else:
                 scale *= 0.5 * (K_proc[:, 0, 0] + K_proc[:, 1, 1]) / METRIC_CANONICAL_FOCAL_PX
                 is_metric = True
