@@ -274,7 +274,7 @@ class DepthNode(Node):
         stamp_age_s = (self.get_clock().now().nanoseconds - frameset.newest_stamp_ns) / 1e9
         self.stats.set_done(
             sync_wait=(frameset.complete_ns - frameset.first_arrival_ns) / 1e9, convert=t1 - t0,
-            **self.rig.engine.last_timing_s, publish=t3 - t2, latency=stamp_age_s, clouds=len(out._clouds))
+            **self.rig.engine.last_timing_s, publish=t3 - t2, latency=stamp_age_s, clouds=out.clouds_built)
 
     # --- diagnostics -----------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -111,6 +111,11 @@ class SetOutputs:
             self._clouds[i] = (pts, rgb)
         return self._clouds[i]
 
+    @property
+    def clouds_built(self) -> int:
+        """How many per-camera clouds this set back-projected (only those somebody asked for)."""
+        return len(self._clouds)
+
     def points(self, i: int):
         arrays = self.cloud_arrays(i)
         return None if arrays is None else conv.xyz_rgb_to_pointcloud2(arrays[0], self._header(i), arrays[1])

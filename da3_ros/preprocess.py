@@ -110,17 +110,9 @@ def normalize(img_proc: np.ndarray) -> torch.Tensor:
     return t.sub_(_MEAN[:, None, None]).div_(_STD[:, None, None])
 
 
-def preprocess_batch(images_rgb: list[np.ndarray], process_res: int = 504,
-                     method: str = "upper_bound_resize") -> tuple[torch.Tensor, list[ResizePlan]]:
-    """N RGB uint8 images -> the network input (N, 3, H, W) and one plan per view."""
-    x, plans, _ = preprocess_batch_with_images(images_rgb, process_res, method)
-    return x, plans
-
-
-def preprocess_batch_with_images(images_rgb: list[np.ndarray], process_res: int = 504,
-                                 method: str = "upper_bound_resize"
-                                 ) -> tuple[torch.Tensor, list[ResizePlan], np.ndarray]:
-    """Like preprocess_batch, also returning the resized uint8 images (N, H, W, 3) for colouring clouds."""
+def preprocess_batch(images_rgb: list[np.ndarray], process_res: int = 504, method: str = "upper_bound_resize"
+                     ) -> tuple[torch.Tensor, list[ResizePlan], np.ndarray]:
+    """N RGB uint8 images -> network input (N, 3, H, W), one plan per view, resized uint8 images (N, H, W, 3)."""
     if not images_rgb:
         raise ValueError("at least one image is needed")
     for i, img in enumerate(images_rgb):

@@ -24,14 +24,14 @@ def _image(hw, seed):
 @pytest.mark.parametrize("hw", SIZES)
 def test_pixels_equal_upstream(upstream_processor, hw, method):
     img = _image(hw, hash((hw, method)) % 2**32)
-    ours, plans = preprocess.preprocess_batch([img], 504, method)
+    ours, plans, _ = preprocess.preprocess_batch([img], 504, method)
     theirs, _, _ = upstream_processor([img], process_res=504, process_res_method=method, num_workers=1)
     assert ours.shape == theirs.shape[-4:] and plans[0].proc_hw == tuple(theirs.shape[-2:])
     assert torch.equal(ours, theirs.reshape(ours.shape))
 
 
 def test_real_photos_equal_upstream(upstream_processor, soh_images):
-    ours, plans = preprocess.preprocess_batch(soh_images, 504)
+    ours, plans, _ = preprocess.preprocess_batch(soh_images, 504)
     theirs, _, _ = upstream_processor(soh_images, process_res=504, num_workers=1)
     assert plans[0].proc_hw == (280, 504)
     assert torch.equal(ours, theirs.reshape(ours.shape))
@@ -40,7 +40,7 @@ def test_real_photos_equal_upstream(upstream_processor, soh_images):
 @pytest.mark.parametrize("method", ["upper_bound_resize", "lower_bound_crop"])
 def test_mixed_sizes_crop_like_upstream(upstream_processor, method):
     imgs = [_image((680, 1208), 1), _image((480, 640), 2)]
-    ours, plans = preprocess.preprocess_batch(imgs, 504, method)
+    ours, plans, _ = preprocess.preprocess_batch(imgs, 504, method)
     theirs, _, _ = upstream_processor(imgs, process_res=504, process_res_method=method, num_workers=1)
     assert torch.equal(ours, theirs.reshape(ours.shape))
     assert plans[0].proc_hw == plans[1].proc_hw

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from da3_ros import preprocess
+from da3_ros.geometry import invert_T
 from da3_ros.models.loading import LoadedModel
 from da3_ros.models.registry import METRIC_CANONICAL_FOCAL_PX, DepthKind
 from da3_ros.prediction import Prediction
@@ -67,8 +68,7 @@ class Engine:
     def infer(self, batch: FrameBatch) -> Prediction:
         """One forward over all views of ``batch``; stage times land in ``self.last_timing_s``."""
         t0 = time.perf_counter()
-        x, plans, rgb_proc = preprocess.preprocess_batch_with_images(
-            batch.images_rgb, self.process_res, self.process_res_method)
+        x, plans, rgb_proc = preprocess.preprocess_batch(batch.images_rgb, self.process_res, self.process_res_method)
         K_proc = None
         if batch.K_cam is not None:
             K_proc = np.stack([preprocess.K_cam_to_proc(K, p) for K, p in zip(batch.K_cam, plans)])
@@ -84,13 +84,12 @@ class Engine:
             None if cond is None else torch.from_numpy(K_proc[None]).float(),
         )
         t2 = time.perf_counter()
-        pred = self._postprocess(out, K_proc, batch.T_cam_world if cond is not None else None,
-                                 None if cond is None else cond[1])
+        pred = self._postprocess(out, K_proc, batch.T_cam_world if cond is not None else None, cond)
         self.last_timing_s = {"preprocess": t1 - t0, "forward": t2 - t1, "postprocess": time.perf_counter() - t2}
         return dataclasses.replace(pred, rgb_proc=rgb_proc)
 
-    def _postprocess(self, out: dict[str, np.ndarray], K_proc: np.ndarray | None,
-                     T_in: np.ndarray | None, norm_scale: float | None) -> Prediction:
+    def _postprocess(self, out: dict[str, np.ndarray], K_proc: np.ndarray | None, T_in: np.ndarray | None,
+                     cond: tuple[np.ndarray, float] | None) -> Prediction:
         depth = out["depth"].astype(np.float32)
         n = depth.shape[0]
         scale = np.ones(n, dtype=np.float64)
@@ -98,7 +97,8 @@ class Engine:
         is_metric = self.variant.depth_kind is DepthKind.METRIC
         if T_in is not None:
             # Conditioned on known poses: report those poses, and bring depth into their units.
-            scale[:] = norm_scale / _pose_spread_ratio(T_cam_world, _normalize_poses(T_in)[0])
+            T_norm, unit = cond
+            scale[:] = unit / _pose_spread_ratio(T_cam_world, T_norm)
             T_cam_world = np.asarray(T_in, dtype=np.float64)
         if self.variant.depth_kind is DepthKind.METRIC_FOCAL:
             if K_proc is None:
@@ -135,8 +135,8 @@ def _normalize_poses(T_cam_world: np.ndarray) -> tuple[np.ndarray, float]:
     Returns the normalised world-to-camera poses and the distance unit (input units per normalised unit).
     Unlike upstream, the median is over the non-reference views only, so 2 views give a unit baseline.
     """
-    T_rel = T_cam_world @ np.linalg.inv(T_cam_world[0])
-    centres = np.linalg.inv(T_rel)[:, :3, 3]
+    T_rel = T_cam_world @ invert_T(T_cam_world[0])
+    centres = invert_T(T_rel)[:, :3, 3]
     dists = np.linalg.norm(centres[1:], axis=1)
     unit = float(np.median(dists)) if dists.size and np.median(dists) > 1e-9 else 1.0
     T_rel = T_rel.copy()
@@ -149,7 +149,7 @@ def _pose_spread_ratio(T_pred: np.ndarray | None, T_ref: np.ndarray) -> float:
     if T_pred is None or len(T_ref) < 2:
         return 1.0
     def spread(T):
-        c = np.linalg.inv(T)[:, :3, 3]
+        c = invert_T(T)[:, :3, 3]
         return float(np.sqrt(((c - c.mean(0)) ** 2).sum(1).mean()))
     ref, pred = spread(T_ref), spread(T_pred)
     return pred / ref if ref > 1e-9 and pred > 1e-9 else 1.0
