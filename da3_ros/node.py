@@ -231,8 +231,6 @@ class DepthNode(Node):
         return K, (info.distortion_model, list(info.d))
 
     def _process(self, frameset) -> None:
-        t0 = time.perf_counter()
-        images = [conv.image_to_rgb(m) for m in frameset.items]
         Ks, distortion = zip(*(self._intrinsics(i, m) for i, m in enumerate(frameset.items)))
         frame_ids = [self._p(camera_param(c, "frame_id")) or m.header.frame_id or f"{c}_optical_frame"
                      for c, m in zip(self.cameras, frameset.items)]
@@ -250,6 +248,8 @@ class DepthNode(Node):
             self.get_logger().warn("pose conditioning is configured but camera_info or the /tf_static path "
                                    f"between {frame_ids} is missing; waiting", throttle_duration_sec=10.0)
             return
+        t0 = time.perf_counter()
+        images = [conv.image_to_rgb(m) for m in frameset.items]  # only for sets that will be processed
         t1 = time.perf_counter()
         result = self.rig.process(images, list(Ks), known)
         t2 = time.perf_counter()
