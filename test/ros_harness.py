@@ -78,6 +78,20 @@ class Checker:
                 return
         raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
+    def publish_until(self, pub, make_msg, condition, timeout_s: float, what: str, period_s: float = 0.3) -> None:
+        """Publish ``make_msg()`` every ``period_s`` until ``condition()``.
+
+        One message can be lost while discovery is still completing (the node may not yet see our
+        subscribers or our publisher), so a single publish would make a flaky test.
+        """
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            pub.publish(make_msg())
+            self.spin_for(period_s)
+            if condition():
+                return
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
     def spin_for(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:

@@ -159,14 +159,17 @@ def test_bad_input_is_counted_and_the_node_survives(tmp_path, domain_id, checker
     rgb = np.zeros((120, 160, 3), np.uint8)
     with process("depth_node", node_yaml, domain_id, tmp_path / "node.log"):
         checker.spin_until(lambda: pub.get_subscription_count() > 0, 60, "node subscribed")
-        now = checker.node.get_clock().now().nanoseconds
-        bad = conv.rgb_to_image(rgb, conv.Header(stamp=conv.ns_to_stamp(now), frame_id="cam"))
-        bad.encoding = "bayer_rggb8"
-        pub.publish(bad)
-        checker.spin_until(lambda: _latest_diag(diags).get("bad_input", 0) >= 1, 30, "bad input counted")
-        good = conv.rgb_to_image(rgb, conv.Header(stamp=conv.ns_to_stamp(now + 10**8), frame_id="cam"))
-        pub.publish(good)
-        checker.spin_until(lambda: len(depth) >= 1, 30, "depth of the good image")
+
+        def image(encoding):
+            stamp = conv.ns_to_stamp(checker.node.get_clock().now().nanoseconds)
+            msg = conv.rgb_to_image(rgb, conv.Header(stamp=stamp, frame_id="cam"))
+            msg.encoding = encoding
+            return msg
+
+        checker.publish_until(pub, lambda: image("bayer_rggb8"), lambda: _latest_diag(diags).get("bad_input", 0) >= 1,
+                              30, "bad input counted")
+        assert not depth  # nothing was published for the bad images
+        checker.publish_until(pub, lambda: image("rgb8"), lambda: len(depth) >= 1, 30, "depth of a good image")
     assert (depth[0].height, depth[0].width) == preprocess.plan_resize((120, 160), 504).proc_hw
 
 
