@@ -2,6 +2,8 @@
 
 ``da3-ros infer --model random:da3-small IMAGE... --out result.npz`` runs ONE multi-view forward over all
 images and writes depth, confidence, poses and intrinsics, plus a colourised PNG per view.
+``da3-ros export`` writes the ONNX graph for a rig; ``da3-ros build-engine`` builds its TensorRT engine ahead
+of time (minutes on a robot) into the cache the node uses.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import cv2
 import numpy as np
 
 from da3_ros import preprocess
+from da3_ros.engines import BACKENDS
 
 _LOG = logging.getLogger("da3_ros.cli")
 
@@ -38,12 +41,11 @@ def _parse_K(text: str | None, n: int) -> np.ndarray | None:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from da3_ros.engines import FrameBatch, create_engine
-    from da3_ros.models import load_model
     from da3_ros.visualize import depth_panel
 
     images = [_read_rgb(p) for p in args.images]
-    model = load_model(args.model, device=args.device)
-    engine = create_engine(args.backend, model, precision=args.precision, process_res=args.process_res,
+    engine = create_engine(args.backend, args.model, device=args.device, precision=args.precision,
+                           threads=args.threads, cache_dir=args.cache_dir, process_res=args.process_res,
                            process_res_method=args.process_res_method)
     t0 = time.perf_counter()
     pred = engine.infer(FrameBatch(images, K_cam=_parse_K(args.intrinsics, len(images))))
@@ -53,20 +55,78 @@ def cmd_infer(args: argparse.Namespace) -> int:
     arrays = {k: v for k, v in dict(
         depth=pred.depth, confidence=pred.confidence, sky_mask=pred.sky_mask, T_cam_world=pred.T_cam_world,
         K_proc=pred.K_proc, depth_scale=pred.depth_scale).items() if v is not None}
-    np.savez_compressed(out, **arrays, is_metric=pred.is_metric, model=model.label, trained=model.trained,
+    np.savez_compressed(out, **arrays, is_metric=pred.is_metric, model=engine.label, trained=engine.trained,
                         images=np.array(args.images))
     units = "m" if pred.is_metric else "relative"
     png_dir = Path(args.png_dir) if args.png_dir else out.parent
     for i, path in enumerate(args.images):
         conf = None if pred.confidence is None else pred.confidence[i]
-        text = f"{model.label} | view {i} | depth ({units}) | confidence"
+        text = f"{engine.label} | view {i} | depth ({units}) | confidence"
         png = png_dir / f"{Path(path).stem}_depth.png"
         cv2.imwrite(str(png), depth_panel(pred.rgb_proc[i], pred.depth[i], conf, text))
         d = pred.depth[i][np.isfinite(pred.depth[i])]
         print(f"view {i}: {path} -> {png} | {pred.hw[1]}x{pred.hw[0]} depth {d.min():.3f}..{d.max():.3f} {units}")
-    print(f"{len(images)} views in ONE forward: {dt:.2f} s ({len(images) / dt:.2f} views/s) | model {model.label}"
+    print(f"{len(images)} views in ONE forward: {dt:.2f} s ({len(images) / dt:.2f} views/s) | model {engine.label}"
           f" | wrote {out}")
     return 0
+
+
+def _rig_shape(args: argparse.Namespace) -> tuple[int, int]:
+    """Network size (H, W) of the rig: from --height/--width, or planned from camera image sizes."""
+    if args.height and args.width:
+        return args.height, args.width
+    if not args.camera_size:
+        raise SystemExit("give the network size (--height H --width W) or the cameras' sizes (--camera-size WxH ...)")
+    hws = []
+    for text in args.camera_size:
+        try:
+            w, h = (int(v) for v in text.lower().split("x"))
+        except ValueError:
+            raise SystemExit(f"--camera-size wants WIDTHxHEIGHT, got {text!r}") from None
+        hws.append((h, w))
+    return preprocess.plan_batch(hws, args.process_res, args.process_res_method)[0].proc_hw
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from da3_ros.engines.export import export_onnx
+    from da3_ros.models import load_model
+
+    hw = _rig_shape(args)
+    views = args.views or max(1, len(args.camera_size or []))
+    model = load_model(args.model)
+    out = Path(args.out) if args.out else Path(f"{model.variant.name}_{views}v_{hw[1]}x{hw[0]}_{args.precision}.onnx")
+    export_onnx(model.net, model.variant.name, out, views, hw, args.conditioned, args.precision, model.label,
+                model.trained)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {model.label}, {views} views at {hw[1]}x{hw[0]}, "
+          f"{args.precision}{', pose-conditioned' if args.conditioned else ''}")
+    return 0
+
+
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from da3_ros.engines import BackendUnavailable, create_engine
+
+    hw = _rig_shape(args)
+    views = args.views or max(1, len(args.camera_size or []))
+    try:
+        engine = create_engine(args.backend, args.model, precision=args.precision, cache_dir=args.cache_dir)
+    except BackendUnavailable as exc:
+        raise SystemExit(str(exc)) from None
+    t0 = time.perf_counter()
+    engine.prepare(views, hw, args.conditioned)
+    print(f"{engine.backend} engine for {engine.label}, {views} views at {hw[1]}x{hw[0]} ready in "
+          f"{time.perf_counter() - t0:.1f} s (cache: {engine.source.cache.root})")
+    return 0
+
+
+def _add_rig_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="checkpoint: HF repo id, local dir, variant name, random:<variant>")
+    p.add_argument("--views", type=int, help="number of cameras N (default: number of --camera-size)")
+    p.add_argument("--camera-size", nargs="+", metavar="WxH", help="each camera's image size, e.g. 1280x720")
+    p.add_argument("--height", type=int, help="network height (multiple of 14) instead of --camera-size")
+    p.add_argument("--width", type=int, help="network width (multiple of 14) instead of --camera-size")
+    p.add_argument("--process-res", type=int, default=504)
+    p.add_argument("--process-res-method", default="upper_bound_resize", choices=preprocess.METHODS)
+    p.add_argument("--conditioned", action="store_true", help="with pose-conditioning inputs (known extrinsics)")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -86,13 +146,27 @@ def build_parser() -> argparse.ArgumentParser:
                           "or random:<variant>[@seed]")
     inf.add_argument("--out", default="out/result.npz", help="npz file to write")
     inf.add_argument("--png-dir", help="where to write the PNGs (default: beside --out)")
-    inf.add_argument("--backend", default="torch", choices=["torch"])
-    inf.add_argument("--device", default="cpu")
+    inf.add_argument("--backend", default="torch", choices=BACKENDS)
+    inf.add_argument("--device", default="cpu", help="torch device (backend torch)")
     inf.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    inf.add_argument("--threads", type=int, default=0, help="CPU threads (0: the backend's default)")
+    inf.add_argument("--cache-dir", help="exported graphs and engines (default: ~/.cache/da3_ros)")
     inf.add_argument("--process-res", type=int, default=504)
     inf.add_argument("--process-res-method", default="upper_bound_resize", choices=preprocess.METHODS)
     inf.add_argument("--intrinsics", help="fx,fy,cx,cy of all images (pixels); needed for metres with da3metric")
     inf.set_defaults(func=cmd_infer)
+    exp = sub.add_parser("export", help="write the ONNX graph of a model for a rig (N views, one network size)")
+    _add_rig_args(exp)
+    exp.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
+                     help="fp16: mixed precision for TensorRT (normalisations and softmax stay fp32)")
+    exp.add_argument("--out", help="the .onnx file (default: <variant>_<N>v_<W>x<H>_<precision>.onnx)")
+    exp.set_defaults(func=cmd_export)
+    bld = sub.add_parser("build-engine", help="export and build a rig's engine ahead of time into the cache")
+    _add_rig_args(bld)
+    bld.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime"])
+    bld.add_argument("--precision", default="fp16", choices=["fp32", "fp16"])
+    bld.add_argument("--cache-dir", help="where the node looks (default: ~/.cache/da3_ros)")
+    bld.set_defaults(func=cmd_build_engine)
     demo = sub.add_parser("demo", help="run the node on a recorded 3-camera rig; print a summary, write pictures")
     demo.add_argument("--examples", required=True, help="folder with robot_unitree.mp4, SOH_000.png, SOH_010.png")
     demo.add_argument("--model", default="random:da3-small")

@@ -81,7 +81,7 @@ class DepthNode(Node):
         self._worker = threading.Thread(target=self._work, name="da3_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"model {self.rig.engine.model.label} on {self._p('device')}; cameras {self.cameras}, "
+            f"model {self.rig.engine.label} on {self.rig.engine.backend}; cameras {self.cameras}, "
             f"reference {ref_name}; pose conditioning: {self._p('pose_conditioning')} "
             f"({'parameters' if self.rig.T_ref_cam_known is not None else 'from /tf_static when available'})")
 
@@ -94,16 +94,15 @@ class DepthNode(Node):
     # --- set-up ----------------------------------------------------------------------------------------
     def _build_rig(self):
         from da3_ros.engines import create_engine
-        from da3_ros.models import load_model
         from da3_ros.rig import Rig
 
-        model = load_model(self._p("model"), device=self._p("device"))
-        if not model.trained:
-            self.get_logger().warn(f"{model.label}: depth, poses and clouds are MEANINGLESS (untrained)")
-        engine = create_engine(self._p("backend"), model, precision=self._p("precision"),
-                               process_res=self._p("process_res"), process_res_method=self._p("process_res_method"),
-                               ref_view_strategy="first")
-        return Rig(engine, self.ref, self._known_extrinsics(model.variant.has_pose))
+        engine = create_engine(self._p("backend"), self._p("model"), device=self._p("device"),
+                               precision=self._p("precision"), threads=self._p("threads"),
+                               cache_dir=self._p("engine_cache_dir") or None, process_res=self._p("process_res"),
+                               process_res_method=self._p("process_res_method"), ref_view_strategy="first")
+        if not engine.trained:
+            self.get_logger().warn(f"{engine.label}: depth, poses and clouds are MEANINGLESS (untrained)")
+        return Rig(engine, self.ref, self._known_extrinsics(engine.variant.has_pose))
 
     def _known_extrinsics(self, has_pose: bool) -> np.ndarray | None:
         from da3_ros.geometry import R_from_quaternion, invert_T
@@ -254,7 +253,7 @@ class DepthNode(Node):
         result = self.rig.process(images, list(Ks), known)
         t2 = time.perf_counter()
         out = SetOutputs(result, self.cameras, frame_ids, [m.header for m in frameset.items], self.out_cfg,
-                         self.rig.engine.model.label, list(distortion))
+                         self.rig.engine.label, list(distortion))
         for i, pubs in enumerate(self.pubs):
             for key, pub in pubs.items():
                 if pub.get_subscription_count():
@@ -274,7 +273,7 @@ class DepthNode(Node):
         stamp_age_s = (self.get_clock().now().nanoseconds - frameset.newest_stamp_ns) / 1e9
         self.stats.set_done(
             sync_wait=(frameset.complete_ns - frameset.first_arrival_ns) / 1e9, convert=t1 - t0,
-            **self.rig.engine.last_timing_s, publish=t3 - t2, latency=stamp_age_s, clouds=out.clouds_built)
+            **result.prediction.timing_s, publish=t3 - t2, latency=stamp_age_s, clouds=out.clouds_built)
 
     # --- diagnostics -----------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

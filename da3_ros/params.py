@@ -18,9 +18,14 @@ class Param:
 NODE_PARAMS: tuple[Param, ...] = (
     Param("model", "depth-anything/DA3-SMALL",
           "HF repo id, local dir (config.json + model.safetensors), variant name or random:<variant>[@seed]"),
-    Param("backend", "torch", "inference backend"),
-    Param("device", "cpu", "torch device: cpu, cuda, cuda:1, ..."),
-    Param("precision", "auto", "auto (fp32 on CPU, bf16/fp16 on CUDA), fp32, fp16, bf16"),
+    Param("backend", "torch",
+          "auto (TensorRT if importable with a CUDA GPU, else onnxruntime, else torch), torch, onnxruntime, "
+          "tensorrt; onnxruntime/tensorrt also take a .onnx from `da3-ros export` as model"),
+    Param("device", "cpu", "torch device: cpu, cuda, cuda:1, ... (backend torch)"),
+    Param("precision", "auto",
+          "auto (torch: fp32 on CPU, bf16/fp16 on CUDA; tensorrt: fp16), fp32, fp16, bf16 (torch only)"),
+    Param("threads", 0, "CPU threads of the forward (0: the backend's default)"),
+    Param("engine_cache_dir", "", "exported ONNX graphs and TensorRT engines (default: ~/.cache/da3_ros)"),
     Param("process_res", 504, "network resolution of the longer side (multiple of 14)"),
     Param("process_res_method", "upper_bound_resize", "upstream resize method"),
     Param("camera_names", ["camera"], "cameras of the rig; each gets cameras.<name>.* parameters"),

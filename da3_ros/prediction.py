@@ -1,7 +1,7 @@
 """The result of one multi-view forward, with units and frames in the names."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,13 +17,14 @@ class Prediction:
 
     depth: np.ndarray  # (N, H, W) float32; metres if is_metric else relative units
     is_metric: bool
-    K_proc: np.ndarray  # (N, 3, 3) float64 intrinsics of the depth images
+    K_proc: np.ndarray | None  # (N, 3, 3) float64 intrinsics of the depth images; None when unknown
     K_source: str  # "camera" (mapped from camera_info) or "model" (estimated by the network)
     confidence: np.ndarray | None = None  # (N, H, W) float32, higher is better
     sky_mask: np.ndarray | None = None  # (N, H, W) bool, True where the model sees sky
     T_cam_world: np.ndarray | None = None  # (N, 4, 4) float64 world-to-camera
     depth_scale: np.ndarray | None = None  # (N,) factor already applied to the raw network depth
     rgb_proc: np.ndarray | None = None  # (N, H, W, 3) uint8, the images as the network saw them
+    timing_s: dict[str, float] = field(default_factory=dict)  # seconds per stage: preprocess, forward, postprocess
 
     @property
     def num_views(self) -> int:
@@ -37,6 +38,6 @@ class Prediction:
         """The same prediction with views permuted: view i of the result is view order[i] of this one."""
         def take(a):
             return None if a is None else a[order]
-        return Prediction(self.depth[order], self.is_metric, self.K_proc[order], self.K_source,
+        return Prediction(self.depth[order], self.is_metric, take(self.K_proc), self.K_source,
                           take(self.confidence), take(self.sky_mask), take(self.T_cam_world),
-                          take(self.depth_scale), take(self.rgb_proc))
+                          take(self.depth_scale), take(self.rgb_proc), dict(self.timing_s))

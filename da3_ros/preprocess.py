@@ -12,12 +12,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 
 PATCH_SIZE = 14
 METHODS = ("upper_bound_resize", "upper_bound_crop", "lower_bound_resize", "lower_bound_crop")
-_MEAN = torch.tensor([0.485, 0.456, 0.406])
-_STD = torch.tensor([0.229, 0.224, 0.225])
+_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)[:, None, None]  # ImageNet, as torchvision's Normalize
+_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)[:, None, None]
 
 
 @dataclass(frozen=True)
@@ -104,15 +103,19 @@ def resize_image(rgb: np.ndarray, plan: ResizePlan) -> np.ndarray:
     return img[top:top + h, left:left + w]
 
 
-def normalize(img_proc: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 -> float32 3xHxW, ImageNet-normalised exactly as torchvision's ToTensor + Normalize."""
-    t = torch.from_numpy(np.ascontiguousarray(img_proc)).permute(2, 0, 1).float().div(255)
-    return t.sub_(_MEAN[:, None, None]).div_(_STD[:, None, None])
+def normalize(img_proc: np.ndarray) -> np.ndarray:
+    """uint8 HxWx3 -> float32 3xHxW, ImageNet-normalised as torchvision's ToTensor + Normalize.
+
+    The same float32 operations in the same order (divide by 255, subtract the mean, divide by the std), so
+    the result equals upstream's tensors bit for bit (test_preprocess checks it) without importing torch.
+    """
+    x = np.ascontiguousarray(img_proc.transpose(2, 0, 1)).astype(np.float32) / np.float32(255.0)
+    return (x - _MEAN) / _STD
 
 
 def preprocess_batch(images_rgb: list[np.ndarray], process_res: int = 504, method: str = "upper_bound_resize"
-                     ) -> tuple[torch.Tensor, list[ResizePlan], np.ndarray]:
-    """N RGB uint8 images -> network input (N, 3, H, W), one plan per view, resized uint8 images (N, H, W, 3)."""
+                     ) -> tuple[np.ndarray, list[ResizePlan], np.ndarray]:
+    """N RGB uint8 images -> network input float32 (N, 3, H, W), one plan per view, resized uint8 (N, H, W, 3)."""
     if not images_rgb:
         raise ValueError("at least one image is needed")
     for i, img in enumerate(images_rgb):
@@ -120,7 +123,7 @@ def preprocess_batch(images_rgb: list[np.ndarray], process_res: int = 504, metho
             raise ValueError(f"image {i}: expected HxWx3 uint8 RGB, got shape {img.shape} dtype {img.dtype}")
     plans = plan_batch([img.shape[:2] for img in images_rgb], process_res, method)
     resized = np.stack([resize_image(img, p) for img, p in zip(images_rgb, plans)])
-    return torch.stack([normalize(img) for img in resized]), plans, resized
+    return np.stack([normalize(img) for img in resized]), plans, resized
 
 
 def K_cam_to_proc(K_cam: np.ndarray, plan: ResizePlan) -> np.ndarray:

@@ -1,12 +1,59 @@
-"""Inference engines: one interface (``Engine.infer``), one backend per runtime."""
-from da3_ros.engines.base import Engine, FrameBatch
-from da3_ros.engines.torch_engine import TorchEngine
+"""Inference engines: one interface (``Engine.infer``), one backend per module.
 
-__all__ = ["Engine", "FrameBatch", "TorchEngine", "create_engine"]
+Torch is imported only by the torch backend and the exporter, so ``onnxruntime`` processes never load it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+from da3_ros.engines.base import BackendUnavailable, Engine, FrameBatch
+
+__all__ = ["BACKENDS", "BackendUnavailable", "Engine", "FrameBatch", "create_engine", "resolve_backend"]
+_LOG = logging.getLogger(__name__)
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
-def create_engine(backend: str, model, **kwargs) -> Engine:
-    """Build the engine for ``backend`` ("torch") around a LoadedModel."""
+def resolve_backend(backend: str) -> str:
+    """``auto``: TensorRT when it imports and a CUDA device is present, else ONNX Runtime, else torch."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    from da3_ros.engines.tensorrt_engine import tensorrt_status
+
+    ok, why = tensorrt_status()
+    if ok:
+        return "tensorrt"
+    _LOG.info("backend auto: not TensorRT (%s)", why)
+    return "onnxruntime" if importlib.util.find_spec("onnxruntime") else "torch"
+
+
+def create_engine(backend: str, model: str, *, device: str = "cpu", precision: str = "auto", threads: int = 0,
+                  cache_dir: str | None = None, **kwargs) -> Engine:
+    """Build the engine for ``backend`` around a model spec (checkpoint spec, or a .onnx for graph backends).
+
+    ``kwargs`` go to Engine (process_res, process_res_method, ref_view_strategy).
+    """
+    backend = resolve_backend(backend)
     if backend == "torch":
-        return TorchEngine(model, **kwargs)
-    raise ValueError(f"unknown backend {backend!r}; available: torch")
+        if model.endswith(".onnx"):
+            raise ValueError(f"backend torch needs a checkpoint, not the ONNX graph {model}; use backend onnxruntime")
+        if importlib.util.find_spec("torch") is None:
+            raise BackendUnavailable("backend torch needs PyTorch: `pip install torch` (or use backend onnxruntime)")
+        from da3_ros.engines.torch_engine import TorchEngine
+        from da3_ros.models import load_model
+
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
+        return TorchEngine(load_model(model, device=device), precision=precision, **kwargs)
+    if backend == "onnxruntime":
+        from da3_ros.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+        return OnnxRuntimeEngine(model, threads=threads, cache_dir=cache_dir, **kwargs)
+    from da3_ros.engines.tensorrt_engine import TensorRTEngine
+
+    trt_precision = "fp32" if precision == "fp32" else "fp16"
+    return TensorRTEngine(model, precision=trt_precision, cache_dir=cache_dir, **kwargs)

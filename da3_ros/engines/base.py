@@ -1,4 +1,8 @@
-"""What every backend shares: camera frames in, Prediction out. Backends only implement ``_forward``."""
+"""What every backend shares: camera frames in, Prediction out. Backends only implement ``_forward``.
+
+Torch-free: preprocessing and post-processing are numpy, so a backend that needs no torch (ONNX Runtime,
+TensorRT's runtime, a remote server) never loads it. Stage timings come back with each Prediction.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -7,17 +11,22 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from da3_ros import preprocess
+from da3_ros.engines import postprocess
 from da3_ros.geometry import invert_T
-from da3_ros.models.loading import LoadedModel
-from da3_ros.models.registry import METRIC_CANONICAL_FOCAL_PX, DepthKind
+from da3_ros.models.registry import METRIC_CANONICAL_FOCAL_PX, DepthKind, Variant
 from da3_ros.prediction import Prediction
 
 _LOG = logging.getLogger(__name__)
 REF_VIEW_STRATEGIES = ("first", "middle", "saddle_balanced", "saddle_sim_range")
 SKY_THRESHOLD = 0.5  # upstream's OutputProcessor threshold on the sky probability
+# Graph I/O names (the same strings as da3_ros.engines.graph, which imports torch)
+IN_IMAGES, IN_EXTRINSICS, IN_INTRINSICS = "images", "extrinsics", "intrinsics"
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend cannot run here: its package or device is missing. The message names what to install."""
 
 
 @dataclass
@@ -44,29 +53,40 @@ class FrameBatch:
 
 
 class Engine:
-    """Preprocess -> backend forward -> postprocess; identical for every backend."""
+    """Preprocess -> backend forward -> postprocess; identical for every backend.
 
-    def __init__(self, model: LoadedModel, process_res: int = 504, process_res_method: str = "upper_bound_resize",
-                 ref_view_strategy: str = "saddle_balanced"):
+    View 0 is the reference view by default (``ref_view_strategy="first"``): a rig pins its reference camera,
+    and fixed-N graphs hold no data-dependent view selection. Upstream's automatic strategies are available
+    on the torch backend only.
+    """
+
+    backend = "base"
+
+    def __init__(self, variant: Variant, label: str, trained: bool, process_res: int = 504,
+                 process_res_method: str = "upper_bound_resize", ref_view_strategy: str = "first"):
         if ref_view_strategy not in REF_VIEW_STRATEGIES:
             raise ValueError(f"ref_view_strategy must be one of {REF_VIEW_STRATEGIES}, got {ref_view_strategy!r}")
-        if process_res % preprocess.PATCH_SIZE:
-            raise ValueError(f"process_res must be a multiple of {preprocess.PATCH_SIZE}, got {process_res}")
-        self.model = model
-        self.variant = model.variant
+        if process_res % preprocess.PATCH_SIZE or process_res <= 0:
+            raise ValueError(f"process_res must be a positive multiple of {preprocess.PATCH_SIZE}, got {process_res}")
+        if process_res_method not in preprocess.METHODS:
+            raise ValueError(f"process_res_method must be one of {preprocess.METHODS}, got {process_res_method!r}")
+        self.variant = variant
+        self.label = label
+        self.trained = trained
         self.process_res = process_res
         self.process_res_method = process_res_method
         self.ref_view_strategy = ref_view_strategy
-        self.last_timing_s: dict[str, float] = {}
         self._warned_no_K = False
 
-    def _forward(self, x: torch.Tensor, T_cam_world: torch.Tensor | None,
-                 K_proc: torch.Tensor | None) -> dict[str, np.ndarray]:
-        """Run the network on x (1, N, 3, H, W); return float32 numpy outputs without the batch axis."""
+    def _forward(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the graph on ``feeds``; return its outputs by graph name, without the batch axis.
+
+        Feeds: ``images`` (1, N, 3, H, W) float32, optional ``extrinsics`` (1, N, 4, 4), ``intrinsics`` (1, N, 3, 3).
+        """
         raise NotImplementedError
 
     def infer(self, batch: FrameBatch) -> Prediction:
-        """One forward over all views of ``batch``; stage times land in ``self.last_timing_s``."""
+        """One forward over all views of ``batch``; the Prediction carries its stage times (``timing_s``)."""
         t0 = time.perf_counter()
         x, plans, rgb_proc = preprocess.preprocess_batch(batch.images_rgb, self.process_res, self.process_res_method)
         K_proc = None
@@ -77,28 +97,39 @@ class Engine:
             cond = _normalize_poses(np.asarray(batch.T_cam_world, dtype=np.float64))
         elif batch.T_cam_world is not None:
             _LOG.debug("%s takes no pose conditioning; ignoring T_cam_world", self.variant.name)
+        feeds = {IN_IMAGES: x[None]}
+        if cond is not None:
+            feeds[IN_EXTRINSICS] = cond[0][None].astype(np.float32)
+            feeds[IN_INTRINSICS] = K_proc[None].astype(np.float32)
         t1 = time.perf_counter()
-        out = self._forward(
-            x[None],
-            None if cond is None else torch.from_numpy(cond[0][None]).float(),
-            None if cond is None else torch.from_numpy(K_proc[None]).float(),
-        )
+        out = self._forward(feeds)
         t2 = time.perf_counter()
         pred = self._postprocess(out, K_proc, batch.T_cam_world if cond is not None else None, cond)
-        self.last_timing_s = {"preprocess": t1 - t0, "forward": t2 - t1, "postprocess": time.perf_counter() - t2}
-        return dataclasses.replace(pred, rgb_proc=rgb_proc)
+        timing = {"preprocess": t1 - t0, "forward": t2 - t1, "postprocess": time.perf_counter() - t2}
+        return dataclasses.replace(pred, rgb_proc=rgb_proc, timing_s=timing)
 
     def _postprocess(self, out: dict[str, np.ndarray], K_proc: np.ndarray | None, T_in: np.ndarray | None,
                      cond: tuple[np.ndarray, float] | None) -> Prediction:
         depth = out["depth"].astype(np.float32)
+        conf = out.get("depth_conf")
         n = depth.shape[0]
-        scale = np.ones(n, dtype=np.float64)
-        T_cam_world = _to_4x4(out["extrinsics"]) if "extrinsics" in out else None
+        scale = np.ones(n, dtype=np.float64)  # applied inside the nested alignment
+        factor = np.ones(n, dtype=np.float64)  # applied below: known-pose units, focal rule
+        T_cam_world = _to_4x4(out["extrinsics_out"]) if "extrinsics_out" in out else None
         is_metric = self.variant.depth_kind is DepthKind.METRIC
+        sky = out.get("sky")
+        if "metric_depth" in out:  # nested: align the any-view branch to the metric branch (outside the graph)
+            depth, conf, T3, s = postprocess.align_nested(depth, conf, _to_4x4(out["extrinsics_out"]),
+                                                           out["intrinsics_out"].astype(np.float64),
+                                                           out["metric_depth"], sky)
+            T_cam_world, is_metric, sky = T3, bool(np.isfinite(s)), None
+            scale[:] = s if np.isfinite(s) else 1.0
+        elif sky is not None:
+            depth = postprocess.fill_sky(depth, sky)
         if T_in is not None:
             # Conditioned on known poses: report those poses, and bring depth into their units.
             T_norm, unit = cond
-            scale[:] = unit / _pose_spread_ratio(T_cam_world, T_norm)
+            factor[:] = unit / _pose_spread_ratio(T_cam_world, T_norm)
             T_cam_world = np.asarray(T_in, dtype=np.float64)
         if self.variant.depth_kind is DepthKind.METRIC_FOCAL:
             if K_proc is None:
@@ -106,18 +137,17 @@ class Engine:
                     _LOG.warning("%s needs camera intrinsics for metres; depth stays relative", self.variant.name)
                     self._warned_no_K = True
             else:
-                scale *= 0.5 * (K_proc[:, 0, 0] + K_proc[:, 1, 1]) / METRIC_CANONICAL_FOCAL_PX
+                factor *= 0.5 * (K_proc[:, 0, 0] + K_proc[:, 1, 1]) / METRIC_CANONICAL_FOCAL_PX
                 is_metric = True
-        if not np.all(scale == 1.0):
-            depth = depth * scale[:, None, None].astype(np.float32)
-        K_source = "camera" if K_proc is not None else "model" if "intrinsics" in out else "none"
-        if K_proc is None and "intrinsics" in out:
-            K_proc = out["intrinsics"].astype(np.float64)
-        sky = out.get("sky")
+        if not np.all(factor == 1.0):
+            depth = depth * factor[:, None, None].astype(np.float32)
+        K_source = "camera" if K_proc is not None else "model" if "intrinsics_out" in out else "none"
+        if K_proc is None and "intrinsics_out" in out:
+            K_proc = out["intrinsics_out"].astype(np.float64)
         return Prediction(
             depth=depth, is_metric=is_metric, K_proc=K_proc, K_source=K_source,
-            confidence=out.get("depth_conf"), sky_mask=None if sky is None else sky >= SKY_THRESHOLD,
-            T_cam_world=T_cam_world, depth_scale=scale,
+            confidence=conf, sky_mask=None if sky is None else sky >= SKY_THRESHOLD,
+            T_cam_world=T_cam_world, depth_scale=scale * factor,
         )
 
 

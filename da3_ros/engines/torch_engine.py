@@ -1,9 +1,11 @@
-"""PyTorch backend: the upstream network in eager mode, fp32 on CPU, fp16/bf16 autocast on CUDA."""
+"""PyTorch backend: ``InferenceGraph`` in eager mode, fp32 on CPU, fp16/bf16 autocast on CUDA."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from da3_ros.engines.base import Engine
+from da3_ros.engines.graph import InferenceGraph
 from da3_ros.models.loading import LoadedModel
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -21,23 +23,27 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 class TorchEngine(Engine):
-    """Runs ``LoadedModel.net`` with torch on its device."""
+    """Runs ``LoadedModel.net`` through ``InferenceGraph`` with torch on its device.
+
+    ``use_ray_pose`` takes poses from the auxiliary ray map (upstream's option) instead of the camera decoder;
+    only then is that branch computed.
+    """
 
     backend = "torch"
 
-    def __init__(self, model: LoadedModel, precision: str = "auto", **kwargs):
-        super().__init__(model, **kwargs)
+    def __init__(self, model: LoadedModel, precision: str = "auto", use_ray_pose: bool = False, **kwargs):
+        super().__init__(model.variant, model.label, model.trained, **kwargs)
+        self.model = model
         self.device = next(model.net.parameters()).device
         self.dtype = resolve_dtype(precision, self.device)
+        self.graph = InferenceGraph(model.net, use_ray_pose=use_ray_pose,
+                                    ref_view_strategy=self.ref_view_strategy).eval()
 
     @torch.inference_mode()
-    def _forward(self, x, T_cam_world, K_proc):
+    def _forward(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         dev = self.device
-        autocast = torch.autocast(device_type=dev.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
-        with autocast:
-            out = self.model.net(
-                x.to(dev), None if T_cam_world is None else T_cam_world.to(dev),
-                None if K_proc is None else K_proc.to(dev),
-                export_feat_layers=[], infer_gs=False, use_ray_pose=False, ref_view_strategy=self.ref_view_strategy,
-            )
-        return {k: v[0].float().cpu().numpy() for k, v in out.items() if isinstance(v, torch.Tensor) and v.ndim >= 3}
+        args = [torch.from_numpy(feeds[k]).to(dev) if k in feeds else None
+                for k in ("images", "extrinsics", "intrinsics")]
+        with torch.autocast(device_type=dev.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            out = self.graph(*args)
+        return {name: t[0].float().cpu().numpy() for name, t in zip(self.graph.names, out)}

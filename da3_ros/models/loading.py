@@ -10,10 +10,12 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from da3_ros.models.registry import VARIANTS, Variant, get_variant
+
+if TYPE_CHECKING:  # torch is imported where a network is built, so that torch-free backends never load it
+    import torch
 
 _LOG = logging.getLogger(__name__)
 CONFIG_NAME = "config.json"
@@ -44,6 +46,7 @@ class LoadedModel:
 
 def build_network(variant: str | Variant, seed: int = 0) -> torch.nn.Module:
     """Build the upstream DA3 architecture with seeded random weights, in eval mode."""
+    import torch
     from depth_anything_3.cfg import create_object, load_config  # heavy: import on use
     from depth_anything_3.registry import MODEL_REGISTRY
 
@@ -68,8 +71,8 @@ def load_model(spec: str, device: str | torch.device = "cpu", variant: str | Non
     if spec in VARIANTS:  # a bare variant name means its official repository
         spec = VARIANTS[spec].hf_repo
     path = Path(spec).expanduser()
-    directory = path if path.is_dir() else _download(spec)
-    v = get_variant(variant) if variant else _variant_from_config(directory)
+    directory = path if path.is_dir() else download(spec)
+    v = get_variant(variant) if variant else variant_from_config(directory)
     net = build_network(v)
     load_weights(net, directory / WEIGHTS_NAME)
     return LoadedModel(net.to(device), v, spec, trained=True)
@@ -85,6 +88,8 @@ def load_weights(net: torch.nn.Module, weights_path: str | os.PathLike) -> None:
         hint = " (pickle checkpoints are not loaded, convert to safetensors)" if any(
             weights_path.parent.glob("*.bin")) or any(weights_path.parent.glob("*.pt*")) else ""
         raise CheckpointError(f"no {WEIGHTS_NAME} in {weights_path.parent}{hint}")
+    import torch
+
     holder = torch.nn.Module()  # gives the keys upstream's prefix without touching the net
     setattr(holder, _KEY_PREFIX_ATTR, net)
     try:
@@ -106,7 +111,8 @@ def _preview(keys: list[str], n: int = 5) -> str:
     return f"[{head}{', ...' if len(keys) > n else ''}]"
 
 
-def _variant_from_config(directory: Path) -> Variant:
+def variant_from_config(directory: Path) -> Variant:
+    """The variant named by ``config.json`` in a checkpoint directory."""
     config = directory / CONFIG_NAME
     try:
         name = json.loads(config.read_text())["model_name"]
@@ -116,12 +122,13 @@ def _variant_from_config(directory: Path) -> Variant:
     return get_variant(name)
 
 
-def _download(repo_id: str) -> Path:
+def download(repo_id: str, files: list[str] | None = None) -> Path:
+    """Fetch (or find in the local cache) a checkpoint's files from the Hugging Face Hub; its directory."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
+        return Path(snapshot_download(repo_id, allow_patterns=files or [CONFIG_NAME, WEIGHTS_NAME]))
     except HFValidationError as exc:
         raise CheckpointError(f"{repo_id!r} is neither a local directory nor a Hugging Face repo id") from exc
     except Exception as exc:  # offline, not found, auth: all mean "no weights here"

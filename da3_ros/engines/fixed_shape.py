@@ -1,0 +1,55 @@
+"""Backends that run exported fixed-shape graphs (ONNX Runtime, TensorRT): one runner per rig shape.
+
+A graph holds N views at one network size, with or without pose-conditioning inputs. The first set of each
+shape resolves its graph (given file, cache, or an export in a subprocess) and builds a runner; later sets
+reuse it. A rig that loses a camera simply gets the (N-1)-view graph the same way. Torch-free.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+import numpy as np
+
+from da3_ros.engines.base import IN_EXTRINSICS, IN_IMAGES, Engine
+from da3_ros.engines.cache import ArtifactCache
+from da3_ros.engines.onnx_source import OnnxSource
+
+Shape = tuple[int, tuple[int, int], bool]  # (views, (H, W), pose-conditioned)
+
+
+class Runner(Protocol):
+    """Runs one fixed-shape graph: float32 feeds by input name -> outputs by name (with the batch axis)."""
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class FixedShapeEngine(Engine):
+    """Engine over exported graphs; subclasses implement ``_make_runner(shape)``."""
+
+    def __init__(self, model: str, cache_dir: str | None = None, **kwargs):
+        if kwargs.get("ref_view_strategy", "first") != "first":
+            raise ValueError(f"the {self.backend} backend pins view 0 as the reference (ref_view_strategy "
+                             f"'first'); upstream's data-dependent strategies need backend torch")
+        self.source = OnnxSource(model, ArtifactCache(cache_dir))
+        super().__init__(self.source.variant, self.source.label, self.source.trained, **kwargs)
+        self._runners: dict[Shape, Runner] = {}
+        self._lock = threading.Lock()
+
+    def _make_runner(self, shape: Shape) -> Runner:
+        raise NotImplementedError
+
+    def prepare(self, n_views: int, hw: tuple[int, int], conditioned: bool = False) -> None:
+        """Resolve and load the graph for a shape ahead of the first set (exports / builds it if needed)."""
+        self._runner((n_views, (int(hw[0]), int(hw[1])), conditioned))
+
+    def _runner(self, shape: Shape) -> Runner:
+        with self._lock:
+            if shape not in self._runners:
+                self._runners[shape] = self._make_runner(shape)
+            return self._runners[shape]
+
+    def _forward(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        _, n, _, h, w = feeds[IN_IMAGES].shape
+        out = self._runner((n, (h, w), IN_EXTRINSICS in feeds)).run(feeds)
+        return {name: np.asarray(v[0], dtype=np.float32) for name, v in out.items()}

@@ -1,0 +1,77 @@
+"""Mixed fp16 ONNX: matrix work and element-wise layers in fp16, everything else kept in fp32, float32 I/O.
+
+TensorRT 11 builds only strongly typed networks (the weak-typing ``BuilderFlag.FP16`` is gone), so the
+precision of every tensor must be in the graph itself. Only the operators in ``FP16_OPS`` run in fp16: the
+convolutions, matrix products and the cheap ops around them. Normalisations, softmax, reductions, division,
+exp/erf/trig and resizes stay fp32 because fp16's range (max 65504) and 10-bit mantissa are not enough there.
+Casts are inserted only where a tensor's type changes; weights used only by fp16 ops are stored in fp16.
+(onnxconverter-common's converter fails on these graphs: shared initialisers and in-graph Casts.)
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+FP16_OPS = frozenset({
+    "MatMul", "Gemm", "Conv", "ConvTranspose", "Add", "Sub", "Mul", "Neg", "Relu", "Sigmoid", "Tanh", "Concat",
+    "Reshape", "Transpose", "Slice", "Split", "Squeeze", "Unsqueeze", "Gather", "Expand", "Tile", "Flatten",
+    "Identity",
+})  # not ScatterND: the pose decoder assembles K with it, and a focal in pixels can exceed fp16's range
+
+
+def to_mixed_fp16(model, fp16_ops: frozenset[str] = FP16_OPS):
+    """Return a copy of ``model`` (an onnx ModelProto) with ``fp16_ops`` computing in fp16."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    g = model.graph
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute):
+        raise ValueError("graphs with control flow (subgraphs) are not supported by the fp16 conversion")
+    dtype = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.input, *g.output, *g.value_info]}
+    dtype.update({t.name: t.data_type for t in g.initializer})
+    consumers: dict[str, list] = defaultdict(list)
+    for node in g.node:
+        for name in node.input:
+            consumers[name].append(node)
+    outputs = {o.name for o in g.output}
+    for t in g.initializer:  # weights only fp16 ops read: store them in fp16 (half the size)
+        users = consumers.get(t.name, [])
+        if t.data_type == FLOAT and users and t.name not in outputs and all(n.op_type in fp16_ops for n in users):
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
+            dtype[t.name] = HALF
+    nodes, casts = [], {}
+
+    def cast(name: str, to: int) -> str:
+        if (name, to) not in casts:
+            out = f"{name}__as_{'fp16' if to == HALF else 'fp32'}"
+            nodes.append(helper.make_node("Cast", [name], [out], to=to, name=f"{out}__cast"))
+            casts[name, to] = out
+        return casts[name, to]
+
+    for node in g.node:
+        half = node.op_type in fp16_ops
+        want = HALF if half else FLOAT
+        for i, name in enumerate(node.input):
+            if name and dtype.get(name) in (FLOAT, HALF) and dtype[name] != want and node.op_type != "Shape":
+                node.input[i] = cast(name, want)
+        nodes.append(node)
+        if half:
+            for name in node.output:
+                if dtype.get(name) == FLOAT:
+                    dtype[name] = HALF
+    for o in g.output:  # float32 outputs whatever computed them
+        if dtype.get(o.name) == HALF:
+            inner = f"{o.name}__fp16"
+            for n in nodes:
+                n.output[:] = [inner if x == o.name else x for x in n.output]
+                n.input[:] = [inner if x == o.name else x for x in n.input]
+            nodes.append(helper.make_node("Cast", [inner], [o.name], to=FLOAT, name=f"{o.name}__cast"))
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.value_info[:]  # stale types: let inference recompute them
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    onnx.checker.check_model(model)
+    return model

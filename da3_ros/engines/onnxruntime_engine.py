@@ -1,0 +1,67 @@
+"""ONNX Runtime backend: exported DA3 graphs on CPU (or CUDA / TensorRT execution providers where installed).
+
+Never imports torch: preprocessing is numpy, graphs come from ``da3-ros export`` or are exported on demand
+in a separate process (see onnx_source).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from da3_ros.engines.base import BackendUnavailable
+from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
+
+_LOG = logging.getLogger(__name__)
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def import_onnxruntime():
+    """The onnxruntime module, or BackendUnavailable naming what to install."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise BackendUnavailable("backend onnxruntime needs ONNX Runtime: `pip install onnxruntime` "
+                                 "(or onnxruntime-gpu for CUDA)") from exc
+    return onnxruntime
+
+
+class OrtRunner:
+    """One ONNX Runtime session for one graph file."""
+
+    def __init__(self, path: Path, threads: int = 0, providers: list[str] | None = None):
+        ort = import_onnxruntime()
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.intra_op_num_threads = threads  # 0: ONNX Runtime's default, one per physical core
+        so.inter_op_num_threads = 1
+        available = ort.get_available_providers()
+        chosen = [p for p in (providers or PREFERRED_PROVIDERS) if p in available] or ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), so, providers=chosen)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        _LOG.info("ONNX Runtime %s on %s: %s", ort.__version__, self.session.get_providers()[0], path.name)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs by name for float32 feeds by name."""
+        res = self.session.run(None, {k: np.ascontiguousarray(feeds[k], dtype=np.float32) for k in self.input_names})
+        return dict(zip(self.output_names, res))
+
+
+class OnnxRuntimeEngine(FixedShapeEngine):
+    """``model``: a .onnx from ``da3-ros export`` or a checkpoint spec (graphs exported into ``cache_dir``)."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, model: str, threads: int = 0, providers: list[str] | None = None,
+                 cache_dir: str | None = None, **kwargs):
+        import_onnxruntime()  # fail at construction, not at the first set
+        self.threads = threads
+        self.providers = providers
+        super().__init__(model, cache_dir, **kwargs)
+
+    def _make_runner(self, shape: Shape) -> OrtRunner:
+        n, hw, cond = shape
+        return OrtRunner(self.source.onnx_for(n, hw, cond, "fp32"), self.threads, self.providers)

@@ -1,0 +1,323 @@
+"""TensorRT backend: build a fixed-shape engine from our ONNX export once, gate it on parity, cache it, run it.
+
+Written against the TensorRT 10.x Python API and kept working on 11.x: the network is always strongly typed
+(11.x removed the weak-typing builder flags such as ``BuilderFlag.FP16``), so precision comes from the ONNX graph
+itself (we export an fp32 and an fp16 mixed-precision graph). ``tensorrt`` and ``torch`` are imported lazily so
+that this module imports, and its pure helpers work, on machines without either. Device buffers and the CUDA
+stream are torch's: torch is present wherever this backend can run, since it exports the ONNX.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from da3_ros.engines.cache import ArtifactCache, sha256_file
+from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
+
+_LOG = logging.getLogger(__name__)
+PRECISIONS = ("fp32", "fp16")
+PLAN_KIND = "trt"
+INSTALL_HINT = ("install TensorRT 10.x or 11.x with `pip install tensorrt` (on Jetson it comes with JetPack); "
+                "the TensorRT backend also needs a CUDA GPU")
+
+Feeds = dict[str, np.ndarray]
+
+
+class TensorRTUnavailable(RuntimeError):
+    """TensorRT or a CUDA device is missing; the message says what to install."""
+
+
+class EngineParityError(RuntimeError):
+    """A freshly built engine disagrees with the reference network; it is not cached."""
+
+
+def tensorrt_status() -> tuple[bool, str]:
+    """(True, TensorRT version) when ``tensorrt`` imports and a CUDA device is visible, else (False, reason)."""
+    try:
+        import tensorrt as trt
+    except Exception as e:  # ImportError, or OSError from a broken libnvinfer install
+        return False, f"the tensorrt module does not import ({type(e).__name__}: {e})"
+    try:
+        import torch
+    except ImportError:
+        return False, "torch does not import (it provides the CUDA buffers and stream)"
+    if not torch.cuda.is_available():
+        return False, "no CUDA device is visible (torch.cuda.is_available() is False)"
+    return True, str(trt.__version__)
+
+
+def engine_key(onnx_sha256: str, n_views: int, hw: tuple[int, int], precision: str, trt_version: str,
+               gpu: str) -> dict:
+    """Everything a plan depends on; a change of any entry means a different cache file, hence a rebuild."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return {"onnx_sha256": onnx_sha256, "n_views": int(n_views), "hw": [int(hw[0]), int(hw[1])],
+            "precision": precision, "tensorrt": trt_version, "gpu": gpu}
+
+
+def plan_path(cache: ArtifactCache, key: dict) -> Path:
+    """Where the plan built for ``key`` is cached."""
+    return cache.path_for(PLAN_KIND, key, "plan")
+
+
+def parity(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray],
+           names: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """Per output name: (Pearson correlation, max relative error = max|a-b| / max|b|).
+
+    Non-finite values in either set give (nan, inf), which fails any threshold. Raises ValueError when ``names``
+    is empty or an output is missing, empty, or shaped differently in the two sets.
+    """
+    if not names:
+        raise ValueError("parity needs at least one output name")
+    result = {}
+    for name in names:
+        if name not in ours or name not in ref:
+            raise ValueError(f"output {name!r} missing: ours has {sorted(ours)}, reference has {sorted(ref)}")
+        a, b = np.asarray(ours[name], np.float64), np.asarray(ref[name], np.float64)
+        if a.shape != b.shape:
+            raise ValueError(f"output {name!r}: shape {a.shape} differs from the reference's {b.shape}")
+        if a.size == 0:
+            raise ValueError(f"output {name!r} is empty")
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            result[name] = (float("nan"), float("inf"))
+            continue
+        da, db = a - a.mean(), b - b.mean()
+        denom = np.sqrt((da * da).sum() * (db * db).sum())
+        corr = float((da * db).sum() / denom) if denom > 0 else float(np.array_equal(a, b))
+        err, scale = float(np.abs(a - b).max()), float(np.abs(b).max())
+        result[name] = (corr, err / scale if scale > 0 else (0.0 if err == 0 else float("inf")))
+    return result
+
+
+def check_parity(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], names: Sequence[str],
+                 min_corr: float, max_rel: float, trt_version: str) -> dict[str, tuple[float, float]]:
+    """``parity()``, raising EngineParityError that names every output outside the thresholds."""
+    stats = parity(ours, ref, names)
+    bad = [f"{n}: correlation {c:.6f} (need >= {min_corr}), max relative error {r:.4g} (need <= {max_rel})"
+           for n, (c, r) in stats.items() if not (c >= min_corr and r <= max_rel)]  # 'not >=' also catches nan
+    if bad:
+        hint = (" TensorRT 10.3 (JetPack 6) has a known bug that mis-scales Depth Anything 3 depth, fixed in "
+                "TensorRT 10.14+: upgrade TensorRT, or use the onnxruntime or torch backend."
+                if _version_tuple(trt_version) < (10, 14) else "")
+        raise EngineParityError(f"TensorRT {trt_version} engine disagrees with the reference on a fixed input; "
+                                f"not caching it. " + "; ".join(bad) + "." + hint)
+    return stats
+
+
+def build_plan(onnx_path: Path, workspace_gib: float = 4.0) -> bytes:
+    """Parse ``onnx_path`` into a strongly typed network and build a serialized engine (plan) from it.
+
+    Raises RuntimeError listing every ONNX parser error, or when the builder returns no plan.
+    """
+    import tensorrt as trt
+
+    logger = _trt_logger()
+    builder = trt.Builder(logger)
+    # Strongly typed: layer precisions follow the ONNX graph. The flag is ignored (but kept) in 11.x, where
+    # strong typing is always on; check the attribute so a later release that drops it still works.
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    network = builder.create_network(0 if strongly_typed is None else 1 << int(strongly_typed))
+    parser = trt.OnnxParser(network, logger)
+    # From the file, not from bytes: the parser then finds external weight files beside a >2 GB graph.
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "\n".join(f"  {_parser_error_text(parser.get_error(i))}" for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {onnx_path} ({parser.num_errors} errors):\n{errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}; its log above says why")
+    return bytes(plan)
+
+
+def parity_feeds(input_shapes: dict[str, tuple[int, ...]], seed: int = 0) -> Feeds:
+    """A fixed, seeded input for the parity gate, shaped like the engine's inputs.
+
+    'images' are N(0, 1) like normalised images; 'extrinsics' are identity rotations with the cameras spaced
+    along x at unit median distance from view 0 (as the engine normalises poses); 'intrinsics' have the
+    principal point at the centre and a focal length of the image's larger side.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = input_shapes["images"][-2:] if "images" in input_shapes else (504, 504)
+    feeds = {}
+    for name, shape in input_shapes.items():
+        if name == "extrinsics":
+            n = shape[-3]
+            T = np.broadcast_to(np.eye(4), shape).copy()
+            T[..., 0, 3] = -np.arange(n) / (np.median(np.arange(1, n)) if n > 1 else 1.0)
+            feeds[name] = T.astype(np.float32)
+        elif name == "intrinsics":
+            K = np.array([[max(h, w), 0.0, w / 2], [0.0, max(h, w), h / 2], [0.0, 0.0, 1.0]])
+            feeds[name] = np.broadcast_to(K, shape).astype(np.float32)
+        else:
+            feeds[name] = rng.standard_normal(shape).astype(np.float32)
+    return feeds
+
+
+def default_parity_names(output_names: Sequence[str]) -> list[str]:
+    """'depth' plus 'depth_conf'/'sky' when present: poses from a random input are too ill-conditioned."""
+    return [n for n in ("depth", "depth_conf", "sky") if n in output_names]
+
+
+class TensorRTRunner:
+    """Runs one fixed-shape engine; feeds and results are numpy float32 arrays keyed by tensor name.
+
+    The plan comes from ``cache`` when a hash-verified one exists for this ONNX file, view count, size,
+    precision, TensorRT version and GPU; otherwise it is built, and cached only once its outputs on
+    ``parity_feeds()`` match ``reference`` (a callable mapping the same feeds to outputs of the same names and
+    shapes, e.g. the ONNX Runtime session or the torch network) on ``parity_outputs`` (default:
+    ``default_parity_names()``). A failing engine raises EngineParityError and is not cached.
+    """
+
+    def __init__(self, onnx_path: Path, cache: ArtifactCache, n_views: int, hw: tuple[int, int], precision: str,
+                 reference: Callable[[Feeds], Feeds] | None = None, min_corr: float = 0.999,
+                 max_rel: float = 0.05, workspace_gib: float = 4.0, parity_outputs: Sequence[str] | None = None):
+        ok, info = tensorrt_status()
+        if not ok:
+            raise TensorRTUnavailable(f"TensorRT backend unavailable: {info}. To use it, {INSTALL_HINT}.")
+        import tensorrt as trt
+
+        self.trt_version = str(trt.__version__)
+        key = engine_key(sha256_file(onnx_path), n_views, hw, precision, self.trt_version, _gpu_identity())
+        self.plan_path = plan_path(cache, key)
+        self._runtime = trt.Runtime(_trt_logger())  # kept: the engine must not outlive its runtime
+        plan = cache.load_verified(self.plan_path)  # hash-verified bytes only; a corrupted plan is deleted
+        engine = None if plan is None else self._runtime.deserialize_cuda_engine(plan)
+        if plan is not None and engine is None:  # e.g. a driver update: drop it and rebuild
+            _LOG.warning("cached TensorRT plan %s does not deserialize; rebuilding it", self.plan_path)
+            cache.discard(self.plan_path)
+        built = engine is None
+        if built:
+            t0 = time.perf_counter()
+            plan = build_plan(Path(onnx_path), workspace_gib)
+            _LOG.info("built TensorRT %s %s engine for %d views at %dx%d in %.1f s", self.trt_version, precision,
+                      n_views, hw[0], hw[1], time.perf_counter() - t0)
+            engine = self._runtime.deserialize_cuda_engine(plan)
+            if engine is None:
+                raise RuntimeError("TensorRT could not deserialize the engine it just built")
+        self._bind(engine, n_views, hw)
+        if not built:
+            return
+        if reference is None:
+            _LOG.warning("no reference network given: caching the TensorRT engine without a parity check")
+        else:
+            feeds = parity_feeds(self.input_shapes)
+            names = list(parity_outputs) if parity_outputs is not None else default_parity_names(self.output_names)
+            stats = check_parity(self.run(feeds), reference(feeds), names, min_corr, max_rel, self.trt_version)
+            _LOG.info("TensorRT engine parity (correlation, max relative error): %s", stats)
+        cache.store(self.plan_path, plan, key)  # only a plan that passed the gate is ever cached
+
+    def _bind(self, engine, n_views: int, hw: tuple[int, int]) -> None:
+        """One persistent torch CUDA buffer per I/O tensor, registered with the execution context."""
+        import tensorrt as trt
+        import torch
+
+        self._engine, self._context = engine, engine.create_execution_context()
+        self._stream, self._lock = torch.cuda.Stream(), threading.Lock()
+        self.input_names, self.output_names, self.input_shapes = [], [], {}
+        self._buffers, self._np_dtypes = {}, {}
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            shape = tuple(int(d) for d in engine.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise RuntimeError(f"tensor {name!r} has dynamic shape {shape}; export the ONNX with fixed shapes")
+            np_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            buf = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, np_dtype)).dtype, device="cuda")
+            if not self._context.set_tensor_address(name, int(buf.data_ptr())):
+                raise RuntimeError(f"TensorRT rejected the device buffer for tensor {name!r}")
+            self._buffers[name], self._np_dtypes[name] = buf, np_dtype
+            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                self.input_names.append(name)
+                self.input_shapes[name] = shape
+            else:
+                self.output_names.append(name)
+        images = self.input_shapes.get("images")
+        if images is not None and (images[1] != n_views or tuple(images[-2:]) != tuple(hw)):
+            raise RuntimeError(f"engine input 'images' is {images}, expected {n_views} views at {hw[0]}x{hw[1]}")
+
+    def run(self, feeds: Feeds) -> Feeds:
+        """One inference: copy ``feeds`` in, execute on this runner's stream, return float32 outputs."""
+        import torch
+
+        if set(feeds) != set(self.input_names):
+            raise ValueError(f"feeds {sorted(feeds)} do not match the engine's inputs {sorted(self.input_names)}")
+        for name in self.input_names:
+            if tuple(np.shape(feeds[name])) != self.input_shapes[name]:
+                raise ValueError(f"input {name!r} has shape {tuple(np.shape(feeds[name]))}, but the engine was "
+                                 f"built for {self.input_shapes[name]}")
+        with self._lock, torch.cuda.stream(self._stream):  # the buffers are shared: one inference at a time
+            for name in self.input_names:
+                host = np.ascontiguousarray(feeds[name], dtype=self._np_dtypes[name])
+                self._buffers[name].copy_(torch.from_numpy(host))
+            if not self._context.execute_async_v3(self._stream.cuda_stream):
+                raise RuntimeError("TensorRT execute_async_v3 failed; its log above says why")
+            self._stream.synchronize()
+            return {name: self._buffers[name].float().cpu().numpy() for name in self.output_names}
+
+
+_LOGGER = None
+
+
+def _trt_logger():
+    # One logger for the process: TensorRT objects keep a reference to theirs, and it must outlive them.
+    global _LOGGER
+    if _LOGGER is None:
+        import tensorrt as trt
+
+        _LOGGER = trt.Logger(trt.Logger.WARNING)
+    return _LOGGER
+
+
+def _gpu_identity() -> str:
+    """Model name and compute capability: a plan only runs on the GPU architecture it was tuned for."""
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    return f"{torch.cuda.get_device_name()} (sm_{major}{minor})"
+
+
+def _parser_error_text(err) -> str:
+    where = f" in node {err.node_name()!r} ({err.node_operator()})" if hasattr(err, "node_name") else ""
+    return f"{err.code()}{where}: {err.desc()}"
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    """(major, minor) of a version string such as '10.14.1.48'; () when it does not parse."""
+    try:
+        return tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return ()
+
+
+class TensorRTEngine(FixedShapeEngine):
+    """The TensorRT backend: per rig shape, the ``precision`` ONNX graph built into a cached, parity-gated plan.
+
+    The gate's reference is the fp32 graph on ONNX Runtime (CPU), run on the same fixed input.
+    """
+
+    backend = "tensorrt"
+
+    def __init__(self, model: str, precision: str = "fp16", cache_dir: str | None = None,
+                 workspace_gib: float = 4.0, **kwargs):
+        ok, info = tensorrt_status()
+        if not ok:
+            raise TensorRTUnavailable(f"TensorRT backend unavailable: {info}. To use it, {INSTALL_HINT}.")
+        if precision not in PRECISIONS:
+            raise ValueError(f"TensorRT precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        self.workspace_gib = workspace_gib
+        super().__init__(model, cache_dir, **kwargs)
+
+    def _make_runner(self, shape: Shape) -> TensorRTRunner:
+        from da3_ros.engines.onnxruntime_engine import OrtRunner
+
+        n, hw, cond = shape
+        reference = OrtRunner(self.source.onnx_for(n, hw, cond, "fp32"), providers=["CPUExecutionProvider"])
+        min_corr, max_rel = (0.9999, 1e-3) if self.precision == "fp32" else (0.99, 0.05)
+        return TensorRTRunner(self.source.onnx_for(n, hw, cond, self.precision), self.source.cache, n, hw,
+                              self.precision, reference.run, min_corr, max_rel, self.workspace_gib)

@@ -1,0 +1,181 @@
+"""TensorRT backend: plan cache keys, corrupted-plan rejection, the parity gate, and a clear error without TensorRT.
+
+Runs without TensorRT or a GPU: only the pure parts are exercised here; nothing of TensorRT is mocked.
+"""
+import numpy as np
+import pytest
+
+from da3_ros.engines.cache import ArtifactCache
+from da3_ros.engines.tensorrt_engine import (
+    EngineParityError,
+    TensorRTRunner,
+    TensorRTUnavailable,
+    check_parity,
+    default_parity_names,
+    engine_key,
+    parity,
+    parity_feeds,
+    plan_path,
+    tensorrt_status,
+)
+
+BASE = dict(onnx_sha256="a" * 64, n_views=2, hw=(280, 504), precision="fp32", trt_version="10.14.1.48",
+            gpu="NVIDIA H100 80GB HBM3 (sm_90)")
+
+
+@pytest.mark.parametrize("field,value", [
+    ("onnx_sha256", "b" * 64),
+    ("n_views", 3),
+    ("hw", (504, 280)),  # same numbers, transposed
+    ("hw", (280, 518)),
+    ("precision", "fp16"),
+    ("trt_version", "11.0.0.10"),
+    ("gpu", "NVIDIA H100 80GB HBM3 (sm_89)"),  # same model name, other compute capability
+    ("gpu", "Orin (sm_87)"),
+])
+def test_engine_key_changes_with_each_field(tmp_path, field, value):
+    cache = ArtifactCache(tmp_path)
+    changed = engine_key(**{**BASE, field: value})
+    assert changed != engine_key(**BASE)
+    assert plan_path(cache, changed) != plan_path(cache, engine_key(**BASE))
+
+
+def test_engine_key_is_stable_for_equal_inputs(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    assert engine_key(**BASE) == engine_key(**{**BASE, "hw": [280, 504]})
+    assert plan_path(cache, engine_key(**BASE)) == plan_path(ArtifactCache(tmp_path), engine_key(**BASE))
+
+
+def test_engine_key_rejects_unknown_precision():
+    with pytest.raises(ValueError, match="precision"):
+        engine_key(**{**BASE, "precision": "int8"})
+
+
+@pytest.mark.parametrize("corrupt", ["flip", "truncate", "append"])
+def test_corrupted_cached_plan_is_deleted_not_loaded(tmp_path, corrupt):
+    cache = ArtifactCache(tmp_path)
+    key = engine_key(**BASE)
+    path = plan_path(cache, key)
+    plan = bytes(range(256)) * 64
+    cache.store(path, plan, key)
+    assert cache.load_verified(path) == plan
+
+    data = bytearray(path.read_bytes())
+    if corrupt == "flip":
+        data[1000] ^= 0x01
+    elif corrupt == "truncate":
+        del data[-1:]
+    else:
+        data += b"\x00"
+    path.write_bytes(bytes(data))
+
+    assert cache.load_verified(path) is None  # the runner then rebuilds instead of deserialising
+    assert not path.exists()
+    assert cache.load_verified(path) is None
+
+
+def test_plan_for_another_key_is_not_found(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    key = engine_key(**BASE)
+    cache.store(plan_path(cache, key), b"plan", key)
+    assert cache.load_verified(plan_path(cache, engine_key(**{**BASE, "trt_version": "10.15.0"}))) is None
+
+
+def _depth(seed=0, shape=(1, 2, 28, 42)):
+    return np.random.default_rng(seed).uniform(0.5, 20.0, shape).astype(np.float32)
+
+
+def test_parity_identical_outputs():
+    d, c = _depth(0), _depth(1)
+    stats = parity({"depth": d, "depth_conf": c}, {"depth": d.copy(), "depth_conf": c.copy()},
+                   ["depth", "depth_conf"])
+    for corr, rel in stats.values():
+        assert corr == pytest.approx(1.0, abs=1e-12) and rel == 0.0
+    assert check_parity({"depth": d}, {"depth": d}, ["depth"], 0.999, 0.05, "10.14.1") == parity(
+        {"depth": d}, {"depth": d}, ["depth"])
+
+
+def test_parity_constant_outputs():
+    ones = np.ones((1, 2, 4, 4), np.float32)
+    assert parity({"sky": ones}, {"sky": ones}, ["sky"])["sky"] == (1.0, 0.0)
+    assert parity({"sky": ones * 0}, {"sky": ones}, ["sky"])["sky"] == (0.0, 1.0)
+
+
+def test_scaled_output_fails_the_gate():
+    d = _depth()
+    corr, rel = parity({"depth": 1.5 * d}, {"depth": d}, ["depth"])["depth"]
+    assert corr == pytest.approx(1.0)  # correlation alone would miss a scale error
+    assert rel == pytest.approx(0.5, rel=1e-6)
+    with pytest.raises(EngineParityError) as e:
+        check_parity({"depth": 1.5 * d}, {"depth": d}, ["depth"], 0.999, 0.05, "10.3.0.30")
+    msg = str(e.value)
+    assert "depth" in msg and "0.999" in msg and "0.05" in msg and "10.3.0.30" in msg
+    assert "10.14" in msg  # names the known TensorRT 10.3 scale bug
+
+
+def test_noisy_output_fails_and_names_only_the_bad_output():
+    d, c = _depth(0), _depth(1)
+    noisy = d + np.random.default_rng(2).normal(0.0, 3.0, d.shape).astype(np.float32)
+    corr, rel = parity({"depth": noisy}, {"depth": d}, ["depth"])["depth"]
+    assert corr < 0.99 and rel > 0.05
+    with pytest.raises(EngineParityError) as e:
+        check_parity({"depth": noisy, "depth_conf": c}, {"depth": d, "depth_conf": c}, ["depth", "depth_conf"],
+                     0.999, 0.05, "11.0.0")
+    msg = str(e.value)
+    assert "depth:" in msg and "depth_conf:" not in msg and "11.0.0" in msg
+    assert "10.14" not in msg  # no stale-version hint for a fixed TensorRT
+
+
+def test_non_finite_output_fails():
+    d = _depth()
+    bad = d.copy()
+    bad[0, 0, 0, 0] = np.nan
+    corr, rel = parity({"depth": bad}, {"depth": d}, ["depth"])["depth"]
+    assert np.isnan(corr) and rel == np.inf
+    with pytest.raises(EngineParityError):
+        check_parity({"depth": bad}, {"depth": d}, ["depth"], 0.999, 0.05, "10.14.1")
+
+
+@pytest.mark.parametrize("ours,ref,names", [
+    ({"depth": np.zeros((1, 2, 4, 4))}, {"depth": np.zeros((1, 2, 4, 5))}, ["depth"]),
+    ({"depth": np.zeros((1, 2, 4, 4))}, {"depth": np.zeros((2, 4, 4))}, ["depth"]),
+    ({"depth": np.zeros((1, 0, 4, 4))}, {"depth": np.zeros((1, 0, 4, 4))}, ["depth"]),
+    ({"depth": np.zeros((1, 2, 4, 4))}, {"depth": np.zeros((1, 2, 4, 4))}, []),
+    ({"depth": np.zeros((1, 2, 4, 4))}, {"depth": np.zeros((1, 2, 4, 4))}, ["sky"]),
+])
+def test_parity_rejects_bad_arguments(ours, ref, names):
+    with pytest.raises(ValueError):
+        parity(ours, ref, names)
+
+
+def test_parity_feeds_are_fixed_and_plausible():
+    shapes = {"images": (1, 3, 3, 28, 42), "extrinsics": (1, 3, 4, 4), "intrinsics": (1, 3, 3, 3)}
+    feeds = parity_feeds(shapes)
+    again = parity_feeds(shapes)
+    assert all(np.array_equal(feeds[n], again[n]) for n in shapes)
+    assert {n: f.shape for n, f in feeds.items()} == shapes
+    assert all(f.dtype == np.float32 for f in feeds.values())
+    assert abs(feeds["images"].mean()) < 0.1 and 0.9 < feeds["images"].std() < 1.1
+    T = feeds["extrinsics"][0]
+    np.testing.assert_array_equal(T[:, :3, :3], np.broadcast_to(np.eye(3), (3, 3, 3)))
+    np.testing.assert_array_equal(T[0], np.eye(4))
+    assert np.median(np.linalg.norm(T[1:, :3, 3], axis=1)) == pytest.approx(1.0)
+    K = feeds["intrinsics"][0, 0]
+    assert K[0, 2] == 21 and K[1, 2] == 14 and K[0, 0] == K[1, 1] > 0 and K[2, 2] == 1
+
+
+def test_default_parity_names_skip_poses():
+    assert default_parity_names(["depth", "depth_conf", "extrinsics_out", "intrinsics_out"]) == [
+        "depth", "depth_conf"]
+    assert default_parity_names(["depth", "sky"]) == ["depth", "sky"]
+
+
+def test_without_tensorrt_the_runner_says_what_to_install(tmp_path):
+    ok, reason = tensorrt_status()
+    if ok:
+        pytest.skip("TensorRT and a CUDA GPU are present here")
+    assert isinstance(reason, str) and reason
+    with pytest.raises(TensorRTUnavailable, match="pip install tensorrt") as e:
+        TensorRTRunner(tmp_path / "model.onnx", ArtifactCache(tmp_path), 2, (280, 504), "fp32")
+    assert "CUDA GPU" in str(e.value)
+    assert not any(tmp_path.glob("trt-*"))  # nothing was built or cached
