@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import resource
+import sys
 import threading
 import time
 from collections import deque
@@ -16,8 +17,9 @@ WINDOW = 50  # sets kept for the latency statistics
 class NodeStats:
     """What the node counts; written by the callbacks and the worker, read by the diagnostics timer."""
 
-    def __init__(self, cameras: list[str]):
+    def __init__(self, cameras: list[str], backend: str = ""):
         self.cameras = cameras
+        self.backend = backend
         self._lock = threading.Lock()
         self.frames_in = [0] * len(cameras)
         self.sets_done = 0
@@ -59,7 +61,8 @@ class NodeStats:
                        waiting_for_cameras=self.waiting_for_cameras,
                        incompatible_qos=self.incompatible_qos, input_rate_hz=self._rate(self._in_t),
                        output_rate_hz=self._rate(self._done_t),
-                       peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                       peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                       torch_loaded=int("torch" in sys.modules))  # 0 for the torch-free backends
             for k, v in self._stage_s.items():
                 if v:
                     out[f"{k}_ms.p50"] = float(np.median(v)) * 1e3
@@ -67,7 +70,7 @@ class NodeStats:
         return out
 
     def diagnostics(self, node_name: str, sync_stats) -> DiagnosticArray:
-        values = self.summary()
+        values: dict[str, float | str] = {"backend": self.backend, **self.summary()}
         values.update(sets_superseded=sync_stats.sets_superseded, frames_dropped=sync_stats.frames_dropped,
                       stale_rejected=sync_stats.stale_rejected, sync_resets=sync_stats.resets)
         level, message = DiagnosticStatus.OK, "ok"

@@ -71,7 +71,7 @@ class DepthNode(Node):
         if self._p("depth.publish_mm") and self.rig.engine.variant.depth_kind.value == "relative":
             self.get_logger().warn(f"depth.publish_mm with {self.rig.engine.variant.name}: its depth is relative, "
                                    "so depth/image_mm is not millimetres")
-        self.stats = NodeStats(self.cameras)
+        self.stats = NodeStats(self.cameras, self.rig.engine.backend)
         self.sync = TimeSynchronizer(len(self.cameras), SyncMode(self._p("sync.mode")),
                                      int(self._p("sync.slop_s") * 1e9), self._p("sync.queue_size"))
         self._infos: list[CameraInfo | None] = [None] * len(self.cameras)

@@ -104,4 +104,11 @@ class Checker:
 
 
 def diag_values(msg) -> dict[str, float]:
-    return {kv.key: float(kv.value) for kv in msg.status[0].values}
+    """The numeric values of the node's status (strings such as ``backend`` are left out)."""
+    out = {}
+    for kv in msg.status[0].values:
+        try:
+            out[kv.key] = float(kv.value)
+        except ValueError:
+            continue
+    return out
