@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from da3_ros.engines.base import BackendUnavailable
 from da3_ros.engines.cache import ArtifactCache, sha256_file
 from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
 
@@ -28,7 +29,7 @@ INSTALL_HINT = ("install TensorRT 10.x or 11.x with `pip install tensorrt` (on J
 Feeds = dict[str, np.ndarray]
 
 
-class TensorRTUnavailable(RuntimeError):
+class TensorRTUnavailable(BackendUnavailable):
     """TensorRT or a CUDA device is missing; the message says what to install."""
 
 
