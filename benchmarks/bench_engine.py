@@ -1,34 +1,46 @@
-"""Engine benchmark: da3_ros vs upstream DA3 on the same weights and images, measured in the same run.
+"""Engine benchmark: every backend against upstream DA3, same weights, same real images, one run.
 
-Prints a table of seconds per set (median of --repeats) and views/s for N = 1..len(--views) views:
-  upstream API   : depth_anything_3.api.DepthAnything3.inference as shipped (autocasts fp16 even on CPU)
-  da3_ros 1 fwd  : TorchEngine, ONE forward over all N views (what the node does)
-  da3_ros N fwd  : TorchEngine, one forward per view (what one-process-per-camera wrappers do)
-Run: source scripts/env.sh && python benchmarks/bench_engine.py --model random:da3-small --views 1,2,3
+Rows per variant and backend, columns per N views (the example photos and a video frame):
+  upstream inference() : depth_anything_3.api.DepthAnything3.inference as shipped (autocasts fp16 even on CPU)
+  upstream raw fp32    : upstream's network forward in fp32 (with its always-computed aux ray branch)
+  torch                : da3_ros TorchEngine (InferenceGraph: no aux branch, cached embeddings), fp32
+  onnxruntime          : da3_ros OnnxRuntimeEngine on the exported graph (never imports torch)
+Each row runs in its own process, so peak RSS is that backend's alone. Forward ms and whole-set ms
+(preprocess + forward + postprocess) are medians of --repeats after a warm-up; ratios are against the two
+upstream rows of the same variant. Start-up = process start to the first result (graph export excluded: it
+is done once, before, into the cache). Run:
+  source scripts/env.sh && python benchmarks/bench_engine.py --variants da3-small,da3-base --views 1,2,4
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
+T_PROCESS = time.perf_counter()
+KINDS = ("upstream_api", "upstream_raw", "torch", "onnxruntime")
 
 
-def _read(path: Path) -> np.ndarray:
+def _images(examples: Path, n: int) -> list[np.ndarray]:
     import cv2
 
-    return np.ascontiguousarray(cv2.imread(str(path))[:, :, ::-1])
+    pool = [cv2.imread(str(examples / "SOH_000.png")), cv2.imread(str(examples / "SOH_010.png"))]
+    ok, frame = cv2.VideoCapture(str(examples / "robot_unitree.mp4")).read()
+    pool.append(frame)
+    return [np.ascontiguousarray(pool[i % 3][:, :, ::-1]) for i in range(n)]
 
 
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
+def _median_s(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -37,53 +49,118 @@ def _time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _upstream_api(model):
+def _shim_torchvision() -> None:
     try:
         import torchvision.transforms  # noqa: F401
     except Exception:  # no CPU torchvision on PyPI: the three transforms upstream needs (test/shims/README.md)
         for name in [m for m in sys.modules if m.startswith("torchvision")]:
             del sys.modules[name]
         sys.path.insert(0, str(REPO / "test" / "shims"))
-    from depth_anything_3.api import DepthAnything3
 
-    api = DepthAnything3(model_name=model.variant.name)
-    api.model.load_state_dict(model.net.state_dict())
-    return api.eval()
+
+def worker(kind: str, model: str, views: list[int], repeats: int, threads: int, examples: Path,
+           cache_dir: str) -> dict:
+    """Time one kind in this process; return {N: (forward_s, set_s)}, peak RSS and start-up seconds."""
+    rows: dict[int, tuple[float | None, float]] = {}
+    startup = None
+    if kind in ("torch", "onnxruntime"):
+        from da3_ros.engines import FrameBatch, create_engine
+
+        engine = create_engine(kind, model, threads=threads, cache_dir=cache_dir)
+        for n in views:
+            batch = FrameBatch(_images(examples, n))
+            pred = engine.infer(batch)  # warm-up (and, for the first N, the start-up figure)
+            startup = startup if startup is not None else time.perf_counter() - T_PROCESS
+            fwd, whole = [], []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                pred = engine.infer(batch)
+                whole.append(time.perf_counter() - t0)
+                fwd.append(pred.timing_s["forward"])
+            rows[n] = (statistics.median(fwd), statistics.median(whole))
+    else:
+        import torch
+
+        torch.set_num_threads(threads)
+        _shim_torchvision()
+        from depth_anything_3.api import DepthAnything3
+
+        from da3_ros.models import load_model
+        from da3_ros.preprocess import preprocess_batch
+
+        loaded = load_model(model)
+        api = DepthAnything3(model_name=loaded.variant.name)
+        api.model.load_state_dict(loaded.net.state_dict())
+        api.eval()
+        for n in views:
+            images = _images(examples, n)
+            if kind == "upstream_api":
+                def run(images=images):
+                    return api.inference(images, process_res=504)
+                run()
+                rows[n] = (None, _median_s(run, repeats))
+            else:
+                x = torch.from_numpy(preprocess_batch(images, 504)[0])[None]
+
+                @torch.inference_mode()
+                def run(x=x):
+                    return api.model(x, None, None, [], False, False, "first")
+                run()
+                rows[n] = (_median_s(run, repeats), _median_s(run, 1))
+            startup = startup if startup is not None else time.perf_counter() - T_PROCESS
+    return {"rows": {str(k): v for k, v in rows.items()}, "peak_rss_mb": resource.getrusage(
+        resource.RUSAGE_SELF).ru_maxrss / 1024, "startup_s": startup, "torch_loaded": "torch" in sys.modules}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="random:da3-small")
-    p.add_argument("--views", default="1,2,3")
+    p.add_argument("--variants", default="da3-small,da3-base")
+    p.add_argument("--views", default="1,2,4")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--kinds", default=",".join(KINDS))
+    p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "da3_ros"))
     p.add_argument("--examples", default=str(REPO.parent / "shared" / "data" / "da3_examples"))
-    args = p.parse_args()
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    views = [int(v) for v in a.views.split(",")]
+    if a.worker:
+        print(json.dumps(worker(a.worker, a.model, views, a.repeats, a.threads, Path(a.examples), a.cache_dir)))
+        return 0
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
+    print(f"# {platform.machine()} {os.cpu_count()} cores, {a.threads} threads | network 504x280 | seeded random "
+          f"weights (speed does not depend on their values) | median of {a.repeats} after a warm-up")
+    print("| variant | backend | N | forward ms | whole set ms | views/s | vs upstream inference() | "
+          "forward vs upstream raw fp32 | peak RSS MB | start-up s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for variant in a.variants.split(","):
+        model = f"random:{variant}@0"
+        if "onnxruntime" in a.kinds:  # export once, outside the timed processes
+            from da3_ros.engines.cache import ArtifactCache
+            from da3_ros.engines.onnx_source import OnnxSource
 
-    from da3_ros.engines import FrameBatch, TorchEngine
-    from da3_ros.models import load_model
-
-    ex = Path(args.examples)
-    pool = [_read(ex / "SOH_000.png"), _read(ex / "SOH_010.png")]
-    import cv2
-
-    cap = cv2.VideoCapture(str(ex / "robot_unitree.mp4"))
-    ok, frame = cap.read()
-    pool.append(np.ascontiguousarray(frame[:, :, ::-1]))
-    model = load_model(args.model)
-    engine = TorchEngine(model)
-    api = _upstream_api(model)
-    print(f"# {model.label} | torch {torch.__version__} | {torch.get_num_threads()} threads | "
-          f"{platform.processor() or platform.machine()} | process_res 504")
-    print("| views | upstream API s/set | da3_ros 1 fwd s/set | da3_ros N fwd s/set | da3_ros views/s | "
-          "speed-up vs upstream | speed-up vs N fwd |")
-    print("|---|---|---|---|---|---|---|")
-    for n in (int(v) for v in args.views.split(",")):
-        images = [pool[i % len(pool)] for i in range(n)]
-        t_up = _time(lambda: api.inference(images, process_res=504), args.repeats)
-        t_one = _time(lambda: engine.infer(FrameBatch(images)), args.repeats)
-        t_each = _time(lambda: [engine.infer(FrameBatch([im])) for im in images], args.repeats)
-        print(f"| {n} | {t_up:.2f} | {t_one:.2f} | {t_each:.2f} | {n / t_one:.2f} | {t_up / t_one:.2f}x | "
-              f"{t_each / t_one:.2f}x |", flush=True)
+            src = OnnxSource(model, ArtifactCache(a.cache_dir))
+            for n in views:
+                src.onnx_for(n, (280, 504), False)
+        res = {}
+        for kind in a.kinds.split(","):
+            out = subprocess.run([sys.executable, __file__, "--worker", kind, "--model", model, "--views", a.views,
+                                  "--repeats", str(a.repeats), "--threads", str(a.threads), "--cache-dir",
+                                  a.cache_dir, "--examples", a.examples], capture_output=True, text=True, env=env)
+            if out.returncode:
+                print(f"| {variant} | {kind} | failed: {out.stderr.strip().splitlines()[-1]} |")
+                continue
+            res[kind] = json.loads(out.stdout.strip().splitlines()[-1])
+        for kind, r in res.items():
+            for n in views:
+                fwd, whole = r["rows"][str(n)]
+                api = res.get("upstream_api", {}).get("rows", {}).get(str(n), [None, None])[1]
+                raw = res.get("upstream_raw", {}).get("rows", {}).get(str(n), [None])[0]
+                print(f"| {variant} | {kind} | {n} | {'-' if fwd is None else f'{fwd * 1e3:.0f}'} | "
+                      f"{whole * 1e3:.0f} | {n / whole:.2f} | {'-' if not api else f'{whole / api:.2f}x'} | "
+                      f"{'-' if not raw or fwd is None else f'{fwd / raw:.2f}x'} | {r['peak_rss_mb']:.0f} | "
+                      f"{r['startup_s']:.1f} |", flush=True)
     return 0
 
 
