@@ -1,5 +1,7 @@
-"""The exported graphs on ONNX Runtime compute what torch computes, on the real photos; the cache never loads a
-corrupted file; the ONNX Runtime path runs without torch; missing pieces give messages that name the fix.
+"""Exported graphs on ONNX Runtime compute what torch computes, on the real photos.
+
+Also: the cache never loads a corrupted file, the ONNX Runtime path runs without torch, and missing pieces
+give messages that name the fix.
 """
 import json
 import os
@@ -134,9 +136,7 @@ def _run_without(module: str, code: str, env_extra: dict | None = None) -> subpr
 
 
 def test_onnxruntime_engine_runs_without_torch(tmp_path, cache_dir):
-    """With the graph in the cache, a process that cannot import torch runs the engine; without it, the error
-    names the export command.
-    """
+    """With the graph cached, a process that cannot import torch runs; without it, the error names the export."""
     code = ("import sys, numpy as np\n"
             "from da3_ros.engines import create_engine, FrameBatch\n"
             f"e = create_engine('onnxruntime', 'random:da3-small@3', cache_dir={cache_dir!r})\n"
