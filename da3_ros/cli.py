@@ -133,7 +133,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from da3_ros.demo import run_demo
 
     return run_demo(Path(args.examples), Path(args.out), args.model, args.seconds, args.rate_hz, args.domain_id,
-                    args.cameras)
+                    args.cameras, args.backend)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the node on a recorded 3-camera rig; print a summary, write pictures")
     demo.add_argument("--examples", required=True, help="folder with robot_unitree.mp4, SOH_000.png, SOH_010.png")
     demo.add_argument("--model", default="random:da3-small")
+    demo.add_argument("--backend", default="auto", choices=BACKENDS)
     demo.add_argument("--out", default="out/demo")
     demo.add_argument("--seconds", type=float, default=20.0, help="how long to record after the first set")
     demo.add_argument("--rate-hz", type=float, default=10.0, help="camera rate of the player")

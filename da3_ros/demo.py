@@ -44,7 +44,7 @@ def render_cloud(xyz: np.ndarray, rgb: np.ndarray | None, size=(480, 640)) -> np
 
 
 def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: float, domain_id: int,
-             cameras: int = 3) -> int:
+             cameras: int = 3, backend: str = "auto") -> int:
     import rclpy
     import yaml
     from diagnostic_msgs.msg import DiagnosticArray
@@ -61,10 +61,11 @@ def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: flo
         raise SystemExit(f"--cameras must be 1..{len(rig)}, got {cameras}")
     names, sources = [n for n, _ in rig[:cameras]], [s for _, s in rig[:cameras]]
     (out / "node.yaml").write_text(yaml.safe_dump({"da3_depth": {"ros__parameters": {
-        "model": model, "camera_names": names, "cloud": {"stride": 2}}}}))
+        "model": model, "backend": backend, "camera_names": names, "cloud": {"stride": 2}}}}))
     (out / "player.yaml").write_text(yaml.safe_dump({"rig_player": {"ros__parameters": {
         "camera_names": names, "sources": sources, "rate_hz": rate_hz}}}))
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id))
+    t_start = time.monotonic()
     procs = [subprocess.Popen([package_executable(exe), "--ros-args", "--params-file", str(out / f"{cfg}.yaml")],
                               env=env, stdout=open(out / f"{cfg}.log", "w"), stderr=subprocess.STDOUT)
              for exe, cfg in (("depth_node", "node"), ("rig_player", "player"))]
@@ -80,7 +81,8 @@ def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: flo
     node.create_subscription(MultiViewDepth, "multiview_depth", on_set, 5)
     node.create_subscription(PointCloud2, "points_fused", fused.append, 5)
     node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 5)
-    print(f"[demo] player: {names} at {rate_hz} Hz; node: {model}; recording {seconds:.0f} s after the first set")
+    startup_s = float("nan")
+    print(f"[demo] player: {names} at {rate_hz} Hz; node: {model} on backend {backend}; recording {seconds:.0f} s after the first set")
     try:
         end = None
         deadline = time.monotonic() + seconds + 120
@@ -88,6 +90,7 @@ def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: flo
             rclpy.spin_once(node, timeout_sec=0.1)
             if sets and end is None:
                 end = time.monotonic() + seconds
+                startup_s = end - seconds - t_start
             if any(p.poll() is not None for p in procs):
                 raise SystemExit(f"a process exited early; see {out}/node.log and {out}/player.log")
         rclpy.spin_once(node, timeout_sec=1.5)
@@ -102,7 +105,7 @@ def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: flo
     if not sets or not diags:
         raise SystemExit("no result arrived; see the logs in " + str(out))
     _write_pictures(sets[-1], fused, out)
-    _print_summary(sets, latency_s, {kv.key: kv.value for kv in diags[-1].status[0].values}, out)
+    _print_summary(sets, latency_s, {kv.key: kv.value for kv in diags[-1].status[0].values}, out, startup_s)
     node.destroy_node()
     rclpy.try_shutdown()
     return 0
@@ -127,10 +130,12 @@ def _write_pictures(m, fused, out: Path) -> None:
                             f" | {m.model}"))
 
 
-def _print_summary(sets, latency_s, d: dict, out: Path) -> None:
+def _print_summary(sets, latency_s, d: dict, out: Path, startup_s: float) -> None:
     n_views = len(sets[-1].views)
     rate = float(d.get("output_rate_hz", 0))
     rows = [
+        ("backend (torch loaded in the node)", f"{d.get('backend')} ({d.get('torch_loaded')})"),
+        ("start-up: launch to first set (s)", f"{startup_s:.1f}"),
         ("sets processed", d.get("sets_done")), ("views per set (ONE forward)", n_views),
         ("sets/s", f"{rate:.2f}"), ("views/s", f"{rate * n_views:.2f}"),
         ("latency stamp->publish p50 / max (s)", f"{np.median(latency_s):.2f} / {np.max(latency_s):.2f}"),

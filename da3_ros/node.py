@@ -14,6 +14,7 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.serialization import deserialize_message
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from tf2_msgs.msg import TFMessage
@@ -133,8 +134,9 @@ class DepthNode(Node):
             image_topic = self._p(camera_param(c, "image_topic")) or f"{c}/image_raw"
             info_topic = self._p(camera_param(c, "camera_info_topic")) or f"{c}/camera_info"
             events = SubscriptionEventCallbacks(incompatible_qos=lambda e, t=image_topic: self._incompatible(t, e))
+            # raw: frames arrive as CDR bytes; only those of the set that gets processed are deserialised
             self.create_subscription(Image, image_topic, lambda m, i=i: self._on_image(i, m), qin,
-                                     event_callbacks=events)
+                                     event_callbacks=events, raw=True)
             self.create_subscription(CameraInfo, info_topic, lambda m, i=i: self._on_info(i, m), qin)
             self._info_topics.append(info_topic)
             outputs = dict(PER_CAMERA_OUTPUTS)
@@ -180,9 +182,15 @@ class DepthNode(Node):
     def _on_info(self, i: int, msg: CameraInfo) -> None:
         self._infos[i] = msg
 
-    def _on_image(self, i: int, msg: Image) -> None:
+    def _on_image(self, i: int, data: bytes) -> None:
         self.stats.frame_in(i)
-        if self.sync.add(i, conv.stamp_to_ns(msg.header.stamp), msg, time.monotonic_ns()):
+        try:
+            stamp_ns = conv.stamp_ns_from_cdr(data)  # 12 bytes read; most frames are superseded unread
+        except conv.ConversionError as exc:
+            self.stats.bad_input += 1
+            self.get_logger().error(f"{self.cameras[i]}: {exc}", throttle_duration_sec=5.0)
+            return
+        if self.sync.add(i, stamp_ns, data, time.monotonic_ns()):
             self._wake.set()
 
     # --- worker thread ---------------------------------------------------------------------------------
@@ -230,9 +238,10 @@ class DepthNode(Node):
         return K, (info.distortion_model, list(info.d))
 
     def _process(self, frameset) -> None:
-        Ks, distortion = zip(*(self._intrinsics(i, m) for i, m in enumerate(frameset.items)))
+        items = [deserialize_message(data, Image) for data in frameset.items]
+        Ks, distortion = zip(*(self._intrinsics(i, m) for i, m in enumerate(items)))
         frame_ids = [self._p(camera_param(c, "frame_id")) or m.header.frame_id or f"{c}_optical_frame"
-                     for c, m in zip(self.cameras, frameset.items)]
+                     for c, m in zip(self.cameras, items)]
         if any(info is None and self.count_publishers(topic) for info, topic in zip(self._infos, self._info_topics)):
             # camera_info is being published but has not arrived yet: the camera's K beats the model's guess,
             # and switching K between sets would make the clouds jump
@@ -248,11 +257,11 @@ class DepthNode(Node):
                                    f"between {frame_ids} is missing; waiting", throttle_duration_sec=10.0)
             return
         t0 = time.perf_counter()
-        images = [conv.image_to_rgb(m) for m in frameset.items]  # only for sets that will be processed
+        images = [conv.image_to_rgb(m) for m in items]  # only for sets that will be processed
         t1 = time.perf_counter()
         result = self.rig.process(images, list(Ks), known)
         t2 = time.perf_counter()
-        out = SetOutputs(result, self.cameras, frame_ids, [m.header for m in frameset.items], self.out_cfg,
+        out = SetOutputs(result, self.cameras, frame_ids, [m.header for m in items], self.out_cfg,
                          self.rig.engine.label, list(distortion))
         for i, pubs in enumerate(self.pubs):
             for key, pub in pubs.items():

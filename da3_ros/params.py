@@ -18,7 +18,7 @@ class Param:
 NODE_PARAMS: tuple[Param, ...] = (
     Param("model", "depth-anything/DA3-SMALL",
           "HF repo id, local dir (config.json + model.safetensors), variant name or random:<variant>[@seed]"),
-    Param("backend", "torch",
+    Param("backend", "auto",
           "auto (TensorRT if importable with a CUDA GPU, else onnxruntime, else torch), torch, onnxruntime, "
           "tensorrt; onnxruntime/tensorrt also take a .onnx from `da3-ros export` as model"),
     Param("device", "cpu", "torch device: cpu, cuda, cuda:1, ... (backend torch)"),

@@ -14,7 +14,8 @@ def generate_launch_description():
     args = [
         DeclareLaunchArgument("model", default_value="depth-anything/DA3-SMALL",
                               description="HF repo id, local dir, variant name or random:<variant>"),
-        DeclareLaunchArgument("backend", default_value="torch", description="inference backend"),
+        DeclareLaunchArgument("backend", default_value="auto",
+                              description="inference backend: auto, torch, onnxruntime, tensorrt"),
         DeclareLaunchArgument("device", default_value="cpu", description="cpu, cuda, cuda:1, ..."),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw", description="input image topic"),

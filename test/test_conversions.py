@@ -366,3 +366,19 @@ def test_transform_stamped_and_tf_message():
     assert ts2.header.stamp == Time(sec=1, nanosec=2) and ts2.transform.rotation.w == 1.0
     msg = c.tf_message([ts, ts2])
     assert [t.child_frame_id for t in msg.transforms] == ["cam1_optical", "cam0_optical_da3"]
+
+
+def test_stamp_from_serialized_bytes_without_deserialising():
+    """The raw-subscription fast path reads the same stamp rclpy would deserialise, for any image size."""
+    from rclpy.serialization import serialize_message
+
+    from da3_ros.conversions import ConversionError, stamp_ns_from_cdr
+
+    for sec, nanosec, hw in [(0, 0, (1, 1)), (1_700_000_000, 999_999_999, (680, 1208)), (-5, 7, (2, 3))]:
+        msg = Image(height=hw[0], width=hw[1], encoding="rgb8", step=3 * hw[1], data=bytes(3 * hw[0] * hw[1]))
+        msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
+        msg.header.frame_id = "cam"
+        assert stamp_ns_from_cdr(serialize_message(msg)) == sec * 1_000_000_000 + nanosec
+    for bad in (b"", b"\x00\x01\x00\x00", b"\x07\x07" + bytes(20)):
+        with pytest.raises(ConversionError):
+            stamp_ns_from_cdr(bad)

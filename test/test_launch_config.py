@@ -179,7 +179,7 @@ def test_launch_defaults():
     decl = {first_str_arg(c): kwarg(c, "default_value") for c in ast.walk(single)
             if call_name(c) == "DeclareLaunchArgument"}
     lit = {k: v.value for k, v in decl.items() if isinstance(v, ast.Constant)}
-    assert lit == {"model": "depth-anything/DA3-SMALL", "backend": "torch", "device": "cpu", "namespace": "",
+    assert lit == {"model": "depth-anything/DA3-SMALL", "backend": "auto", "device": "cpu", "namespace": "",
                    "image_topic": "/camera/image_raw", "camera_info_topic": "/camera/camera_info"}
     assert "mono.yaml" in ast.dump(decl["params_file"])
     rig = launch_tree(REPO / "launch" / "rig.launch.py")

@@ -135,7 +135,7 @@ def test_outputs_without_subscribers_cost_nothing(tmp_path, domain_id, checker):
 
 def test_pose_conditioning_with_two_cameras(tmp_path, domain_id, checker):
     """Known extrinsics (parameters) go into the model for N=2 and come out as the published poses."""
-    node_params = {"camera_names": ["left", "right"], "sync.mode": "exact",
+    node_params = {"camera_names": ["left", "right"], "sync.mode": "exact", "backend": "torch",
                    "cameras": {"left": {"T_ref_cam": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]},
                                "right": {"T_ref_cam": [0.12, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]}}}
     player = STEREO_PHOTOS
@@ -217,7 +217,7 @@ def test_pose_conditioning_from_tf_static(tmp_path, domain_id, checker):
 def test_metric_model_publishes_metres_and_sky(tmp_path, domain_id, checker):
     """da3metric-large: depth in metres from camera_info's focal length, a sky mask, no poses, no TF."""
     node_params = {"model": "random:da3metric-large@0", "camera_names": ["front"], "process_res": 140,
-                   "depth.publish_mm": True}
+                   "depth.publish_mm": True, "backend": "torch"}
     player = {"camera_names": ["front"], "sources": [PHOTO], "rate_hz": 2.0}
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     sky = checker.collect(Image, "front/sky/mask")
@@ -234,3 +234,20 @@ def test_metric_model_publishes_metres_and_sky(tmp_path, domain_id, checker):
     assert set(np.unique(mask)) <= {0, 255}
     depth = conv.image_to_array(view.depth)
     assert np.all(np.isinf(depth[mask == 255])) and np.all(np.isfinite(depth[mask == 0]))  # REP 118: sky = +Inf
+
+
+def test_onnxruntime_backend_publishes_without_torch(tmp_path, domain_id, checker):
+    """backend onnxruntime: the graph is exported into the cache (another process) and the node never loads torch."""
+    node_params = {"camera_names": ["left", "right"], "backend": "onnxruntime",
+                   "engine_cache_dir": str(tmp_path / "cache")}
+    mv = checker.collect(MultiViewDepth, "multiview_depth")
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    node_cm, player_cm = _start(tmp_path, domain_id, node_params, STEREO_PHOTOS)
+    with node_cm, player_cm:
+        checker.spin_until(lambda: len(mv) >= 2 and _latest_diag(diags).get("sets_done", 0) >= 2, 120, "two sets")
+    values = {kv.key: kv.value for kv in diags[-1].status[0].values}
+    assert values["backend"] == "onnxruntime" and values["torch_loaded"] == "0"
+    assert [v.camera_name for v in mv[-1].views] == ["left", "right"] and all(v.has_pose for v in mv[-1].views)
+    depth = conv.image_to_array(mv[-1].views[0].depth)
+    assert depth.shape == (280, 504) and np.isfinite(depth).all()
+    assert list((tmp_path / "cache").glob("onnx-*.onnx"))  # exported once, verified by its sidecar

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from da3_ros.engines import FrameBatch, TorchEngine
+from da3_ros.engines import FrameBatch
+from da3_ros.engines.torch_engine import TorchEngine
 from da3_ros.models import load_model
 from da3_ros.models.loading import build_network
 

@@ -4,7 +4,8 @@ import gc
 import numpy as np
 import pytest
 
-from da3_ros.engines import FrameBatch, TorchEngine
+from da3_ros.engines import FrameBatch
+from da3_ros.engines.torch_engine import TorchEngine
 from da3_ros.models import VARIANTS, load_model
 from da3_ros.models.registry import DepthKind
 
