@@ -96,7 +96,8 @@ def main() -> int:
         v1, c1 = values(), _cpu_s(node_proc.pid)
         frames = sum(v1[f"frames_in.{n}"] - v0.get(f"frames_in.{n}", 0) for n in names)
         cpu_ms = (c1 - c0) * 1e3
-        print(f"# depth_node {a.backend}, {a.cameras} cameras 1208x680 rgb8 at {a.rate_hz:g} Hz, {os.cpu_count()} cores")
+        print(f"# depth_node {a.backend}, {a.cameras} cameras 1208x680 rgb8 at {a.rate_hz:g} Hz, "
+              f"{os.cpu_count()} cores")
         print("| phase | frames received | node CPU s | CPU ms per received frame | node CPU % of a core | "
               "forward p50 ms |")
         print("|---|---|---|---|---|---|")
