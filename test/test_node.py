@@ -237,7 +237,7 @@ def test_metric_model_publishes_metres_and_sky(tmp_path, domain_id, checker):
 
 
 def test_onnxruntime_backend_publishes_without_torch(tmp_path, domain_id, checker):
-    """backend onnxruntime: the graph is exported into the cache (another process) and the node never loads torch."""
+    """Backend onnxruntime: the graph is exported into the cache (another process) and the node never loads torch."""
     node_params = {"camera_names": ["left", "right"], "backend": "onnxruntime",
                    "engine_cache_dir": str(tmp_path / "cache")}
     mv = checker.collect(MultiViewDepth, "multiview_depth")
