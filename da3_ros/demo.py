@@ -82,7 +82,8 @@ def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: flo
     node.create_subscription(PointCloud2, "points_fused", fused.append, 5)
     node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 5)
     startup_s = float("nan")
-    print(f"[demo] player: {names} at {rate_hz} Hz; node: {model} on backend {backend}; recording {seconds:.0f} s after the first set")
+    print(f"[demo] player: {names} at {rate_hz} Hz; node: {model} on backend {backend}; "
+          f"recording {seconds:.0f} s after the first set")
     try:
         end = None
         deadline = time.monotonic() + seconds + 120
