@@ -121,7 +121,7 @@ def preprocess_batch(images_rgb: list[np.ndarray], process_res: int = 504, metho
     for i, img in enumerate(images_rgb):
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f"image {i}: expected HxWx3 uint8 RGB, got shape {img.shape} dtype {img.dtype}")
-    plans = plan_batch([img.shape[:2] for img in images_rgb], process_res, method)
+    plans = plan_batch([(img.shape[0], img.shape[1]) for img in images_rgb], process_res, method)
     resized = np.stack([resize_image(img, p) for img, p in zip(images_rgb, plans)])
     return np.stack([normalize(img) for img in resized]), plans, resized
 

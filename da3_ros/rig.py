@@ -46,7 +46,7 @@ class Rig:
             raise ValueError(f"reference index {self.ref_index} out of range for {n} cameras")
         order = [self.ref_index] + [i for i in range(n) if i != self.ref_index]
         inverse = list(np.argsort(order))
-        K = np.stack([K_cam[i] for i in order]) if all(k is not None for k in K_cam) else None
+        K = np.stack([np.asarray(K_cam[i]) for i in order]) if all(k is not None for k in K_cam) else None
         T_cam_world = None
         if K is not None and known is not None and self.engine.variant.has_pose:
             T_cam_world = invert_T(known[order])  # world = reference camera frame

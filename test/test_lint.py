@@ -1,4 +1,4 @@
-"""Linters as tests: ruff (pycodestyle, pyflakes, bugbear, pep257 docstrings) over the package and tests."""
+"""Linters as tests: ruff (pycodestyle, pyflakes, bugbear, pep257 docstrings) everywhere; mypy on the core."""
 import shutil
 import subprocess
 
@@ -9,4 +9,18 @@ def test_ruff_is_clean():
     ruff = shutil.which("ruff")
     assert ruff, "ruff is installed by scripts/setup.sh (requirements/test.txt)"
     out = subprocess.run([ruff, "check", "da3_ros", "test", "launch"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# The ROS-free core: everything a node, the CLI and the tests build on without rclpy.
+TYPED_CORE = ["da3_ros/engines", "da3_ros/models", "da3_ros/preprocess.py", "da3_ros/geometry.py",
+              "da3_ros/sync.py", "da3_ros/prediction.py", "da3_ros/rig.py", "da3_ros/static_tf.py",
+              "da3_ros/params.py"]
+
+
+def test_mypy_is_clean_on_the_core():
+    mypy = shutil.which("mypy")
+    assert mypy, "mypy is installed by scripts/setup.sh (requirements/test.txt)"
+    out = subprocess.run([mypy, "--config-file", "setup.cfg", *TYPED_CORE], cwd=REPO, capture_output=True,
+                         text=True)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -98,7 +98,7 @@ class Engine:
         elif batch.T_cam_world is not None:
             _LOG.debug("%s takes no pose conditioning; ignoring T_cam_world", self.variant.name)
         feeds = {IN_IMAGES: x[None]}
-        if cond is not None:
+        if cond is not None and K_proc is not None:  # FrameBatch guarantees K with poses
             feeds[IN_EXTRINSICS] = cond[0][None].astype(np.float32)
             feeds[IN_INTRINSICS] = K_proc[None].astype(np.float32)
         t1 = time.perf_counter()
@@ -118,7 +118,7 @@ class Engine:
         T_cam_world = _to_4x4(out["extrinsics_out"]) if "extrinsics_out" in out else None
         is_metric = self.variant.depth_kind is DepthKind.METRIC
         sky = out.get("sky")
-        if "metric_depth" in out:  # nested: align the any-view branch to the metric branch (outside the graph)
+        if "metric_depth" in out and conf is not None and sky is not None:  # nested: align (outside the graph)
             depth, conf, T3, s = postprocess.align_nested(depth, conf, _to_4x4(out["extrinsics_out"]),
                                                            out["intrinsics_out"].astype(np.float64),
                                                            out["metric_depth"], sky)
@@ -126,7 +126,7 @@ class Engine:
             scale[:] = s if np.isfinite(s) else 1.0
         elif sky is not None:
             depth = postprocess.fill_sky(depth, sky)
-        if T_in is not None:
+        if T_in is not None and cond is not None:
             # Conditioned on known poses: report those poses, and bring depth into their units.
             T_norm, unit = cond
             factor[:] = unit / _pose_spread_ratio(T_cam_world, T_norm)

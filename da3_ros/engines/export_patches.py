@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -53,7 +54,7 @@ def make_sincos_pos_embed(embed_dim: int, pos: torch.Tensor, omega_0: float = 10
     return torch.cat([torch.sin(out), torch.cos(out)], dim=1).float()
 
 
-def _targets() -> list[tuple[object, str, object]]:
+def _targets() -> list[tuple[Any, str, Any]]:
     rope = importlib.import_module("depth_anything_3.model.dinov2.layers.rope")
     head_utils = importlib.import_module("depth_anything_3.model.utils.head_utils")
     targets = [(rope.PositionGetter, "__call__", _position_getter_call),

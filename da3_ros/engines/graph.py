@@ -10,7 +10,10 @@ Parity with upstream is proven in test/test_graph.py. Imports torch: used by the
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
 from torch import nn
 
 # Graph I/O names, shared by the ONNX export, ONNX Runtime, TensorRT and the engine base class.
@@ -19,7 +22,7 @@ OUT_DEPTH, OUT_CONF, OUT_EXTRINSICS, OUT_INTRINSICS = "depth", "depth_conf", "ex
 OUT_SKY, OUT_METRIC_DEPTH = "sky", "metric_depth"
 
 
-def output_names(net: nn.Module) -> list[str]:
+def output_names(net: Any) -> list[str]:
     """The graph outputs of a network, in order."""
     if _is_nested(net):
         return [OUT_DEPTH, OUT_CONF, OUT_EXTRINSICS, OUT_INTRINSICS, OUT_METRIC_DEPTH, OUT_SKY]
@@ -33,7 +36,7 @@ def output_names(net: nn.Module) -> list[str]:
     return names
 
 
-def _is_nested(net: nn.Module) -> bool:
+def _is_nested(net: Any) -> bool:
     return hasattr(net, "da3") and hasattr(net, "da3_metric")
 
 
@@ -44,7 +47,7 @@ class InferenceGraph(nn.Module):
     data-dependent view selection. ``extrinsics`` are world-to-camera; given, they condition the camera encoder.
     """
 
-    def __init__(self, net: nn.Module, use_ray_pose: bool = False, ref_view_strategy: str = "first"):
+    def __init__(self, net: Any, use_ray_pose: bool = False, ref_view_strategy: str = "first"):
         super().__init__()
         self.net = net
         self.use_ray_pose = use_ray_pose
@@ -62,7 +65,7 @@ class InferenceGraph(nn.Module):
             out = self._branch(self.net, images, extrinsics, intrinsics)
         return tuple(out[name] for name in self.names)
 
-    def _branch(self, net: nn.Module, x: torch.Tensor, extrinsics: torch.Tensor | None,
+    def _branch(self, net: Any, x: torch.Tensor, extrinsics: torch.Tensor | None,
                 intrinsics: torch.Tensor | None) -> dict[str, torch.Tensor]:
         # Autocast scopes mirror upstream's forward: camera encoder, heads and pose decoding run in fp32.
         no_autocast = torch.autocast(device_type=x.device.type, enabled=False)
@@ -84,14 +87,14 @@ class InferenceGraph(nn.Module):
                 out.update(_ray_poses(net, out, H, W))
         return out
 
-    def _head(self, head: nn.Module, feats: list, H: int, W: int) -> dict[str, torch.Tensor]:
+    def _head(self, head: Any, feats: list, H: int, W: int) -> dict[str, torch.Tensor]:
         """DPT / DualDPT main (and sky) outputs, views processed in chunks of 8 as upstream does."""
         B, S, N, C = feats[0][0].shape
         tokens = [f[0].reshape(B * S, N, C) for f in feats]
         chunks = [self._head_chunk(head, [t[s:s + 8] for t in tokens], H, W) for s in range(0, B * S, 8)]
         return {k: torch.cat([c[k] for c in chunks]).reshape(B, S, *chunks[0][k].shape[1:]) for k in chunks[0]}
 
-    def _head_chunk(self, head: nn.Module, tokens: list[torch.Tensor], H: int, W: int) -> dict[str, torch.Tensor]:
+    def _head_chunk(self, head: Any, tokens: list[torch.Tensor], H: int, W: int) -> dict[str, torch.Tensor]:
         dual = hasattr(head, "head_aux")
         b, _, c = tokens[0].shape
         ph, pw = H // head.patch_size, W // head.patch_size
@@ -123,7 +126,7 @@ class InferenceGraph(nn.Module):
         return out
 
     @staticmethod
-    def _activate(head: nn.Module, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _activate(head: Any, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         if not getattr(head, "has_conf", True):
             return {OUT_DEPTH: head._apply_activation_single(logits, head.activation).squeeze(1)}
         fmap = logits.permute(0, 2, 3, 1)
@@ -151,7 +154,7 @@ def rigid_inverse(A: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cat([R_inv, -R_inv @ t], dim=-1), rest], dim=-2)
 
 
-def _aux_rays(head: nn.Module, levels: list[torch.Tensor], pos_embed, W: int, H: int) -> dict[str, torch.Tensor]:
+def _aux_rays(head: Any, levels: list[torch.Tensor], pos_embed, W: int, H: int) -> dict[str, torch.Tensor]:
     s = head.scratch
     l1, l2, l3, l4 = (s.layer1_rn(levels[0]), s.layer2_rn(levels[1]), s.layer3_rn(levels[2]),
                       s.layer4_rn(levels[3]))
@@ -165,7 +168,7 @@ def _aux_rays(head: nn.Module, levels: list[torch.Tensor], pos_embed, W: int, H:
     return {"ray": fmap[..., :-1], "ray_conf": head._apply_activation_single(fmap[..., -1], head.conf_activation)}
 
 
-def _ray_poses(net: nn.Module, out: dict[str, torch.Tensor], H: int, W: int) -> dict[str, torch.Tensor]:
+def _ray_poses(net: Any, out: dict[str, torch.Tensor], H: int, W: int) -> dict[str, torch.Tensor]:
     """Poses from the auxiliary ray map (upstream's ``use_ray_pose``); eager torch only, not exported."""
     from addict import Dict
 

@@ -211,6 +211,7 @@ class TensorRTRunner:
             names = list(parity_outputs) if parity_outputs is not None else default_parity_names(self.output_names)
             stats = check_parity(self.run(feeds), reference(feeds), names, min_corr, max_rel, self.trt_version)
             _LOG.info("TensorRT engine parity (correlation, max relative error): %s", stats)
+        assert plan is not None  # built above
         cache.store(self.plan_path, plan, key)  # only a plan that passed the gate is ever cached
 
     def _bind(self, engine, n_views: int, hw: tuple[int, int]) -> None:
