@@ -181,9 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``da3-ros``; user errors end with their message, not a traceback."""
+    from da3_ros.engines import BackendUnavailable
+    from da3_ros.engines.onnx_source import GraphMismatch
+    from da3_ros.models import CheckpointError
+
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (BackendUnavailable, GraphMismatch, CheckpointError, FileNotFoundError) as exc:
+        raise SystemExit(f"da3-ros {args.command}: {exc}") from None
 
 
 if __name__ == "__main__":

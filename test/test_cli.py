@@ -30,3 +30,26 @@ def test_infer_rejects_bad_input(tmp_path):
     out = subprocess.run(["da3-ros", "infer", "--model", "random:da3-small", str(tmp_path / "missing.png")],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "cannot read image" in out.stderr
+
+
+def test_export_then_infer_on_onnxruntime_equals_torch(tmp_path):
+    """`da3-ros export` for a 2-camera rig, then `infer --backend onnxruntime` on that file: torch's depth."""
+    images = [str(EXAMPLES / "SOH_000.png"), str(EXAMPLES / "SOH_010.png")]
+    onnx_file = tmp_path / "rig.onnx"
+    out = subprocess.run(["da3-ros", "export", "--model", "random:da3-small@1", "--camera-size", "1208x680",
+                          "1208x680", "--out", str(onnx_file)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "2 views at 504x280" in out.stdout and onnx_file.stat().st_size > 1e6
+    results = {}
+    for backend, model in (("onnxruntime", str(onnx_file)), ("torch", "random:da3-small@1")):
+        npz = tmp_path / f"{backend}.npz"
+        out = subprocess.run(["da3-ros", "infer", "--backend", backend, "--model", model, *images, "--out", str(npz)],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        results[backend] = np.load(npz)
+    assert "UNTRAINED" in str(results["onnxruntime"]["model"])
+    np.testing.assert_allclose(results["onnxruntime"]["depth"], results["torch"]["depth"], rtol=1e-5, atol=1e-6)
+    # the same file for a 1-camera call: a clear error naming the export command
+    out = subprocess.run(["da3-ros", "infer", "--backend", "onnxruntime", "--model", str(onnx_file), images[0],
+                          "--out", str(tmp_path / "x.npz")], capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "da3-ros export" in out.stderr

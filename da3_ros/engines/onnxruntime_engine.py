@@ -41,7 +41,7 @@ def optimize_graph(src: Path, dst: Path) -> None:
     ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
 
 
-def _optimized_for_cpu(path: Path, cache: ArtifactCache) -> Path:
+def optimized_for_cpu(path: Path, cache: ArtifactCache) -> Path:
     """The cached CPU-optimised copy of ``path`` (hardware-specific layouts: keyed on the CPU and ORT version)."""
     ort = import_onnxruntime()
     key = {"graph_sha256": sha256_file(path), "onnxruntime": ort.__version__, "cpu": platform.processor(),
@@ -72,7 +72,7 @@ class OrtRunner:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if chosen == ["CPUExecutionProvider"] and cache is not None:
-            path = _optimized_for_cpu(path, cache)
+            path = optimized_for_cpu(path, cache)
             if path.name.startswith("ort-cpu-"):
                 so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # done already
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -109,5 +109,5 @@ class OnnxRuntimeEngine(FixedShapeEngine):
         return OrtRunner(self.source.onnx_for(n, hw, cond, "fp32"), self.threads, self.providers, self.source.cache)
 
 
-if __name__ == "__main__":  # python -m da3_ros.engines.onnxruntime_engine SRC DST (see _optimized_for_cpu)
+if __name__ == "__main__":  # python -m da3_ros.engines.onnxruntime_engine SRC DST (see optimized_for_cpu)
     optimize_graph(Path(sys.argv[1]), Path(sys.argv[2]))
