@@ -5,10 +5,10 @@ Rows per variant and backend, columns per N views (the example photos and a vide
   upstream raw fp32    : upstream's network forward in fp32 (with its always-computed aux ray branch)
   torch                : da3_ros TorchEngine (InferenceGraph: no aux branch, cached embeddings), fp32
   onnxruntime          : da3_ros OnnxRuntimeEngine on the exported graph (never imports torch)
-Each row runs in its own process, so peak RSS is that backend's alone. Forward ms and whole-set ms
+Each row runs in its own process, so peak RSS is that backend's at that N alone. Forward ms and whole-set ms
 (preprocess + forward + postprocess) are medians of --repeats after a warm-up; ratios are against the two
-upstream rows of the same variant. Start-up = process start to the first result (graph export excluded: it
-is done once, before, into the cache). Run:
+upstream rows of the same variant. Start-up = process start to the first result (model load included; the
+graph export and optimisation are excluded: done once, before, into the cache). Run:
   source scripts/env.sh && python benchmarks/bench_engine.py --variants da3-small,da3-base --views 1,2,4
 """
 from __future__ import annotations
@@ -144,24 +144,25 @@ def main() -> int:
             src = OnnxSource(model, ArtifactCache(a.cache_dir))
             for n in views:
                 optimized_for_cpu(src.onnx_for(n, (280, 504), False), src.cache)
-        res = {}
+        res: dict[tuple[str, int], dict] = {}
         for kind in a.kinds.split(","):
-            out = subprocess.run([sys.executable, __file__, "--worker", kind, "--model", model, "--views", a.views,
-                                  "--repeats", str(a.repeats), "--threads", str(a.threads), "--cache-dir",
-                                  a.cache_dir, "--examples", a.examples], capture_output=True, text=True, env=env)
-            if out.returncode:
-                print(f"| {variant} | {kind} | failed: {out.stderr.strip().splitlines()[-1]} |")
-                continue
-            res[kind] = json.loads(out.stdout.strip().splitlines()[-1])
-        for kind, r in res.items():
-            for n in views:
-                fwd, whole = r["rows"][str(n)]
-                api = res.get("upstream_api", {}).get("rows", {}).get(str(n), [None, None])[1]
-                raw = res.get("upstream_raw", {}).get("rows", {}).get(str(n), [None])[0]
-                print(f"| {variant} | {kind} | {n} | {'-' if fwd is None else f'{fwd * 1e3:.0f}'} | "
-                      f"{whole * 1e3:.0f} | {n / whole:.2f} | {'-' if not api else f'{whole / api:.2f}x'} | "
-                      f"{'-' if not raw or fwd is None else f'{fwd / raw:.2f}x'} | {r['peak_rss_mb']:.0f} | "
-                      f"{r['startup_s']:.1f} |", flush=True)
+            for n in views:  # one process per row: its peak RSS is that backend's at that N alone
+                out = subprocess.run([sys.executable, __file__, "--worker", kind, "--model", model, "--views", str(n),
+                                      "--repeats", str(a.repeats), "--threads", str(a.threads), "--cache-dir",
+                                      a.cache_dir, "--examples", a.examples], capture_output=True, text=True,
+                                     env=env)
+                if out.returncode:
+                    print(f"| {variant} | {kind} | {n} | failed: {out.stderr.strip().splitlines()[-1]} |")
+                    continue
+                res[kind, n] = json.loads(out.stdout.strip().splitlines()[-1])
+        for (kind, n), r in res.items():
+            fwd, whole = r["rows"][str(n)]
+            api = res.get(("upstream_api", n), {}).get("rows", {}).get(str(n), [None, None])[1]
+            raw = res.get(("upstream_raw", n), {}).get("rows", {}).get(str(n), [None])[0]
+            print(f"| {variant} | {kind} | {n} | {'-' if fwd is None else f'{fwd * 1e3:.0f}'} | "
+                  f"{whole * 1e3:.0f} | {n / whole:.2f} | {'-' if not api else f'{whole / api:.2f}x'} | "
+                  f"{'-' if not raw or fwd is None else f'{fwd / raw:.2f}x'} | {r['peak_rss_mb']:.0f} | "
+                  f"{r['startup_s']:.1f} |", flush=True)
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, Quaternion, Transform, TransformStamped, Vector3
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2, PointField
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
@@ -244,43 +244,70 @@ def make_camera_info(K: np.ndarray, hw: tuple[int, int], header: Header, D: np.n
 
 _XYZ_FIELDS = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
                for i, n in enumerate("xyz")]
-_RGB_FIELD = PointField(name="rgb", offset=12, datatype=PointField.FLOAT32, count=1)
-_XYZ_DTYPE = np.dtype({"names": ["x", "y", "z"], "formats": ["<f4"] * 3, "offsets": [0, 4, 8],
-                       "itemsize": 12})
-# rgb is declared FLOAT32 but holds the uint32 0x00RRGGBB bit pattern (PCL / RViz), so store it as <u4.
-_XYZRGB_DTYPE = np.dtype({"names": ["x", "y", "z", "rgb"], "formats": ["<f4"] * 3 + ["<u4"],
-                          "offsets": [0, 4, 8, 12], "itemsize": 16})
+# rgb is declared FLOAT32 but holds the uint32 0x00RRGGBB bit pattern (PCL / RViz), so it is stored as <u4.
 _FIELD_TYPES = {PointField.INT8: "i1", PointField.UINT8: "u1", PointField.INT16: "i2",
                 PointField.UINT16: "u2", PointField.INT32: "i4", PointField.UINT32: "u4",
                 PointField.FLOAT32: "f4", PointField.FLOAT64: "f8"}
 
 
-def xyz_rgb_to_pointcloud2(points: np.ndarray, header: Header, rgb: np.ndarray | None = None) -> PointCloud2:
-    """Points (M, 3) and optional colours (M, 3) uint8 -> unorganised PointCloud2 (height 1, width M).
+def xyz_rgb_to_pointcloud2(points: np.ndarray, header: Header, rgb: np.ndarray | None = None,
+                           confidence: np.ndarray | None = None) -> PointCloud2:
+    """Points (M, 3), optional colours (M, 3) uint8 and confidences (M,) -> unorganised PointCloud2 (height 1).
 
-    Fields x, y, z FLOAT32 at offsets 0, 4, 8 (point_step 12) plus, with colours, ``rgb`` at 12 (point_step
-    16): a FLOAT32 field holding the packed 0x00RRGGBB uint32 bit pattern, as PCL and RViz expect.
+    Fields x, y, z FLOAT32 at offsets 0, 4, 8, then, when given, ``rgb`` (a FLOAT32 field holding the packed
+    0x00RRGGBB uint32 bit pattern, as PCL and RViz expect) and ``confidence`` (FLOAT32), densely packed.
     is_dense is True exactly when every point is finite.
     """
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ConversionError(f"points must be (M, 3), got {points.shape}")
     m = points.shape[0]
-    if rgb is None:
-        cloud = np.empty(m, dtype=_XYZ_DTYPE)
-        fields = list(_XYZ_FIELDS)
-    else:
+    names, formats, fields = ["x", "y", "z"], ["<f4"] * 3, list(_XYZ_FIELDS)
+    if rgb is not None:
         rgb = np.asarray(rgb)
         if rgb.shape != (m, 3) or rgb.dtype != np.uint8:
             raise ConversionError(f"rgb must be ({m}, 3) uint8, got shape {rgb.shape} dtype {rgb.dtype}")
-        cloud = np.empty(m, dtype=_XYZRGB_DTYPE)
+        fields.append(PointField(name="rgb", offset=4 * len(names), datatype=PointField.FLOAT32, count=1))
+        names.append("rgb")
+        formats.append("<u4")
+    if confidence is not None:
+        confidence = np.asarray(confidence)
+        if confidence.shape != (m,):
+            raise ConversionError(f"confidence must be ({m},), got shape {confidence.shape}")
+        fields.append(PointField(name="confidence", offset=4 * len(names), datatype=PointField.FLOAT32, count=1))
+        names.append("confidence")
+        formats.append("<f4")
+    cloud = np.empty(m, dtype=np.dtype({"names": names, "formats": formats,
+                                        "offsets": [4 * i for i in range(len(names))], "itemsize": 4 * len(names)}))
+    cloud["x"], cloud["y"], cloud["z"] = points[:, 0], points[:, 1], points[:, 2]
+    if rgb is not None:
         c = rgb.astype(np.uint32)
         cloud["rgb"] = (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
-        fields = [*_XYZ_FIELDS, _RGB_FIELD]
-    cloud["x"], cloud["y"], cloud["z"] = points[:, 0], points[:, 1], points[:, 2]
+    if confidence is not None:
+        cloud["confidence"] = confidence
     step = cloud.dtype.itemsize
     return PointCloud2(header=header, height=1, width=m, fields=fields, is_bigendian=False, point_step=step,
                        row_step=step * m, data=cloud.tobytes(), is_dense=bool(np.isfinite(points).all()))
+
+
+def pointcloud2_field(msg: PointCloud2, name: str) -> np.ndarray:
+    """One FLOAT32 field of an unorganised little-endian cloud (e.g. ``confidence``) as (M,) float32."""
+    f = next((f for f in msg.fields if f.name == name), None)
+    if f is None or f.datatype != PointField.FLOAT32:
+        raise ConversionError(f"PointCloud2 has no FLOAT32 field {name!r}; has {[f.name for f in msg.fields]}")
+    m = int(msg.width) * int(msg.height)
+    return np.ndarray((m,), dtype="<f4", buffer=bytes(msg.data), offset=int(f.offset),
+                      strides=(int(msg.point_step),)).copy()
+
+
+def laser_scan(ranges: np.ndarray, header: Header, angle_min: float, angle_increment: float, range_min: float,
+               range_max: float, scan_time_s: float = 0.0) -> LaserScan:
+    """A sensor_msgs/LaserScan of (B,) ranges (+Inf: nothing seen in that direction, REP 117)."""
+    ranges = np.asarray(ranges, dtype=np.float32)
+    return LaserScan(header=header, angle_min=float(angle_min),
+                     angle_max=float(angle_min + angle_increment * (len(ranges) - 1)),
+                     angle_increment=float(angle_increment), time_increment=0.0, scan_time=float(scan_time_s),
+                     range_min=float(range_min), range_max=float(range_max), ranges=ranges.tolist())
 
 
 def pointcloud2_to_xyz_rgb(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray | None]:

@@ -10,7 +10,7 @@ from collections import deque
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-STAGES = ("sync_wait", "convert", "preprocess", "forward", "postprocess", "publish", "latency")
+STAGES = ("sync_wait", "convert", "preprocess", "forward", "postprocess", "publish", "nav", "latency")
 WINDOW = 50  # sets kept for the latency statistics
 
 
@@ -30,6 +30,7 @@ class NodeStats:
         self.bad_input = 0
         self.errors = 0
         self.incompatible_qos = 0
+        self.nav_unavailable = 0  # sets whose points_obstacles / scan could not be built (TF link, K, ground)
         self._stage_s = {s: deque(maxlen=WINDOW) for s in STAGES}
         self._done_t = deque(maxlen=WINDOW)
         self._in_t = deque(maxlen=WINDOW * 4)
@@ -59,7 +60,8 @@ class NodeStats:
             out.update(sets_done=self.sets_done, clouds_built=self.clouds_built, bad_input=self.bad_input,
                        skipped_no_subscribers=self.skipped_no_subscribers, errors=self.errors,
                        waiting_for_cameras=self.waiting_for_cameras,
-                       incompatible_qos=self.incompatible_qos, input_rate_hz=self._rate(self._in_t),
+                       incompatible_qos=self.incompatible_qos, nav_unavailable=self.nav_unavailable,
+                       input_rate_hz=self._rate(self._in_t),
                        output_rate_hz=self._rate(self._done_t),
                        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                        torch_loaded=int("torch" in sys.modules))  # 0 for the torch-free backends

@@ -5,6 +5,7 @@ diagnostics. The maths lives in the ROS-free core (sync, rig, engines, geometry,
 """
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -16,13 +17,13 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.serialization import deserialize_message
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
 from tf2_msgs.msg import TFMessage
 
 from da3_ros import conversions as conv
 from da3_ros.diagnostics import NodeStats
 from da3_ros.msg import MultiViewDepth
-from da3_ros.outputs import OutputConfig, SetOutputs
+from da3_ros.outputs import OutputConfig, SetOutputs, nav_configs, nav_inputs
 from da3_ros.params import CAMERA_PARAMS, NODE_PARAMS, camera_param
 from da3_ros.ros_main import run
 from da3_ros.static_tf import StaticTfBuffer
@@ -45,11 +46,14 @@ def _qos(kind: str, depth: int) -> QoSProfile:
     raise ValueError(f"QoS must be sensor_data or reliable, got {kind!r}")
 
 
-class DepthNode(Node):
-    """The da3_ros node; see README for topics, parameters and frames."""
+class DepthPipeline:
+    """The node's wiring in lifecycle phases, for a ``Node`` (all at once) or a ``LifecycleNode`` (on command).
 
-    def __init__(self, **kwargs):
-        super().__init__("da3_depth", **kwargs)
+    declare (parameters) -> configure (engine, publishers) -> activate (subscriptions, worker, diagnostics)
+    -> deactivate (all of those stopped) -> cleanup (publishers and engine released).
+    """
+
+    def _declare(self) -> None:
         for p in NODE_PARAMS:
             self.declare_parameter(p.name, p.default)
         self.cameras: list[str] = list(self._p("camera_names"))
@@ -67,7 +71,15 @@ class DepthNode(Node):
             stride=self._p("cloud.stride"), min_confidence=self._p("cloud.min_confidence"),
             min_depth=self._p("cloud.min_depth"), max_depth=self._p("cloud.max_depth"),
             drop_sky=self._p("cloud.drop_sky"), sky_as_inf=self._p("depth.sky_as_inf"),
-            tf_mode=self._p("tf.mode"), tf_suffix=self._p("tf.suffix"), fused_frame=self._p("fused_frame"))
+            tf_mode=self._p("tf.mode"), tf_suffix=self._p("tf.suffix"), fused_frame=self._p("fused_frame"),
+            confidence_field=self._p("cloud.confidence_field"))
+        self.nav_cfg = nav_configs(self._p)
+        self._subs: list = []
+        self._worker: threading.Thread | None = None
+        self._diag_timer = None
+        self._stop = threading.Event()
+
+    def _configure(self) -> None:
         self.rig = self._build_rig()
         if self._p("depth.publish_mm") and self.rig.engine.variant.depth_kind.value == "relative":
             self.get_logger().warn(f"depth.publish_mm with {self.rig.engine.variant.name}: its depth is relative, "
@@ -77,14 +89,39 @@ class DepthNode(Node):
                                      int(self._p("sync.slop_s") * 1e9), self._p("sync.queue_size"))
         self._infos: list[CameraInfo | None] = [None] * len(self.cameras)
         self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._create_io()
-        self._worker = threading.Thread(target=self._work, name="da3_worker", daemon=True)
-        self._worker.start()
+        self.static_tf = StaticTfBuffer()
+        self._create_publishers()
         self.get_logger().info(
             f"model {self.rig.engine.label} on {self.rig.engine.backend}; cameras {self.cameras}, "
-            f"reference {ref_name}; pose conditioning: {self._p('pose_conditioning')} "
+            f"reference {self.cameras[self.ref]}; pose conditioning: {self._p('pose_conditioning')} "
             f"({'parameters' if self.rig.T_ref_cam_known is not None else 'from /tf_static when available'})")
+
+    def _activate(self) -> None:
+        self._create_subscriptions()
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name="da3_worker", daemon=True)
+        self._worker.start()
+        self._diag_timer = self.create_timer(self._p("diagnostics_period_s"), self._publish_diagnostics)
+
+    def _deactivate(self) -> None:
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)  # a forward in flight finishes first
+            self._worker = None
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+
+    def _cleanup(self) -> None:
+        for pub in [p for pubs in self.pubs for p in pubs.values()] + self._set_publishers:
+            self.destroy_publisher(pub)
+        self.pubs, self._set_publishers = [], []
+        self.rig = None  # the engine (weights, sessions) goes with it
+        gc.collect()
+        self.get_logger().info("engine released")
 
     def _p(self, name: str):
         try:
@@ -125,35 +162,43 @@ class DepthNode(Node):
             T[i, :3, :3], T[i, :3, 3] = R_from_quaternion(np.array(v[3:])), v[:3]
         return invert_T(T[self.ref])[None] @ T  # the reference camera is the origin, whatever was given
 
-    def _create_io(self):
-        depth = self._p("qos.depth")
-        qin, qout = _qos(self._p("qos.input"), depth), _qos(self._p("qos.output"), depth)
+    def _topics(self, c: str) -> tuple[str, str]:
+        return (self._p(camera_param(c, "image_topic")) or f"{c}/image_raw",
+                self._p(camera_param(c, "camera_info_topic")) or f"{c}/camera_info")
+
+    def _create_publishers(self) -> None:
+        qout = _qos(self._p("qos.output"), self._p("qos.depth"))
         self.pubs: list[dict] = []
-        self._info_topics: list[str] = []
-        for i, c in enumerate(self.cameras):
-            image_topic = self._p(camera_param(c, "image_topic")) or f"{c}/image_raw"
-            info_topic = self._p(camera_param(c, "camera_info_topic")) or f"{c}/camera_info"
-            events = SubscriptionEventCallbacks(incompatible_qos=lambda e, t=image_topic: self._incompatible(t, e))
-            # raw: frames arrive as CDR bytes; only those of the set that gets processed are deserialised
-            self.create_subscription(Image, image_topic, lambda m, i=i: self._on_image(i, m), qin,
-                                     event_callbacks=events, raw=True)
-            self.create_subscription(CameraInfo, info_topic, lambda m, i=i: self._on_info(i, m), qin)
-            self._info_topics.append(info_topic)
+        self._info_topics = [self._topics(c)[1] for c in self.cameras]
+        for c in self.cameras:
             outputs = dict(PER_CAMERA_OUTPUTS)
             if not self._p("depth.publish_mm"):
                 outputs.pop("depth_mm")
             if not self.rig.engine.variant.has_sky:
                 outputs.pop("sky")
             self.pubs.append({k: self.create_publisher(t, f"{c}/{topic}", qout) for k, (topic, t) in outputs.items()})
-        self.static_tf = StaticTfBuffer()
-        latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, latched)
         self.pub_fused = self.create_publisher(PointCloud2, "points_fused", qout)
+        self.pub_obstacles = self.create_publisher(PointCloud2, "points_obstacles", qout)
+        self.pub_scan = self.create_publisher(LaserScan, "scan", qout)
         self.pub_multiview = self.create_publisher(MultiViewDepth, "multiview_depth", qout)
         self.pub_tf = self.create_publisher(TFMessage, "/tf", QoSProfile(depth=100))
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
-        self.create_timer(self._p("diagnostics_period_s"), self._publish_diagnostics)
+        self._set_publishers = [self.pub_fused, self.pub_obstacles, self.pub_scan, self.pub_multiview, self.pub_tf,
+                                self.pub_diag]
+
+    def _create_subscriptions(self) -> None:
+        qin = _qos(self._p("qos.input"), self._p("qos.depth"))
+        for i, c in enumerate(self.cameras):
+            image_topic, info_topic = self._topics(c)
+            events = SubscriptionEventCallbacks(incompatible_qos=lambda e, t=image_topic: self._incompatible(t, e))
+            # raw: frames arrive as CDR bytes; only those of the set that gets processed are deserialised
+            self._subs.append(self.create_subscription(Image, image_topic, lambda m, i=i: self._on_image(i, m), qin,
+                                                       event_callbacks=events, raw=True))
+            self._subs.append(self.create_subscription(CameraInfo, info_topic, lambda m, i=i: self._on_info(i, m),
+                                                       qin))
+        latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._subs.append(self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, latched))
 
     # --- callbacks (executor thread) -------------------------------------------------------------------
     def _incompatible(self, topic: str, event) -> None:
@@ -196,7 +241,8 @@ class DepthNode(Node):
     # --- worker thread ---------------------------------------------------------------------------------
     def _wanted(self) -> bool:
         counts = [p.get_subscription_count() for pubs in self.pubs for p in pubs.values()]
-        counts += [self.pub_fused.get_subscription_count(), self.pub_multiview.get_subscription_count()]
+        counts += [p.get_subscription_count() for p in (self.pub_fused, self.pub_multiview, self.pub_obstacles,
+                                                         self.pub_scan)]
         if self.rig.engine.variant.has_pose and self.out_cfg.tf_mode != "off":
             counts.append(self.pub_tf.get_subscription_count())
         return any(counts)
@@ -261,8 +307,10 @@ class DepthNode(Node):
         t1 = time.perf_counter()
         result = self.rig.process(images, list(Ks), known)
         t2 = time.perf_counter()
+        wants_nav = self.pub_obstacles.get_subscription_count() or self.pub_scan.get_subscription_count()
         out = SetOutputs(result, self.cameras, frame_ids, [m.header for m in items], self.out_cfg,
-                         self.rig.engine.label, list(distortion))
+                         self.rig.engine.label, list(distortion),
+                         nav_inputs(self.nav_cfg, self.static_tf, frame_ids) if wants_nav else None)
         for i, pubs in enumerate(self.pubs):
             for key, pub in pubs.items():
                 if pub.get_subscription_count():
@@ -278,11 +326,21 @@ class DepthNode(Node):
         transforms = out.transforms()
         if transforms:
             self.pub_tf.publish(conv.tf_message(transforms))
+        t_nav = time.perf_counter()
+        if wants_nav:
+            try:
+                for pub, make in ((self.pub_obstacles, out.obstacles), (self.pub_scan, out.scan)):
+                    if pub.get_subscription_count():
+                        pub.publish(make())
+            except ValueError as exc:  # a missing TF link, no intrinsics, no ground plane: said, counted
+                self.stats.nav_unavailable += 1
+                self.get_logger().error(f"points_obstacles / scan: {exc}", throttle_duration_sec=5.0)
         t3 = time.perf_counter()
         stamp_age_s = (self.get_clock().now().nanoseconds - frameset.newest_stamp_ns) / 1e9
         self.stats.set_done(
             sync_wait=(frameset.complete_ns - frameset.first_arrival_ns) / 1e9, convert=t1 - t0,
-            **result.prediction.timing_s, publish=t3 - t2, latency=stamp_age_s, clouds=out.clouds_built)
+            **result.prediction.timing_s, publish=t3 - t2, latency=stamp_age_s, clouds=out.clouds_built,
+            **({"nav": t3 - t_nav} if wants_nav else {}))
 
     # --- diagnostics -----------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -290,9 +348,20 @@ class DepthNode(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub_diag.publish(msg)
 
+
+
+class DepthNode(DepthPipeline, Node):
+    """The da3_ros node, configured and active from the start; see README for topics, parameters, frames."""
+
+    def __init__(self, **kwargs):
+        super().__init__("da3_depth", **kwargs)
+        self._declare()
+        self._configure()
+        self._activate()
+
     def destroy_node(self):
-        self._stop.set()
-        self._worker.join(timeout=5.0)
+        if getattr(self, "_worker", None) is not None:
+            self._deactivate()
         return super().destroy_node()
 
 

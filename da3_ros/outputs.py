@@ -14,6 +14,7 @@ from std_msgs.msg import Header
 
 from da3_ros import conversions as conv
 from da3_ros import geometry as geo
+from da3_ros import navigation as nav
 from da3_ros.rig import RigResult
 
 TF_MODES = ("estimated_children", "camera_frames", "off")
@@ -30,12 +31,53 @@ class OutputConfig:
     tf_mode: str = "estimated_children"
     tf_suffix: str = "_da3"
     fused_frame: str = ""  # "" = the reference camera's frame
+    confidence_field: bool = False  # a per-point ``confidence`` field in the clouds
 
     def __post_init__(self):
         if self.tf_mode not in TF_MODES:
             raise ValueError(f"tf.mode must be one of {TF_MODES}, got {self.tf_mode!r}")
         if self.stride < 1:
             raise ValueError(f"cloud.stride must be >= 1, got {self.stride}")
+
+
+@dataclass(frozen=True)
+class NavInputs:
+    """What the navigation outputs of a set need: the target frame and each camera's pose in it."""
+
+    target_frame: str
+    T_target_cam: np.ndarray | None  # (N, 4, 4) from /tf_static; None when a link is missing
+    missing: str = ""  # the error when T_target_cam is None
+    obstacles: nav.ObstacleConfig = nav.ObstacleConfig()
+    scan: nav.ScanConfig = nav.ScanConfig()
+
+
+def nav_configs(param) -> tuple[nav.ObstacleConfig, nav.ScanConfig, str]:
+    """The navigation settings from ``param(name)`` (the node's parameter getter); ValueError if invalid."""
+    obstacles = nav.ObstacleConfig(
+        min_height_m=param("nav.min_height_m"), max_height_m=param("nav.max_height_m"), ground=param("nav.ground"),
+        voxel_m=param("nav.voxel_m"), outlier_radius_m=param("nav.outlier_radius_m"),
+        outlier_min_neighbours=param("nav.outlier_min_neighbours"), max_range_m=param("nav.max_range_m"))
+    scan = nav.ScanConfig(
+        angle_min=param("scan.angle_min"), angle_max=param("scan.angle_max"),
+        angle_increment=param("scan.angle_increment"), range_min=param("scan.range_min"),
+        range_max=param("scan.range_max"), min_height_m=param("scan.min_height_m"),
+        max_height_m=param("scan.max_height_m"))
+    target = param("nav.target_frame")
+    if not target:
+        raise ValueError("nav.target_frame must name a frame (e.g. base_link)")
+    return obstacles, scan, target
+
+
+def nav_inputs(cfg: tuple[nav.ObstacleConfig, nav.ScanConfig, str], static_tf, frame_ids: list[str]) -> NavInputs:
+    """Each camera's pose in the target frame from a StaticTfBuffer; a missing link is named, not raised."""
+    obstacles, scan, target = cfg
+    Ts = [static_tf.lookup(target, f) for f in frame_ids]
+    missing = [f for f, T in zip(frame_ids, Ts) if T is None]
+    if missing:
+        return NavInputs(target, None, f"no /tf_static path from {target!r} to camera frame(s) {missing}: "
+                         f"publish the robot's static transforms (robot_state_publisher) or set nav.target_frame",
+                         obstacles, scan)
+    return NavInputs(target, np.stack(Ts), "", obstacles, scan)
 
 
 @dataclass
@@ -49,6 +91,7 @@ class SetOutputs:
     cfg: OutputConfig
     model_label: str = ""
     distortion: list[tuple[str, list[float]] | None] = field(default_factory=list)  # per camera, from camera_info
+    nav_inputs: NavInputs | None = None
     _clouds: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -95,8 +138,8 @@ class SetOutputs:
         model, D = self.distortion[i] if i < len(self.distortion) and self.distortion[i] else ("plumb_bob", None)
         return conv.make_camera_info(self.pred.K_proc[i], self.pred.hw, self._header(i), D=D, distortion_model=model)
 
-    def cloud_arrays(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Filtered points (optical frame of camera i) and their colours; None without intrinsics."""
+    def cloud_arrays(self, i: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None:
+        """Filtered points (optical frame of camera i), their colours and confidences; None without K."""
         if self.pred.K_proc is None:
             return None
         if i not in self._clouds:
@@ -108,7 +151,8 @@ class SetOutputs:
                 max_depth=c.max_depth or None)
             pts, pix = geo.backproject(self.pred.depth[i], self.pred.K_proc[i], mask=mask, stride=c.stride)
             rgb = geo.sample_colors(self.pred.rgb_proc[i], pix) if self.pred.rgb_proc is not None else None
-            self._clouds[i] = (pts, rgb)
+            conf = None if self.pred.confidence is None else self.pred.confidence[i][pix[:, 0], pix[:, 1]]
+            self._clouds[i] = (pts, rgb, conf)
         return self._clouds[i]
 
     @property
@@ -118,7 +162,10 @@ class SetOutputs:
 
     def points(self, i: int):
         arrays = self.cloud_arrays(i)
-        return None if arrays is None else conv.xyz_rgb_to_pointcloud2(arrays[0], self._header(i), arrays[1])
+        if arrays is None:
+            return None
+        conf = arrays[2] if self.cfg.confidence_field else None
+        return conv.xyz_rgb_to_pointcloud2(arrays[0], self._header(i), arrays[1], conf)
 
     # --- the set ---------------------------------------------------------------------------------------
     def fused_frame_and_T(self) -> tuple[str, np.ndarray] | None:
@@ -141,7 +188,42 @@ class SetOutputs:
         T_fused_cam = T_fused_ref[None] @ self.result.T_ref_cam
         colors = None if any(c[1] is None for c in clouds) else [c[1] for c in clouds]
         pts, rgb = geo.fuse_views([c[0] for c in clouds], T_fused_cam, colors)
-        return conv.xyz_rgb_to_pointcloud2(pts, self._header(self.ref, frame), rgb)
+        conf = None
+        if self.cfg.confidence_field and all(c[2] is not None for c in clouds):
+            conf = np.concatenate([c[2] for c in clouds])
+        return conv.xyz_rgb_to_pointcloud2(pts, self._header(self.ref, frame), rgb, conf)
+
+    # --- navigation ------------------------------------------------------------------------------------
+    @cached_property
+    def obstacle_arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Obstacle points in the navigation target frame (all views) and their confidences.
+
+        Raises ValueError naming the missing /tf_static link or the missing intrinsics.
+        """
+        if self.nav_inputs is None:
+            raise ValueError("navigation outputs are not configured")
+        n = self.nav_inputs
+        if n.T_target_cam is None:
+            raise ValueError(n.missing)
+        clouds = [self.cloud_arrays(i) for i in range(self.pred.num_views)]
+        if any(c is None for c in clouds):
+            raise ValueError("navigation outputs need intrinsics (camera_info or a model that estimates them)")
+        xyz = np.concatenate([nav.transform_points(n.T_target_cam[i], c[0]) for i, c in enumerate(clouds)])
+        conf = None if any(c[2] is None for c in clouds) else np.concatenate([c[2] for c in clouds])
+        return nav.obstacle_cloud(xyz, n.obstacles, conf)
+
+    def obstacles(self):
+        """``points_obstacles``: x y z (+ confidence) in the target frame, stamped with the reference image."""
+        xyz, conf = self.obstacle_arrays
+        header = self._header(self.ref, self.nav_inputs.target_frame)
+        return conv.xyz_rgb_to_pointcloud2(xyz, header, None, conf if self.cfg.confidence_field else None)
+
+    def scan(self):
+        """``scan``: the nearest obstacle per bearing in the target frame."""
+        c = self.nav_inputs.scan
+        ranges = nav.laser_scan_ranges(self.obstacle_arrays[0], c)
+        return conv.laser_scan(ranges, self._header(self.ref, self.nav_inputs.target_frame), c.angle_min,
+                               c.angle_increment, c.range_min, c.range_max)
 
     def transforms(self) -> list:
         """TransformStamped of each camera's estimated pose, parented to the reference camera's frame."""

@@ -154,9 +154,10 @@ def test_launch_node_parameters(path: Path):
                   and re.fullmatch(r"[\w.-]+\.yaml", n.value)]
     cams = {c for r in referenced if (CONFIG / r).is_file()
             for c in ros_params(CONFIG / r).get("camera_names", [])}
-    nodes = [c for c in ast.walk(tree) if call_name(c) == "Node"]
+    nodes = [c for c in ast.walk(tree) if call_name(c) in ("Node", "LifecycleNode")]
     assert nodes, f"{path.name}: starts no Node"
-    valid = {"depth_node": all_param_names(sorted(cams)), "rig_player": player_param_names()}
+    valid = {"depth_node": all_param_names(sorted(cams)), "depth_lifecycle_node": all_param_names(sorted(cams)),
+             "rig_player": player_param_names()}
     for node in nodes:
         exe = kwarg(node, "executable")
         assert isinstance(exe, ast.Constant), f"{path.name}: executable must be a literal"
@@ -214,3 +215,18 @@ def test_rviz_config():
     assert per_camera_clouds and not any(d["Enabled"] for d in per_camera_clouds)
     images = {d["Topic"]["Value"] for d in displays if d["Class"] == "rviz_default_plugins/Image"}
     assert images == {"front/depth/image", "front/confidence/image"}
+
+
+def test_nav2_example_points_at_our_outputs():
+    """config/nav2/costmap.yaml: its observation sources are topics the node publishes, with their types."""
+    doc = yaml.safe_load((CONFIG / "nav2" / "costmap.yaml").read_text())
+    sources = {}
+    for costmap in ("local_costmap", "global_costmap"):
+        for layer in doc[costmap][costmap]["ros__parameters"].values():
+            if isinstance(layer, dict) and "observation_sources" in layer:
+                sources.update({n: layer[n] for n in layer["observation_sources"].split()})
+    assert {(s["topic"], s["data_type"]) for s in sources.values()} == {("/points_obstacles", "PointCloud2"),
+                                                                          ("/scan", "LaserScan")}
+    node_src = (REPO / "da3_ros" / "node.py").read_text()
+    assert '"points_obstacles"' in node_src and '"scan"' in node_src
+    assert doc["lifecycle_manager_da3"]["ros__parameters"]["node_names"] == ["da3_depth"]

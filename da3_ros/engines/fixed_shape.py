@@ -2,7 +2,8 @@
 
 A graph holds N views at one network size, with or without pose-conditioning inputs. The first set of each
 shape resolves its graph (given file, cache, or an export in a subprocess) and builds a runner; later sets
-reuse it. A rig that loses a camera simply gets the (N-1)-view graph the same way. Torch-free.
+reuse it. A rig that loses a camera simply gets the (N-1)-view graph the same way. At most ``MAX_RUNNERS``
+are kept (each holds its own copy of the weights): the least recently used one is released. Torch-free.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from da3_ros.engines.cache import ArtifactCache
 from da3_ros.engines.onnx_source import OnnxSource
 
 Shape = tuple[int, tuple[int, int], bool]  # (views, (H, W), pose-conditioned)
+MAX_RUNNERS = 2  # e.g. the full rig and the rig minus one camera
 
 
 class Runner(Protocol):
@@ -45,9 +47,13 @@ class FixedShapeEngine(Engine):
 
     def _runner(self, shape: Shape) -> Runner:
         with self._lock:
-            if shape not in self._runners:
-                self._runners[shape] = self._make_runner(shape)
-            return self._runners[shape]
+            runner = self._runners.pop(shape, None)
+            if runner is None:
+                while len(self._runners) >= MAX_RUNNERS:  # release the least recently used first
+                    self._runners.pop(next(iter(self._runners)))
+                runner = self._make_runner(shape)
+            self._runners[shape] = runner  # (re)inserted last: dicts keep insertion order
+            return runner
 
     def _forward(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         _, n, _, h, w = feeds[IN_IMAGES].shape

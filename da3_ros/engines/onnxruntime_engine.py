@@ -1,13 +1,13 @@
 """ONNX Runtime backend: exported DA3 graphs on CPU (or CUDA / TensorRT execution providers where installed).
 
 Never imports torch: preprocessing is numpy, graphs come from ``da3-ros export`` or are exported on demand
-in a separate process (see onnx_source). On CPU the fully optimised graph is written once into the cache by
-a child process and loaded as is: optimising at every start costs seconds and ~200 MB of peak memory.
+in a separate process (see onnx_source). On CPU the graph is optimised once (constant folding, fusions) by a
+child process into the cache: done at every start, that costs seconds and ~120 MB of peak memory; only the
+cheap layout passes that depend on the CPU run at load.
 """
 from __future__ import annotations
 
 import logging
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -33,19 +33,18 @@ def import_onnxruntime():
 
 
 def optimize_graph(src: Path, dst: Path) -> None:
-    """Write ``src`` with all of ONNX Runtime's CPU optimisations applied to ``dst`` (runs in a child process)."""
+    """Write ``src`` with ONNX Runtime's extended optimisations applied to ``dst`` (runs in a child process)."""
     ort = import_onnxruntime()
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     so.optimized_model_filepath = str(dst)
     ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
 
 
 def optimized_for_cpu(path: Path, cache: ArtifactCache) -> Path:
-    """The cached CPU-optimised copy of ``path`` (hardware-specific layouts: keyed on the CPU and ORT version)."""
+    """The cached optimised copy of ``path`` (it may hold ONNX Runtime's own fused ops: keyed on its version)."""
     ort = import_onnxruntime()
-    key = {"graph_sha256": sha256_file(path), "onnxruntime": ort.__version__, "cpu": platform.processor(),
-           "machine": platform.machine()}
+    key = {"graph_sha256": sha256_file(path), "onnxruntime": ort.__version__, "level": "extended"}
     opt = cache.path_for("ort-cpu", key, "onnx")
     if cache.verified(opt):
         return opt
@@ -72,9 +71,7 @@ class OrtRunner:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if chosen == ["CPUExecutionProvider"] and cache is not None:
-            path = optimized_for_cpu(path, cache)
-            if path.name.startswith("ort-cpu-"):
-                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # done already
+            path = optimized_for_cpu(path, cache)  # the remaining (layout) passes run at load
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.intra_op_num_threads = threads  # 0: ONNX Runtime's default, one per physical core
         so.inter_op_num_threads = 1

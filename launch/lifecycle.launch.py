@@ -1,0 +1,37 @@
+"""Depth Anything 3 as a managed (lifecycle) node, e.g. under Nav2's lifecycle manager.
+
+ros2 launch da3_ros lifecycle.launch.py rig_file:=/path/rig.yaml                   # configure + activate now
+ros2 launch da3_ros lifecycle.launch.py autostart:=false   # then add da3_depth to a lifecycle manager's node_names
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.conditions import IfCondition
+from launch.events import matches_action
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import LifecycleNode
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from launch_ros.substitutions import FindPackageShare
+from lifecycle_msgs.msg import Transition
+
+
+def generate_launch_description():
+    args = [
+        DeclareLaunchArgument(
+            "rig_file", default_value=PathJoinSubstitution([FindPackageShare("da3_ros"), "config", "stereo.yaml"]),
+            description="node parameters (cameras, model, backend, nav.*)"),
+        DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="configure and activate at once; false leaves it to a lifecycle manager"),
+    ]
+    node = LifecycleNode(package="da3_ros", executable="depth_lifecycle_node", name="da3_depth",
+                         namespace=LaunchConfiguration("namespace"), output="screen", emulate_tty=True,
+                         parameters=[LaunchConfiguration("rig_file")])
+    autostart = IfCondition(LaunchConfiguration("autostart"))
+    configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                            transition_id=Transition.TRANSITION_CONFIGURE), condition=autostart)
+    activate_when_configured = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=node, goal_state="inactive",
+        entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                              transition_id=Transition.TRANSITION_ACTIVATE))]), condition=autostart)
+    return LaunchDescription(args + [node, activate_when_configured, configure])

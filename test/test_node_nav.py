@@ -1,0 +1,108 @@
+"""Navigation outputs and the managed (lifecycle) node over real Fast DDS, in separate processes."""
+import math
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import LaserScan, PointCloud2
+from tf2_msgs.msg import TFMessage
+
+from da3_ros import conversions as conv
+from da3_ros.msg import MultiViewDepth
+from ros_harness import diag_values, process, write_params
+from test_node import STEREO_PHOTOS, _start
+
+
+def _publish_mount(checker, frames):
+    """/tf_static: base_link -> each camera's optical frame, 1 m up, looking forward (REP 103 axes)."""
+    latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    pub = checker.node.create_publisher(TFMessage, "/tf_static", latched)
+    edges = []
+    for k, frame in enumerate(frames):
+        T = np.eye(4)
+        T[:3, :3] = [[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]]
+        T[:3, 3] = [0.0, -0.1 * k, 1.0]
+        edges.append(conv.transform_stamped(T, "base_link", frame, 0))
+    pub.publish(conv.tf_message(edges))
+    return pub
+
+
+def test_obstacles_and_scan_in_the_target_frame(tmp_path, domain_id, checker):
+    _publish_mount(checker, ["left_optical_frame", "right_optical_frame"])
+    params = {"camera_names": ["left", "right"], "pose_conditioning": "off", "cloud.confidence_field": True,
+              "nav.max_height_m": 3.0, "nav.outlier_min_neighbours": 0, "scan.max_height_m": 3.0}
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    mv = checker.collect(MultiViewDepth, "multiview_depth")
+    node_cm, player_cm = _start(tmp_path, domain_id, params, STEREO_PHOTOS)
+    with node_cm, player_cm:
+        checker.spin_until(lambda: len(mv) >= 2, 90, "sets without navigation subscribers")
+        checker.spin_for(1.2)
+        assert "nav_ms.p50" not in diag_values(diags[-1])  # not subscribed: not computed
+        obstacles = checker.collect(PointCloud2, "points_obstacles")
+        scans = checker.collect(LaserScan, "scan")
+        checker.spin_until(lambda: len(obstacles) >= 2 and len(scans) >= 2, 90, "obstacles and scan")
+        checker.spin_for(1.2)
+    values = diag_values(diags[-1])
+    assert values["nav_ms.p50"] > 0 and values["nav_unavailable"] == 0
+    stamps = {conv.stamp_to_ns(m.header.stamp) for m in mv}
+    for cloud, scan in zip(obstacles, scans):
+        assert cloud.header.frame_id == "base_link" == scan.header.frame_id
+        assert conv.stamp_to_ns(cloud.header.stamp) in stamps and conv.stamp_to_ns(scan.header.stamp) in stamps
+    xyz, _ = conv.pointcloud2_to_xyz_rgb(obstacles[-1])
+    assert len(xyz) > 0 and xyz[:, 2].min() >= 0.05 - 1e-6 and xyz[:, 2].max() <= 3.0 + 1e-6
+    assert [f.name for f in obstacles[-1].fields] == ["x", "y", "z", "confidence"]
+    s = scans[-1]
+    assert len(s.ranges) == round(2 * math.pi / s.angle_increment) and np.isfinite(s.ranges).any()
+
+
+def test_a_missing_tf_link_is_counted_and_the_node_survives(tmp_path, domain_id, checker):
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    node_cm, player_cm = _start(tmp_path, domain_id, {"camera_names": ["left", "right"]}, STEREO_PHOTOS)
+    with node_cm as node, player_cm:
+        checker.collect(PointCloud2, "points_obstacles")
+        checker.spin_until(lambda: diags and diag_values(diags[-1]).get("nav_unavailable", 0) >= 2, 90,
+                           "nav_unavailable counted")
+        assert node.poll() is None
+    assert "no /tf_static path from 'base_link'" in (tmp_path / "node.log").read_text()
+
+
+def _transition(checker, client, transition_id: int) -> bool:
+    from lifecycle_msgs.srv import ChangeState
+
+    req = ChangeState.Request()
+    req.transition.id = transition_id
+    future = client.call_async(req)
+    checker.spin_until(future.done, 120, f"transition {transition_id}")
+    return future.result().success
+
+
+def test_lifecycle_node_publishes_only_while_active_and_frees_the_engine(tmp_path, domain_id, checker):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    node_yaml = write_params(tmp_path / "node.yaml", "da3_depth",
+                             {"model": "random:da3-small@0", "camera_names": ["left", "right"]})
+    player_yaml = write_params(tmp_path / "player.yaml", "rig_player", STEREO_PHOTOS)
+    mv = checker.collect(MultiViewDepth, "multiview_depth")
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    change = checker.node.create_client(ChangeState, "/da3_depth/change_state")
+    get = checker.node.create_client(GetState, "/da3_depth/get_state")
+    with process("depth_lifecycle_node", node_yaml, domain_id, tmp_path / "node.log"), \
+            process("rig_player", player_yaml, domain_id, tmp_path / "player.log"):
+        checker.spin_until(lambda: change.service_is_ready() and get.service_is_ready(), 60, "lifecycle services")
+        assert _transition(checker, change, Transition.TRANSITION_CONFIGURE)
+        checker.spin_for(3.0)
+        assert not mv and not diags  # configured, not active: nothing published
+        assert _transition(checker, change, Transition.TRANSITION_ACTIVATE)
+        checker.spin_until(lambda: len(mv) >= 2 and diags, 90, "sets once active")
+        assert _transition(checker, change, Transition.TRANSITION_DEACTIVATE)
+        checker.spin_for(0.5)  # what was in flight arrives
+        n_sets, n_diags = len(mv), len(diags)
+        checker.spin_for(3.0)
+        assert (len(mv), len(diags)) == (n_sets, n_diags)  # inactive: nothing more
+        assert _transition(checker, change, Transition.TRANSITION_CLEANUP)
+        future = get.call_async(GetState.Request())
+        checker.spin_until(future.done, 30, "get_state")
+        assert future.result().current_state.label == "unconfigured"
+        checker.spin_for(0.5)
+    assert "engine released" in (tmp_path / "node.log").read_text()
