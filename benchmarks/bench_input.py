@@ -1,17 +1,18 @@
 """What frames that will be dropped cost the node: CPU per received frame, and the forward with and without load.
 
 Publishes N cameras of 1208x680 rgb8 (the example photo) at --rate-hz each from this process (pre-serialized,
-so the publisher costs little), runs ``depth_node`` as its own process, and reads the node's CPU time from
-/proc and its counters from /diagnostics:
-  phase 1, no output subscribers: the forward is skipped, so CPU / frames received = the cost of a frame
-           that is received, synchronised and dropped;
-  phase 2, a multiview_depth subscriber: forward p50 under the full input load, then at 1 Hz input.
+so the publisher costs little), runs ``depth_node`` as its own process (a fresh one per phase), and reads the
+node's CPU time from /proc and its counters from /diagnostics:
+  no output subscribers: the forward is skipped, so CPU / frames received = the cost of a frame that is
+                         received, synchronised and dropped;
+  a multiview_depth subscriber, at 1 Hz and at the full rate: the forward's p50 without and with that load.
 Run: source scripts/env.sh && python benchmarks/bench_input.py --cameras 3 --rate-hz 30
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -57,13 +58,12 @@ def main() -> int:
     params = Path(tempfile.mkdtemp()) / "node.yaml"
     params.write_text(yaml.safe_dump({"da3_depth": {"ros__parameters": {
         "model": a.model, "backend": a.backend, "camera_names": names, "tf.mode": "off"}}}))
-    node_proc = subprocess.Popen([package_executable("depth_node"), "--ros-args", "--params-file", str(params)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rclpy.init()
     node = rclpy.create_node("bench_input")
     pubs = [node.create_publisher(Image, f"{n}/image_raw", qos_profile_sensor_data) for n in names]
     diags: list = []
     node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+    sets: list = []
     template = conv.rgb_to_image(rgb, conv.Header(frame_id="cam"))
 
     def values() -> dict[str, float]:
@@ -86,37 +86,49 @@ def main() -> int:
             while time.monotonic() < t_next:
                 rclpy.spin_once(node, timeout_sec=max(0.0, t_next - time.monotonic()))
 
+    def phase(rate_hz: float, subscribe: bool) -> tuple[dict, dict, float]:
+        """A fresh node driven at rate_hz; (diagnostics at start, at end, node CPU seconds in between)."""
+        sub = node.create_subscription(MultiViewDepth, "multiview_depth", sets.append, 5) if subscribe else None
+        proc = subprocess.Popen([package_executable("depth_node"), "--ros-args", "--params-file", str(params)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            diags.clear()
+            while node.count_subscribers(f"{names[0]}/image_raw") == 0 or not diags:
+                rclpy.spin_once(node, timeout_sec=0.1)
+            drive(5.0, rate_hz)  # warm-up: discovery, the first (slow) sets
+            v0, c0 = values(), _cpu_s(proc.pid)
+            drive(a.seconds, rate_hz)
+            drive(1.5, rate_hz)  # one more diagnostics period
+            return v0, values(), _cpu_s(proc.pid) - c0
+        finally:
+            if sub is not None:
+                node.destroy_subscription(sub)
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def received(v0: dict, v1: dict) -> float:
+        return sum(v1[f"frames_in.{n}"] - v0.get(f"frames_in.{n}", 0) for n in names)
+
     try:
-        while node.count_subscribers(f"{names[0]}/image_raw") == 0:
-            rclpy.spin_once(node, timeout_sec=0.1)
-        drive(3.0, a.rate_hz)  # warm-up: discovery, first diagnostics
-        v0, c0 = values(), _cpu_s(node_proc.pid)
-        drive(a.seconds, a.rate_hz)
-        drive(1.5, a.rate_hz)
-        v1, c1 = values(), _cpu_s(node_proc.pid)
-        frames = sum(v1[f"frames_in.{n}"] - v0.get(f"frames_in.{n}", 0) for n in names)
-        cpu_ms = (c1 - c0) * 1e3
-        print(f"# depth_node {a.backend}, {a.cameras} cameras 1208x680 rgb8 at {a.rate_hz:g} Hz, "
-              f"{os.cpu_count()} cores")
+        print(f"# depth_node {a.backend}, {a.cameras} cameras 1208x680 rgb8, {os.cpu_count()} cores; each row a "
+              f"fresh node, {a.seconds:g} s after a 5 s warm-up")
         print("| phase | frames received | node CPU s | CPU ms per received frame | node CPU % of a core | "
               "forward p50 ms |")
         print("|---|---|---|---|---|---|")
-        print(f"| no subscribers (every frame dropped) | {frames:.0f} | {cpu_ms / 1e3:.2f} | {cpu_ms / frames:.3f} | "
-              f"{100 * cpu_ms / 1e3 / (a.seconds + 1.5):.1f} | - |", flush=True)
-        sets: list = []
-        node.create_subscription(MultiViewDepth, "multiview_depth", sets.append, 5)
-        # 1 Hz first: its < 50 sets fill the diagnostics window alone; the loaded phase then replaces them all
-        for rate, label in ((1.0, "forward under 1 Hz input"), (a.rate_hz, f"forward under {a.rate_hz:g} Hz input")):
-            drive(8.0, rate)
-            n0, f0 = values().get("sets_done", 0), values()
-            drive(a.seconds, rate)
-            v = values()
-            print(f"| {label} | {sum(v[f'frames_in.{n}'] - f0.get(f'frames_in.{n}', 0) for n in names):.0f} | - | - | "
-                  f"- | {v.get('forward_ms.p50', float('nan')):.0f} ({v.get('sets_done', 0) - n0:.0f} sets) |",
-                  flush=True)
+        v0, v1, cpu_s = phase(a.rate_hz, subscribe=False)
+        frames = received(v0, v1)
+        print(f"| {a.rate_hz:g} Hz in, no subscribers (every frame dropped) | {frames:.0f} | {cpu_s:.2f} | "
+              f"{1e3 * cpu_s / frames:.3f} | {100 * cpu_s / (a.seconds + 1.5):.1f} | - |", flush=True)
+        for rate in (1.0, a.rate_hz):
+            v0, v1, cpu_s = phase(rate, subscribe=True)
+            print(f"| {rate:g} Hz in, multiview_depth subscribed | {received(v0, v1):.0f} | {cpu_s:.2f} | - | "
+                  f"{100 * cpu_s / (a.seconds + 1.5):.1f} | {v1.get('forward_ms.p50', float('nan')):.0f} "
+                  f"({v1.get('sets_done', 0) - v0.get('sets_done', 0):.0f} sets) |", flush=True)
     finally:
-        node_proc.terminate()
-        node_proc.wait(timeout=20)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
