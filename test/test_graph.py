@@ -128,3 +128,24 @@ def test_numpy_sky_fill_equals_upstream_when_it_does_not_sample():
     ref = DepthAnything3Net._process_mono_sky_estimation(None, Dict(depth=torch.from_numpy(depth),
                                                                     sky=torch.from_numpy(sky)))
     np.testing.assert_allclose(fill_sky(depth[0], sky[0]), ref.depth[0].numpy(), rtol=1e-6)
+
+
+def test_nested_alignment_outside_the_graph_equals_upstream():
+    """da3nested-giant-large: both branches in the graph, the metric alignment in numpy = upstream's forward."""
+    from da3_ros.engines import FrameBatch
+    from da3_ros.engines.torch_engine import TorchEngine
+    from da3_ros.models.loading import LoadedModel
+    from da3_ros.models.registry import get_variant
+    from da3_ros.preprocess import preprocess_batch
+
+    net = build_network("da3nested-giant-large", seed=1)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (98, 140, 3), dtype=np.uint8) for _ in range(2)]
+    model = LoadedModel(net, get_variant("da3nested-giant-large"), "random:da3nested-giant-large@1", False)
+    ours = TorchEngine(model, process_res=140).infer(FrameBatch(images))
+    x = torch.from_numpy(preprocess_batch(images, 140)[0])[None]
+    with torch.inference_mode():
+        ref = net(x, None, None, [], False, False, "first")  # 98x140: below upstream's sampling threshold
+    assert ours.is_metric and ours.depth_scale[0] == pytest.approx(ref["scale_factor"], rel=1e-5)
+    np.testing.assert_allclose(ours.depth, ref["depth"][0].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(ours.T_cam_world[:, :3, :], ref["extrinsics"][0].numpy(), rtol=1e-4, atol=1e-4)

@@ -166,3 +166,17 @@ def test_auto_picks_onnxruntime_without_tensorrt():
     from da3_ros.engines import resolve_backend
 
     assert resolve_backend("auto") == "onnxruntime"
+
+
+def test_a_large_graph_weights_file_is_verified_with_it(tmp_path):
+    """Graphs over 2 GB keep their weights in <graph>.data: a corrupted weights file discards both."""
+    cache = ArtifactCache(tmp_path)
+    graph = cache.path_for("onnx", {"k": 1}, "onnx")
+    graph.write_bytes(b"graph")
+    data = graph.with_name(graph.name + ".data")
+    data.write_bytes(b"weights" * 1000)
+    cache.seal(graph, {"k": 1})
+    assert cache.verified(graph)
+    data.write_bytes(b"weightz" * 1000)
+    assert not cache.verified(graph)
+    assert not graph.exists() and not data.exists()

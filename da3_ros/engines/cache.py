@@ -63,9 +63,13 @@ class ArtifactCache:
         return path
 
     def seal(self, path: Path, key: dict[str, Any]) -> Path:
-        """Write the sidecar for an artifact that a tool wrote to ``path`` directly."""
-        data = path.read_bytes()
-        meta = {"sha256": sha256_bytes(data), "size": len(data), "key": key}
+        """Write the sidecar for an artifact that a tool wrote to ``path`` directly.
+
+        A weights file ``<path>.data`` beside it (a graph too large for one file) is hashed into it too.
+        """
+        meta: dict[str, Any] = {"sha256": sha256_file(path), "size": path.stat().st_size, "key": key}
+        if _data_file(path).is_file():
+            meta["data_sha256"] = sha256_file(_data_file(path))
         _atomic_write(_sidecar(path), json.dumps(meta, indent=1, sort_keys=True, default=str).encode())
         return path
 
@@ -77,6 +81,8 @@ class ArtifactCache:
         try:
             meta = json.loads(side.read_text())
             ok = path.stat().st_size == meta["size"] and sha256_file(path) == meta["sha256"]
+            if ok and "data_sha256" in meta:
+                ok = sha256_file(_data_file(path)) == meta["data_sha256"]
         except (OSError, ValueError, KeyError, TypeError):
             ok = False
         if not ok:
@@ -97,11 +103,15 @@ class ArtifactCache:
     @staticmethod
     def discard(path: Path) -> None:
         """Remove an artifact and its sidecar, if present."""
-        for p in (path, _sidecar(path)):
+        for p in (path, _sidecar(path), _data_file(path)):
             try:
                 p.unlink()
             except FileNotFoundError:
                 pass
+
+
+def _data_file(path: Path) -> Path:
+    return path.with_name(path.name + ".data")
 
 
 def _sidecar(path: Path) -> Path:

@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from da3_ros.engines.onnx_source import GRAPH_VERSION, META_KEY
 
 _LOG = logging.getLogger(__name__)
 OPSET = 17
+LARGE_MODEL_BYTES = 1_800_000_000  # protobuf messages are limited to 2 GB: above this, weights go beside
 
 
 def example_inputs(n_views: int, hw: tuple[int, int], conditioned: bool) -> dict[str, np.ndarray]:
@@ -58,17 +60,28 @@ def export_onnx(net, variant_name: str, out: Path, n_views: int, hw: tuple[int, 
     args = tuple(torch.from_numpy(feeds[k]) for k in (IN_IMAGES, IN_EXTRINSICS, IN_INTRINSICS) if k in feeds)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with export_friendly(), torch.no_grad():
-        torch.onnx.export(graph, args, str(out), input_names=list(feeds), output_names=graph.names,
-                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
-    model = onnx.load(str(out))
+    # Trace into a scratch directory: a model over 2 GB (giant, nested) comes out as one file per tensor.
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as scratch:
+        traced = Path(scratch) / out.name
+        with export_friendly(), torch.no_grad():
+            torch.onnx.export(graph, args, str(traced), input_names=list(feeds), output_names=graph.names,
+                              opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        model = onnx.load(str(traced))  # with its external tensors, if any
+    large = sum(len(t.raw_data) for t in model.graph.initializer) > LARGE_MODEL_BYTES
     if precision == "fp16":
+        if large:
+            raise ValueError(f"{variant_name} is over 2 GB: its fp16 graph is not supported yet; export fp32")
         model = _to_mixed_fp16(model, out.parent)
     meta = {"variant": variant_name, "n_views": n_views, "height": hw[0], "width": hw[1],
             "conditioned": conditioned, "precision": precision, "label": label, "trained": trained,
             "graph_version": GRAPH_VERSION, "inputs": list(feeds), "outputs": graph.names}
     onnx.helper.set_model_props(model, {META_KEY: json.dumps(meta)})
-    onnx.save(model, str(out))
+    data = out.with_name(out.name + ".data")
+    data.unlink(missing_ok=True)
+    if large:  # protobuf's 2 GB limit: the weights go to one file beside the graph, <out>.onnx.data
+        onnx.save(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+    else:
+        onnx.save(model, str(out))
     _LOG.info("exported %s (%d views, %dx%d, %s%s) to %s in %.1f s", variant_name, n_views, hw[1], hw[0],
               precision, ", pose-conditioned" if conditioned else "", out, time.perf_counter() - t0)
     return out

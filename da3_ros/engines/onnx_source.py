@@ -14,6 +14,7 @@ import json
 import logging
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from da3_ros.engines.base import BackendUnavailable
@@ -98,18 +99,23 @@ class OnnxSource:
 
     def _export(self, path: Path, n_views: int, hw: tuple[int, int], conditioned: bool, precision: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.partial")
-        cmd = [sys.executable, "-m", "da3_ros.engines.export", "--model", self.model, "--views", str(n_views),
-               "--height", str(hw[0]), "--width", str(hw[1]), "--precision", precision, "--out", str(tmp)]
-        cmd += ["--conditioned"] if conditioned else []
-        _LOG.info("exporting %s for %d views at %dx%d (%s) into %s", self.model, n_views, hw[1], hw[0],
-                  precision, self.cache.root)
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0 or not tmp.is_file():
-            tmp.unlink(missing_ok=True)
-            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-            raise RuntimeError(f"export of {self.model} failed (exit {proc.returncode}): {tail}")
-        tmp.replace(path)
+        # Export under the final file name in a scratch directory (a large model's graph names its weights
+        # file), then move the weights first and the graph last: a crash leaves no graph without weights.
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
+            tmp = Path(scratch) / path.name
+            cmd = [sys.executable, "-m", "da3_ros.engines.export", "--model", self.model, "--views", str(n_views),
+                   "--height", str(hw[0]), "--width", str(hw[1]), "--precision", precision, "--out", str(tmp)]
+            cmd += ["--conditioned"] if conditioned else []
+            _LOG.info("exporting %s for %d views at %dx%d (%s) into %s", self.model, n_views, hw[1], hw[0],
+                      precision, self.cache.root)
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0 or not tmp.is_file():
+                tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+                raise RuntimeError(f"export of {self.model} failed (exit {proc.returncode}): {tail}")
+            data = tmp.with_name(tmp.name + ".data")
+            if data.is_file():
+                data.replace(path.with_name(path.name + ".data"))
+            tmp.replace(path)
 
 
 def variant_of(model: str) -> Variant:
