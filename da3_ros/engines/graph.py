@@ -106,12 +106,8 @@ class InferenceGraph(nn.Module):
                 x = x + self._pos_embed(x, W, H)
             levels.append(head.resize_layers[stage](x))
         s = head.scratch
-        l1, l2, l3, l4 = (s.layer1_rn(levels[0]), s.layer2_rn(levels[1]), s.layer3_rn(levels[2]),
-                          s.layer4_rn(levels[3]))
-        fused = s.refinenet4(l4, size=l3.shape[2:])
-        fused = s.refinenet3(fused, l3, size=l2.shape[2:])
-        fused = s.refinenet2(fused, l2, size=l1.shape[2:])
-        fused = s.output_conv1(s.refinenet1(fused, l1))
+        rn = [s.layer1_rn(levels[0]), s.layer2_rn(levels[1]), s.layer3_rn(levels[2]), s.layer4_rn(levels[3])]
+        fused = s.output_conv1(_fuse(s, rn))
         from depth_anything_3.model.utils.head_utils import custom_interpolate
 
         hw_out = (int(ph * head.patch_size / head.down_ratio), int(pw * head.patch_size / head.down_ratio))
@@ -120,7 +116,7 @@ class InferenceGraph(nn.Module):
             fused = fused + self._pos_embed(fused, W, H)
         out = self._activate(head, s.output_conv2(fused))
         if dual and self.use_ray_pose:  # the auxiliary ray branch, only when its output is used
-            out.update(_aux_rays(head, levels, self._pos_embed, W, H))
+            out.update(_aux_rays(head, rn, self._pos_embed, W, H))
         if getattr(head, "use_sky_head", False):
             out[OUT_SKY] = head._apply_sky_activation(s.sky_output_conv2(fused)).squeeze(1)
         return out
@@ -154,14 +150,18 @@ def rigid_inverse(A: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cat([R_inv, -R_inv @ t], dim=-1), rest], dim=-2)
 
 
-def _aux_rays(head: Any, levels: list[torch.Tensor], pos_embed, W: int, H: int) -> dict[str, torch.Tensor]:
+def _fuse(scratch: Any, rn: list[torch.Tensor], branch: str = "") -> torch.Tensor:
+    """The DPT fusion pyramid, coarsest level first; ``branch="_aux"`` is DualDPT's separate ray pyramid."""
+    l1, l2, l3, l4 = rn
+    x = getattr(scratch, f"refinenet4{branch}")(l4, size=l3.shape[2:])
+    x = getattr(scratch, f"refinenet3{branch}")(x, l3, size=l2.shape[2:])
+    x = getattr(scratch, f"refinenet2{branch}")(x, l2, size=l1.shape[2:])
+    return getattr(scratch, f"refinenet1{branch}")(x, l1)
+
+
+def _aux_rays(head: Any, rn: list[torch.Tensor], pos_embed, W: int, H: int) -> dict[str, torch.Tensor]:
     s = head.scratch
-    l1, l2, l3, l4 = (s.layer1_rn(levels[0]), s.layer2_rn(levels[1]), s.layer3_rn(levels[2]),
-                      s.layer4_rn(levels[3]))
-    aux = s.refinenet4_aux(l4, size=l3.shape[2:])
-    aux = s.refinenet3_aux(aux, l3, size=l2.shape[2:])
-    aux = s.refinenet2_aux(aux, l2, size=l1.shape[2:])
-    aux = s.output_conv1_aux[-1](s.refinenet1_aux(aux, l1))
+    aux = s.output_conv1_aux[-1](_fuse(s, rn, "_aux"))
     if head.pos_embed:
         aux = aux + pos_embed(aux, W, H)
     fmap = s.output_conv2_aux[-1](aux).permute(0, 2, 3, 1)
