@@ -14,7 +14,6 @@ from da3_ros.engines.tensorrt_engine import (
     default_parity_names,
     engine_key,
     parity,
-    parity_feeds,
     plan_path,
     tensorrt_status,
 )
@@ -148,10 +147,12 @@ def test_parity_rejects_bad_arguments(ours, ref, names):
         parity(ours, ref, names)
 
 
-def test_parity_feeds_are_fixed_and_plausible():
+def test_the_gate_input_is_fixed_and_plausible():
+    """The parity gate's input (the export's example inputs): seeded, shaped for the engine, a sane rig."""
+    from da3_ros.engines.export import example_inputs
+
+    feeds, again = example_inputs(3, (28, 42), True), example_inputs(3, (28, 42), True)
     shapes = {"images": (1, 3, 3, 28, 42), "extrinsics": (1, 3, 4, 4), "intrinsics": (1, 3, 3, 3)}
-    feeds = parity_feeds(shapes)
-    again = parity_feeds(shapes)
     assert all(np.array_equal(feeds[n], again[n]) for n in shapes)
     assert {n: f.shape for n, f in feeds.items()} == shapes
     assert all(f.dtype == np.float32 for f in feeds.values())

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from da3_ros.engines.base import IN_EXTRINSICS, IN_IMAGES, IN_INTRINSICS
 from da3_ros.engines.onnx_source import GRAPH_VERSION, META_KEY
 
 _LOG = logging.getLogger(__name__)
@@ -28,14 +29,17 @@ LARGE_MODEL_BYTES = 1_800_000_000  # protobuf messages are limited to 2 GB: abov
 
 
 def example_inputs(n_views: int, hw: tuple[int, int], conditioned: bool) -> dict[str, np.ndarray]:
-    """Fixed, plausible graph inputs: seeded images, and a small rig with a 60° camera when conditioned."""
-    from da3_ros.engines.graph import IN_EXTRINSICS, IN_IMAGES, IN_INTRINSICS
+    """Fixed, plausible graph inputs, for tracing and the TensorRT parity gate.
 
+    Seeded N(0, 1) images like normalised ones; when conditioned, a rig along +x at unit median distance from
+    view 0 (as the engine normalises poses) seen through a 60° camera.
+    """
     rng = np.random.default_rng(0)
     feeds = {IN_IMAGES: rng.standard_normal((1, n_views, 3, *hw)).astype(np.float32)}
     if conditioned:
         T = np.tile(np.eye(4, dtype=np.float32), (1, n_views, 1, 1))
-        T[0, :, 0, 3] = -np.arange(n_views, dtype=np.float32) / max(1, n_views - 1)  # cameras along +x
+        unit = float(np.median(np.arange(1, n_views))) if n_views > 1 else 1.0
+        T[0, :, 0, 3] = -np.arange(n_views, dtype=np.float32) / unit  # world-to-camera: cameras along +x
         f = 0.5 * hw[1] / np.tan(np.radians(30.0))
         K = np.array([[f, 0, hw[1] / 2], [0, f, hw[0] / 2], [0, 0, 1]], dtype=np.float32)
         feeds[IN_EXTRINSICS], feeds[IN_INTRINSICS] = T, np.tile(K, (1, n_views, 1, 1))
@@ -49,7 +53,7 @@ def export_onnx(net, variant_name: str, out: Path, n_views: int, hw: tuple[int, 
     import torch
 
     from da3_ros.engines.export_patches import export_friendly
-    from da3_ros.engines.graph import IN_EXTRINSICS, IN_IMAGES, IN_INTRINSICS, InferenceGraph
+    from da3_ros.engines.graph import InferenceGraph
 
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"precision must be fp32 or fp16 for export, got {precision!r}")

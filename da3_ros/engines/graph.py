@@ -16,8 +16,7 @@ import torch
 
 from torch import nn
 
-# Graph I/O names, shared by the ONNX export, ONNX Runtime, TensorRT and the engine base class.
-IN_IMAGES, IN_EXTRINSICS, IN_INTRINSICS = "images", "extrinsics", "intrinsics"
+# Graph output names (inputs: da3_ros.engines.base), shared by the export, the backends and the post-processing.
 OUT_DEPTH, OUT_CONF, OUT_EXTRINSICS, OUT_INTRINSICS = "depth", "depth_conf", "extrinsics_out", "intrinsics_out"
 OUT_SKY, OUT_METRIC_DEPTH = "sky", "metric_depth"
 

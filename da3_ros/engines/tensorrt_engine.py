@@ -18,6 +18,7 @@ import numpy as np
 
 from da3_ros.engines.base import BackendUnavailable
 from da3_ros.engines.cache import ArtifactCache, sha256_file
+from da3_ros.engines.export import example_inputs
 from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
 
 _LOG = logging.getLogger(__name__)
@@ -136,30 +137,6 @@ def build_plan(onnx_path: Path, workspace_gib: float = 4.0) -> bytes:
     return bytes(plan)
 
 
-def parity_feeds(input_shapes: dict[str, tuple[int, ...]], seed: int = 0) -> Feeds:
-    """A fixed, seeded input for the parity gate, shaped like the engine's inputs.
-
-    'images' are N(0, 1) like normalised images; 'extrinsics' are identity rotations with the cameras spaced
-    along x at unit median distance from view 0 (as the engine normalises poses); 'intrinsics' have the
-    principal point at the centre and a focal length of the image's larger side.
-    """
-    rng = np.random.default_rng(seed)
-    h, w = input_shapes["images"][-2:] if "images" in input_shapes else (504, 504)
-    feeds = {}
-    for name, shape in input_shapes.items():
-        if name == "extrinsics":
-            n = shape[-3]
-            T = np.broadcast_to(np.eye(4), shape).copy()
-            T[..., 0, 3] = -np.arange(n) / (np.median(np.arange(1, n)) if n > 1 else 1.0)
-            feeds[name] = T.astype(np.float32)
-        elif name == "intrinsics":
-            K = np.array([[max(h, w), 0.0, w / 2], [0.0, max(h, w), h / 2], [0.0, 0.0, 1.0]])
-            feeds[name] = np.broadcast_to(K, shape).astype(np.float32)
-        else:
-            feeds[name] = rng.standard_normal(shape).astype(np.float32)
-    return feeds
-
-
 def default_parity_names(output_names: Sequence[str]) -> list[str]:
     """'depth' plus 'depth_conf'/'sky' when present: poses from a random input are too ill-conditioned."""
     return [n for n in ("depth", "depth_conf", "sky") if n in output_names]
@@ -207,7 +184,7 @@ class TensorRTRunner:
         if reference is None:
             _LOG.warning("no reference network given: caching the TensorRT engine without a parity check")
         else:
-            feeds = parity_feeds(self.input_shapes)
+            feeds = example_inputs(n_views, hw, "extrinsics" in self.input_shapes)
             names = list(parity_outputs) if parity_outputs is not None else default_parity_names(self.output_names)
             stats = check_parity(self.run(feeds), reference(feeds), names, min_corr, max_rel, self.trt_version)
             _LOG.info("TensorRT engine parity (correlation, max relative error): %s", stats)
