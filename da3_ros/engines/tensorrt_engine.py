@@ -147,7 +147,7 @@ class TensorRTRunner:
 
     The plan comes from ``cache`` when a hash-verified one exists for this ONNX file, view count, size,
     precision, TensorRT version and GPU; otherwise it is built, and cached only once its outputs on
-    ``parity_feeds()`` match ``reference`` (a callable mapping the same feeds to outputs of the same names and
+    ``export.example_inputs()`` match ``reference`` (a callable mapping the same feeds to outputs of the same names and
     shapes, e.g. the ONNX Runtime session or the torch network) on ``parity_outputs`` (default:
     ``default_parity_names()``). A failing engine raises EngineParityError and is not cached.
     """
