@@ -143,6 +143,12 @@ def test_ground_plane_mode_handles_a_wrong_mounting_height():
     assert len(obs) > 50 and in_box_or_wall.all()
 
 
+def test_range_limit_keeps_only_near_obstacles():
+    xyz, _, _ = scene_points(mount())
+    obs, _ = nav.obstacle_cloud(xyz, nav.ObstacleConfig(max_range_m=3.0))
+    assert len(obs) > 20 and np.hypot(obs[:, 0], obs[:, 1]).max() <= 3.0 + 1e-6  # the box, not the wall at 4 m
+
+
 def test_bad_configs_are_refused():
     with pytest.raises(ValueError, match="nav.ground"):
         nav.ObstacleConfig(ground="floor")

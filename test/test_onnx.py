@@ -180,3 +180,23 @@ def test_a_large_graph_weights_file_is_verified_with_it(tmp_path):
     data.write_bytes(b"weightz" * 1000)
     assert not cache.verified(graph)
     assert not graph.exists() and not data.exists()
+
+
+def test_fixed_shape_engines_keep_at_most_two_runners(tmp_path):
+    """N and N-1 (a camera dropped) stay loaded; a third shape releases the least recently used."""
+    from da3_ros.engines.fixed_shape import MAX_RUNNERS, FixedShapeEngine
+
+    class Counting(FixedShapeEngine):
+        backend = "counting"
+        made: list = []
+
+        def _make_runner(self, shape):
+            self.made.append(shape)
+            return object()
+
+    e = Counting("random:da3-small@3", cache_dir=str(tmp_path))
+    a, b, c = (3, (280, 504), False), (2, (280, 504), False), (1, (280, 504), False)
+    for shape in (a, b, a, c, a, b):
+        e._runner(shape)
+    assert MAX_RUNNERS == 2 and len(e._runners) == 2
+    assert e.made == [a, b, c, b]  # a stayed loaded (used last), b was evicted by c and made again
