@@ -20,7 +20,19 @@ from rclpy.node import Node
 from da3_ros.ros_main import package_executable
 
 REPO = Path(__file__).resolve().parents[1]
-_domains = itertools.count(20 + os.getpid() % 40)
+
+
+def _domain_ids():
+    """ROS_DOMAIN_IDs cycling through DA3_TEST_DOMAINS ("lo-hi", default 20-101: all safe with Fast DDS).
+
+    Two test runs on one machine keep apart by giving each its own range.
+    """
+    lo, hi = (int(v) for v in os.environ.get("DA3_TEST_DOMAINS", "20-101").split("-"))
+    start = os.getpid() % (hi - lo + 1)
+    return (lo + (start + k) % (hi - lo + 1) for k in itertools.count())
+
+
+_domains = _domain_ids()
 
 
 def ros_env(domain_id: int) -> dict:
