@@ -44,9 +44,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from da3_ros.visualize import depth_panel
 
     images = [_read_rgb(p) for p in args.images]
+    from da3_ros.engines.triton_engine import TritonSettings
+
     engine = create_engine(args.backend, args.model, device=args.device, precision=args.precision,
                            threads=args.threads, cache_dir=args.cache_dir, process_res=args.process_res,
-                           process_res_method=args.process_res_method)
+                           process_res_method=args.process_res_method,
+                           triton=TritonSettings(url=args.triton_url, model_name=args.triton_model))
     t0 = time.perf_counter()
     pred = engine.infer(FrameBatch(images, K_cam=_parse_K(args.intrinsics, len(images))))
     dt = time.perf_counter() - t0
@@ -94,11 +97,55 @@ def cmd_export(args: argparse.Namespace) -> int:
     hw = _rig_shape(args)
     views = args.views or max(1, len(args.camera_size or []))
     model = load_model(args.model)
+    if args.triton_repo:
+        return _export_triton_repo(args, model, views, hw)
     out = Path(args.out) if args.out else Path(f"{model.variant.name}_{views}v_{hw[1]}x{hw[0]}_{args.precision}.onnx")
     export_onnx(model.net, model.variant.name, out, views, hw, args.conditioned, args.precision, model.label,
                 model.trained)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {model.label}, {views} views at {hw[1]}x{hw[0]}, "
           f"{args.precision}{', pose-conditioned' if args.conditioned else ''}")
+    return 0
+
+
+def _export_triton_repo(args: argparse.Namespace, model, views: int, hw: tuple[int, int]) -> int:
+    """The fp32 graph as an onnxruntime model, plus a TensorRT plan model where TensorRT is installed."""
+    import tempfile
+
+    from da3_ros.engines.export import export_onnx
+    from da3_ros.engines.tensorrt_engine import build_plan, tensorrt_status
+    from da3_ros.engines.triton_repo import write_repository
+
+    repo = Path(args.triton_repo)
+    with tempfile.TemporaryDirectory(prefix=".da3-export-", dir=repo.parent if repo.parent.exists() else None) as tmp:
+        graph = export_onnx(model.net, model.variant.name, Path(tmp) / "graph.onnx", views, hw, args.conditioned,
+                            "fp32", model.label, model.trained)
+        plan, (trt_ok, trt_why) = None, tensorrt_status()
+        if trt_ok:
+            fp16 = export_onnx(model.net, model.variant.name, Path(tmp) / "graph_fp16.onnx", views, hw,
+                               args.conditioned, "fp16", model.label, model.trained)
+            plan = build_plan(fp16)
+        written = write_repository(graph, repo, args.triton_name, args.triton_tensorrt, plan)
+    for d in written:
+        print(f"wrote Triton model {d.name} in {repo}: {model.label}, {views} views at {hw[1]}x{hw[0]}")
+    if plan is None:
+        print(f"no TensorRT plan model ({trt_why}): a plan belongs to the GPU and TensorRT version that built it, "
+              f"so build it on the server (`da3-ros build-engine` there), or pass --triton-tensorrt to let the "
+              "onnxruntime backend use TensorRT")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from da3_ros.engines import create_engine
+    from da3_ros.engines.triton_serve import serve
+
+    engine = create_engine(args.backend, args.model, precision=args.precision, threads=args.threads,
+                           cache_dir=args.cache_dir)
+    prepare = []
+    if args.views or args.camera_size or args.height:
+        prepare.append((args.views or len(args.camera_size), _rig_shape(args), args.conditioned))
+    serve(engine, args.name, args.grpc_port, args.http_port, args.metrics_port, prepare,
+          on_ready=lambda: print(f"ready: model {args.name!r} ({engine.label}) on gRPC localhost:{args.grpc_port}",
+                                 flush=True))
     return 0
 
 
@@ -153,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--cache-dir", help="exported graphs and engines (default: ~/.cache/da3_ros)")
     inf.add_argument("--process-res", type=int, default=504)
     inf.add_argument("--process-res-method", default="upper_bound_resize", choices=preprocess.METHODS)
+    inf.add_argument("--triton-url", default="localhost:8001", help="server gRPC address (backend triton)")
+    inf.add_argument("--triton-model", default="da3", help="model name on the server (backend triton)")
     inf.add_argument("--intrinsics", help="fx,fy,cx,cy of all images (pixels); needed for metres with da3metric")
     inf.set_defaults(func=cmd_infer)
     exp = sub.add_parser("export", help="write the ONNX graph of a model for a rig (N views, one network size)")
@@ -160,7 +209,23 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
                      help="fp16: mixed precision for TensorRT (normalisations and softmax stay fp32)")
     exp.add_argument("--out", help="the .onnx file (default: <variant>_<N>v_<W>x<H>_<precision>.onnx)")
+    exp.add_argument("--triton-repo", metavar="DIR", help="write a Triton model repository instead of --out")
+    exp.add_argument("--triton-name", default="da3", help="model name in the repository (the node's triton.model)")
+    exp.add_argument("--triton-tensorrt", action="store_true",
+                     help="let Triton's onnxruntime backend run the graph through TensorRT (FP16)")
     exp.set_defaults(func=cmd_export)
+    srv = sub.add_parser("serve", help="a Triton Inference Server here (pytriton) hosting the model, for "
+                                       "backend triton")
+    _add_rig_args(srv)
+    srv.add_argument("--name", default="da3", help="model name clients ask for (the node's triton.model)")
+    srv.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"])
+    srv.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
+    srv.add_argument("--threads", type=int, default=0, help="CPU threads (0: the backend's default)")
+    srv.add_argument("--cache-dir", help="exported graphs and engines (default: ~/.cache/da3_ros)")
+    srv.add_argument("--grpc-port", type=int, default=8001)
+    srv.add_argument("--http-port", type=int, default=8000)
+    srv.add_argument("--metrics-port", type=int, default=8002)
+    srv.set_defaults(func=cmd_serve)
     bld = sub.add_parser("build-engine", help="export and build a rig's engine ahead of time into the cache")
     _add_rig_args(bld)
     bld.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime"])
@@ -182,15 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``da3-ros``; user errors end with their message, not a traceback."""
-    from da3_ros.engines import BackendUnavailable
+    from da3_ros.engines import BackendUnavailable, EngineUnavailable
     from da3_ros.engines.onnx_source import GraphMismatch
+    from da3_ros.engines.triton_engine import TritonModelError
     from da3_ros.models import CheckpointError
 
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (BackendUnavailable, GraphMismatch, CheckpointError, FileNotFoundError) as exc:
+    except (BackendUnavailable, EngineUnavailable, GraphMismatch, TritonModelError, CheckpointError,
+            FileNotFoundError) as exc:
         raise SystemExit(f"da3-ros {args.command}: {exc}") from None
 
 

@@ -31,6 +31,7 @@ class NodeStats:
         self.errors = 0
         self.incompatible_qos = 0
         self.nav_unavailable = 0  # sets whose points_obstacles / scan could not be built (TF link, K, ground)
+        self.engine_unavailable = 0  # sets dropped because a remote engine was down or too slow
         self._stage_s = {s: deque(maxlen=WINDOW) for s in STAGES}
         self._done_t = deque(maxlen=WINDOW)
         self._in_t = deque(maxlen=WINDOW * 4)
@@ -61,6 +62,7 @@ class NodeStats:
                        skipped_no_subscribers=self.skipped_no_subscribers, errors=self.errors,
                        waiting_for_cameras=self.waiting_for_cameras,
                        incompatible_qos=self.incompatible_qos, nav_unavailable=self.nav_unavailable,
+                       engine_unavailable=self.engine_unavailable,
                        input_rate_hz=self._rate(self._in_t),
                        output_rate_hz=self._rate(self._done_t),
                        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -71,12 +73,17 @@ class NodeStats:
                     out[f"{k}_ms.max"] = float(np.max(v)) * 1e3
         return out
 
-    def diagnostics(self, node_name: str, sync_stats) -> DiagnosticArray:
-        values: dict[str, float | str] = {"backend": self.backend, **self.summary()}
+    def diagnostics(self, node_name: str, sync_stats,
+                    engine_health: tuple[bool, dict[str, str]] = (True, {})) -> DiagnosticArray:
+        """One DiagnosticStatus: WARN on errors, bad input, incompatible QoS or an engine that cannot run."""
+        engine_ok, engine_values = engine_health
+        values: dict[str, float | str] = {"backend": self.backend, **self.summary(), **engine_values}
         values.update(sets_superseded=sync_stats.sets_superseded, frames_dropped=sync_stats.frames_dropped,
                       stale_rejected=sync_stats.stale_rejected, sync_resets=sync_stats.resets)
         level, message = DiagnosticStatus.OK, "ok"
-        if self.errors or self.bad_input or self.incompatible_qos:
+        if not engine_ok:
+            level, message = DiagnosticStatus.WARN, "the engine cannot run sets now (see values); retrying"
+        elif self.errors or self.bad_input or self.incompatible_qos:
             level, message = DiagnosticStatus.WARN, "errors, bad input or incompatible QoS (see values)"
         elif not self.sets_done:
             message = "waiting for synchronized sets" if not self.skipped_no_subscribers else "no subscribers"

@@ -22,6 +22,7 @@ from tf2_msgs.msg import TFMessage
 
 from da3_ros import conversions as conv
 from da3_ros.diagnostics import NodeStats
+from da3_ros.engines.base import EngineUnavailable
 from da3_ros.msg import MultiViewDepth
 from da3_ros.outputs import OutputConfig, SetOutputs, nav_configs, nav_inputs
 from da3_ros.params import CAMERA_PARAMS, NODE_PARAMS, camera_param
@@ -134,10 +135,13 @@ class DepthPipeline:
         from da3_ros.engines import create_engine
         from da3_ros.rig import Rig
 
+        from da3_ros.engines.triton_engine import triton_settings
+
         engine = create_engine(self._p("backend"), self._p("model"), device=self._p("device"),
                                precision=self._p("precision"), threads=self._p("threads"),
                                cache_dir=self._p("engine_cache_dir") or None, process_res=self._p("process_res"),
-                               process_res_method=self._p("process_res_method"), ref_view_strategy="first")
+                               process_res_method=self._p("process_res_method"), ref_view_strategy="first",
+                               triton=triton_settings(self._p) if self._p("backend") == "triton" else None)
         if not engine.trained:
             self.get_logger().warn(f"{engine.label}: depth, poses and clouds are MEANINGLESS (untrained)")
         return Rig(engine, self.ref, self._known_extrinsics(engine.variant.has_pose))
@@ -263,6 +267,9 @@ class DepthPipeline:
             except conv.ConversionError as exc:
                 self.stats.bad_input += 1
                 self.get_logger().error(f"dropped a set: {exc}", throttle_duration_sec=5.0)
+            except EngineUnavailable as exc:  # a remote engine down or late: dropped, counted; it reconnects
+                self.stats.engine_unavailable += 1
+                self.get_logger().warning(f"dropped a set: {exc}", throttle_duration_sec=5.0)
             except Exception as exc:  # the node must survive anything one set can do
                 if not self.context.ok():  # shutting down (Ctrl-C): publishers are gone, nothing to report
                     return
@@ -344,7 +351,7 @@ class DepthPipeline:
 
     # --- diagnostics -----------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        msg = self.stats.diagnostics(self.get_name(), self.sync.stats)
+        msg = self.stats.diagnostics(self.get_name(), self.sync.stats, self.rig.engine.health())
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub_diag.publish(msg)
 

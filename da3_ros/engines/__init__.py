@@ -7,15 +7,19 @@ from __future__ import annotations
 import importlib.util
 import logging
 
-from da3_ros.engines.base import BackendUnavailable, Engine, FrameBatch
+from da3_ros.engines.base import BackendUnavailable, Engine, EngineUnavailable, FrameBatch
 
-__all__ = ["BACKENDS", "BackendUnavailable", "Engine", "FrameBatch", "create_engine", "resolve_backend"]
+__all__ = ["BACKENDS", "BackendUnavailable", "Engine", "EngineUnavailable", "FrameBatch", "create_engine",
+           "resolve_backend"]
 _LOG = logging.getLogger(__name__)
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "triton")
 
 
 def resolve_backend(backend: str) -> str:
-    """``auto``: TensorRT when it imports and a CUDA device is present, else ONNX Runtime, else torch."""
+    """``auto``: TensorRT when it imports and a CUDA device is present, else ONNX Runtime, else torch.
+
+    ``triton`` (a remote server) is never chosen automatically: it needs a server address.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
@@ -30,12 +34,17 @@ def resolve_backend(backend: str) -> str:
 
 
 def create_engine(backend: str, model: str, *, device: str = "cpu", precision: str = "auto", threads: int = 0,
-                  cache_dir: str | None = None, **kwargs) -> Engine:
+                  cache_dir: str | None = None, triton=None, **kwargs) -> Engine:
     """Build the engine for ``backend`` around a model spec (checkpoint spec, or a .onnx for graph backends).
 
-    ``kwargs`` go to Engine (process_res, process_res_method, ref_view_strategy).
+    ``triton``: the server settings (engines.triton_engine.TritonSettings) for backend ``triton``; ``kwargs``
+    go to Engine (process_res, process_res_method, ref_view_strategy).
     """
     backend = resolve_backend(backend)
+    if backend == "triton":
+        from da3_ros.engines.triton_engine import TritonEngine, TritonSettings
+
+        return TritonEngine(model, triton or TritonSettings(), **kwargs)
     if backend == "torch":
         if model.endswith(".onnx"):
             raise ValueError(f"backend torch needs a checkpoint, not the ONNX graph {model}; use backend onnxruntime")

@@ -29,6 +29,22 @@ class BackendUnavailable(RuntimeError):
     """A backend cannot run here: its package or device is missing. The message names what to install."""
 
 
+class EngineUnavailable(RuntimeError):
+    """The engine cannot run this set now (a remote server down, lost or too slow); it retries by itself.
+
+    The set is dropped and counted; no result is published for it.
+    """
+
+
+def graph_outputs(variant: Variant) -> list[str]:
+    """The outputs an exported graph of ``variant`` has, in order (= engines.graph.output_names of its network)."""
+    if variant.depth_kind is DepthKind.METRIC and variant.has_pose:  # nested: any-view + metric branch
+        return ["depth", "depth_conf", "extrinsics_out", "intrinsics_out", "metric_depth", "sky"]
+    if variant.has_pose:
+        return ["depth", "depth_conf", "extrinsics_out", "intrinsics_out"]
+    return ["depth", "sky"]
+
+
 @dataclass
 class FrameBatch:
     """One synchronized set: N RGB images and, when known, their cameras.
@@ -84,6 +100,10 @@ class Engine:
         Feeds: ``images`` (1, N, 3, H, W) float32, optional ``extrinsics`` (1, N, 4, 4), ``intrinsics`` (1, N, 3, 3).
         """
         raise NotImplementedError
+
+    def health(self) -> tuple[bool, dict[str, str]]:
+        """Whether the engine can run sets now, and what /diagnostics should show about it."""
+        return True, {}
 
     def infer(self, batch: FrameBatch) -> Prediction:
         """One forward over all views of ``batch``; the Prediction carries its stage times (``timing_s``)."""

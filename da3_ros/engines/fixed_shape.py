@@ -55,7 +55,16 @@ class FixedShapeEngine(Engine):
             self._runners[shape] = runner  # (re)inserted last: dicts keep insertion order
             return runner
 
+    def run_graph(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The raw graph: feeds by input name (batch axis first) -> outputs by name (with the batch axis).
+
+        What an inference server hosting this engine runs (``da3-ros serve``); shapes pick the runner.
+        """
+        images = feeds[IN_IMAGES]
+        if images.ndim != 5 or images.shape[0] != 1 or images.shape[2] != 3:
+            raise ValueError(f"images must be (1, N, 3, H, W) float32, got {images.shape}")
+        _, n, _, h, w = images.shape
+        return self._runner((n, (h, w), IN_EXTRINSICS in feeds)).run(feeds)
+
     def _forward(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        _, n, _, h, w = feeds[IN_IMAGES].shape
-        out = self._runner((n, (h, w), IN_EXTRINSICS in feeds)).run(feeds)
-        return {name: np.asarray(v[0], dtype=np.float32) for name, v in out.items()}
+        return {name: np.asarray(v[0], dtype=np.float32) for name, v in self.run_graph(feeds).items()}
