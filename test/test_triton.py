@@ -168,8 +168,9 @@ def _try(engine, images) -> bool:
 
 
 def test_node_on_triton_publishes_the_local_result_and_survives_a_server_loss(tmp_path, domain_id, checker, cache):
-    """Node on backend triton over DDS: the published depth = the local engine on the same set; the server
-    killed mid-run -> sets dropped and counted, node alive; a new server on the same port -> results again.
+    """Node on backend triton over DDS: the published depth = the local engine on the same set.
+
+    The server killed mid-run -> sets dropped and counted, node alive; a new server on the same port -> results.
     """
     port = _free_ports(1)[0]
     with triton_server(cache, tmp_path / "serve1.log", port=port) as (url, proc):
