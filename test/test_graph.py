@@ -149,3 +149,13 @@ def test_nested_alignment_outside_the_graph_equals_upstream():
     assert ours.is_metric and ours.depth_scale[0] == pytest.approx(ref["scale_factor"], rel=1e-5)
     np.testing.assert_allclose(ours.depth, ref["depth"][0].numpy(), rtol=1e-5)
     np.testing.assert_allclose(ours.T_cam_world[:, :3, :], ref["extrinsics"][0].numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["da3-small", "da3metric-large"])
+def test_graph_outputs_known_without_torch_match_the_network(name):
+    """What a remote server must return (engines.base.graph_outputs, torch-free) = what the graph returns."""
+    from da3_ros.engines.base import graph_outputs
+    from da3_ros.engines.graph import output_names
+    from da3_ros.models.registry import get_variant
+
+    assert graph_outputs(get_variant(name)) == output_names(build_network(name))

@@ -204,6 +204,7 @@ def test_node_on_triton_publishes_the_local_result_and_survives_a_server_loss(tm
                 checker.spin_until(lambda: _diag(diags).get("sets_done", 0) > done_while_down + 1, 90,
                                    "results after the server came back")
             assert _diag(diags, "triton.reconnects") == "1" and _diag(diags)["errors"] == 0
+            assert _diag(diags, "backend") == "triton" and _diag(diags)["torch_loaded"] == 0
             assert player.poll() is None
     assert "Traceback" not in (tmp_path / "node.log").read_text()
 

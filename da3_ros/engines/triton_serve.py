@@ -37,7 +37,7 @@ def serve(engine: FixedShapeEngine, name: str = "da3", grpc_port: int = 8001, ht
           on_ready=None) -> None:
     """Serve ``engine`` as model ``name`` until interrupted (Ctrl-C / SIGTERM)."""
     from pytriton.model_config import ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
+    from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
 
     for n, hw, cond in prepare:  # export / build before the first request, which has a deadline
         engine.prepare(n, hw, cond)
@@ -52,7 +52,10 @@ def serve(engine: FixedShapeEngine, name: str = "da3", grpc_port: int = 8001, ht
         return [engine.run_graph({k: np.asarray(r[k], dtype=np.float32) for k in r}) for r in requests]
 
     config = TritonConfig(grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port, log_verbose=0)
-    with Triton(config=config) as triton:
+    # pytriton guards some endpoints with a token it makes up; statistics (per-model counts and times, read
+    # only) stay open for monitoring and the benchmark, model loading and shared memory stay guarded.
+    security = TritonSecurityConfig(restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"])
+    with Triton(config=config, security_config=security) as triton:
         triton.bind(name, infer,
                     inputs=[Tensor(name=k, dtype=np.float32, shape=s, optional=o) for k, s, o in inputs],
                     outputs=[Tensor(name=k, dtype=np.float32, shape=(-1,) * 4) for k in outputs],
