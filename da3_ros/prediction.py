@@ -1,6 +1,7 @@
 """The result of one multi-view forward, with units and frames in the names."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +26,11 @@ class Prediction:
     depth_scale: np.ndarray | None = None  # (N,) factor already applied to the raw network depth
     rgb_proc: np.ndarray | None = None  # (N, H, W, 3) uint8, the images as the network saw them
     timing_s: dict[str, float] = field(default_factory=dict)  # seconds per stage: preprocess, forward, postprocess
+    # Metric scale of the set (da3_ros.metric_scale): where metres come from (metric_model, nested, rig, none),
+    # the scale measured on this set (NaN: not measured) and the scale applied (after the temporal filter).
+    scale_source: str = "none"
+    scale_raw: float = float("nan")
+    scale: float = float("nan")
 
     @property
     def num_views(self) -> int:
@@ -38,6 +44,7 @@ class Prediction:
         """The same prediction with views permuted: view i of the result is view order[i] of this one."""
         def take(a):
             return None if a is None else a[order]
-        return Prediction(self.depth[order], self.is_metric, take(self.K_proc), self.K_source,
-                          take(self.confidence), take(self.sky_mask), take(self.T_cam_world),
-                          take(self.depth_scale), take(self.rgb_proc), dict(self.timing_s))
+        return dataclasses.replace(
+            self, depth=self.depth[order], K_proc=take(self.K_proc), confidence=take(self.confidence),
+            sky_mask=take(self.sky_mask), T_cam_world=take(self.T_cam_world), depth_scale=take(self.depth_scale),
+            rgb_proc=take(self.rgb_proc), timing_s=dict(self.timing_s))

@@ -5,12 +5,14 @@ frame is always that camera, not whichever view upstream's automatic strategy wo
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from da3_ros.engines import Engine, FrameBatch
 from da3_ros.geometry import invert_T, relative_poses
+from da3_ros.metric_scale import FITTED_SOURCES, ScaleFilter, ScaleFilterConfig, apply_scale
 from da3_ros.prediction import Prediction
 
 
@@ -27,18 +29,22 @@ class RigResult:
 class Rig:
     """Runs one synchronized set of N images through ONE forward of ``engine``."""
 
-    def __init__(self, engine: Engine, ref_index: int = 0, T_ref_cam_known: np.ndarray | None = None):
+    def __init__(self, engine: Engine, ref_index: int = 0, T_ref_cam_known: np.ndarray | None = None,
+                 scale_filter: ScaleFilterConfig | None = None):
         if engine.ref_view_strategy != "first":
             raise ValueError("a Rig pins its reference camera: build the engine with ref_view_strategy='first'")
         self.engine = engine
         self.ref_index = ref_index
         self.T_ref_cam_known = None if T_ref_cam_known is None else np.asarray(T_ref_cam_known, np.float64)
+        self.scale = ScaleFilter(scale_filter or ScaleFilterConfig())  # metric scale over time (pair, nested, rig)
 
     def process(self, images_rgb: list[np.ndarray], K_cam: list[np.ndarray | None],
-                T_ref_cam_known: np.ndarray | None = None) -> RigResult:
+                T_ref_cam_known: np.ndarray | None = None, stamp_s: float | None = None) -> RigResult:
         """Images and (possibly missing) intrinsics in camera order -> RigResult in camera order.
 
         ``T_ref_cam_known`` (N, 4, 4), e.g. from /tf_static, overrides the extrinsics given at construction.
+        ``stamp_s``: the set's stamp in seconds, which bounds how fast the metric scale may change (default:
+        this machine's monotonic clock).
         """
         known = self.T_ref_cam_known if T_ref_cam_known is None else np.asarray(T_ref_cam_known, np.float64)
         n = len(images_rgb)
@@ -51,5 +57,8 @@ class Rig:
         if K is not None and known is not None and self.engine.variant.has_pose:
             T_cam_world = invert_T(known[order])  # world = reference camera frame
         pred = self.engine.infer(FrameBatch([images_rgb[i] for i in order], K, T_cam_world)).reordered(inverse)
+        if pred.scale_source in FITTED_SOURCES:
+            t_s = time.monotonic() if stamp_s is None else stamp_s
+            pred = apply_scale(pred, self.scale.update(pred.scale_raw, t_s))
         T_ref_cam = None if pred.T_cam_world is None else relative_poses(pred.T_cam_world, self.ref_index)
         return RigResult(pred, self.ref_index, T_ref_cam, conditioned=T_cam_world is not None)

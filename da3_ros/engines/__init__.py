@@ -34,12 +34,27 @@ def resolve_backend(backend: str) -> str:
 
 
 def create_engine(backend: str, model: str, *, device: str = "cpu", precision: str = "auto", threads: int = 0,
-                  cache_dir: str | None = None, triton=None, **kwargs) -> Engine:
+                  cache_dir: str | None = None, triton=None, metric_model: str = "", metric_every_n_sets: int = 1,
+                  **kwargs) -> Engine:
     """Build the engine for ``backend`` around a model spec (checkpoint spec, or a .onnx for graph backends).
 
-    ``triton``: the server settings (engines.triton_engine.TritonSettings) for backend ``triton``; ``kwargs``
-    go to Engine (process_res, process_res_method, ref_view_strategy).
+    ``triton``: the server settings (engines.triton_engine.TritonSettings) for backend ``triton``.
+    ``metric_model``: a DA3METRIC-LARGE spec to pair with an any-view ``model`` for metres (engines.metric_pair;
+    on triton it is served as ``<triton.model>_metric``). ``kwargs`` go to Engine (process_res,
+    process_res_method, ref_view_strategy).
     """
+    if metric_model:
+        import dataclasses
+
+        from da3_ros.engines.metric_pair import MetricPairEngine
+
+        common = dict(device=device, precision=precision, threads=threads, cache_dir=cache_dir, **kwargs)
+        metric_triton = None
+        if triton is not None:
+            metric_triton = dataclasses.replace(triton, model_name=f"{triton.model_name}_metric")
+        return MetricPairEngine(create_engine(backend, model, triton=triton, **common),
+                                create_engine(backend, metric_model, triton=metric_triton, **common),
+                                metric_every_n_sets)
     backend = resolve_backend(backend)
     if backend == "triton":
         from da3_ros.engines.triton_engine import TritonEngine, TritonSettings

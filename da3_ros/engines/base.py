@@ -93,6 +93,8 @@ class Engine:
         self.process_res_method = process_res_method
         self.ref_view_strategy = ref_view_strategy
         self._warned_no_K = False
+        self.metric_source = "nested"  # what a DepthKind.METRIC variant's metres come from
+        self.align_with_camera_K = False  # nested alignment: the network's intrinsics, as upstream
 
     def _forward(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the graph on ``feeds``; return its outputs by graph name, without the batch axis.
@@ -137,28 +139,37 @@ class Engine:
         factor = np.ones(n, dtype=np.float64)  # applied below: known-pose units, focal rule
         T_cam_world = _to_4x4(out["extrinsics_out"]) if "extrinsics_out" in out else None
         is_metric = self.variant.depth_kind is DepthKind.METRIC
+        # Metric scale of the set (see da3_ros.metric_scale): its source and the scale fitted on this set
+        source, raw = (self.metric_source, float("nan")) if is_metric else ("none", float("nan"))
         sky = out.get("sky")
-        if "metric_depth" in out and conf is not None and sky is not None:  # nested: align (outside the graph)
+        if "metric_depth" in out and conf is not None and sky is not None:  # nested / pair: align (outside the graph)
+            # The pair uses the cameras' focal when camera_info gives it; upstream's nested model its own estimate.
+            K_align = K_proc if self.align_with_camera_K and K_proc is not None else out["intrinsics_out"]
             depth, conf, T3, s = postprocess.align_nested(depth, conf, _to_4x4(out["extrinsics_out"]),
-                                                           out["intrinsics_out"].astype(np.float64),
+                                                           np.asarray(K_align, dtype=np.float64),
                                                            out["metric_depth"], sky)
-            T_cam_world, is_metric, sky = T3, bool(np.isfinite(s)), None
+            T_cam_world, is_metric, raw = T3, bool(np.isfinite(s)), s
+            sky = sky if self.variant.has_sky else None
             scale[:] = s if np.isfinite(s) else 1.0
         elif sky is not None:
             depth = postprocess.fill_sky(depth, sky)
         if T_in is not None and cond is not None:
-            # Conditioned on known poses: report those poses, and bring depth into their units.
+            # Conditioned on known poses: report those poses, and bring depth into their units (metres: a
+            # calibrated rig of two or more cameras needs no metric model at all).
             T_norm, unit = cond
             factor[:] = unit / _pose_spread_ratio(T_cam_world, T_norm)
             T_cam_world = np.asarray(T_in, dtype=np.float64)
+            if n >= 2:
+                source, raw, is_metric = "rig", float(factor[0] * scale[0]), True
         if self.variant.depth_kind is DepthKind.METRIC_FOCAL:
             if K_proc is None:
                 if not self._warned_no_K:  # once: a node without camera_info would say it every set
-                    _LOG.warning("%s needs camera intrinsics for metres; depth stays relative", self.variant.name)
+                    _LOG.warning("%s needs a focal length for metres (camera_info, or the camera's hfov_deg); "
+                                 "depth stays relative", self.variant.name)
                     self._warned_no_K = True
             else:
                 factor *= 0.5 * (K_proc[:, 0, 0] + K_proc[:, 1, 1]) / METRIC_CANONICAL_FOCAL_PX
-                is_metric = True
+                is_metric, source, raw = True, "metric_model", 1.0  # per view: the focal rule (depth_scale)
         if not np.all(factor == 1.0):
             depth = depth * factor[:, None, None].astype(np.float32)
         K_source = "camera" if K_proc is not None else "model" if "intrinsics_out" in out else "none"
@@ -167,7 +178,7 @@ class Engine:
         return Prediction(
             depth=depth, is_metric=is_metric, K_proc=K_proc, K_source=K_source,
             confidence=conf, sky_mask=None if sky is None else sky >= SKY_THRESHOLD,
-            T_cam_world=T_cam_world, depth_scale=scale * factor,
+            T_cam_world=T_cam_world, depth_scale=scale * factor, scale_source=source, scale_raw=raw, scale=raw,
         )
 
 

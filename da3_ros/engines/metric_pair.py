@@ -1,0 +1,61 @@
+"""The nested pair as two models: any any-view model (small/base/large/giant) + DA3METRIC-LARGE.
+
+What upstream's DA3NESTED-GIANT-LARGE does inside one network, here with two engines on the same preprocessed
+views (each on any backend): the any-view model gives depth, confidence and poses; the metric model's depth,
+scaled with the focal length at the network resolution (the cameras' when camera_info gives it, else the
+any-view model's estimate), gives metres; one robust scale over confident, non-sky pixels maps the first onto
+the second and is applied to depth and pose translations (engines.postprocess.align_nested). A cheaper and
+license-clean pairing: DA3-SMALL/BASE/LARGE and DA3METRIC-LARGE are Apache-2.0, the nested checkpoint is
+CC BY-NC. The metric model costs a large forward per view, so it can run on every k-th set only
+(``every_n_sets``); the sets in between carry no measured scale and take the filtered one
+(da3_ros.metric_scale). Torch-free as far as its two engines are.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from da3_ros.engines.base import IN_IMAGES, Engine
+from da3_ros.models.registry import DepthKind
+
+METRIC_PARTNER = "da3metric-large"
+
+
+class MetricPairEngine(Engine):
+    """``main`` (any-view) + ``metric`` (DA3METRIC-LARGE) as one engine whose depth and poses are in metres."""
+
+    def __init__(self, main: Engine, metric: Engine, every_n_sets: int = 1):
+        if not main.variant.has_pose or main.variant.depth_kind is not DepthKind.RELATIVE:
+            raise ValueError(f"metric_model pairs an any-view model (da3-small/base/large/giant) with "
+                             f"{METRIC_PARTNER}; model is {main.variant.name}")
+        if metric.variant.name != METRIC_PARTNER:
+            raise ValueError(f"metric_model must be a {METRIC_PARTNER} checkpoint, got {metric.variant.name}")
+        if every_n_sets < 1:
+            raise ValueError(f"metric.every_n_sets must be >= 1, got {every_n_sets}")
+        if metric.process_res != main.process_res or metric.process_res_method != main.process_res_method:
+            raise ValueError("the paired models must share process_res and process_res_method")
+        variant = dataclasses.replace(main.variant, depth_kind=DepthKind.METRIC, has_sky=True)
+        super().__init__(variant, f"{main.label} + {metric.label}", main.trained and metric.trained,
+                         process_res=main.process_res, process_res_method=main.process_res_method,
+                         ref_view_strategy=main.ref_view_strategy)
+        self.backend = main.backend
+        self.main, self.metric = main, metric
+        self.every_n_sets = every_n_sets
+        self.metric_source = "metric_model"
+        self.align_with_camera_K = True
+        self.sets = 0  # forwards so far; the metric model runs on sets 0, k, 2k, ...
+
+    def _forward(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = dict(self.main._forward(feeds))
+        if self.sets % self.every_n_sets == 0:
+            metric = self.metric._forward({IN_IMAGES: feeds[IN_IMAGES]})  # mono: no pose conditioning
+            out["metric_depth"], out["sky"] = metric["depth"], metric["sky"]
+        self.sets += 1
+        return out
+
+    def health(self) -> tuple[bool, dict[str, str]]:
+        """Both engines' health (a remote one may be down)."""
+        ok_main, main = self.main.health()
+        ok_metric, metric = self.metric.health()
+        return ok_main and ok_metric, {**main, **{f"metric.{k}": v for k, v in metric.items()}}

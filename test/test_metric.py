@@ -1,0 +1,191 @@
+"""Metric scale: the focal rule, the nested/pair alignment, the calibrated rig, the temporal filter.
+
+Exact-math tests on analytic scenes (a plane with a box in front of it at known distances, seen through a
+known K) drive the engine's real post-processing with the outputs an ideal network would give; the rig and
+the pair run the real networks (random weights) on the real photos.
+"""
+import math
+
+import numpy as np
+import pytest
+
+from da3_ros import preprocess
+from da3_ros.engines import FrameBatch, create_engine
+from da3_ros.engines.base import Engine
+from da3_ros.engines.metric_pair import MetricPairEngine
+from da3_ros.engines.postprocess import align_nested
+from da3_ros.metric_scale import ScaleFilter, ScaleFilterConfig, apply_scale
+from da3_ros.models.registry import get_variant
+from da3_ros.rig import Rig
+
+PLANE_M, BOX_M = 6.0, 2.5
+
+
+def _scene_m(hw: tuple[int, int]) -> np.ndarray:
+    """True metric depth of the scene at the network resolution: a wall at 6 m, a box at 2.5 m in the middle."""
+    depth = np.full(hw, PLANE_M, np.float32)
+    h, w = hw
+    depth[h // 3: 2 * h // 3, w // 3: 2 * w // 3] = BOX_M
+    return depth
+
+
+CAMERAS = [((720, 1280), 900.0, "upper_bound_resize"), ((480, 640), 525.0, "upper_bound_resize"),
+           ((680, 1208), 1000.0, "lower_bound_crop"), ((1080, 1920), 1400.0, "upper_bound_crop"),
+           ((480, 640), 400.0, "lower_bound_resize")]
+
+
+@pytest.mark.parametrize("cam_hw, f_cam, method", CAMERAS)
+@pytest.mark.parametrize("process_res", [504, 280])
+def test_focal_rule_uses_the_focal_at_network_resolution(cam_hw, f_cam, method, process_res):
+    """DA3METRIC-LARGE: metres = focal (network pixels, after resize and crop) x output / 300."""
+    plan = preprocess.plan_resize(cam_hw, process_res, method)
+    K_cam = np.array([[f_cam, 0, cam_hw[1] / 2], [0, f_cam * 1.01, cam_hw[0] / 2], [0, 0, 1]])
+    K_proc = preprocess.K_cam_to_proc(K_cam, plan)
+    # The focal an ideal network perceives: scaled by the resize only (a crop moves the centre, not the focal).
+    f_net = 0.5 * (f_cam * plan.resized_hw[1] / cam_hw[1] + 1.01 * f_cam * plan.resized_hw[0] / cam_hw[0])
+    truth = _scene_m(plan.proc_hw)
+    raw = truth * 300.0 / f_net  # what DA3METRIC-LARGE outputs for this scene (canonical focal 300 px)
+    engine = Engine(get_variant("da3metric-large"), "analytic", False, process_res, method)
+    pred = engine._postprocess({"depth": raw[None], "sky": np.zeros((1, *plan.proc_hw), np.float32)},
+                               K_proc[None], None, None)
+    assert pred.is_metric and pred.scale_source == "metric_model"
+    np.testing.assert_allclose(pred.depth[0], truth, rtol=1e-5)
+    # The rule at the camera's resolution would be off by the resize factor
+    wrong = raw * 0.5 * (K_cam[0, 0] + K_cam[1, 1]) / 300
+    assert abs(float(np.median(wrong / truth)) - 1) > 0.02
+
+
+@pytest.mark.parametrize("cam_hw, f_cam, method", CAMERAS[:3])
+def test_the_pair_alignment_gives_the_same_metres_as_the_focal_rule(cam_hw, f_cam, method):
+    """An any-view depth in arbitrary units, aligned to the metric branch, comes out at the true distances."""
+    plan = preprocess.plan_resize(cam_hw, 504, method)
+    K_cam = np.array([[f_cam, 0, cam_hw[1] / 2], [0, f_cam, cam_hw[0] / 2], [0, 0, 1]])
+    K_proc = preprocess.K_cam_to_proc(K_cam, plan)[None]
+    truth = _scene_m(plan.proc_hw)[None]
+    metric_raw = truth * 300.0 / (0.5 * (K_proc[:, 0, 0] + K_proc[:, 1, 1]))[:, None, None]
+    relative = truth / 7.3  # the any-view model's own units
+    T = np.eye(4)[None].copy()
+    T[0, :3, 3] = [0.7, -0.1, 0.2]
+    out = {"depth": relative, "depth_conf": np.ones_like(relative), "extrinsics_out": T[:, :3],
+           "intrinsics_out": K_proc * 1.3,  # a poor estimate: the pair uses camera_info's focal
+           "metric_depth": metric_raw, "sky": np.zeros_like(relative)}
+    engine = Engine(dataclass_replace_metric(get_variant("da3-small")), "pair", False)
+    engine.metric_source, engine.align_with_camera_K = "metric_model", True
+    pred = engine._postprocess(out, K_proc, None, None)
+    assert pred.is_metric and pred.scale_source == "metric_model"
+    assert pred.scale_raw == pytest.approx(7.3, rel=1e-6)
+    np.testing.assert_allclose(pred.depth, truth, rtol=1e-5)
+    np.testing.assert_allclose(pred.T_cam_world[0, :3, 3], np.array([0.7, -0.1, 0.2]) * 7.3, rtol=1e-6)
+
+
+def dataclass_replace_metric(variant):
+    import dataclasses
+
+    from da3_ros.models.registry import DepthKind
+    return dataclasses.replace(variant, depth_kind=DepthKind.METRIC, has_sky=True)
+
+
+def test_the_fit_recovers_a_known_scale_despite_outliers_in_masked_pixels():
+    rng = np.random.default_rng(0)
+    hw = (2, 60, 80)
+    metric_m = rng.uniform(1.0, 20.0, hw).astype(np.float32)
+    relative = metric_m / 4.0
+    conf = rng.uniform(1.0, 2.0, hw).astype(np.float32)
+    sky = np.zeros(hw, np.float32)
+    sky[:, :10] = 1.0  # sky rows: wildly wrong depth there
+    relative[:, :10] = 1000.0
+    low = conf < np.quantile(conf[sky < 0.3], 0.5)  # below-median confidence: garbage relative depth
+    relative[low & (sky < 0.3)] *= rng.uniform(0.1, 10.0, int((low & (sky < 0.3)).sum())).astype(np.float32)
+    K = np.tile(np.array([[300.0, 0, 40], [0, 300.0, 30], [0, 0, 1]]), (2, 1, 1))  # focal 300: raw = metres
+    T = np.tile(np.eye(4), (2, 1, 1))
+    T[1, :3, 3] = [1.0, 0, 0]
+    depth, conf_out, T_out, s = align_nested(relative, conf, T, K, metric_m, sky)
+    assert s == pytest.approx(4.0, rel=1e-6)
+    assert T_out[1, 0, 3] == pytest.approx(4.0, rel=1e-6)  # translations scale with depth
+    good = (~low) & (sky < 0.3)
+    np.testing.assert_allclose(depth[good], metric_m[good], rtol=1e-5)
+    assert np.all(conf_out[sky >= 0.3] == 1.0)
+
+
+def test_an_all_sky_frame_keeps_the_last_good_scale():
+    """Upstream asserts on such frames; here the set keeps the last good scale, counted as held."""
+    hw = (1, 30, 40)
+    depth, conf = np.ones(hw, np.float32), np.ones(hw, np.float32)
+    K, T = np.tile(np.eye(3) * [300, 300, 1], (1, 1, 1)), np.eye(4)[None]
+    _, _, _, s = align_nested(depth, conf, T, K, np.ones(hw, np.float32), np.ones(hw, np.float32))
+    assert math.isnan(s)
+    f = ScaleFilter()
+    assert f.update(2.0, 0.0) == 2.0
+    assert f.update(s, 0.1) == 2.0 and f.held == 1
+
+
+def test_filter_converges_and_bounds_its_rate():
+    f = ScaleFilter(ScaleFilterConfig(window=5, max_rate_per_s=0.2, outlier_ratio=1.5))
+    f.update(1.0, 0.0)
+    values = [f.update(1.3, 0.1 * k) for k in range(1, 60)]  # 10 Hz, a real change of +30 % (not an outlier)
+    steps = np.diff([1.0, *values])
+    assert np.all(np.log1p(steps / np.array([1.0, *values[:-1]])) <= math.log1p(0.2) * 0.1 + 1e-12)
+    assert values[-1] == pytest.approx(1.3, rel=1e-9)  # converged
+    assert values[5] < 1.2  # but not at once
+
+
+def test_filter_ignores_a_single_outlier_and_resets_on_a_sustained_jump():
+    f = ScaleFilter(ScaleFilterConfig(window=5, max_rate_per_s=1.0, outlier_ratio=1.5, reset_after=4))
+    for k in range(10):
+        f.update(2.0, 0.1 * k)
+    assert f.update(9.0, 1.0) == pytest.approx(2.0) and f.outliers == 1  # one wild set: ignored
+    assert f.update(2.0, 1.1) == pytest.approx(2.0)
+    out = [f.update(5.0, 1.2 + 0.1 * k) for k in range(4)]  # the scene really changed and stays changed
+    assert out[:3] == [pytest.approx(2.0)] * 3 and out[3] == pytest.approx(5.0) and f.resets == 1
+    f2 = ScaleFilter(ScaleFilterConfig(enabled=False))
+    assert [f2.update(v, 0.1 * k) for k, v in enumerate([2.0, 9.0, float("nan")])] == [2.0, 9.0, 9.0]
+
+
+def test_apply_scale_rescales_depth_and_translations_together(soh_images):
+    engine = create_engine("torch", "random:da3-small@0", process_res=140)
+    pred = engine.infer(FrameBatch(soh_images))
+    import dataclasses
+    pred = dataclasses.replace(pred, scale_source="nested", scale_raw=2.0, scale=2.0)
+    out = apply_scale(pred, 3.0)
+    np.testing.assert_allclose(out.depth, pred.depth * 1.5, rtol=1e-6)
+    np.testing.assert_allclose(out.T_cam_world[:, :3, 3], pred.T_cam_world[:, :3, 3] * 1.5)
+    assert out.is_metric and out.scale == 3.0
+    assert not apply_scale(dataclasses.replace(pred, scale_raw=float("nan")), None).is_metric
+
+
+def test_a_calibrated_rig_gives_depth_in_the_baseline_s_units(soh_images):
+    """Poses conditioned on known extrinsics in metres: depth in metres, is_metric, for any N >= 2.
+
+    The same rig at 5x the baseline sees the same normalised input, so its depth is exactly 5x.
+    """
+    engine = create_engine("torch", "random:da3-small@0", process_res=280)
+    K = np.tile(np.array([[900.0, 0, 604], [0, 900.0, 340], [0, 0, 1]]), (2, 1, 1))
+    depths = []
+    for baseline_m in (0.12, 0.6):
+        T_ref_cam = np.tile(np.eye(4), (2, 1, 1))
+        T_ref_cam[1, 0, 3] = baseline_m
+        result = Rig(engine, 0, T_ref_cam).process(list(soh_images), list(K), stamp_s=0.0)
+        pred = result.prediction
+        assert result.conditioned and pred.is_metric and pred.scale_source == "rig"
+        np.testing.assert_allclose(result.T_ref_cam[1, :3, 3], [baseline_m, 0, 0], atol=1e-9)
+        depths.append(pred.depth)
+    np.testing.assert_allclose(depths[1], depths[0] * 5.0, rtol=1e-5)
+
+
+def test_the_pair_runs_both_models_and_reuses_the_scale_between_metric_sets(soh_images):
+    main = create_engine("torch", "random:da3-small@0", process_res=140)
+    metric = create_engine("torch", "random:da3metric-large@0", process_res=140)
+    pair = MetricPairEngine(main, metric, every_n_sets=2)
+    rig = Rig(pair, 0, scale_filter=ScaleFilterConfig(enabled=False))
+    K = [np.array([[900.0, 0, 604], [0, 900.0, 340], [0, 0, 1]])] * 2
+    first = rig.process(list(soh_images), K, stamp_s=0.0).prediction
+    second = rig.process(list(soh_images), K, stamp_s=0.5).prediction
+    assert first.is_metric and first.scale_source == "metric_model" and first.sky_mask is not None
+    assert math.isfinite(first.scale_raw) and first.scale == first.scale_raw
+    assert math.isnan(second.scale_raw) and second.scale == first.scale and second.is_metric  # metric skipped
+    np.testing.assert_allclose(second.depth, first.depth, rtol=1e-6)  # same images, same scale
+    alone = main.infer(FrameBatch(list(soh_images), K_cam=np.stack(K)))
+    np.testing.assert_allclose(first.depth[first.sky_mask == 0],
+                               (alone.depth * first.scale)[first.sky_mask == 0], rtol=1e-5)
+    with pytest.raises(ValueError, match="must be a da3metric-large checkpoint"):
+        MetricPairEngine(main, main)
