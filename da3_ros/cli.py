@@ -49,7 +49,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     engine = create_engine(args.backend, args.model, device=args.device, precision=args.precision,
                            threads=args.threads, cache_dir=args.cache_dir, process_res=args.process_res,
                            process_res_method=args.process_res_method,
-                           triton=TritonSettings(url=args.triton_url, model_name=args.triton_model))
+                           triton=TritonSettings(url=args.triton_url, model_name=args.triton_model),
+                           metric_model=args.metric_model)
     t0 = time.perf_counter()
     pred = engine.infer(FrameBatch(images, K_cam=_parse_K(args.intrinsics, len(images))))
     dt = time.perf_counter() - t0
@@ -58,7 +59,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     arrays = {k: v for k, v in dict(
         depth=pred.depth, confidence=pred.confidence, sky_mask=pred.sky_mask, T_cam_world=pred.T_cam_world,
         K_proc=pred.K_proc, depth_scale=pred.depth_scale).items() if v is not None}
-    np.savez_compressed(out, **arrays, is_metric=pred.is_metric, model=engine.label, trained=engine.trained,
+    np.savez_compressed(out, **arrays, is_metric=pred.is_metric, scale_source=pred.scale_source, scale=pred.scale,
+                        model=engine.label, trained=engine.trained,
                         images=np.array(args.images))
     units = "m" if pred.is_metric else "relative"
     png_dir = Path(args.png_dir) if args.png_dir else out.parent
@@ -200,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--cache-dir", help="exported graphs and engines (default: ~/.cache/da3_ros)")
     inf.add_argument("--process-res", type=int, default=504)
     inf.add_argument("--process-res-method", default="upper_bound_resize", choices=preprocess.METHODS)
+    inf.add_argument("--metric-model", default="",
+                     help="a DA3METRIC-LARGE checkpoint paired with an any-view --model: depth and poses in metres")
     inf.add_argument("--triton-url", default="localhost:8001", help="server gRPC address (backend triton)")
     inf.add_argument("--triton-model", default="da3", help="model name on the server (backend triton)")
     inf.add_argument("--intrinsics", help="fx,fy,cx,cy of all images (pixels); needed for metres with da3metric")

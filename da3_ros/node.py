@@ -25,7 +25,7 @@ from da3_ros.diagnostics import NodeStats
 from da3_ros.engines.base import EngineUnavailable
 from da3_ros.msg import MultiViewDepth
 from da3_ros.outputs import OutputConfig, SetOutputs, nav_configs, nav_inputs
-from da3_ros.params import CAMERA_PARAMS, NODE_PARAMS, camera_param
+from da3_ros.params import CAMERA_PARAMS, NODE_PARAMS, camera_param, scale_filter_config
 from da3_ros.ros_main import run
 from da3_ros.static_tf import StaticTfBuffer
 from da3_ros.sync import SyncMode, TimeSynchronizer
@@ -141,10 +141,12 @@ class DepthPipeline:
                                precision=self._p("precision"), threads=self._p("threads"),
                                cache_dir=self._p("engine_cache_dir") or None, process_res=self._p("process_res"),
                                process_res_method=self._p("process_res_method"), ref_view_strategy="first",
-                               triton=triton_settings(self._p) if self._p("backend") == "triton" else None)
+                               triton=triton_settings(self._p) if self._p("backend") == "triton" else None,
+                               metric_model=self._p("metric_model"),
+                               metric_every_n_sets=self._p("metric.every_n_sets"))
         if not engine.trained:
             self.get_logger().warn(f"{engine.label}: depth, poses and clouds are MEANINGLESS (untrained)")
-        return Rig(engine, self.ref, self._known_extrinsics(engine.variant.has_pose))
+        return Rig(engine, self.ref, self._known_extrinsics(engine.variant.has_pose), scale_filter_config(self._p))
 
     def _known_extrinsics(self, has_pose: bool) -> np.ndarray | None:
         from da3_ros.geometry import R_from_quaternion, invert_T

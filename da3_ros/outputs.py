@@ -254,4 +254,5 @@ class SetOutputs:
                 v.pose, v.has_pose = conv.T_to_pose(self.result.T_ref_cam[i]), True
             views.append(v)
         return MultiViewDepth(header=self._header(self.ref), model=self.model_label, is_metric=self.pred.is_metric,
-                              reference_camera=self.camera_names[self.ref], views=views)
+                              scale_source=self.pred.scale_source, scale_raw=float(self.pred.scale_raw),
+                              scale=float(self.pred.scale), reference_camera=self.camera_names[self.ref], views=views)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from da3_ros.metric_scale import ScaleFilterConfig
+
 
 @dataclass(frozen=True)
 class Param:
@@ -37,6 +39,15 @@ NODE_PARAMS: tuple[Param, ...] = (
     Param("triton.certificate_chain", "", "backend triton: PEM file of the client's certificate chain (ssl)"),
     Param("triton.headers", "", "backend triton: headers sent with every call, 'Name: value; Name2: value2' "
           "(e.g. an authorization token)"),
+    Param("metric_model", "",
+          "a DA3METRIC-LARGE checkpoint to pair with an any-view `model` for metres (the nested pair as two "
+          "models); '' = none"),
+    Param("metric.every_n_sets", 1, "run the paired metric model on every n-th set; the others reuse the scale"),
+    Param("metric.filter", True, "smooth the per-set metric scale over time (pair, nested, rig)"),
+    Param("metric.filter_window", 9, "sets in the filter's robust median"),
+    Param("metric.max_rate_per_s", 0.5, "largest relative change of the applied scale per second (0.5 = 50 %/s)"),
+    Param("metric.outlier_ratio", 1.5, "a per-set scale off the median by more than this factor is an outlier"),
+    Param("metric.reset_after", 5, "consecutive consistent outliers after which the filter jumps to them"),
     Param("process_res", 504, "network resolution of the longer side (multiple of 14)"),
     Param("process_res_method", "upper_bound_resize", "upstream resize method"),
     Param("camera_names", ["camera"], "cameras of the rig; each gets cameras.<name>.* parameters"),
@@ -88,7 +99,17 @@ CAMERA_PARAMS: tuple[Param, ...] = (
     Param("camera_info_topic", "", "camera_info topic (default: <name>/camera_info)"),
     Param("frame_id", "", "optical frame override (default: the image header's frame_id)"),
     Param("T_ref_cam", [0.0] * 0, "known pose in the reference camera frame: x y z qx qy qz qw (metres)"),
+    Param("hfov_deg", 0.0, "horizontal field of view (degrees) for a camera without camera_info: a centred "
+          "pinhole K, so that metric models get their focal and clouds their intrinsics; 0 = none"),
 )
+
+
+def scale_filter_config(param) -> ScaleFilterConfig:
+    """The metric scale filter from ``param(name)`` (the node's parameter getter); ValueError if invalid."""
+    return ScaleFilterConfig(enabled=bool(param("metric.filter")), window=int(param("metric.filter_window")),
+                             max_rate_per_s=float(param("metric.max_rate_per_s")),
+                             outlier_ratio=float(param("metric.outlier_ratio")),
+                             reset_after=int(param("metric.reset_after")))
 
 
 def camera_param(camera: str, field: str) -> str:
