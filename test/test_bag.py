@@ -1,8 +1,9 @@
 """``da3-ros bag``: a recorded rig in, a bag of the node's outputs out, read back with third-party decoders.
 
-The input bags are written here by mcap-ros2-support's own CDR encoder (not by rclpy, not by da3_ros) from the
-example photos and video: a 3-camera rig (raw rgb8, JPEG CompressedImage, raw bgr8) with camera_info and
-/tf_static. The output is decoded with mcap-ros2-support through the schemas stored in the file.
+The input bags are written by mcap-ros2-support's own CDR encoder (not by rclpy, not by da3_ros's writer; see
+da3_ros/example_bag.py) from the example photos and video: a 3-camera rig (raw rgb8, JPEG CompressedImage,
+raw bgr8) with camera_info and /tf_static. The output is decoded with mcap-ros2-support through the schemas
+stored in the file.
 """
 from __future__ import annotations
 
@@ -10,102 +11,30 @@ import signal
 import subprocess
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import yaml
 from mcap.exceptions import McapError
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
-from mcap_ros2.writer import Writer as Ros2Writer
 
-from conftest import EXAMPLES, read_rgb
+from conftest import EXAMPLES
 from da3_ros import conversions as conv
-from da3_ros.mcap_io import BagReader, message_definition
+from da3_ros.example_bag import CAMERAS, T_RIG, write_example_bag
+from da3_ros.mcap_io import BagReader
 from da3_ros.offline import OfflineSetup
 from da3_ros.param_file import check_params, read_params_file
 from da3_ros.pipeline import Processed
 from da3_ros.player import pinhole_K
 
-T0_NS = 1_700_000_000 * 10**9
-PERIOD_NS = 100_000_000  # 10 Hz
-CAMERAS = ["left", "right", "front"]
-# rig extrinsics published on /tf_static: T_rig_<camera optical frame> translations (identity rotations)
-T_RIG = {"left": [0.0, -0.1, 0.0], "right": [0.25, -0.1, 0.0], "front": [0.1, 0.0, 0.05]}
 PARAMS = {"model": "random:da3-small@0", "backend": "torch", "process_res": 252, "camera_names": CAMERAS,
           "reference_camera": "left", "cameras": {"right": {"image_topic": "right/image_raw"}}}
 
 
-def _frames(n: int) -> list[dict[str, np.ndarray]]:
-    """The first n ticks of RGB frames per camera: the two photos (still) and n video frames, each at half size."""
-    left, right = read_rgb(EXAMPLES / "SOH_000.png"), read_rgb(EXAMPLES / "SOH_010.png")
-    cap = cv2.VideoCapture(str(EXAMPLES / "robot_unitree.mp4"))
-    out = []
-    for _ in range(n):
-        ok, bgr = cap.read()
-        assert ok
-        out.append({"left": left, "right": right, "front": np.ascontiguousarray(bgr[:, :, ::-1])})
-    cap.release()
-    half = {k: cv2.resize(v, (v.shape[1] // 2, v.shape[0] // 2), interpolation=cv2.INTER_AREA)
-            for k, v in out[0].items() if k != "front"}
-    return [{**half, "front": cv2.resize(f["front"], (f["front"].shape[1] // 2, f["front"].shape[0] // 2),
-                                         interpolation=cv2.INTER_AREA)} for f in out]
-
-
-def _header(stamp_ns: int, frame: str) -> dict:
-    return {"stamp": {"sec": stamp_ns // 10**9, "nanosec": stamp_ns % 10**9}, "frame_id": frame}
-
-
 def write_rig_bag(path: Path, n_sets: int, bad_encoding_at: int | None = None) -> list[dict]:
-    """The example rig as a ROS 2 bag; returns per tick {camera: (stamp_ns, rgb as the node will see it)}."""
-    schemas = {}
-    ticks = []
-    with open(path, "wb") as f:
-        w = Ros2Writer(f)
-        for t in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/CameraInfo",
-                  "tf2_msgs/msg/TFMessage"):
-            schemas[t] = w.register_msgdef(t, message_definition(t))
-        tf = {"transforms": [{"header": _header(0, "rig"), "child_frame_id": f"{c}_optical_frame",
-                              "transform": {"translation": dict(zip("xyz", T_RIG[c])),
-                                            "rotation": {"x": 0.0, "y": 0.0, "z": 0.0, "w": 1.0}}}
-                             for c in CAMERAS]}
-        w.write_message("/tf_static", schemas["tf2_msgs/msg/TFMessage"], tf, log_time=T0_NS - 10**6)
-        for k, frames in enumerate(_frames(n_sets)):
-            tick = {}
-            for c in CAMERAS:
-                stamp = T0_NS + k * PERIOD_NS + (3_000_000 if c == "front" else 0)  # within sync.slop_s
-                rgb = frames[c]
-                h, wd = rgb.shape[:2]
-                K = pinhole_K(wd, h, 60.0)
-                info = {"header": _header(stamp, f"{c}_optical_frame"), "height": h, "width": wd,
-                        "distortion_model": "plumb_bob", "d": [0.0] * 5, "k": K.ravel().tolist(),
-                        "r": np.eye(3).ravel().tolist(), "p": np.hstack([K, np.zeros((3, 1))]).ravel().tolist(),
-                        "binning_x": 0, "binning_y": 0,
-                        "roi": {"x_offset": 0, "y_offset": 0, "height": 0, "width": 0, "do_rectify": False}}
-                w.write_message(f"/{c}/camera_info", schemas["sensor_msgs/msg/CameraInfo"], info,
-                                log_time=stamp + 10**6)
-                if c == "right":  # JPEG, as image_transport's compressed plugin records it
-                    ok, jpg = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
-                    assert ok
-                    msg = {"header": _header(stamp, f"{c}_optical_frame"), "format": "rgb8; jpeg compressed bgr8",
-                           "data": jpg.tobytes()}
-                    w.write_message(f"/{c}/image_raw/compressed", schemas["sensor_msgs/msg/CompressedImage"],
-                                    msg, log_time=stamp + 2 * 10**6)
-                    rgb = cv2.imdecode(jpg, cv2.IMREAD_COLOR)[:, :, ::-1]
-                else:
-                    encoding = "bgr8" if c == "front" else "rgb8"
-                    if k == bad_encoding_at and c == "left":
-                        encoding = "bayer_rggb8"
-                    pix = rgb[:, :, ::-1] if encoding == "bgr8" else rgb
-                    msg = {"header": _header(stamp, f"{c}_optical_frame"), "height": h, "width": wd,
-                           "encoding": encoding, "is_bigendian": 0, "step": wd * 3,
-                           "data": np.ascontiguousarray(pix).tobytes()}
-                    w.write_message(f"/{c}/image_raw", schemas["sensor_msgs/msg/Image"], msg,
-                                    log_time=stamp + 2 * 10**6)
-                tick[c] = (stamp, np.ascontiguousarray(rgb))
-            ticks.append(tick)
-        w.finish()
-    return ticks
+    """The example rig at half size, the video camera 3 ms late (approximate sync within sync.slop_s)."""
+    return write_example_bag(path, EXAMPLES, n_sets, scale=0.5, front_offset_ns=3_000_000,
+                             bad_encoding_at=bad_encoding_at)
 
 
 def params_file(path: Path, **extra) -> Path:
