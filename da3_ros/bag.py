@@ -236,9 +236,6 @@ def run_bag(in_path: str | Path, out_path: str | Path, values: dict, options: Ba
     info_index = {t: i for i, t in enumerate(info_topics)}
     _LOG.info("cameras %s from %s; loading the model", cams, [t for t, _ in image_topics])
     setup.load()
-    engine = setup.rig.engine
-    if not engine.trained:
-        _LOG.warning("%s: depth, poses and clouds are MEANINGLESS (untrained)", engine.label)
     sync = TimeSynchronizer(len(cams), SyncMode(setup.param("sync.mode")), int(setup.param("sync.slop_s") * 1e9),
                             setup.param("sync.queue_size"))
     infos: list[CameraInfo | None] = [None] * len(cams)
