@@ -288,7 +288,10 @@ def run_bag(in_path: str | Path, out_path: str | Path, values: dict, options: Ba
                     if (summary.sets_formed - 1) % options.every_n:
                         summary.skipped_every_n += 1
                         continue
-                    _process(frameset, setup, infos, info_topics, info.topics, writer, summary, options)
+                    try:
+                        _process(frameset, setup, infos, info_topics, info.topics, writer, summary, options)
+                    except Exception as exc:  # as the node: one set's failure is counted, the run goes on
+                        summary.drop("error", f"{type(exc).__name__}: {exc}")
                     progress.update(summary.sets_processed)
             if stop.requested:
                 summary.interrupted = True
@@ -342,8 +345,11 @@ def cmd_bag(args) -> int:
                 values[name] = getattr(args, name)
         options = BagOptions(args.every_n, args.start, args.duration, args.nav, not args.no_progress)
         summary = run_bag(args.input, args.out, values, options)
-    except (BagReadError, BagInputError, ParamFileError) as exc:
+    except (BagReadError, BagInputError, ParamFileError, ValueError) as exc:  # ValueError: the node's checks
         raise SystemExit(f"da3-ros bag: {exc}") from None
+    except KeyboardInterrupt:
+        print(f"[bag] aborted (second Ctrl-C); {args.out} is sealed with the sets finished before it")
+        return 130
     print("[bag] summary")
     for line in summary.lines():
         print(f"  {line}")

@@ -211,7 +211,7 @@ def cmd_media(args) -> int:
             calibrations[name] = path
         stats = run_media(sources, calibrations, Path(args.out), values, args.every_n, args.start, args.duration,
                           args.rate_hz)
-    except (MediaError, ParamFileError) as exc:
+    except (MediaError, ParamFileError, ValueError) as exc:  # ValueError: the node's parameter checks
         raise SystemExit(f"da3-ros media: {exc}") from None
     n, wall = stats["sets"], stats["wall_s"]
     print(f"[media] {n} sets, {stats['views']} views in {wall:.1f} s ({n / wall if wall else 0:.2f} sets/s); "

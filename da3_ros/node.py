@@ -120,7 +120,7 @@ class DepthPipeline:
         for pub in [p for pubs in self.pubs for p in pubs.values()] + self._set_publishers:
             self.destroy_publisher(pub)
         self.pubs, self._set_publishers = [], []
-        self.rig = None  # the engine (weights, sessions) goes with it
+        self.rig = self.core = None  # the engine (weights, sessions) goes with them
         gc.collect()
         self.get_logger().info("engine released")
 

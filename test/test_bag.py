@@ -163,6 +163,16 @@ def test_missing_topic_is_named(tmp_path, rig_bag):
     assert not (tmp_path / "x.mcap").exists()
 
 
+def test_bad_parameters_are_named(tmp_path, rig_bag):
+    """The node's own parameter checks, as the node would report them; a wrong type names the parameter."""
+    bag, _ = rig_bag
+    res = run_cli(bag, "--out", tmp_path / "x.mcap", "--params-file", params_file(tmp_path / "p.yaml"),
+                  "-p", "reference_camera:=rear")
+    assert res.returncode != 0 and "reference_camera 'rear' is not in camera_names" in res.stderr
+    res = run_cli(bag, "--out", tmp_path / "x.mcap", "-p", "cloud.stride:=two")
+    assert res.returncode != 0 and "'cloud.stride' = 'two'" in res.stderr
+
+
 def test_not_an_mcap_file(tmp_path):
     bad = tmp_path / "x.db3"
     bad.write_bytes(b"SQLite format 3\x00" + bytes(100))
