@@ -3,7 +3,8 @@
 ``da3-ros infer --model random:da3-small IMAGE... --out result.npz`` runs ONE multi-view forward over all
 images and writes depth, confidence, poses and intrinsics, plus a colourised PNG per view.
 ``da3-ros export`` writes the ONNX graph for a rig; ``da3-ros build-engine`` builds its TensorRT engine ahead
-of time (minutes on a robot) into the cache the node uses.
+of time (minutes on a robot) into the cache the node uses. ``da3-ros bag`` runs a recorded ROS 2 bag through
+the node's core into a bag of results; ``da3-ros media`` does the same for videos and image folders.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from da3_ros import preprocess
 from da3_ros.engines import BACKENDS
+from da3_ros.offline_cli import add_offline_parsers
 
 _LOG = logging.getLogger("da3_ros.cli")
 
@@ -246,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--domain-id", type=int, default=42)
     demo.add_argument("--cameras", type=int, default=3, help="1: left photo, 2: + right photo, 3: + front video")
     demo.set_defaults(func=cmd_demo)
+    add_offline_parsers(sub)
     return p
 
 

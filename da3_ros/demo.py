@@ -49,7 +49,8 @@ def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: flo
     import yaml
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
-    from sensor_msgs.msg import PointCloud2
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image, PointCloud2
 
     from da3_ros.msg import MultiViewDepth
 
@@ -79,6 +80,18 @@ def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: flo
         latency_s.append((node.get_clock().now().nanoseconds - conv.stamp_to_ns(m.header.stamp)) / 1e9)
 
     node.create_subscription(MultiViewDepth, "multiview_depth", on_set, 5)
+    # the camera images (raw CDR, deserialised only for the picture): the set's own frames by stamp
+    camera_frames: dict[str, dict[int, bytes]] = {n: {} for n in names}
+
+    def on_image(name: str, data: bytes) -> None:
+        frames = camera_frames[name]
+        frames[conv.stamp_ns_from_cdr(data)] = data
+        while len(frames) > 50:
+            del frames[min(frames)]
+
+    for n in names:
+        node.create_subscription(Image, f"{n}/image_raw", lambda d, n=n: on_image(n, d), qos_profile_sensor_data,
+                                 raw=True)
     node.create_subscription(PointCloud2, "points_fused", fused.append, 5)
     node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 5)
     startup_s = float("nan")
@@ -105,22 +118,41 @@ def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: flo
                 p.kill()
     if not sets or not diags:
         raise SystemExit("no result arrived; see the logs in " + str(out))
-    _write_pictures(sets[-1], fused, out)
+    _write_pictures(sets[-1], fused, out, camera_frames)
     _print_summary(sets, latency_s, {kv.key: kv.value for kv in diags[-1].status[0].values}, out, startup_s)
     node.destroy_node()
     rclpy.try_shutdown()
     return 0
 
 
-def _write_pictures(m, fused, out: Path) -> None:
+def _camera_images(m, camera_frames: dict[str, dict[int, bytes]]) -> list[np.ndarray | None]:
+    """Each view's camera image as the network saw it (resized like the node does); None if not received."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import Image
+
+    from da3_ros import preprocess
+
+    msgs = [camera_frames.get(v.camera_name, {}).get(conv.stamp_to_ns(v.depth.header.stamp)) for v in m.views]
+    if any(d is None for d in msgs):
+        return [None] * len(m.views)
+    rgbs = [conv.image_to_rgb(deserialize_message(d, Image)) for d in msgs]
+    plans = preprocess.plan_batch([r.shape[:2] for r in rgbs], 504)  # the demo node's process_res
+    return [preprocess.resize_image(r, p) if p.proc_hw == (v.depth.height, v.depth.width) else None
+            for r, p, v in zip(rgbs, plans, m.views)]
+
+
+def _write_pictures(m, fused, out: Path, camera_frames: dict[str, dict[int, bytes]] | None = None) -> None:
     units = "m" if m.is_metric else "relative"
-    for v in m.views:
+    images = _camera_images(m, camera_frames or {})
+    for v, rgb in zip(m.views, images):
         depth = conv.image_to_array(v.depth)
-        tiles = [colorize(depth, invert=True)]
+        tiles = [] if rgb is None else [np.ascontiguousarray(rgb[:, :, ::-1])]
+        tiles.append(colorize(depth, invert=True))
         if v.confidence.data:
             tiles.append(colorize(conv.image_to_array(v.confidence)))
+        what = ("image | " if rgb is not None else "") + f"depth ({units}) | confidence"
         cv2.imwrite(str(out / f"{v.camera_name}_depth_confidence.png"),
-                    caption(np.hstack(tiles), f"{m.model} | {v.camera_name} | depth ({units}) | confidence"))
+                    caption(np.hstack(tiles), f"{m.model} | {v.camera_name} | {what}"))
     stamp = conv.stamp_to_ns(m.header.stamp)
     same_set = [c for c in fused if conv.stamp_to_ns(c.header.stamp) == stamp]
     cloud = same_set[-1] if same_set else (fused[-1] if fused else None)

@@ -32,10 +32,19 @@ class NodeStats:
         self.incompatible_qos = 0
         self.nav_unavailable = 0  # sets whose points_obstacles / scan could not be built (TF link, K, ground)
         self.engine_unavailable = 0  # sets dropped because a remote engine was down or too slow
+        self.notes: dict[str, str] = {}  # the last set's metric scale and cameras without intrinsics
         self._stage_s = {s: deque(maxlen=WINDOW) for s in STAGES}
         self._done_t = deque(maxlen=WINDOW)
         self._in_t = deque(maxlen=WINDOW * 4)
         self._start = time.monotonic()
+
+    def set_scale(self, pred, scale_filter, without_K: list[str]) -> None:
+        """The last set's metric scale (source, raw, applied, the filter's counters) and cameras without K."""
+        with self._lock:
+            self.notes.update(
+                scale_source=pred.scale_source, scale_raw=f"{pred.scale_raw:.6g}", scale=f"{pred.scale:.6g}",
+                scale_held=str(scale_filter.held), scale_outliers=str(scale_filter.outliers),
+                scale_resets=str(scale_filter.resets), no_intrinsics=",".join(without_K))
 
     def frame_in(self, i: int) -> None:
         with self._lock:
@@ -78,6 +87,8 @@ class NodeStats:
         """One DiagnosticStatus: WARN on errors, bad input, incompatible QoS or an engine that cannot run."""
         engine_ok, engine_values = engine_health
         values: dict[str, float | str] = {"backend": self.backend, **self.summary(), **engine_values}
+        with self._lock:
+            values.update(self.notes)
         values.update(sets_superseded=sync_stats.sets_superseded, frames_dropped=sync_stats.frames_dropped,
                       stale_rejected=sync_stats.stale_rejected, sync_resets=sync_stats.resets)
         level, message = DiagnosticStatus.OK, "ok"

@@ -6,6 +6,8 @@ index arrays are (v, u) = (row, column). Quaternions are (x, y, z, w) as in geom
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -214,3 +216,11 @@ def sample_colors(rgb_proc: np.ndarray, pixels: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected an HxWx3 uint8 image, got shape {rgb_proc.shape} dtype {rgb_proc.dtype}")
     pixels = np.asarray(pixels)
     return rgb_proc[pixels[:, 0], pixels[:, 1]]
+
+
+def pinhole_K(width: int, height: int, hfov_deg: float) -> np.ndarray:
+    """A centred pinhole camera of ``width`` x ``height`` pixels with the given horizontal field of view."""
+    if not 0 < hfov_deg < 180:
+        raise ValueError(f"hfov_deg must be in (0, 180) degrees, got {hfov_deg}")
+    f = 0.5 * width / math.tan(math.radians(hfov_deg) / 2)
+    return np.array([[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]])

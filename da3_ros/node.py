@@ -24,13 +24,13 @@ from da3_ros import conversions as conv
 from da3_ros.diagnostics import NodeStats
 from da3_ros.engines.base import EngineUnavailable
 from da3_ros.msg import MultiViewDepth
-from da3_ros.outputs import OutputConfig, SetOutputs, nav_configs, nav_inputs
+from da3_ros.outputs import OutputConfig, nav_configs
 from da3_ros.params import CAMERA_PARAMS, NODE_PARAMS, camera_param, scale_filter_config
+from da3_ros.pipeline import POSE_CONDITIONING, CoreConfig, DropReason, Dropped, SetProcessor
 from da3_ros.ros_main import run
 from da3_ros.static_tf import StaticTfBuffer
 from da3_ros.sync import SyncMode, TimeSynchronizer
 
-POSE_CONDITIONING = ("auto", "params", "tf_static", "off")
 PER_CAMERA_OUTPUTS = {  # output -> (topic under <camera>/, type)
     "depth": ("depth/image", Image), "depth_mm": ("depth/image_mm", Image),
     "camera_info": ("depth/camera_info", CameraInfo), "confidence": ("confidence/image", Image),
@@ -91,6 +91,7 @@ class DepthPipeline:
         self._infos: list[CameraInfo | None] = [None] * len(self.cameras)
         self._wake = threading.Event()
         self.static_tf = StaticTfBuffer()
+        self.core = self._make_core()
         self._create_publishers()
         self.get_logger().info(
             f"model {self.rig.engine.label} on {self.rig.engine.backend}; cameras {self.cameras}, "
@@ -120,7 +121,7 @@ class DepthPipeline:
         for pub in [p for pubs in self.pubs for p in pubs.values()] + self._set_publishers:
             self.destroy_publisher(pub)
         self.pubs, self._set_publishers = [], []
-        self.rig = None  # the engine (weights, sessions) goes with it
+        self.rig = self.core = None  # the engine (weights, sessions) goes with them
         gc.collect()
         self.get_logger().info("engine released")
 
@@ -217,19 +218,6 @@ class DepthPipeline:
         for t in msg.transforms:
             self.static_tf.add(t.header.frame_id, t.child_frame_id, conv.transform_to_T(t.transform))
 
-    def _tf_extrinsics(self, frame_ids: list[str]) -> np.ndarray | None:
-        """Known rig extrinsics from /tf_static (T_ref_cam per camera), when every camera is connected."""
-        mode = self._p("pose_conditioning")
-        if mode not in ("auto", "tf_static") or self.rig.T_ref_cam_known is not None:
-            return None
-        Ts = [self.static_tf.lookup(frame_ids[self.ref], f) for f in frame_ids]
-        return None if any(T is None for T in Ts) else np.stack(Ts)
-
-    def _conditioning_required(self) -> bool:
-        """Explicitly configured conditioning (parameters or tf_static) for a model that takes it."""
-        return self.rig.engine.variant.has_pose and (
-            self.rig.T_ref_cam_known is not None or self._p("pose_conditioning") == "tf_static")
-
     def _on_info(self, i: int, msg: CameraInfo) -> None:
         self._infos[i] = msg
 
@@ -278,48 +266,30 @@ class DepthPipeline:
                 self.stats.errors += 1
                 self.get_logger().error(f"set failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
 
-    def _intrinsics(self, i: int, msg: Image) -> tuple[np.ndarray | None, tuple | None]:
-        info = self._infos[i]
-        if info is None:
-            return None, None
-        try:
-            K, hw = conv.camera_info_to_K(info)
-        except conv.ConversionError:
-            return None, None
-        if hw != (msg.height, msg.width):
-            self.get_logger().warn(f"{self.cameras[i]}: camera_info is {hw}, image {msg.height}x{msg.width}; "
-                                   "ignoring its K", throttle_duration_sec=10.0)
-            return None, None
-        return K, (info.distortion_model, list(info.d))
+    def _make_core(self) -> SetProcessor:
+        """The per-set policy (da3_ros.pipeline), shared with ``da3-ros bag``."""
+        cfg = CoreConfig(list(self.cameras), [self._p(camera_param(c, "frame_id")) or "" for c in self.cameras],
+                         self._p("pose_conditioning"), self.out_cfg, self.nav_cfg,
+                         [float(self._p(camera_param(c, "hfov_deg")) or 0.0) for c in self.cameras])
+        return SetProcessor(self.rig, cfg, self.static_tf, warn=self.get_logger().warning)  # each note said once
 
     def _process(self, frameset) -> None:
         items = [deserialize_message(data, Image) for data in frameset.items]
-        Ks, distortion = zip(*(self._intrinsics(i, m) for i, m in enumerate(items)))
-        frame_ids = [self._p(camera_param(c, "frame_id")) or m.header.frame_id or f"{c}_optical_frame"
-                     for c, m in zip(self.cameras, items)]
-        if any(info is None and self.count_publishers(topic) for info, topic in zip(self._infos, self._info_topics)):
-            # camera_info is being published but has not arrived yet: the camera's K beats the model's guess,
-            # and switching K between sets would make the clouds jump
+        pending = [info is None and bool(self.count_publishers(topic))
+                   for info, topic in zip(self._infos, self._info_topics)]
+        wants_nav = bool(self.pub_obstacles.get_subscription_count() or self.pub_scan.get_subscription_count())
+        done = self.core.process(items, list(self._infos), pending, wants_nav)
+        if isinstance(done, Dropped):
+            if done.reason is DropReason.BAD_INPUT:
+                self.stats.bad_input += 1
+                self.get_logger().error(f"dropped a set: {done.detail}", throttle_duration_sec=5.0)
+                return
             self.stats.waiting_for_cameras += 1
+            if done.reason is DropReason.WAITING_FOR_CONDITIONING:
+                self.get_logger().warn(done.detail, throttle_duration_sec=10.0)
             return
-        known = self._tf_extrinsics(frame_ids)
-        if self._conditioning_required() and (known is None and self.rig.T_ref_cam_known is None
-                                              or any(K is None for K in Ks)):
-            # Mixing conditioned and unconditioned sets would make the published poses jump between two
-            # frames of reference: wait until camera_info (and /tf_static) are there.
-            self.stats.waiting_for_cameras += 1
-            self.get_logger().warn("pose conditioning is configured but camera_info or the /tf_static path "
-                                   f"between {frame_ids} is missing; waiting", throttle_duration_sec=10.0)
-            return
-        t0 = time.perf_counter()
-        images = [conv.image_to_rgb(m) for m in items]  # only for sets that will be processed
-        t1 = time.perf_counter()
-        result = self.rig.process(images, list(Ks), known)
+        out = done.outputs
         t2 = time.perf_counter()
-        wants_nav = self.pub_obstacles.get_subscription_count() or self.pub_scan.get_subscription_count()
-        out = SetOutputs(result, self.cameras, frame_ids, [m.header for m in items], self.out_cfg,
-                         self.rig.engine.label, list(distortion),
-                         nav_inputs(self.nav_cfg, self.static_tf, frame_ids) if wants_nav else None)
         for i, pubs in enumerate(self.pubs):
             for key, pub in pubs.items():
                 if pub.get_subscription_count():
@@ -346,9 +316,10 @@ class DepthPipeline:
                 self.get_logger().error(f"points_obstacles / scan: {exc}", throttle_duration_sec=5.0)
         t3 = time.perf_counter()
         stamp_age_s = (self.get_clock().now().nanoseconds - frameset.newest_stamp_ns) / 1e9
+        self.stats.set_scale(out.pred, self.rig.scale, self.core.without_K)
         self.stats.set_done(
-            sync_wait=(frameset.complete_ns - frameset.first_arrival_ns) / 1e9, convert=t1 - t0,
-            **result.prediction.timing_s, publish=t3 - t2, latency=stamp_age_s, clouds=out.clouds_built,
+            sync_wait=(frameset.complete_ns - frameset.first_arrival_ns) / 1e9, **done.timing_s,
+            publish=t3 - t2, latency=stamp_age_s, clouds=out.clouds_built,
             **({"nav": t3 - t_nav} if wants_nav else {}))
 
     # --- diagnostics -----------------------------------------------------------------------------------

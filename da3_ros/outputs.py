@@ -179,7 +179,11 @@ class SetOutputs:
                 return target, geo.invert_T(T[j])
         raise ValueError(f"fused_frame {target!r} is not a camera frame of this rig: {self.frame_ids}")
 
-    def fused(self):
+    def fused_arrays(self) -> tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None] | None:
+        """The fused cloud as arrays: (frame, points (M, 3), colours (M, 3) uint8, confidences (M,)).
+
+        None without poses or intrinsics. Confidences come back whatever cloud.confidence_field says.
+        """
         ft = self.fused_frame_and_T()
         clouds = [self.cloud_arrays(i) for i in range(self.pred.num_views)]
         if ft is None or any(c is None for c in clouds):
@@ -188,10 +192,16 @@ class SetOutputs:
         T_fused_cam = T_fused_ref[None] @ self.result.T_ref_cam
         colors = None if any(c[1] is None for c in clouds) else [c[1] for c in clouds]
         pts, rgb = geo.fuse_views([c[0] for c in clouds], T_fused_cam, colors)
-        conf = None
-        if self.cfg.confidence_field and all(c[2] is not None for c in clouds):
-            conf = np.concatenate([c[2] for c in clouds])
-        return conv.xyz_rgb_to_pointcloud2(pts, self._header(self.ref, frame), rgb, conf)
+        conf = np.concatenate([c[2] for c in clouds]) if all(c[2] is not None for c in clouds) else None
+        return frame, pts, rgb, conf
+
+    def fused(self):
+        arrays = self.fused_arrays()
+        if arrays is None:
+            return None
+        frame, pts, rgb, conf = arrays
+        return conv.xyz_rgb_to_pointcloud2(pts, self._header(self.ref, frame), rgb,
+                                           conf if self.cfg.confidence_field else None)
 
     # --- navigation ------------------------------------------------------------------------------------
     @cached_property

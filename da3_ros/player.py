@@ -5,7 +5,6 @@ For demos and tests without cameras: every tick publishes one frame per camera, 
 """
 from __future__ import annotations
 
-import math
 import os
 
 import cv2
@@ -16,6 +15,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from da3_ros import conversions as conv
+from da3_ros.geometry import pinhole_K
 from da3_ros.ros_main import run
 
 
@@ -45,12 +45,6 @@ class FrameSource:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, frame = self._cap.read()
         return frame
-
-
-def pinhole_K(width: int, height: int, hfov_deg: float) -> np.ndarray:
-    """A centred pinhole camera with the given horizontal field of view."""
-    f = 0.5 * width / math.tan(math.radians(hfov_deg) / 2)
-    return np.array([[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]])
 
 
 class RigPlayer(Node):

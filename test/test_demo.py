@@ -5,7 +5,8 @@ import subprocess
 import cv2
 import numpy as np
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, read_rgb
+from da3_ros import preprocess
 from da3_ros.demo import render_cloud
 from ros_harness import ros_env
 
@@ -29,7 +30,14 @@ def test_demo_end_to_end(tmp_path, domain_id):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     for key in ("views/s", "latency stamp->publish", "node peak memory", "stage forward p50"):
         assert key in out.stdout
+    plans = preprocess.plan_batch([(680, 1208), (680, 1208), (576, 1024)], 504)
+    h, w = plans[0].proc_hw
     for name in ("front", "left", "right"):
-        assert cv2.imread(str(tmp_path / f"{name}_depth_confidence.png")) is not None
+        png = cv2.imread(str(tmp_path / f"{name}_depth_confidence.png"))
+        assert png is not None and png.shape == (h, 3 * w, 3)  # image | depth | confidence
+    # the image tile is the camera's own frame as the network saw it (below the caption band)
+    left = cv2.imread(str(tmp_path / "left_depth_confidence.png"))[40:, :w].astype(int)
+    photo = preprocess.resize_image(read_rgb(EXAMPLES / "SOH_000.png"), plans[0])[40:, :, ::-1].astype(int)
+    assert np.abs(left - photo).mean() < 1.0
     cloud = cv2.imread(str(tmp_path / "fused_cloud.png"))
     assert cloud is not None and (cloud[40:].sum(axis=2) > 0).sum() > 1000  # points below the caption band

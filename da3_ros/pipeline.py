@@ -1,0 +1,174 @@
+"""The per-set policy shared by the node and the offline commands: messages of one set in, SetOutputs out.
+
+camera_info validation -> K, frame ids, waiting for camera_info / pose conditioning, image conversion,
+``Rig.process`` and the lazily built ``SetOutputs``. Knows ROS message types, never rclpy: the live node
+(``node.py``) and ``da3-ros bag`` / ``da3-ros media`` call the same ``SetProcessor.process``, so offline
+results are what the node would publish for the same set.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from da3_ros import conversions as conv
+from da3_ros import geometry as geo
+from da3_ros.models.registry import DepthKind
+from da3_ros.outputs import OutputConfig, SetOutputs, nav_inputs
+from da3_ros.rig import Rig
+from da3_ros.static_tf import StaticTfBuffer
+
+POSE_CONDITIONING = ("auto", "params", "tf_static", "off")
+
+
+class DropReason(str, Enum):
+    """Why a synchronised set produced no outputs."""
+
+    WAITING_FOR_CAMERA_INFO = "waiting_for_camera_info"  # camera_info is published but has not arrived yet
+    WAITING_FOR_CONDITIONING = "waiting_for_conditioning"  # conditioning configured; K or /tf_static missing
+    BAD_INPUT = "bad_input"  # an image the node cannot convert (encoding, sizes)
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A set that was not processed, and why (``detail`` names the value and the fix)."""
+
+    reason: DropReason
+    detail: str
+
+
+@dataclass
+class Processed:
+    """A processed set: its outputs and the seconds spent per stage (convert + the engine's stages)."""
+
+    outputs: SetOutputs
+    timing_s: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """What the per-set policy needs from the node's parameters (see ``da3_ros.params``)."""
+
+    camera_names: list[str]
+    frame_id_overrides: list[str]  # cameras.<name>.frame_id; "" = the image header's frame_id
+    pose_conditioning: str
+    out_cfg: OutputConfig
+    nav_cfg: tuple | None = None  # nav_configs(...) of the node; None = no navigation outputs
+    hfov_deg: list[float] = field(default_factory=list)  # cameras.<name>.hfov_deg (0 = none), for cameras
+    # without camera_info: a centred pinhole K
+
+    def __post_init__(self):
+        if self.pose_conditioning not in POSE_CONDITIONING:
+            raise ValueError(f"pose_conditioning must be one of {POSE_CONDITIONING}, got {self.pose_conditioning!r}")
+        if len(self.frame_id_overrides) != len(self.camera_names):
+            raise ValueError(f"{len(self.frame_id_overrides)} frame_id overrides for cameras {self.camera_names}")
+        for camera, hfov in zip(self.camera_names, self.hfov_deg):
+            if hfov and not 0 < hfov < 180:
+                raise ValueError(f"cameras.{camera}.hfov_deg must be in (0, 180) degrees (0 = none), got {hfov}")
+
+
+class SetProcessor:
+    """One synchronised set of Image messages (+ CameraInfo, /tf_static) -> ``Processed`` or ``Dropped``.
+
+    ``warn`` receives non-fatal notes, each once (e.g. a camera_info whose size does not match its images).
+    """
+
+    def __init__(self, rig: Rig, cfg: CoreConfig, static_tf: StaticTfBuffer,
+                 warn: Callable[[str], None] | None = None):
+        self.rig = rig
+        self.cfg = cfg
+        self.static_tf = static_tf
+        self._warn = warn or (lambda text: None)
+        self._said: set[str] = set()  # each note is said once: a camera's problem persists over sets
+        self.without_K: list[str] = []  # cameras of the last set with no intrinsics at all (no camera_info,
+        # no hfov_deg, a model that estimates none): their camera_info and clouds are not published
+
+    def frame_ids(self, images: Sequence) -> list[str]:
+        """The optical frame of each camera: parameter override, else the header's, else <camera>_optical_frame."""
+        return [override or m.header.frame_id or f"{c}_optical_frame"
+                for c, override, m in zip(self.cfg.camera_names, self.cfg.frame_id_overrides, images)]
+
+    def intrinsics(self, i: int, image, info) -> tuple[np.ndarray | None, tuple[str, list[float]] | None]:
+        """K and (distortion model, D) of camera i: its camera_info, else its hfov_deg; (None, None) if neither."""
+        if info is not None:
+            try:
+                K, hw = conv.camera_info_to_K(info)
+                if hw == (image.height, image.width):
+                    return K, (info.distortion_model, list(info.d))
+                self._say(f"{self.cfg.camera_names[i]}: camera_info is {hw}, image {image.height}x{image.width}; "
+                           "ignoring its K")
+            except conv.ConversionError:
+                pass
+        hfov = self.cfg.hfov_deg[i] if i < len(self.cfg.hfov_deg) else 0.0
+        if hfov:
+            return geo.pinhole_K(image.width, image.height, hfov), None
+        return None, None
+
+    def conditioning_required(self) -> bool:
+        """Explicitly configured conditioning (parameters or tf_static) for a model that takes it."""
+        return self.rig.engine.variant.has_pose and (
+            self.rig.T_ref_cam_known is not None or self.cfg.pose_conditioning == "tf_static")
+
+    def tf_extrinsics(self, frame_ids: list[str]) -> np.ndarray | None:
+        """Known rig extrinsics from /tf_static (T_ref_cam per camera), when every camera is connected."""
+        if self.cfg.pose_conditioning not in ("auto", "tf_static") or self.rig.T_ref_cam_known is not None:
+            return None
+        ref_frame = frame_ids[self.rig.ref_index]
+        Ts = [self.static_tf.lookup(ref_frame, f) for f in frame_ids]
+        if any(T is None for T in Ts):
+            return None
+        return np.stack([T for T in Ts if T is not None])
+
+    def process(self, images: Sequence, infos: Sequence, info_pending: Sequence[bool],
+                wants_nav: bool = False) -> Processed | Dropped:
+        """Run one set of Image messages (camera order) through the node's policy and the rig.
+
+        ``infos[i]``: camera i's latest CameraInfo or None; ``info_pending[i]``: its camera_info is being
+        published (live) or recorded (bag) but has not arrived yet.
+        """
+        Ks, distortion = zip(*(self.intrinsics(i, m, info) for i, (m, info) in enumerate(zip(images, infos))))
+        frame_ids = self.frame_ids(images)
+        if any(info is None and pending for info, pending in zip(infos, info_pending)):
+            # the camera's K beats the model's guess, and switching K between sets would make the clouds jump
+            missing = [c for c, info, p in zip(self.cfg.camera_names, infos, info_pending) if info is None and p]
+            return Dropped(DropReason.WAITING_FOR_CAMERA_INFO, f"camera_info of {missing} has not arrived yet")
+        known = self.tf_extrinsics(frame_ids)
+        if self.conditioning_required() and (known is None and self.rig.T_ref_cam_known is None
+                                             or any(K is None for K in Ks)):
+            # Mixing conditioned and unconditioned sets would make the poses jump between two frames of reference
+            return Dropped(DropReason.WAITING_FOR_CONDITIONING,
+                           "pose conditioning is configured but camera_info or the /tf_static path between "
+                           f"{frame_ids} is missing; waiting")
+        t0 = time.perf_counter()
+        try:
+            rgb = [conv.image_to_rgb(m) for m in images]
+        except conv.ConversionError as exc:
+            return Dropped(DropReason.BAD_INPUT, str(exc))
+        t1 = time.perf_counter()
+        ref_stamp = images[self.rig.ref_index].header.stamp
+        result = self.rig.process(rgb, list(Ks), known, stamp_s=ref_stamp.sec + 1e-9 * ref_stamp.nanosec)
+        self._note_missing_K(result, list(Ks))
+        nav = nav_inputs(self.cfg.nav_cfg, self.static_tf, frame_ids) if wants_nav and self.cfg.nav_cfg else None
+        out = SetOutputs(result, list(self.cfg.camera_names), frame_ids, [m.header for m in images],
+                         self.cfg.out_cfg, self.rig.engine.label, list(distortion), nav)
+        return Processed(out, {"convert": t1 - t0, **result.prediction.timing_s})
+
+    def _say(self, text: str) -> None:
+        if text not in self._said:
+            self._said.add(text)
+            self._warn(text)
+
+    def _note_missing_K(self, result, Ks: list) -> None:
+        """Say once per camera what a camera without intrinsics loses (and remember it for diagnostics)."""
+        pred = result.prediction
+        self.without_K = [c for c, K in zip(self.cfg.camera_names, Ks) if K is None] if pred.K_proc is None else []
+        needs_focal = self.rig.engine.variant.depth_kind is DepthKind.METRIC_FOCAL
+        for camera in self.without_K:
+            self._say(f"{camera}: no camera_info and no cameras.{camera}.hfov_deg, and "
+                           f"{self.rig.engine.variant.name} estimates no intrinsics: its depth is published, its "
+                           "camera_info and clouds are not" + (
+                               "; depth stays RELATIVE (is_metric false): metres need a focal length"
+                               if needs_focal else ""))
