@@ -22,6 +22,7 @@ from da3_ros.rig import Rig
 from da3_ros.static_tf import StaticTfBuffer
 
 POSE_CONDITIONING = ("auto", "params", "tf_static", "off")
+CAMERA_INFO_WAIT_S = 5.0  # an advertised camera_info that never arrives: go on without it after this
 
 
 class DropReason(str, Enum):
@@ -83,6 +84,7 @@ class SetProcessor:
         self.static_tf = static_tf
         self._warn = warn or (lambda text: None)
         self._said: set[str] = set()  # each note is said once: a camera's problem persists over sets
+        self._info_wait_since: float | None = None  # stamp of the first set that waited for camera_info
         self.without_K: list[str] = []  # cameras of the last set with no intrinsics at all (no camera_info,
         # no hfov_deg, a model that estimates none): their camera_info and clouds are not published
 
@@ -131,10 +133,19 @@ class SetProcessor:
         """
         Ks, distortion = zip(*(self.intrinsics(i, m, info) for i, (m, info) in enumerate(zip(images, infos))))
         frame_ids = self.frame_ids(images)
-        if any(info is None and pending for info, pending in zip(infos, info_pending)):
-            # the camera's K beats the model's guess, and switching K between sets would make the clouds jump
-            missing = [c for c, info, p in zip(self.cfg.camera_names, infos, info_pending) if info is None and p]
-            return Dropped(DropReason.WAITING_FOR_CAMERA_INFO, f"camera_info of {missing} has not arrived yet")
+        missing = [c for c, info, p in zip(self.cfg.camera_names, infos, info_pending) if info is None and p]
+        if missing:
+            # The camera's K beats the model's guess, and switching K between sets would make the clouds jump:
+            # wait for an advertised camera_info, but not forever (a driver may advertise and never publish).
+            stamp = images[self.rig.ref_index].header.stamp
+            t_s = stamp.sec + 1e-9 * stamp.nanosec
+            self._info_wait_since = self._info_wait_since if self._info_wait_since is not None else t_s
+            if t_s - self._info_wait_since < CAMERA_INFO_WAIT_S:
+                return Dropped(DropReason.WAITING_FOR_CAMERA_INFO, f"camera_info of {missing} has not arrived yet")
+            self._say(f"camera_info of {missing} is advertised but none arrived in {CAMERA_INFO_WAIT_S:.0f} s of "
+                      "images: going on without it")
+        else:
+            self._info_wait_since = None
         known = self.tf_extrinsics(frame_ids)
         if self.conditioning_required() and (known is None and self.rig.T_ref_cam_known is None
                                              or any(K is None for K in Ks)):

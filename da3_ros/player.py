@@ -66,7 +66,9 @@ class RigPlayer(Node):
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
         self.names = names
         self.pub_img = [self.create_publisher(Image, f"{n}/image_raw", qos) for n in names]
-        self.pub_info = [self.create_publisher(CameraInfo, f"{n}/camera_info", qos) for n in names]
+        # a camera without calibration advertises no camera_info at all (as drivers do)
+        self.pub_info = [self.create_publisher(CameraInfo, f"{n}/camera_info", qos) for n in names] \
+            if self.publish_info else []
         self.sent = 0
         self._rng = np.random.default_rng(0)
         self.create_timer(1.0 / self.rate_hz, self._tick)
