@@ -102,6 +102,7 @@ def test_bag_outputs_decode_and_equal_the_core(tmp_path, rig_bag):
     assert "UNTRAINED" in mv.model and all(v.has_pose for v in mv.views)
     p = mv.views[1].pose.position  # conditioned on /tf_static: right is 0.25 m right of left
     np.testing.assert_allclose([p.x, p.y, p.z], [0.25, 0.0, 0.0], atol=1e-6)
+    assert mv.is_metric and mv.scale_source == "rig"  # a calibrated rig gives metres offline too
     tf = {t.child_frame_id: t for _, _, m in got["/tf"] for t in m.transforms if stamp_ns(t.header) == ref_stamps[-1]}
     assert set(tf) == {f"{c}_optical_frame_da3" for c in CAMERAS}
 
@@ -113,12 +114,12 @@ def test_bag_outputs_decode_and_equal_the_core(tmp_path, rig_bag):
         T = np.eye(4)
         T[:3, 3] = xyz
         setup.static_tf.add("rig", f"{name}_optical_frame", T)
-    last = ticks[-1]
-    headers = [conv.Header(stamp=conv.ns_to_stamp(last[c][0]), frame_id=f"{c}_optical_frame") for c in CAMERAS]
-    images = [conv.rgb_to_image(last[c][1], h) for c, h in zip(CAMERAS, headers)]
-    cam_infos = [conv.make_camera_info(pinhole_K(last[c][1].shape[1], last[c][1].shape[0], 60.0),
-                                       last[c][1].shape[:2], h) for c, h in zip(CAMERAS, headers)]
-    done = setup.core.process(images, cam_infos, [False] * 3)
+    for tick in ticks:  # every set in order: the metric scale filter carries state from set to set
+        headers = [conv.Header(stamp=conv.ns_to_stamp(tick[c][0]), frame_id=f"{c}_optical_frame") for c in CAMERAS]
+        images = [conv.rgb_to_image(tick[c][1], h) for c, h in zip(CAMERAS, headers)]
+        cam_infos = [conv.make_camera_info(pinhole_K(tick[c][1].shape[1], tick[c][1].shape[0], 60.0),
+                                           tick[c][1].shape[:2], h) for c, h in zip(CAMERAS, headers)]
+        done = setup.core.process(images, cam_infos, [False] * 3)
     assert isinstance(done, Processed), done
     infos = [got[f"/{c}/depth/camera_info"][-1][2] for c in CAMERAS]
     for i, c in enumerate(CAMERAS):

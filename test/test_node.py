@@ -147,7 +147,7 @@ def test_pose_conditioning_with_two_cameras(tmp_path, domain_id, checker):
     np.testing.assert_allclose(conv.pose_to_T(m.views[1].pose)[:3, 3], [0.12, 0, 0], atol=1e-9)
     assert all(v.has_pose for v in m.views)
     assert m.views[0].depth_scale == m.views[1].depth_scale != 1.0  # depth brought to the given units
-    assert m.is_metric and m.scale_source == "rig" and m.scale == m.views[0].depth_scale  # a calibrated rig: metres
+    assert m.is_metric and m.scale_source == "rig" and m.scale == pytest.approx(m.views[0].depth_scale)  # metres
 
 
 def test_bad_input_is_counted_and_the_node_survives(tmp_path, domain_id, checker):
