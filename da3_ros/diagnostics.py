@@ -82,18 +82,22 @@ class NodeStats:
                     out[f"{k}_ms.max"] = float(np.max(v)) * 1e3
         return out
 
-    def diagnostics(self, node_name: str, sync_stats,
-                    engine_health: tuple[bool, dict[str, str]] = (True, {})) -> DiagnosticArray:
-        """One DiagnosticStatus: WARN on errors, bad input, incompatible QoS or an engine that cannot run."""
+    def diagnostics(self, node_name: str, sync_stats, engine_health: tuple[bool, dict[str, str]] = (True, {}),
+                    silent_cameras: list[str] | None = None) -> DiagnosticArray:
+        """One DiagnosticStatus; WARN on errors, bad input, incompatible QoS, silent cameras, a stopped engine."""
         engine_ok, engine_values = engine_health
+        silent_cameras = silent_cameras or []
         values: dict[str, float | str] = {"backend": self.backend, **self.summary(), **engine_values}
         with self._lock:
             values.update(self.notes)
+        values.update(silent_cameras=",".join(silent_cameras), partial_sets=sync_stats.partial_sets)
         values.update(sets_superseded=sync_stats.sets_superseded, frames_dropped=sync_stats.frames_dropped,
                       stale_rejected=sync_stats.stale_rejected, sync_resets=sync_stats.resets)
         level, message = DiagnosticStatus.OK, "ok"
         if not engine_ok:
             level, message = DiagnosticStatus.WARN, "the engine cannot run sets now (see values); retrying"
+        elif silent_cameras:
+            level, message = DiagnosticStatus.WARN, f"silent camera(s) {silent_cameras}: sets go on without them"
         elif self.errors or self.bad_input or self.incompatible_qos:
             level, message = DiagnosticStatus.WARN, "errors, bad input or incompatible QoS (see values)"
         elif not self.sets_done:

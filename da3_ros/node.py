@@ -87,7 +87,8 @@ class DepthPipeline:
                                    "so depth/image_mm is not millimetres")
         self.stats = NodeStats(self.cameras, self.rig.engine.backend)
         self.sync = TimeSynchronizer(len(self.cameras), SyncMode(self._p("sync.mode")),
-                                     int(self._p("sync.slop_s") * 1e9), self._p("sync.queue_size"))
+                                     int(self._p("sync.slop_s") * 1e9), self._p("sync.queue_size"),
+                                     camera_timeout_ns=int(self._p("sync.camera_timeout_s") * 1e9))
         self._infos: list[CameraInfo | None] = [None] * len(self.cameras)
         self._wake = threading.Event()
         self.static_tf = StaticTfBuffer()
@@ -274,7 +275,7 @@ class DepthPipeline:
         return SetProcessor(self.rig, cfg, self.static_tf, warn=self.get_logger().warning)  # each note said once
 
     def _process(self, frameset) -> None:
-        items = [deserialize_message(data, Image) for data in frameset.items]
+        items = [None if data is None else deserialize_message(data, Image) for data in frameset.items]  # None: silent
         pending = [info is None and bool(self.count_publishers(topic))
                    for info, topic in zip(self._infos, self._info_topics)]
         wants_nav = bool(self.pub_obstacles.get_subscription_count() or self.pub_scan.get_subscription_count())
@@ -290,10 +291,10 @@ class DepthPipeline:
             return
         out = done.outputs
         t2 = time.perf_counter()
-        for i, pubs in enumerate(self.pubs):
-            for key, pub in pubs.items():
+        for j, i in enumerate(done.cameras):  # j: index in this set, i: camera of the rig
+            for key, pub in self.pubs[i].items():
                 if pub.get_subscription_count():
-                    msg = getattr(out, key)(i)
+                    msg = getattr(out, key)(j)
                     if msg is not None:
                         pub.publish(msg)
         if self.pub_fused.get_subscription_count():
@@ -324,7 +325,8 @@ class DepthPipeline:
 
     # --- diagnostics -----------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        msg = self.stats.diagnostics(self.get_name(), self.sync.stats, self.rig.engine.health())
+        silent = [self.cameras[i] for i in self.sync.silent_streams(time.monotonic_ns())]
+        msg = self.stats.diagnostics(self.get_name(), self.sync.stats, self.rig.engine.health(), silent)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub_diag.publish(msg)
 

@@ -55,6 +55,9 @@ NODE_PARAMS: tuple[Param, ...] = (
     Param("sync.mode", "approximate", "approximate (slop) or exact (hardware-triggered rigs)"),
     Param("sync.slop_s", 0.02, "largest stamp spread within one approximate set, seconds"),
     Param("sync.queue_size", 5, "frames kept per camera while waiting for a set"),
+    Param("sync.camera_timeout_s", 2.0,
+          "a camera silent this long (seconds) is left out: sets go on with the others until it sends again; "
+          "0 = every set waits for every camera"),
     Param("pose_conditioning", "auto",
           "auto: cameras.<name>.T_ref_cam when every camera has one, else /tf_static when it connects every "
           "camera's frame to the reference's; params; tf_static; off. Needs camera_info on every camera"),

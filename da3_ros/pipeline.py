@@ -7,6 +7,9 @@ results are what the node would publish for the same set.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from da3_ros.outputs import OutputConfig, SetOutputs, nav_inputs
 from da3_ros.rig import Rig
 from da3_ros.static_tf import StaticTfBuffer
 
+_LOG = logging.getLogger(__name__)
 POSE_CONDITIONING = ("auto", "params", "tf_static", "off")
 CAMERA_INFO_WAIT_S = 5.0  # an advertised camera_info that never arrives: go on without it after this
 
@@ -47,6 +51,7 @@ class Processed:
 
     outputs: SetOutputs
     timing_s: dict[str, float] = field(default_factory=dict)
+    cameras: list[int] = field(default_factory=list)  # the rig's cameras in this set (outputs index them 0..)
 
 
 @dataclass(frozen=True)
@@ -66,9 +71,40 @@ class CoreConfig:
             raise ValueError(f"pose_conditioning must be one of {POSE_CONDITIONING}, got {self.pose_conditioning!r}")
         if len(self.frame_id_overrides) != len(self.camera_names):
             raise ValueError(f"{len(self.frame_id_overrides)} frame_id overrides for cameras {self.camera_names}")
-        for camera, hfov in zip(self.camera_names, self.hfov_deg):
+        for camera, hfov in zip(self.camera_names, self.hfov_deg, strict=False):
             if hfov and not 0 < hfov < 180:
                 raise ValueError(f"cameras.{camera}.hfov_deg must be in (0, 180) degrees (0 = none), got {hfov}")
+
+
+def prepare_fallback_graph(engine, n_views: int, hw: tuple[int, int], conditioned: bool) -> None:
+    """Export the (N-1)-view graph of a fixed-shape engine in the background, for when a camera goes silent.
+
+    Engines that take any N (torch, a served model) need nothing; a given .onnx holds exactly its N (a silent
+    camera then fails its sets with an error naming the export command). Only the graph file is made ahead
+    (in a child process, into the cache); its runner is built on the first set that needs it.
+    """
+    from da3_ros.engines.fixed_shape import FixedShapeEngine
+
+    source = getattr(engine, "source", None)
+    if n_views < 2 or not isinstance(engine, FixedShapeEngine) or source is None or source.file is not None:
+        return
+
+    def export() -> None:
+        try:
+            source.onnx_for(n_views - 1, hw, conditioned)
+        except Exception as exc:  # a background nicety: the set that needs it will say what is wrong
+            _LOG.warning("could not prepare the %d-view graph ahead: %s", n_views - 1, exc)
+
+    threading.Thread(target=export, name="da3_prepare_fallback", daemon=True).start()
+
+
+def _subset_config(cfg: CoreConfig, cameras: list[int]) -> CoreConfig:
+    """The config of only ``cameras`` (indices into ``cfg.camera_names``)."""
+    def pick(values: list) -> list:
+        return [values[i] for i in cameras] if values else []
+
+    return dataclasses.replace(cfg, camera_names=pick(cfg.camera_names),
+                               frame_id_overrides=pick(cfg.frame_id_overrides), hfov_deg=pick(cfg.hfov_deg))
 
 
 class SetProcessor:
@@ -85,6 +121,8 @@ class SetProcessor:
         self._warn = warn or (lambda text: None)
         self._said: set[str] = set()  # each note is said once: a camera's problem persists over sets
         self._info_wait_since: float | None = None  # stamp of the first set that waited for camera_info
+        self._subsets: dict[tuple[int, ...], SetProcessor] = {}  # per set of present cameras (silent ones out)
+        self._fallback_prepared = False
         self.without_K: list[str] = []  # cameras of the last set with no intrinsics at all (no camera_info,
         # no hfov_deg, a model that estimates none): their camera_info and clouds are not published
 
@@ -129,8 +167,25 @@ class SetProcessor:
         """Run one set of Image messages (camera order) through the node's policy and the rig.
 
         ``infos[i]``: camera i's latest CameraInfo or None; ``info_pending[i]``: its camera_info is being
-        published (live) or recorded (bag) but has not arrived yet.
+        published (live) or recorded (bag) but has not arrived yet. ``images[i]`` is None for a camera left
+        out of the set (silent): the others run as a smaller rig (``Processed.cameras`` says which).
         """
+        present = [i for i, m in enumerate(images) if m is not None]
+        if not present:
+            return Dropped(DropReason.BAD_INPUT, "a set without any image")
+        if len(present) < len(images):
+            key = tuple(present)
+            if key not in self._subsets:
+                sub = SetProcessor(self.rig.subset(present), _subset_config(self.cfg, present), self.static_tf,
+                                   self._warn)
+                sub._said = self._said  # one memory of what was said
+                self._subsets[key] = sub
+            done = self._subsets[key].process([images[i] for i in present], [infos[i] for i in present],
+                                              [info_pending[i] for i in present], wants_nav)
+            if isinstance(done, Processed):
+                done.cameras = present
+                self.without_K = self._subsets[key].without_K
+            return done
         Ks, distortion = zip(*(self.intrinsics(i, m, info) for i, (m, info) in enumerate(zip(images, infos))))
         frame_ids = self.frame_ids(images)
         missing = [c for c, info, p in zip(self.cfg.camera_names, infos, info_pending) if info is None and p]
@@ -165,7 +220,10 @@ class SetProcessor:
         nav = nav_inputs(self.cfg.nav_cfg, self.static_tf, frame_ids) if wants_nav and self.cfg.nav_cfg else None
         out = SetOutputs(result, list(self.cfg.camera_names), frame_ids, [m.header for m in images],
                          self.cfg.out_cfg, self.rig.engine.label, list(distortion), nav)
-        return Processed(out, {"convert": t1 - t0, **result.prediction.timing_s})
+        if not self._fallback_prepared:
+            self._fallback_prepared = True
+            prepare_fallback_graph(self.rig.engine, len(images), result.prediction.hw, result.conditioned)
+        return Processed(out, {"convert": t1 - t0, **result.prediction.timing_s}, list(range(len(images))))
 
     def _say(self, text: str) -> None:
         if text not in self._said:

@@ -38,6 +38,21 @@ class Rig:
         self.T_ref_cam_known = None if T_ref_cam_known is None else np.asarray(T_ref_cam_known, np.float64)
         self.scale = ScaleFilter(scale_filter or ScaleFilterConfig())  # metric scale over time (pair, nested, rig)
 
+    def subset(self, cameras: list[int]) -> Rig:
+        """The rig of only ``cameras`` (indices, ascending), e.g. while the others are silent.
+
+        Same engine and scale filter. Its reference is this rig's when present, else the first camera left;
+        known extrinsics are re-expressed in that reference's frame.
+        """
+        ref = self.ref_index if self.ref_index in cameras else cameras[0]
+        known = None
+        if self.T_ref_cam_known is not None:
+            T = self.T_ref_cam_known[cameras]
+            known = invert_T(T[cameras.index(ref)])[None] @ T
+        sub = Rig(self.engine, cameras.index(ref), known)
+        sub.scale = self.scale  # one scale over time for the rig, whichever cameras a set has
+        return sub
+
     def process(self, images_rgb: list[np.ndarray], K_cam: list[np.ndarray | None],
                 T_ref_cam_known: np.ndarray | None = None, stamp_s: float | None = None) -> RigResult:
         """Images and (possibly missing) intrinsics in camera order -> RigResult in camera order.

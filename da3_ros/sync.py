@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from bisect import bisect_left, bisect_right
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, NamedTuple
@@ -24,22 +25,28 @@ class SyncMode(str, Enum):
 
 @dataclass(frozen=True)
 class FrameSet:
-    """One frame per stream, in stream order."""
+    """One frame per stream, in stream order; ``None`` for a stream that was silent (see ``camera_timeout_ns``)."""
 
-    stamps_ns: tuple[int, ...]
-    items: tuple[Any, ...]  # the caller's payloads (e.g. ROS messages)
+    stamps_ns: tuple[int | None, ...]
+    items: tuple[Any, ...]  # the caller's payloads (e.g. ROS messages); None where silent
     first_arrival_ns: int  # when the earliest member arrived
     complete_ns: int  # when the set became complete (arrival of its last member)
 
     @property
+    def present(self) -> tuple[int, ...]:
+        """The streams with a frame in this set."""
+        return tuple(i for i, t in enumerate(self.stamps_ns) if t is not None)
+
+    @property
     def spread_ns(self) -> int:
         """Newest minus oldest stamp."""
-        return max(self.stamps_ns) - min(self.stamps_ns)
+        stamps = [t for t in self.stamps_ns if t is not None]
+        return max(stamps) - min(stamps)
 
     @property
     def newest_stamp_ns(self) -> int:
         """The newest member's stamp."""
-        return max(self.stamps_ns)
+        return max(t for t in self.stamps_ns if t is not None)
 
 
 @dataclass
@@ -47,7 +54,7 @@ class SyncStats:
     """Monotonic counters.
 
     Every offered frame and formed set ends up in exactly one place, so at any time
-    ``sum(frames_in) == num_streams * (sets_taken + pending) + frames_dropped + frames queued`` and
+    ``sum(frames_in) == frames_taken + frames pending + frames_dropped + frames queued`` and
     ``sets_formed == sets_taken + sets_superseded + pending`` (pending is 0 or 1).
     """
 
@@ -58,6 +65,9 @@ class SyncStats:
     sets_taken: int = 0
     stale_rejected: int = 0  # frames older than the newest formed set on their stream
     resets: int = 0  # state cleared: time jumped backwards, or reset() was called
+    frames_taken: int = 0  # frames handed to the consumer in taken sets
+    partial_sets: int = 0  # sets formed without the silent streams
+    silent: list[int] = dataclasses.field(default_factory=list)  # streams silent at the last offered frame
 
 
 class _Frame(NamedTuple):
@@ -77,7 +87,7 @@ class TimeSynchronizer:
     """
 
     def __init__(self, num_streams: int, mode: SyncMode = SyncMode.APPROXIMATE, slop_ns: int = 20_000_000,
-                 queue_size: int = 10, reset_backwards_ns: int = 1_000_000_000) -> None:
+                 queue_size: int = 10, reset_backwards_ns: int = 1_000_000_000, camera_timeout_ns: int = 0) -> None:
         if num_streams < 1:
             raise ValueError(f"num_streams must be >= 1, got {num_streams}")
         if slop_ns < 0:
@@ -91,6 +101,13 @@ class TimeSynchronizer:
         self.slop_ns = slop_ns
         self.queue_size = queue_size
         self.reset_backwards_ns = reset_backwards_ns
+        if camera_timeout_ns < 0:
+            raise ValueError(f"camera_timeout_ns must be >= 0 (0 = wait for every stream), got {camera_timeout_ns}")
+        # A stream with no frame for this long (arrival clock) is silent: sets form without it until it sends
+        # again. 0 = never: every set needs every stream.
+        self.camera_timeout_ns = camera_timeout_ns
+        self._last_arrival_ns: list[int | None] = [None] * num_streams
+        self._first_arrival_ns: int | None = None
         self._match_ns = 0 if self.mode is SyncMode.EXACT else slop_ns
         self._lock = threading.Lock()
         self._stats = SyncStats(frames_in=[0] * num_streams)
@@ -103,6 +120,8 @@ class TimeSynchronizer:
         self._formed_ns: list[int | None] = [None] * self.num_streams
         # Per stream, the newest stamp offered: the reference for detecting time jumping backwards.
         self._newest_ns: list[int | None] = [None] * self.num_streams
+        self._last_arrival_ns = [None] * self.num_streams  # a reset starts the silence clocks over
+        self._first_arrival_ns = None
 
     def add(self, stream: int, stamp_ns: int, item: Any, arrival_ns: int) -> bool:
         """Offer one frame; returns True if a (new) complete set is now pending."""
@@ -115,6 +134,9 @@ class TimeSynchronizer:
             if newest is not None and stamp_ns < newest - self.reset_backwards_ns:
                 self._reset_locked()  # a looping bag or restarted sim time: start over, keep this frame
                 newest = None
+            self._last_arrival_ns[stream] = arrival_ns
+            if self._first_arrival_ns is None:
+                self._first_arrival_ns = arrival_ns
             self._newest_ns[stream] = stamp_ns if newest is None else max(newest, stamp_ns)
             formed = self._formed_ns[stream]
             if formed is not None and stamp_ns <= formed:
@@ -129,7 +151,8 @@ class TimeSynchronizer:
                 return False
             frame = _Frame(stamp_ns, arrival_ns, item)
             queue.insert(i, frame)
-            members = self._match(stream, frame)
+            silent = self._silent_locked(stream, arrival_ns)
+            members = self._match(stream, frame, silent)
             if members is not None:
                 self._form(members)
             if len(queue) > self.queue_size:  # only this queue can have grown
@@ -137,7 +160,29 @@ class TimeSynchronizer:
                 st.frames_dropped += 1
             return members is not None
 
-    def _match(self, stream: int, frame: _Frame) -> list[_Frame] | None:
+    def _silent_locked(self, stream: int, now_ns: int) -> set[int]:
+        """Streams other than ``stream`` that sent nothing for ``camera_timeout_ns`` (or never, for that long)."""
+        silent: set[int] = set()
+        if self.camera_timeout_ns:
+            for s, last in enumerate(self._last_arrival_ns):
+                since = last if last is not None else self._first_arrival_ns
+                if s != stream and since is not None and now_ns - since > self.camera_timeout_ns:
+                    silent.add(s)
+        for s in silent:  # what a silent stream left queued is stale by now: never put it in a set
+            self._stats.frames_dropped += len(self._queues[s])
+            self._queues[s].clear()
+        self._stats.silent = sorted(silent)
+        return silent
+
+    def silent_streams(self, now_ns: int) -> list[int]:
+        """The streams that would be left out of a set formed at ``now_ns`` (arrival clock)."""
+        with self._lock:
+            if not self.camera_timeout_ns or self._first_arrival_ns is None:
+                return []
+            return [s for s, last in enumerate(self._last_arrival_ns)
+                    if now_ns - (last if last is not None else self._first_arrival_ns) > self.camera_timeout_ns]
+
+    def _match(self, stream: int, frame: _Frame, silent: AbstractSet[int] = frozenset()) -> list[_Frame | None] | None:
         """Find the set containing ``frame`` whose members are closest in time to it (None if none fits).
 
         Closest means the least total |stamp - frame's stamp| (ties: the newer set); this is the per-stream
@@ -149,41 +194,53 @@ class TimeSynchronizer:
             if s == stream:
                 near.append([frame])
                 continue
+            if s in silent:
+                near.append([])  # left out of the set
+                continue
             lo = bisect_left(queue, t_ns - slop_ns, key=_stamp_ns)
             hi = bisect_right(queue, t_ns + slop_ns, key=_stamp_ns)
             if lo == hi:
                 return None  # the common case: some stream has nothing near yet
             near.append(queue[lo:hi])
         # A set's oldest member w lies in [t - slop, t] and all of it in [w, w + slop]: try each such window.
-        best, best_key = None, None
+        best: list[_Frame | None] | None = None
+        best_key = None
         for w_ns in sorted({f.stamp_ns for frames in near for f in frames if f.stamp_ns <= t_ns}):
-            members = []
-            for frames in near:
+            members: list[_Frame | None] = []
+            for s, frames in enumerate(near):
+                if s in silent:
+                    members.append(None)
+                    continue
                 inside = [f for f in frames if w_ns <= f.stamp_ns <= w_ns + slop_ns]
                 if not inside:
                     break
                 members.append(min(inside, key=lambda f: (abs(f.stamp_ns - t_ns), -f.stamp_ns)))
             else:
-                key = (sum(abs(f.stamp_ns - t_ns) for f in members), -sum(f.stamp_ns for f in members))
+                found = [f for f in members if f is not None]
+                key = (sum(abs(f.stamp_ns - t_ns) for f in found), -sum(f.stamp_ns for f in found))
                 if best_key is None or key < best_key:
                     best, best_key = members, key
         return best
 
-    def _form(self, members: list[_Frame]) -> None:
+    def _form(self, members: list[_Frame | None]) -> None:
         """Make ``members`` the pending set and drop every queued frame at or before them."""
         st = self._stats
         for s, (queue, member) in enumerate(zip(self._queues, members, strict=True)):
+            if member is None:  # a silent stream: nothing of it in this set
+                continue
             n = bisect_right(queue, member.stamp_ns, key=_stamp_ns)
             st.frames_dropped += n - 1  # the member itself moves into the set
             del queue[:n]
             self._formed_ns[s] = member.stamp_ns
         if self._pending is not None:
             st.sets_superseded += 1
-            st.frames_dropped += self.num_streams
-        arrivals_ns = [f.arrival_ns for f in members]
-        self._pending = FrameSet(tuple(f.stamp_ns for f in members), tuple(f.item for f in members),
+            st.frames_dropped += len(self._pending.present)
+        arrivals_ns = [f.arrival_ns for f in members if f is not None]
+        self._pending = FrameSet(tuple(None if f is None else f.stamp_ns for f in members),
+                                 tuple(None if f is None else f.item for f in members),
                                  min(arrivals_ns), max(arrivals_ns))
         st.sets_formed += 1
+        st.partial_sets += any(f is None for f in members)
 
     def take(self) -> FrameSet | None:
         """Hand the newest pending complete set to the consumer (None if none); pending becomes empty."""
@@ -191,6 +248,7 @@ class TimeSynchronizer:
             pending, self._pending = self._pending, None
             if pending is not None:
                 self._stats.sets_taken += 1
+                self._stats.frames_taken += len(pending.present)
             return pending
 
     def peek(self) -> FrameSet | None:
@@ -207,7 +265,8 @@ class TimeSynchronizer:
     def stats(self) -> SyncStats:
         """A consistent copy of the counters."""
         with self._lock:
-            return dataclasses.replace(self._stats, frames_in=list(self._stats.frames_in))
+            return dataclasses.replace(self._stats, frames_in=list(self._stats.frames_in),
+                                       silent=list(self._stats.silent))
 
     def reset(self) -> None:
         """Drop all queued frames, the pending set and the delivered watermark (e.g. on a ROS time jump)."""
@@ -219,6 +278,6 @@ class TimeSynchronizer:
         st.frames_dropped += sum(map(len, self._queues))
         if self._pending is not None:
             st.sets_superseded += 1
-            st.frames_dropped += self.num_streams
+            st.frames_dropped += len(self._pending.present)
         st.resets += 1
         self._clear()

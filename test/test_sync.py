@@ -21,8 +21,8 @@ def assert_accounted(sync: TimeSynchronizer) -> SyncStats:
     """Every offered frame is in a taken set, dropped, queued or in the pending set."""
     st = sync.stats
     queued = sum(map(len, sync.queued_stamps_ns()))
-    pending = sync.num_streams if sync.peek() is not None else 0
-    assert sum(st.frames_in) == sync.num_streams * st.sets_taken + st.frames_dropped + queued + pending
+    pending = len(sync.peek().present) if sync.peek() is not None else 0
+    assert sum(st.frames_in) == st.frames_taken + st.frames_dropped + queued + pending
     assert st.sets_formed == st.sets_taken + st.sets_superseded + (pending > 0)
     return st
 
@@ -358,3 +358,42 @@ def test_jittered_cameras_property(seed):
     for earlier, later in zip(taken, taken[1:], strict=False):
         assert later.newest_stamp_ns > earlier.newest_stamp_ns
         assert all(b > a for a, b in zip(earlier.stamps_ns, later.stamps_ns, strict=True))
+
+
+# Camera timeout: a silent camera does not stop the rig
+
+
+def test_a_silent_camera_is_left_out_and_taken_back():
+    sync = TimeSynchronizer(3, slop_ns=5 * MS, camera_timeout_ns=200 * MS)
+    t = 0
+    for _ in range(3):  # all three cameras
+        for s in range(3):
+            add(sync, s, t)
+        assert sync.take().present == (0, 1, 2)
+        t += PERIOD_NS
+    add(sync, 2, t)  # camera 2's last frame before it goes silent: it must never appear in a later set
+    stale = t
+    for _ in range(12):  # 400 ms of cameras 0 and 1 only
+        t += PERIOD_NS
+        add(sync, 0, t)
+        add(sync, 1, t)
+    fs = sync.take()
+    assert fs.present == (0, 1) and fs.stamps_ns[2] is None and fs.items[2] is None
+    assert fs.stamps_ns[:2] == (t, t) and sync.stats.silent == [2] and sync.stats.partial_sets >= 1
+    assert all(stale not in q for q in sync.queued_stamps_ns())
+    for _ in range(2):  # camera 2 is back: from its second frame on, sets need it again
+        t += PERIOD_NS
+        for s in range(3):
+            add(sync, s, t)
+    assert sync.take().present == (0, 1, 2) and sync.stats.silent == []
+    assert_accounted(sync)
+
+
+def test_a_camera_that_never_publishes_is_left_out_after_the_timeout():
+    sync = TimeSynchronizer(2, slop_ns=5 * MS, camera_timeout_ns=100 * MS)
+    assert not add(sync, 0, 0) and sync.silent_streams(50 * MS) == []
+    assert add(sync, 0, 5 * PERIOD_NS)  # 167 ms after the first frame: camera 1 has never sent one
+    assert sync.take().present == (0,) and sync.silent_streams(5 * PERIOD_NS) == [1]
+    sync_off = TimeSynchronizer(2, slop_ns=5 * MS)  # timeout 0: every set needs every camera, forever
+    for k in range(20):
+        assert not add(sync_off, 0, k * PERIOD_NS)
