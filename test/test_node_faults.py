@@ -18,8 +18,11 @@ def _stamp_s(header) -> float:
 
 
 def test_a_silent_camera_does_not_stop_the_rig_and_is_taken_back(tmp_path, domain_id, checker):
-    """3 cameras; `front` stops: sets go on with left+right (2-view forward), /diagnostics names `front`;
-    `front` returns: 3-view sets again. Every published set's stamps lie within the slop (no stale frame)."""
+    """3 cameras; `front` stops, then comes back.
+
+    While it is silent, sets go on with left+right (a 2-view forward) and /diagnostics names it; back, 3-view
+    sets again. Every published set's stamps lie within the slop (no stale frame).
+    """
     slop_s = 0.3
     node = write_params(tmp_path / "node.yaml", "da3_depth", {
         "model": "random:da3-small@0", "backend": "torch", "process_res": 140,
