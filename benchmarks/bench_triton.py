@@ -86,8 +86,8 @@ def main() -> int:
         remote = create_engine("triton", a.model, triton=TritonSettings(url=url, timeout_s=120))
         print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {a.model}; "
               f"network {HW[1]}x{HW[0]}; median of {a.repeats} after a warm-up; server and client on this machine")
-        print(f"| views | local onnxruntime ms | triton localhost ms | ratio | hop ms | hop % | sent MB | "
-              f"received MB | raw bgr8 images MB |")
+        print("| views | local onnxruntime ms | triton localhost ms | ratio | hop ms | hop % | sent MB | "
+              "received MB | raw bgr8 images MB |")
         print("|---|---|---|---|---|---|---|---|---|")
         for n in views:
             batch = FrameBatch(_images(Path(a.examples), n))
