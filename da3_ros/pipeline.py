@@ -140,8 +140,8 @@ class SetProcessor:
                     return K, (info.distortion_model, list(info.d))
                 self._say(f"{self.cfg.camera_names[i]}: camera_info is {hw}, image {image.height}x{image.width}; "
                            "ignoring its K")
-            except conv.ConversionError:
-                pass
+            except conv.ConversionError as exc:  # all-zero (uncalibrated) or NaN K: said once, not used
+                self._say(f"{self.cfg.camera_names[i]}: {exc}; ignoring its K")
         hfov = self.cfg.hfov_deg[i] if i < len(self.cfg.hfov_deg) else 0.0
         if hfov:
             return geo.pinhole_K(image.width, image.height, hfov), None
