@@ -143,6 +143,7 @@ class DepthPipeline:
                                precision=self._p("precision"), threads=self._p("threads"),
                                cache_dir=self._p("engine_cache_dir") or None, process_res=self._p("process_res"),
                                process_res_method=self._p("process_res_method"), ref_view_strategy="first",
+                               mixed_resolution=self._p("mixed_resolution"),
                                triton=triton_settings(self._p) if self._p("backend") == "triton" else None,
                                metric_model=self._p("metric_model"),
                                metric_every_n_sets=self._p("metric.every_n_sets"))

@@ -50,6 +50,9 @@ NODE_PARAMS: tuple[Param, ...] = (
     Param("metric.reset_after", 5, "consecutive consistent outliers after which the filter jumps to them"),
     Param("process_res", 504, "network resolution of the longer side (multiple of 14)"),
     Param("process_res_method", "upper_bound_resize", "upstream resize method"),
+    Param("mixed_resolution", "crop",
+          "cameras of different sizes: crop (upstream: centre-crop to the smallest network size, losing field of "
+          "view) or stretch (resize to it: whole field of view, pixel aspect changed); with *_resize methods"),
     Param("camera_names", ["camera"], "cameras of the rig; each gets cameras.<name>.* parameters"),
     Param("reference_camera", "", "camera whose optical frame is the set's reference (default: the first)"),
     Param("sync.mode", "approximate", "approximate (slop) or exact (hardware-triggered rigs)"),

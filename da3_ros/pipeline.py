@@ -19,6 +19,7 @@ import numpy as np
 
 from da3_ros import conversions as conv
 from da3_ros import geometry as geo
+from da3_ros import preprocess
 from da3_ros.models.registry import DepthKind
 from da3_ros.outputs import OutputConfig, SetOutputs, nav_inputs
 from da3_ros.rig import Rig
@@ -214,6 +215,7 @@ class SetProcessor:
         except conv.ConversionError as exc:
             return Dropped(DropReason.BAD_INPUT, str(exc))
         t1 = time.perf_counter()
+        self._note_mixed_sizes([(m.height, m.width) for m in images])
         ref_stamp = images[self.rig.ref_index].header.stamp
         result = self.rig.process(rgb, list(Ks), known, stamp_s=ref_stamp.sec + 1e-9 * ref_stamp.nanosec)
         self._note_missing_K(result, list(Ks))
@@ -224,6 +226,22 @@ class SetProcessor:
             self._fallback_prepared = True
             prepare_fallback_graph(self.rig.engine, len(images), result.prediction.hw, result.conditioned)
         return Processed(out, {"convert": t1 - t0, **result.prediction.timing_s}, list(range(len(images))))
+
+    def _note_mixed_sizes(self, hws: list[tuple[int, int]]) -> None:
+        """Cameras of different sizes: say once per size combination what each keeps of its field of view."""
+        engine = self.rig.engine
+        if len(set(hws)) < 2:
+            return
+        plans = preprocess.plan_batch(hws, engine.process_res, engine.process_res_method, engine.mixed_resolution)
+        parts = []
+        for camera, hw, plan in zip(self.cfg.camera_names, hws, plans):
+            v, h = preprocess.field_of_view_kept(plan)
+            parts.append(f"{camera} {hw[1]}x{hw[0]} -> {plan.proc_hw[1]}x{plan.proc_hw[0]}"
+                         + (f" keeping {100 * v:.0f} % of its height, {100 * h:.0f} % of its width" if (v, h) != (1, 1)
+                            else " (whole view)"))
+        hint = ("; mixed_resolution: stretch keeps every camera's whole view" if engine.mixed_resolution == "crop"
+                else " (stretched: pixel aspect changed, intrinsics follow)")
+        self._say("cameras of different sizes share one network size: " + "; ".join(parts) + hint)
 
     def _say(self, text: str) -> None:
         if text not in self._said:

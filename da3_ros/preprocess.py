@@ -15,6 +15,7 @@ import numpy as np
 
 PATCH_SIZE = 14
 METHODS = ("upper_bound_resize", "upper_bound_crop", "lower_bound_resize", "lower_bound_crop")
+MIXED_MODES = ("crop", "stretch")  # how views of different sizes get one network size (see plan_batch)
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)[:, None, None]  # ImageNet, as torchvision's Normalize
 _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)[:, None, None]
 
@@ -30,6 +31,10 @@ class ResizePlan:
     proc_hw: tuple[int, int]  # network input size (multiples of 14)
     A_proc_cam: np.ndarray  # 3x3 float64, homogeneous camera pixel -> network pixel
 
+    def stretched(self, hw: tuple[int, int]) -> "ResizePlan":
+        """Return this plan resizing to ``hw`` instead of cropping to it (see ``plan_batch``)."""
+        return _stretch(self, hw)
+
     def cropped(self, hw: tuple[int, int]) -> "ResizePlan":
         """Return this plan followed by a centre crop to ``hw`` (upstream's batch-shape unification)."""
         top, left = (self.proc_hw[0] - hw[0]) // 2, (self.proc_hw[1] - hw[1]) // 2
@@ -38,6 +43,16 @@ class ResizePlan:
         return ResizePlan(self.src_hw, self.bound_hw, self.resized_hw,
                           (self.crop_tl[0] + top, self.crop_tl[1] + left), hw,
                           _crop_affine(top, left) @ self.A_proc_cam)
+
+
+def _stretch(plan: ResizePlan, hw: tuple[int, int]) -> ResizePlan:
+    """``plan`` with its last resize going to ``hw`` directly (whole view kept, aspect changed)."""
+    if plan.crop_tl != (0, 0) or plan.resized_hw != plan.proc_hw:
+        raise ValueError("mixed_resolution 'stretch' works with the *_resize methods, not with *_crop (which crop "
+                         "each view on their own)")
+    A_bound = _scale_affine(plan.bound_hw[1] / plan.src_hw[1], plan.bound_hw[0] / plan.src_hw[0])
+    return ResizePlan(plan.src_hw, plan.bound_hw, hw, (0, 0), hw,
+                      _scale_affine(hw[1] / plan.bound_hw[1], hw[0] / plan.bound_hw[0]) @ A_bound)
 
 
 def _scale_affine(sx: float, sy: float) -> np.ndarray:
@@ -74,12 +89,27 @@ def plan_resize(src_hw: tuple[int, int], process_res: int = 504, method: str = "
     return ResizePlan((h0, w0), (h1, w1), (h1, w1), (top, left), (h2, w2), _crop_affine(top, left) @ A)
 
 
-def plan_batch(src_hws: list[tuple[int, int]], process_res: int = 504,
-               method: str = "upper_bound_resize") -> list[ResizePlan]:
-    """Plan a batch; like upstream, views of different sizes are centre-cropped to the smallest H and W."""
+def plan_batch(src_hws: list[tuple[int, int]], process_res: int = 504, method: str = "upper_bound_resize",
+               mixed: str = "crop") -> list[ResizePlan]:
+    """Plan a batch: one network size for all views (the smallest H and the smallest W of their own sizes).
+
+    ``mixed="crop"`` (upstream's rule): a view of another size is centre-cropped to it, losing part of its
+    field of view. ``"stretch"``: it is resized to it instead, keeping its whole field of view at the price of a
+    changed pixel aspect (fx / fy differs from the camera's; the intrinsics follow exactly). Same cost either way.
+    """
+    if mixed not in MIXED_MODES:
+        raise ValueError(f"mixed_resolution must be one of {MIXED_MODES}, got {mixed!r}")
     plans = [plan_resize(hw, process_res, method) for hw in src_hws]
     hw_min = (min(p.proc_hw[0] for p in plans), min(p.proc_hw[1] for p in plans))
+    if mixed == "stretch":
+        return [p if p.proc_hw == hw_min else p.stretched(hw_min) for p in plans]
     return [p.cropped(hw_min) for p in plans]
+
+
+def field_of_view_kept(plan: ResizePlan) -> tuple[float, float]:
+    """Fractions (vertical, horizontal) of the camera's image that reach the network under ``plan``."""
+    (h, w), (rh, rw) = plan.proc_hw, plan.resized_hw
+    return h / rh, w / rw
 
 
 def _resize(img: np.ndarray, hw: tuple[int, int], upscale: bool) -> np.ndarray:
@@ -113,15 +143,15 @@ def normalize(img_proc: np.ndarray) -> np.ndarray:
     return (x - _MEAN) / _STD
 
 
-def preprocess_batch(images_rgb: list[np.ndarray], process_res: int = 504, method: str = "upper_bound_resize"
-                     ) -> tuple[np.ndarray, list[ResizePlan], np.ndarray]:
+def preprocess_batch(images_rgb: list[np.ndarray], process_res: int = 504, method: str = "upper_bound_resize",
+                     mixed: str = "crop") -> tuple[np.ndarray, list[ResizePlan], np.ndarray]:
     """N RGB uint8 images -> network input float32 (N, 3, H, W), one plan per view, resized uint8 (N, H, W, 3)."""
     if not images_rgb:
         raise ValueError("at least one image is needed")
     for i, img in enumerate(images_rgb):
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f"image {i}: expected HxWx3 uint8 RGB, got shape {img.shape} dtype {img.dtype}")
-    plans = plan_batch([(img.shape[0], img.shape[1]) for img in images_rgb], process_res, method)
+    plans = plan_batch([(img.shape[0], img.shape[1]) for img in images_rgb], process_res, method, mixed)
     resized = np.stack([resize_image(img, p) for img, p in zip(images_rgb, plans)])
     return np.stack([normalize(img) for img in resized]), plans, resized
 

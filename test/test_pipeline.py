@@ -70,3 +70,16 @@ def test_invalid_depth_is_published_as_nan_never_as_a_distance():
     assert np.isnan(published[[0, 0, 1, 1], [1, 2, 0, 1]]).all() and published[0, 0] == 1.0
     pts, _, _ = out.cloud_arrays(0)
     assert len(pts) == 2 and np.isfinite(pts).all() and sorted(pts[:, 2]) == [1.0, 3.0]
+
+
+def test_cameras_of_different_sizes_are_told_what_they_keep(engine, soh_images):
+    notes: list = []
+    small = np.ascontiguousarray(soh_images[1][100:580, 284:924])  # a 640x480 camera
+    core = _core(engine, notes, cameras=("left", "small"))
+    for t in (0.0, 0.5):
+        done = core.process([_image(soh_images[0], t), _image(small, t, "small_optical_frame")],
+                            [None, None], [False, False])
+        assert isinstance(done, Processed)
+    said = [n for n in notes if "different sizes" in n]
+    assert len(said) == 1 and "small 640x480 -> 140x84 keeping 75 % of its height" in said[0]  # process_res 140
+    assert "stretch keeps every camera's whole view" in said[0]

@@ -79,3 +79,26 @@ def test_rejects_bad_images():
         preprocess.preprocess_batch([np.zeros((10, 10, 3), np.float32)])
     with pytest.raises(ValueError, match="process_res_method"):
         preprocess.plan_resize((10, 10), 504, "stretch")
+
+
+def test_mixed_sizes_crop_loses_field_of_view_and_stretch_keeps_it():
+    """640x480 beside 1208x680: upstream's crop keeps 74 % of the small camera's height; stretch keeps it all."""
+    from da3_ros.preprocess import field_of_view_kept, plan_batch, resize_image
+
+    hws = [(680, 1208), (480, 640)]
+    crop = plan_batch(hws, 504)
+    stretch = plan_batch(hws, 504, mixed="stretch")
+    assert crop[1].proc_hw == stretch[1].proc_hw == crop[0].proc_hw == (280, 504)  # same cost
+    assert field_of_view_kept(crop[1]) == pytest.approx((280 / 378, 1.0))
+    assert field_of_view_kept(stretch[1]) == (1.0, 1.0)
+    np.testing.assert_array_equal(stretch[0].A_proc_cam, crop[0].A_proc_cam)  # the largest view: unchanged
+    # the whole camera image maps onto the whole network image: corners to corners (pixel-centre convention)
+    A = stretch[1].A_proc_cam
+    for (u, v), (x, y) in [((-0.5, -0.5), (-0.5, -0.5)), ((639.5, 479.5), (503.5, 279.5))]:
+        np.testing.assert_allclose((A @ [u, v, 1.0])[:2], [x, y], atol=1e-9)
+    rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    assert resize_image(rgb, stretch[1]).shape == (280, 504, 3)
+    with pytest.raises(ValueError, match="mixed_resolution must be one of"):
+        plan_batch(hws, 504, mixed="pad")
+    with pytest.raises(ValueError, match="works with the \\*_resize methods"):
+        plan_batch([(680, 1208), (480, 650)], 504, "upper_bound_crop", mixed="stretch")

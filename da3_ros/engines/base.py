@@ -79,7 +79,8 @@ class Engine:
     backend = "base"
 
     def __init__(self, variant: Variant, label: str, trained: bool, process_res: int = 504,
-                 process_res_method: str = "upper_bound_resize", ref_view_strategy: str = "first"):
+                 process_res_method: str = "upper_bound_resize", ref_view_strategy: str = "first",
+                 mixed_resolution: str = "crop"):
         if ref_view_strategy not in REF_VIEW_STRATEGIES:
             raise ValueError(f"ref_view_strategy must be one of {REF_VIEW_STRATEGIES}, got {ref_view_strategy!r}")
         if process_res % preprocess.PATCH_SIZE or process_res <= 0:
@@ -91,6 +92,9 @@ class Engine:
         self.trained = trained
         self.process_res = process_res
         self.process_res_method = process_res_method
+        if mixed_resolution not in preprocess.MIXED_MODES:
+            raise ValueError(f"mixed_resolution must be one of {preprocess.MIXED_MODES}, got {mixed_resolution!r}")
+        self.mixed_resolution = mixed_resolution
         self.ref_view_strategy = ref_view_strategy
         self._warned_no_K = False
         self.metric_source = "nested"  # what a DepthKind.METRIC variant's metres come from
@@ -110,7 +114,8 @@ class Engine:
     def infer(self, batch: FrameBatch) -> Prediction:
         """One forward over all views of ``batch``; the Prediction carries its stage times (``timing_s``)."""
         t0 = time.perf_counter()
-        x, plans, rgb_proc = preprocess.preprocess_batch(batch.images_rgb, self.process_res, self.process_res_method)
+        x, plans, rgb_proc = preprocess.preprocess_batch(batch.images_rgb, self.process_res, self.process_res_method,
+                                                         self.mixed_resolution)
         K_proc = None
         if batch.K_cam is not None:
             K_proc = np.stack([preprocess.K_cam_to_proc(K, p) for K, p in zip(batch.K_cam, plans)])

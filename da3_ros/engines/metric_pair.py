@@ -38,7 +38,7 @@ class MetricPairEngine(Engine):
         variant = dataclasses.replace(main.variant, depth_kind=DepthKind.METRIC, has_sky=True)
         super().__init__(variant, f"{main.label} + {metric.label}", main.trained and metric.trained,
                          process_res=main.process_res, process_res_method=main.process_res_method,
-                         ref_view_strategy=main.ref_view_strategy)
+                         ref_view_strategy=main.ref_view_strategy, mixed_resolution=main.mixed_resolution)
         self.backend = main.backend
         self.main, self.metric = main, metric
         self.every_n_sets = every_n_sets
