@@ -397,3 +397,22 @@ def test_a_camera_that_never_publishes_is_left_out_after_the_timeout():
     sync_off = TimeSynchronizer(2, slop_ns=5 * MS)  # timeout 0: every set needs every camera, forever
     for k in range(20):
         assert not add(sync_off, 0, k * PERIOD_NS)
+
+
+def test_a_far_future_stamp_costs_one_reset_not_the_stream():
+    """A frame stamped 1000 s ahead (a bad clock) cannot hold the stream hostage: the next good frame resets."""
+    sync = TimeSynchronizer(2, slop_ns=5 * MS)
+    t = 0
+    for _ in range(3):
+        add(sync, 0, t)
+        add(sync, 1, t)
+        assert sync.take() is not None
+        t += PERIOD_NS
+    add(sync, 0, t + 1000 * 10**9)  # far future
+    for _ in range(3):
+        t += PERIOD_NS
+        add(sync, 0, t)
+        add(sync, 1, t)
+    fs = sync.take()
+    assert fs is not None and fs.stamps_ns == (t, t) and sync.stats.resets == 1
+    assert_accounted(sync)
