@@ -54,6 +54,10 @@ class DepthPipeline:
     -> deactivate (all of those stopped) -> cleanup (publishers and engine released).
     """
 
+    # Class-level, so that destroying a node whose construction failed half-way finds them (no second traceback)
+    _worker: threading.Thread | None = None
+    _active = False
+
     def _declare(self) -> None:
         for p in NODE_PARAMS:
             self.declare_parameter(p.name, p.default)
@@ -83,7 +87,7 @@ class DepthPipeline:
     def _configure(self) -> None:
         self.rig = self._build_rig()
         if self._p("depth.publish_mm") and self.rig.engine.variant.depth_kind.value == "relative":
-            self.get_logger().warn(f"depth.publish_mm with {self.rig.engine.variant.name}: its depth is relative, "
+            self.get_logger().warning(f"depth.publish_mm with {self.rig.engine.variant.name}: its depth is relative, "
                                    "so depth/image_mm is not millimetres")
         self.stats = NodeStats(self.cameras, self.rig.engine.backend)
         self.sync = TimeSynchronizer(len(self.cameras), SyncMode(self._p("sync.mode")),
@@ -146,7 +150,7 @@ class DepthPipeline:
                                metric_model=self._p("metric_model"),
                                metric_every_n_sets=self._p("metric.every_n_sets"))
         if not engine.trained:
-            self.get_logger().warn(f"{engine.label}: depth, poses and clouds are MEANINGLESS (untrained)")
+            self.get_logger().warning(f"{engine.label}: depth, poses and clouds are MEANINGLESS (untrained)")
         return Rig(engine, self.ref, self._known_extrinsics(engine.variant.has_pose), scale_filter_config(self._p))
 
     def _known_extrinsics(self, has_pose: bool) -> np.ndarray | None:
@@ -162,7 +166,7 @@ class DepthPipeline:
         if bad:
             raise ValueError(f"pose_conditioning=params needs cameras.<name>.T_ref_cam = [x,y,z,qx,qy,qz,qw] for {bad}")
         if not has_pose:
-            self.get_logger().warn("this model takes no pose conditioning; cameras.*.T_ref_cam ignored")
+            self.get_logger().warning("this model takes no pose conditioning; cameras.*.T_ref_cam ignored")
             return None
         T = np.tile(np.eye(4), (len(raw), 1, 1))
         for i, v in enumerate(raw):
@@ -209,8 +213,8 @@ class DepthPipeline:
 
     # --- callbacks (executor thread) -------------------------------------------------------------------
     def _incompatible(self, topic: str, event) -> None:
-        self.stats.incompatible_qos += 1
-        self.get_logger().warn(
+        self.stats.count("incompatible_qos")
+        self.get_logger().warning(
             f"a publisher on {topic} offers an incompatible QoS (policy {event.last_policy_kind}); no images will "
             f"arrive from it: set qos.input to match (now {self._p('qos.input')})")
 
@@ -226,7 +230,7 @@ class DepthPipeline:
         try:
             stamp_ns = conv.stamp_ns_from_cdr(data)  # 12 bytes read; most frames are superseded unread
         except conv.ConversionError as exc:
-            self.stats.bad_input += 1
+            self.stats.count("bad_input")
             self.get_logger().error(f"{self.cameras[i]}: {exc}", throttle_duration_sec=5.0)
             return
         if self.sync.add(i, stamp_ns, data, time.monotonic_ns()):
@@ -250,20 +254,20 @@ class DepthPipeline:
             if frameset is None:
                 continue
             if not self._wanted():
-                self.stats.skipped_no_subscribers += 1
+                self.stats.count("skipped_no_subscribers")
                 continue
             try:
                 self._process(frameset)
             except conv.ConversionError as exc:
-                self.stats.bad_input += 1
+                self.stats.count("bad_input")
                 self.get_logger().error(f"dropped a set: {exc}", throttle_duration_sec=5.0)
             except EngineUnavailable as exc:  # a remote engine down or late: dropped, counted; it reconnects
-                self.stats.engine_unavailable += 1
+                self.stats.count("engine_unavailable")
                 self.get_logger().warning(f"dropped a set: {exc}", throttle_duration_sec=5.0)
             except Exception as exc:  # the node must survive anything one set can do
                 if not self.context.ok():  # shutting down (Ctrl-C): publishers are gone, nothing to report
                     return
-                self.stats.errors += 1
+                self.stats.count("errors")
                 self.get_logger().error(f"set failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
 
     def _make_core(self) -> SetProcessor:
@@ -281,12 +285,12 @@ class DepthPipeline:
         done = self.core.process(items, list(self._infos), pending, wants_nav)
         if isinstance(done, Dropped):
             if done.reason is DropReason.BAD_INPUT:
-                self.stats.bad_input += 1
+                self.stats.count("bad_input")
                 self.get_logger().error(f"dropped a set: {done.detail}", throttle_duration_sec=5.0)
                 return
-            self.stats.waiting_for_cameras += 1
+            self.stats.count("waiting_for_cameras")
             if done.reason is DropReason.WAITING_FOR_CONDITIONING:
-                self.get_logger().warn(done.detail, throttle_duration_sec=10.0)
+                self.get_logger().warning(done.detail, throttle_duration_sec=10.0)
             return
         out = done.outputs
         t2 = time.perf_counter()
@@ -312,7 +316,7 @@ class DepthPipeline:
                     if pub.get_subscription_count():
                         pub.publish(make())
             except ValueError as exc:  # a missing TF link, no intrinsics, no ground plane: said, counted
-                self.stats.nav_unavailable += 1
+                self.stats.count("nav_unavailable")
                 self.get_logger().error(f"points_obstacles / scan: {exc}", throttle_duration_sec=5.0)
         t3 = time.perf_counter()
         stamp_age_s = (self.get_clock().now().nanoseconds - frameset.newest_stamp_ns) / 1e9
@@ -340,7 +344,7 @@ class DepthNode(DepthPipeline, Node):
         self._activate()
 
     def destroy_node(self):
-        if getattr(self, "_worker", None) is not None:
+        if self._worker is not None:
             self._deactivate()
         return super().destroy_node()
 

@@ -29,12 +29,12 @@ class _Logger:
     def info(self, text: str, **_: Any) -> None:
         self._log.info(text)
 
-    def warn(self, text: str, **_: Any) -> None:
+    def warning(self, text: str, **_: Any) -> None:
         if text not in self._said:
             self._said.add(text)
             self._log.warning(text)
 
-    warning = warn
+    warn = warning  # rclpy's deprecated name, kept for callers outside this package
 
     def error(self, text: str, **_: Any) -> None:
         self._log.error(text)
