@@ -5,6 +5,7 @@ diagnostics. The maths lives in the ROS-free core (sync, rig, engines, geometry,
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import threading
 import time
@@ -12,7 +13,8 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.exceptions import ParameterUninitializedException
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterValueException, ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.serialization import deserialize_message
@@ -24,8 +26,9 @@ from da3_ros import conversions as conv
 from da3_ros.diagnostics import NodeStats
 from da3_ros.engines.base import EngineUnavailable
 from da3_ros.msg import MultiViewDepth
-from da3_ros.outputs import OutputConfig, nav_configs
-from da3_ros.params import CAMERA_PARAMS, NODE_PARAMS, camera_param, scale_filter_config
+from da3_ros.outputs import OUTPUT_PARAMS, nav_configs, output_config
+from da3_ros.params import (CAMERA_PARAMS, NODE_PARAMS, Param, camera_param, check_values, fused_frame_problem,
+                            param_table, scale_filter_config)
 from da3_ros.pipeline import POSE_CONDITIONING, CoreConfig, DropReason, Dropped, SetProcessor
 from da3_ros.ros_main import run
 from da3_ros.static_tf import StaticTfBuffer
@@ -36,6 +39,19 @@ PER_CAMERA_OUTPUTS = {  # output -> (topic under <camera>/, type)
     "camera_info": ("depth/camera_info", CameraInfo), "confidence": ("confidence/image", Image),
     "sky": ("sky/mask", Image), "points": ("points", PointCloud2),
 }
+
+
+def parameter_descriptor(p: Param) -> ParameterDescriptor:
+    """The ROS descriptor of a parameter of the table (``ros2 param describe``); rclpy enforces its range."""
+    d = ParameterDescriptor(description=p.description, read_only=not p.dynamic,
+                            additional_constraints=p.constraints())
+    if p.range is not None:
+        lo, hi = p.range
+        if isinstance(p.default, int) and not isinstance(p.default, bool):
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=p.step)]
+        else:
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    return d
 
 
 def _qos(kind: str, depth: int) -> QoSProfile:
@@ -60,24 +76,26 @@ class DepthPipeline:
 
     def _declare(self) -> None:
         for p in NODE_PARAMS:
-            self.declare_parameter(p.name, p.default)
+            self._declare_one(p, p.default)
         self.cameras: list[str] = list(self._p("camera_names"))
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f"camera_names must be unique and non-empty, got {self.cameras}")
+        table = param_table(self.cameras)
         for c in self.cameras:
             for p in CAMERA_PARAMS:
-                default = Parameter.Type.DOUBLE_ARRAY if p.default == [] else p.default
-                self.declare_parameter(camera_param(c, p.name), default)
+                self._declare_one(table[camera_param(c, p.name)],
+                                  Parameter.Type.DOUBLE_ARRAY if p.default == [] else p.default)
+        problems = check_values({name: self._p(name) for name in table}, self.cameras)
         ref_name = self._p("reference_camera") or self.cameras[0]
         if ref_name not in self.cameras:
-            raise ValueError(f"reference_camera {ref_name!r} is not in camera_names {self.cameras}")
+            problems.append(f"reference_camera {ref_name!r} is not in camera_names {self.cameras}")
+        overrides = [self._p(camera_param(c, "frame_id")) for c in self.cameras]
+        if all(overrides):  # every frame known before the first image: check fused_frame now
+            problems.append(fused_frame_problem(self._p("fused_frame"), overrides, self._p("tf.suffix")))
+        if any(problems):
+            raise ValueError("; ".join(p for p in problems if p))
         self.ref = self.cameras.index(ref_name)
-        self.out_cfg = OutputConfig(
-            stride=self._p("cloud.stride"), min_confidence=self._p("cloud.min_confidence"),
-            min_depth=self._p("cloud.min_depth"), max_depth=self._p("cloud.max_depth"),
-            drop_sky=self._p("cloud.drop_sky"), sky_as_inf=self._p("depth.sky_as_inf"),
-            tf_mode=self._p("tf.mode"), tf_suffix=self._p("tf.suffix"), fused_frame=self._p("fused_frame"),
-            confidence_field=self._p("cloud.confidence_field"))
+        self.out_cfg = output_config(self._p)
         self.nav_cfg = nav_configs(self._p)
         self._subs: list = []
         self._worker: threading.Thread | None = None
@@ -128,6 +146,36 @@ class DepthPipeline:
         self.rig = self.core = None  # the engine (weights, sessions) goes with them
         gc.collect()
         self.get_logger().info("engine released")
+
+    def _declare_one(self, p: Param, default) -> None:
+        """Declare with its descriptor (description, range, choices, read-only); a value out of range is named."""
+        try:
+            self.declare_parameter(p.name, default, parameter_descriptor(p))
+        except InvalidParameterValueException as exc:
+            raise ValueError(f"{p.name}: {exc.args[0]} (allowed: {p.constraints()})") from None
+
+    def _watch_parameters(self) -> None:
+        """Parameter sets: invalid values refused with the reason; output settings applied to the next set."""
+        self.add_on_set_parameters_callback(self._check_set)
+        self.add_post_set_parameters_callback(self._apply_set)
+
+    def _check_set(self, params: list[Parameter]) -> SetParametersResult:
+        new = {p.name: p.value for p in params}
+        problems = check_values(new, self.cameras)
+        if not problems and set(new) & set(OUTPUT_PARAMS):
+            try:
+                output_config(lambda name: new[name] if name in new else self._p(name))
+            except ValueError as exc:
+                problems.append(str(exc))
+        return SetParametersResult(successful=not problems, reason="; ".join(problems))
+
+    def _apply_set(self, params: list[Parameter]) -> None:
+        if not {p.name for p in params} & set(OUTPUT_PARAMS):
+            return
+        self.out_cfg = output_config(self._p)
+        if getattr(self, "core", None) is not None:  # configured: the worker's next set uses it
+            self.core.cfg = dataclasses.replace(self.core.cfg, out_cfg=self.out_cfg)
+        self.get_logger().info(f"applied {', '.join(p.name for p in params)}")
 
     def _p(self, name: str):
         try:
@@ -301,7 +349,12 @@ class DepthPipeline:
                     if msg is not None:
                         pub.publish(msg)
         if self.pub_fused.get_subscription_count():
-            fused = out.fused()
+            try:
+                fused = out.fused()
+            except ValueError as exc:  # fused_frame names no camera frame of this rig: the other outputs go on
+                fused = None
+                self.stats.count("errors")
+                self.get_logger().error(f"points_fused: {exc}", throttle_duration_sec=5.0)
             if fused is not None:
                 self.pub_fused.publish(fused)
         if self.pub_multiview.get_subscription_count():
@@ -340,6 +393,7 @@ class DepthNode(DepthPipeline, Node):
     def __init__(self, **kwargs):
         super().__init__("da3_depth", **kwargs)
         self._declare()
+        self._watch_parameters()
         self._configure()
         self._activate()
 

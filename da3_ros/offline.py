@@ -65,7 +65,7 @@ class OfflineSetup(DepthPipeline):
         self.rig = None
 
     # what DepthPipeline calls on a Node
-    def declare_parameter(self, name: str, value: Any) -> None:
+    def declare_parameter(self, name: str, value: Any, descriptor: Any = None) -> None:
         self._declared[name] = value
 
     def get_logger(self) -> _Logger:

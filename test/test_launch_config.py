@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from da3_ros.params import NODE_PARAMS, all_param_names
+from da3_ros.params import NODE_PARAMS, all_param_names, check_values
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config"
@@ -85,6 +85,7 @@ def test_param_file(path: Path):
     for c in cams:
         pose = params.get(f"cameras.{c}.T_ref_cam")
         assert pose is None or len(pose) == 7, f"{path.name}: cameras.{c}.T_ref_cam needs 7 numbers"
+    assert not check_values(params, cams), f"{path.name}: {check_values(params, cams)}"
     defaults = {p.name: p.default for p in NODE_PARAMS}
     for k, v in params.items():  # a value's type matches the declared default's (ints pass as floats)
         if k in defaults and defaults[k] is not None:
