@@ -12,7 +12,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from da3_ros.launch_helpers import given, node_params, player_examples_dir, write_rviz_config
+from da3_ros.launch_helpers import (LaunchArgumentError, given, node_params, player_examples_dir,
+                                    write_rviz_config)
 
 
 def generate_launch_description():
@@ -50,6 +51,11 @@ def generate_launch_description():
         if IfCondition(LaunchConfiguration("use_player")).evaluate(context):
             player_examples_dir(LaunchConfiguration("player_file").perform(context),
                                 LaunchConfiguration("examples_dir").perform(context))
+        if IfCondition(LaunchConfiguration("rviz")).evaluate(context):
+            try:
+                FindPackageShare("rviz2").perform(context)
+            except Exception as exc:  # PackageNotFoundError: say it before the node starts
+                raise LaunchArgumentError(f"rviz:=true but rviz2 is not installed ({exc})") from None
         return []
 
     def depth_node(context):
