@@ -43,8 +43,7 @@ def run(node_factory: Callable[[], Node], args=None, name: str = "da3_ros") -> i
         else:  # a bug: its traceback is the report
             traceback.print_exc()
             print(f"[{name}] cannot start: unexpected {type(exc).__name__} (traceback above)", flush=True)
-        del exc  # the half-built node lives in the traceback's frames; rclpy's shutdown would destroy it
-        rclpy.try_shutdown()
+        rclpy.try_shutdown()  # destroys the half-built node: its destroy_node copes (class-level state)
         return 1
     executor = SingleThreadedExecutor()
     executor.add_node(node)
