@@ -12,6 +12,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 STAGES = ("sync_wait", "convert", "preprocess", "forward", "postprocess", "publish", "nav", "latency")
 WINDOW = 50  # sets kept for the latency statistics
+COUNTERS = ("skipped_no_subscribers", "waiting_for_cameras", "bad_input", "errors", "incompatible_qos",
+            "nav_unavailable", "engine_unavailable")  # the event counters ``NodeStats.count`` adds to
 
 
 class NodeStats:
@@ -45,6 +47,13 @@ class NodeStats:
                 scale_source=pred.scale_source, scale_raw=f"{pred.scale_raw:.6g}", scale=f"{pred.scale:.6g}",
                 scale_held=str(scale_filter.held), scale_outliers=str(scale_filter.outliers),
                 scale_resets=str(scale_filter.resets), no_intrinsics=",".join(without_K))
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the counter ``name`` under the lock (callbacks and the worker count concurrently)."""
+        if name not in COUNTERS:
+            raise ValueError(f"NodeStats has no counter {name!r}; counters: {', '.join(COUNTERS)}")
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
 
     def frame_in(self, i: int) -> None:
         with self._lock:

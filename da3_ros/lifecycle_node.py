@@ -18,7 +18,7 @@ class DepthLifecycleNode(DepthPipeline, LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("da3_depth", **kwargs)
         self._declare()
-        self._active = False
+        self._watch_parameters()
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:

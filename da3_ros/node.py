@@ -5,6 +5,7 @@ diagnostics. The maths lives in the ROS-free core (sync, rig, engines, geometry,
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import threading
 import time
@@ -12,7 +13,8 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.exceptions import ParameterUninitializedException
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterValueException, ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.serialization import deserialize_message
@@ -24,8 +26,9 @@ from da3_ros import conversions as conv
 from da3_ros.diagnostics import NodeStats
 from da3_ros.engines.base import EngineUnavailable
 from da3_ros.msg import MultiViewDepth
-from da3_ros.outputs import OutputConfig, nav_configs
-from da3_ros.params import CAMERA_PARAMS, NODE_PARAMS, camera_param, scale_filter_config
+from da3_ros.outputs import OUTPUT_PARAMS, nav_configs, output_config
+from da3_ros.params import (CAMERA_PARAMS, NODE_PARAMS, Param, camera_param, check_values, fused_frame_problem,
+                            param_table, scale_filter_config)
 from da3_ros.pipeline import POSE_CONDITIONING, CoreConfig, DropReason, Dropped, SetProcessor
 from da3_ros.ros_main import run
 from da3_ros.static_tf import StaticTfBuffer
@@ -36,6 +39,19 @@ PER_CAMERA_OUTPUTS = {  # output -> (topic under <camera>/, type)
     "camera_info": ("depth/camera_info", CameraInfo), "confidence": ("confidence/image", Image),
     "sky": ("sky/mask", Image), "points": ("points", PointCloud2),
 }
+
+
+def parameter_descriptor(p: Param) -> ParameterDescriptor:
+    """The ROS descriptor of a parameter of the table (``ros2 param describe``); rclpy enforces its range."""
+    d = ParameterDescriptor(description=p.description, read_only=not p.dynamic,
+                            additional_constraints=p.constraints())
+    if p.range is not None:
+        lo, hi = p.range
+        if isinstance(p.default, int) and not isinstance(p.default, bool):
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=p.step)]
+        else:
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    return d
 
 
 def _qos(kind: str, depth: int) -> QoSProfile:
@@ -54,26 +70,32 @@ class DepthPipeline:
     -> deactivate (all of those stopped) -> cleanup (publishers and engine released).
     """
 
+    # Class-level, so that destroying a node whose construction failed half-way finds them (no second traceback)
+    _worker: threading.Thread | None = None
+    _active = False
+
     def _declare(self) -> None:
         for p in NODE_PARAMS:
-            self.declare_parameter(p.name, p.default)
+            self._declare_one(p, p.default)
         self.cameras: list[str] = list(self._p("camera_names"))
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f"camera_names must be unique and non-empty, got {self.cameras}")
+        table = param_table(self.cameras)
         for c in self.cameras:
             for p in CAMERA_PARAMS:
-                default = Parameter.Type.DOUBLE_ARRAY if p.default == [] else p.default
-                self.declare_parameter(camera_param(c, p.name), default)
+                self._declare_one(table[camera_param(c, p.name)],
+                                  Parameter.Type.DOUBLE_ARRAY if p.default == [] else p.default)
+        problems = check_values({name: self._p(name) for name in table}, self.cameras)
         ref_name = self._p("reference_camera") or self.cameras[0]
         if ref_name not in self.cameras:
-            raise ValueError(f"reference_camera {ref_name!r} is not in camera_names {self.cameras}")
+            problems.append(f"reference_camera {ref_name!r} is not in camera_names {self.cameras}")
+        overrides = [self._p(camera_param(c, "frame_id")) for c in self.cameras]
+        if all(overrides):  # every frame known before the first image: check fused_frame now
+            problems.append(fused_frame_problem(self._p("fused_frame"), overrides, self._p("tf.suffix")))
+        if any(problems):
+            raise ValueError("; ".join(p for p in problems if p))
         self.ref = self.cameras.index(ref_name)
-        self.out_cfg = OutputConfig(
-            stride=self._p("cloud.stride"), min_confidence=self._p("cloud.min_confidence"),
-            min_depth=self._p("cloud.min_depth"), max_depth=self._p("cloud.max_depth"),
-            drop_sky=self._p("cloud.drop_sky"), sky_as_inf=self._p("depth.sky_as_inf"),
-            tf_mode=self._p("tf.mode"), tf_suffix=self._p("tf.suffix"), fused_frame=self._p("fused_frame"),
-            confidence_field=self._p("cloud.confidence_field"))
+        self.out_cfg = output_config(self._p)
         self.nav_cfg = nav_configs(self._p)
         self._subs: list = []
         self._worker: threading.Thread | None = None
@@ -83,7 +105,7 @@ class DepthPipeline:
     def _configure(self) -> None:
         self.rig = self._build_rig()
         if self._p("depth.publish_mm") and self.rig.engine.variant.depth_kind.value == "relative":
-            self.get_logger().warn(f"depth.publish_mm with {self.rig.engine.variant.name}: its depth is relative, "
+            self.get_logger().warning(f"depth.publish_mm with {self.rig.engine.variant.name}: its depth is relative, "
                                    "so depth/image_mm is not millimetres")
         self.stats = NodeStats(self.cameras, self.rig.engine.backend)
         self.sync = TimeSynchronizer(len(self.cameras), SyncMode(self._p("sync.mode")),
@@ -126,6 +148,36 @@ class DepthPipeline:
         gc.collect()
         self.get_logger().info("engine released")
 
+    def _declare_one(self, p: Param, default) -> None:
+        """Declare with its descriptor (description, range, choices, read-only); a value out of range is named."""
+        try:
+            self.declare_parameter(p.name, default, parameter_descriptor(p))
+        except InvalidParameterValueException as exc:
+            raise ValueError(f"{p.name}: {exc.args[0]} (allowed: {p.constraints()})") from None
+
+    def _watch_parameters(self) -> None:
+        """Parameter sets: invalid values refused with the reason; output settings applied to the next set."""
+        self.add_on_set_parameters_callback(self._check_set)
+        self.add_post_set_parameters_callback(self._apply_set)
+
+    def _check_set(self, params: list[Parameter]) -> SetParametersResult:
+        new = {p.name: p.value for p in params}
+        problems = check_values(new, self.cameras)
+        if not problems and set(new) & set(OUTPUT_PARAMS):
+            try:
+                output_config(lambda name: new[name] if name in new else self._p(name))
+            except ValueError as exc:
+                problems.append(str(exc))
+        return SetParametersResult(successful=not problems, reason="; ".join(problems))
+
+    def _apply_set(self, params: list[Parameter]) -> None:
+        if not {p.name for p in params} & set(OUTPUT_PARAMS):
+            return
+        self.out_cfg = output_config(self._p)
+        if getattr(self, "core", None) is not None:  # configured: the worker's next set uses it
+            self.core.cfg = dataclasses.replace(self.core.cfg, out_cfg=self.out_cfg)
+        self.get_logger().info(f"applied {', '.join(p.name for p in params)}")
+
     def _p(self, name: str):
         try:
             return self.get_parameter(name).value
@@ -148,7 +200,7 @@ class DepthPipeline:
                                metric_model=self._p("metric_model"),
                                metric_every_n_sets=self._p("metric.every_n_sets"))
         if not engine.trained:
-            self.get_logger().warn(f"{engine.label}: depth, poses and clouds are MEANINGLESS (untrained)")
+            self.get_logger().warning(f"{engine.label}: depth, poses and clouds are MEANINGLESS (untrained)")
         return Rig(engine, self.ref, self._known_extrinsics(engine.variant.has_pose), scale_filter_config(self._p))
 
     def _known_extrinsics(self, has_pose: bool) -> np.ndarray | None:
@@ -164,7 +216,7 @@ class DepthPipeline:
         if bad:
             raise ValueError(f"pose_conditioning=params needs cameras.<name>.T_ref_cam = [x,y,z,qx,qy,qz,qw] for {bad}")
         if not has_pose:
-            self.get_logger().warn("this model takes no pose conditioning; cameras.*.T_ref_cam ignored")
+            self.get_logger().warning("this model takes no pose conditioning; cameras.*.T_ref_cam ignored")
             return None
         T = np.tile(np.eye(4), (len(raw), 1, 1))
         for i, v in enumerate(raw):
@@ -211,8 +263,8 @@ class DepthPipeline:
 
     # --- callbacks (executor thread) -------------------------------------------------------------------
     def _incompatible(self, topic: str, event) -> None:
-        self.stats.incompatible_qos += 1
-        self.get_logger().warn(
+        self.stats.count("incompatible_qos")
+        self.get_logger().warning(
             f"a publisher on {topic} offers an incompatible QoS (policy {event.last_policy_kind}); no images will "
             f"arrive from it: set qos.input to match (now {self._p('qos.input')})")
 
@@ -228,7 +280,7 @@ class DepthPipeline:
         try:
             stamp_ns = conv.stamp_ns_from_cdr(data)  # 12 bytes read; most frames are superseded unread
         except conv.ConversionError as exc:
-            self.stats.bad_input += 1
+            self.stats.count("bad_input")
             self.get_logger().error(f"{self.cameras[i]}: {exc}", throttle_duration_sec=5.0)
             return
         if self.sync.add(i, stamp_ns, data, time.monotonic_ns()):
@@ -252,20 +304,20 @@ class DepthPipeline:
             if frameset is None:
                 continue
             if not self._wanted():
-                self.stats.skipped_no_subscribers += 1
+                self.stats.count("skipped_no_subscribers")
                 continue
             try:
                 self._process(frameset)
             except conv.ConversionError as exc:
-                self.stats.bad_input += 1
+                self.stats.count("bad_input")
                 self.get_logger().error(f"dropped a set: {exc}", throttle_duration_sec=5.0)
             except EngineUnavailable as exc:  # a remote engine down or late: dropped, counted; it reconnects
-                self.stats.engine_unavailable += 1
+                self.stats.count("engine_unavailable")
                 self.get_logger().warning(f"dropped a set: {exc}", throttle_duration_sec=5.0)
             except Exception as exc:  # the node must survive anything one set can do
                 if not self.context.ok():  # shutting down (Ctrl-C): publishers are gone, nothing to report
                     return
-                self.stats.errors += 1
+                self.stats.count("errors")
                 self.get_logger().error(f"set failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
 
     def _make_core(self) -> SetProcessor:
@@ -283,12 +335,12 @@ class DepthPipeline:
         done = self.core.process(items, list(self._infos), pending, wants_nav)
         if isinstance(done, Dropped):
             if done.reason is DropReason.BAD_INPUT:
-                self.stats.bad_input += 1
+                self.stats.count("bad_input")
                 self.get_logger().error(f"dropped a set: {done.detail}", throttle_duration_sec=5.0)
                 return
-            self.stats.waiting_for_cameras += 1
+            self.stats.count("waiting_for_cameras")
             if done.reason is DropReason.WAITING_FOR_CONDITIONING:
-                self.get_logger().warn(done.detail, throttle_duration_sec=10.0)
+                self.get_logger().warning(done.detail, throttle_duration_sec=10.0)
             return
         out = done.outputs
         t2 = time.perf_counter()
@@ -299,7 +351,12 @@ class DepthPipeline:
                     if msg is not None:
                         pub.publish(msg)
         if self.pub_fused.get_subscription_count():
-            fused = out.fused()
+            try:
+                fused = out.fused()
+            except ValueError as exc:  # fused_frame names no camera frame of this rig: the other outputs go on
+                fused = None
+                self.stats.count("errors")
+                self.get_logger().error(f"points_fused: {exc}", throttle_duration_sec=5.0)
             if fused is not None:
                 self.pub_fused.publish(fused)
         if self.pub_multiview.get_subscription_count():
@@ -314,7 +371,7 @@ class DepthPipeline:
                     if pub.get_subscription_count():
                         pub.publish(make())
             except ValueError as exc:  # a missing TF link, no intrinsics, no ground plane: said, counted
-                self.stats.nav_unavailable += 1
+                self.stats.count("nav_unavailable")
                 self.get_logger().error(f"points_obstacles / scan: {exc}", throttle_duration_sec=5.0)
         t3 = time.perf_counter()
         stamp_age_s = (self.get_clock().now().nanoseconds - frameset.newest_stamp_ns) / 1e9
@@ -339,11 +396,12 @@ class DepthNode(DepthPipeline, Node):
     def __init__(self, **kwargs):
         super().__init__("da3_depth", **kwargs)
         self._declare()
+        self._watch_parameters()
         self._configure()
         self._activate()
 
     def destroy_node(self):
-        if getattr(self, "_worker", None) is not None:
+        if self._worker is not None:
             self._deactivate()
         return super().destroy_node()
 

@@ -29,12 +29,12 @@ class _Logger:
     def info(self, text: str, **_: Any) -> None:
         self._log.info(text)
 
-    def warn(self, text: str, **_: Any) -> None:
+    def warning(self, text: str, **_: Any) -> None:
         if text not in self._said:
             self._said.add(text)
             self._log.warning(text)
 
-    warning = warn
+    warn = warning  # rclpy's deprecated name, kept for callers outside this package
 
     def error(self, text: str, **_: Any) -> None:
         self._log.error(text)
@@ -65,7 +65,7 @@ class OfflineSetup(DepthPipeline):
         self.rig = None
 
     # what DepthPipeline calls on a Node
-    def declare_parameter(self, name: str, value: Any) -> None:
+    def declare_parameter(self, name: str, value: Any, descriptor: Any = None) -> None:
         self._declared[name] = value
 
     def get_logger(self) -> _Logger:

@@ -51,6 +51,19 @@ class NavInputs:
     scan: nav.ScanConfig = nav.ScanConfig()
 
 
+OUTPUT_PARAMS = ("cloud.stride", "cloud.min_confidence", "cloud.min_depth", "cloud.max_depth", "cloud.drop_sky",
+                 "depth.sky_as_inf", "tf.mode", "tf.suffix", "fused_frame", "cloud.confidence_field")
+
+
+def output_config(param) -> OutputConfig:
+    """The output settings from ``param(name)`` (the node's parameter getter); ValueError if invalid."""
+    return OutputConfig(
+        stride=param("cloud.stride"), min_confidence=param("cloud.min_confidence"),
+        min_depth=param("cloud.min_depth"), max_depth=param("cloud.max_depth"), drop_sky=param("cloud.drop_sky"),
+        sky_as_inf=param("depth.sky_as_inf"), tf_mode=param("tf.mode"), tf_suffix=param("tf.suffix"),
+        fused_frame=param("fused_frame"), confidence_field=param("cloud.confidence_field"))
+
+
 def nav_configs(param) -> tuple[nav.ObstacleConfig, nav.ScanConfig, str]:
     """The navigation settings from ``param(name)`` (the node's parameter getter); ValueError if invalid."""
     obstacles = nav.ObstacleConfig(

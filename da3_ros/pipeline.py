@@ -121,6 +121,7 @@ class SetProcessor:
         self.static_tf = static_tf
         self._warn = warn or (lambda text: None)
         self._said: set[str] = set()  # each note is said once: a camera's problem persists over sets
+        self._info_ignored: list[str] = []  # cameras of the current set whose camera_info size is not the image's
         self._info_wait_since: float | None = None  # stamp of the first set that waited for camera_info
         self._subsets: dict[tuple[int, ...], SetProcessor] = {}  # per set of present cameras (silent ones out)
         self._fallback_prepared = False
@@ -140,7 +141,8 @@ class SetProcessor:
                 if hw == (image.height, image.width):
                     return K, (info.distortion_model, list(info.d))
                 self._say(f"{self.cfg.camera_names[i]}: camera_info is {hw}, image {image.height}x{image.width}; "
-                           "ignoring its K")
+                          "ignoring its K")
+                self._info_ignored.append(self.cfg.camera_names[i])
             except conv.ConversionError as exc:  # all-zero (uncalibrated) or NaN K: said once, not used
                 self._say(f"{self.cfg.camera_names[i]}: {exc}; ignoring its K")
         hfov = self.cfg.hfov_deg[i] if i < len(self.cfg.hfov_deg) else 0.0
@@ -187,6 +189,7 @@ class SetProcessor:
                 done.cameras = present
                 self.without_K = self._subsets[key].without_K
             return done
+        self._info_ignored = []
         Ks, distortion = zip(*(self.intrinsics(i, m, info) for i, (m, info) in enumerate(zip(images, infos))))
         frame_ids = self.frame_ids(images)
         missing = [c for c, info, p in zip(self.cfg.camera_names, infos, info_pending) if info is None and p]
@@ -203,6 +206,11 @@ class SetProcessor:
         else:
             self._info_wait_since = None
         known = self.tf_extrinsics(frame_ids)
+        unusable = [c for c, K in zip(self.cfg.camera_names, Ks) if K is None and c in self._info_ignored]
+        if self.conditioning_required() and unusable:  # a wrong camera_info will not fix itself: bad input
+            return Dropped(DropReason.BAD_INPUT,
+                           f"pose conditioning needs the K of {unusable}, whose camera_info size differs from its "
+                           "images: fix the camera_info, or set cameras.<name>.hfov_deg, or pose_conditioning: off")
         if self.conditioning_required() and (known is None and self.rig.T_ref_cam_known is None
                                              or any(K is None for K in Ks)):
             # Mixing conditioned and unconditioned sets would make the poses jump between two frames of reference

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import traceback
 from pathlib import Path
 from typing import Callable
 
@@ -11,14 +12,38 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Errors that mean "fix your parameters, files or set-up": said in one line, without a traceback.
+
+    They are typed and their message names the bad value and the fix; anything else is a bug and keeps its
+    traceback. (Imported here, not at module level: players and tools use this module without the engines.)
+    """
+    from rclpy.exceptions import NameValidationException, ParameterException
+
+    from da3_ros.engines.base import BackendUnavailable, EngineUnavailable
+    from da3_ros.engines.tensorrt_engine import EngineParityError
+    from da3_ros.models.loading import CheckpointError
+
+    return (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+            BackendUnavailable, EngineUnavailable, EngineParityError, CheckpointError, ParameterException,
+            NameValidationException)  # TritonModelError, ConversionError, ParamFileError are ValueErrors
+
+
 def run(node_factory: Callable[[], Node], args=None, name: str = "da3_ros") -> int:
-    """Init rclpy, build the node, spin until Ctrl-C or shutdown; a node that cannot start exits 1."""
+    """Init rclpy, build the node, spin until Ctrl-C or shutdown; a node that cannot start exits 1.
+
+    A user error (``user_error_types``) at start-up is one line; any other exception keeps its traceback.
+    """
     rclpy.init(args=args)
     try:
         node = node_factory()
-    except Exception as exc:  # bad parameters, unreadable model: say why instead of a traceback
-        print(f"[{name}] cannot start: {type(exc).__name__}: {exc}", flush=True)
-        rclpy.try_shutdown()
+    except Exception as exc:
+        if isinstance(exc, user_error_types()):  # bad parameters, unreadable model: say why, no traceback
+            print(f"[{name}] cannot start: {type(exc).__name__}: {exc}", flush=True)
+        else:  # a bug: its traceback is the report
+            traceback.print_exc()
+            print(f"[{name}] cannot start: unexpected {type(exc).__name__} (traceback above)", flush=True)
+        rclpy.try_shutdown()  # destroys the half-built node: its destroy_node copes (class-level state)
         return 1
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -26,7 +51,12 @@ def run(node_factory: Callable[[], Node], args=None, name: str = "da3_ros") -> i
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():  # a callback failed while running: a bug, keep its traceback
+            raise
+        # else a callback cut short by Ctrl-C's shutdown ("publisher's context is invalid"): the normal end
     finally:
+        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from da3_ros.params import NODE_PARAMS, all_param_names
+from da3_ros.params import NODE_PARAMS, all_param_names, check_values
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config"
@@ -85,6 +85,7 @@ def test_param_file(path: Path):
     for c in cams:
         pose = params.get(f"cameras.{c}.T_ref_cam")
         assert pose is None or len(pose) == 7, f"{path.name}: cameras.{c}.T_ref_cam needs 7 numbers"
+    assert not check_values(params, cams), f"{path.name}: {check_values(params, cams)}"
     defaults = {p.name: p.default for p in NODE_PARAMS}
     for k, v in params.items():  # a value's type matches the declared default's (ints pass as floats)
         if k in defaults and defaults[k] is not None:
@@ -180,14 +181,17 @@ def test_launch_defaults():
     decl = {first_str_arg(c): kwarg(c, "default_value") for c in ast.walk(single)
             if call_name(c) == "DeclareLaunchArgument"}
     lit = {k: v.value for k, v in decl.items() if isinstance(v, ast.Constant)}
-    assert lit == {"model": "depth-anything/DA3-SMALL", "backend": "auto", "device": "cpu", "namespace": "",
-                   "image_topic": "/camera/image_raw", "camera_info_topic": "/camera/camera_info"}
+    # empty = not given: a params file's model/backend/device/topics are never overridden by launch defaults
+    assert lit == {"model": "", "backend": "", "device": "", "namespace": "", "image_topic": "",
+                   "camera_info_topic": ""}
     assert "mono.yaml" in ast.dump(decl["params_file"])
     rig = launch_tree(REPO / "launch" / "rig.launch.py")
     decl = {first_str_arg(c): kwarg(c, "default_value")
             for c in ast.walk(rig) if call_name(c) == "DeclareLaunchArgument"}
-    assert {"rig_file", "model", "backend", "device", "namespace", "use_player", "player_file", "rviz"} <= set(decl)
+    assert {"rig_file", "model", "backend", "device", "namespace", "use_player", "player_file", "examples_dir",
+            "rviz"} <= set(decl)
     assert decl["use_player"].value == "false" and decl["rviz"].value == "false"
+    assert decl["model"].value == decl["backend"].value == decl["device"].value == decl["examples_dir"].value == ""
     assert "stereo.yaml" in ast.dump(decl["rig_file"]) and "demo_player.yaml" in ast.dump(decl["player_file"])
 
 
@@ -230,3 +234,91 @@ def test_nav2_example_points_at_our_outputs():
     node_src = (REPO / "da3_ros" / "node.py").read_text()
     assert '"points_obstacles"' in node_src and '"scan"' in node_src
     assert doc["lifecycle_manager_da3"]["ros__parameters"]["node_names"] == ["da3_depth"]
+
+
+# ---- what the launch files decide (da3_ros.launch_helpers, called from their OpaqueFunctions) ----------------
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_ends_with_the_node_and_checks_its_file(path: Path):
+    """The depth node's action shuts launch down when it exits; its parameter file is checked (node_params)."""
+    tree = launch_tree(path)
+    nodes = [c for c in ast.walk(tree) if call_name(c) in ("Node", "LifecycleNode")
+             and getattr(kwarg(c, "executable"), "value", "").startswith("depth_")]
+    assert nodes, f"{path.name}: no depth node"
+    for node in nodes:
+        on_exit = kwarg(node, "on_exit")
+        assert on_exit is not None and call_name(on_exit) == "Shutdown", f"{path.name}: no on_exit=Shutdown()"
+    assert "node_params" in {call_name(c) for c in ast.walk(tree)}, f"{path.name}: parameter file not checked"
+
+
+def test_missing_parameter_files_fail_loudly(tmp_path):
+    from da3_ros.launch_helpers import LaunchArgumentError, existing_file, node_params
+
+    with pytest.raises(LaunchArgumentError, match="rig_file:=/no/such.yaml does not exist"):
+        node_params("/no/such.yaml", "rig_file")
+    with pytest.raises(LaunchArgumentError, match="params_file is empty"):
+        existing_file("", "params_file")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("other_node:\n  ros__parameters: {model: x}\n")
+    with pytest.raises(LaunchArgumentError, match="rig_file: .*none for this node"):
+        node_params(str(bad), "rig_file")
+    assert node_params(str(CONFIG / "stereo.yaml"), "rig_file")["camera_names"] == ["left", "right"]
+
+
+def test_only_given_arguments_override_the_file():
+    from da3_ros.launch_helpers import given
+
+    assert given({"model": "", "backend": "", "device": "cuda"}) == {"device": "cuda"}
+
+
+def test_single_camera_topics_go_to_the_files_camera():
+    from da3_ros.launch_helpers import LaunchArgumentError, single_camera_overrides
+
+    mono = ros_params(CONFIG / "mono.yaml")
+    (camera,) = mono.get("camera_names", ["camera"])
+    assert single_camera_overrides(mono, "/cam/color/image_raw", "") == {
+        f"cameras.{camera}.image_topic": "/cam/color/image_raw"}
+    assert single_camera_overrides({"camera_names": ["front"]}, "/a/image", "/a/info") == {
+        "cameras.front.image_topic": "/a/image", "cameras.front.camera_info_topic": "/a/info"}
+    assert single_camera_overrides({}, "", "") == {}  # the node's default camera, nothing given
+    with pytest.raises(LaunchArgumentError, match="names 2 cameras"):
+        single_camera_overrides(ros_params(CONFIG / "stereo.yaml"), "/a", "")
+
+
+def test_player_sources_resolve_from_examples_dir(tmp_path, monkeypatch):
+    from conftest import EXAMPLES
+    from da3_ros.launch_helpers import LaunchArgumentError, player_examples_dir
+
+    monkeypatch.delenv("DA3_EXAMPLES", raising=False)
+    player = str(CONFIG / "demo_player.yaml")
+    with pytest.raises(LaunchArgumentError, match="set examples_dir:="):
+        player_examples_dir(player, "")
+    with pytest.raises(LaunchArgumentError, match="sources not found"):
+        player_examples_dir(player, str(tmp_path))
+    assert player_examples_dir(player, str(EXAMPLES)) == str(EXAMPLES)
+    monkeypatch.setenv("DA3_EXAMPLES", str(EXAMPLES))
+    assert player_examples_dir(player, "") == str(EXAMPLES)
+
+
+@pytest.mark.parametrize("rig", ["stereo.yaml", "demo_rig.yaml", "surround4.yaml", "mono.yaml"])
+def test_rviz_config_follows_the_rig(rig):
+    """The rviz fixed frame is a frame the rig publishes (its reference camera's); its topics are the rig's."""
+    from da3_ros.launch_helpers import reference_camera_frame, write_rviz_config
+
+    params = ros_params(CONFIG / rig)
+    camera, frame = reference_camera_frame(params)
+    cams = params.get("camera_names", ["camera"])
+    assert camera == (params.get("reference_camera") or cams[0]) and frame == f"{camera}_optical_frame"
+    path = Path(write_rviz_config(str(CONFIG / "da3.rviz"), params))
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    finally:
+        path.unlink()
+    vm = cfg["Visualization Manager"]
+    assert vm["Global Options"]["Fixed Frame"] == frame
+    topics = {d["Topic"]["Value"] for d in vm["Displays"] if "Topic" in d}
+    assert topics == {"points_fused", f"{camera}/depth/image", f"{camera}/confidence/image"} | {
+        f"{c}/points" for c in cams}, topics
+    names = [d["Name"] for d in vm["Displays"]]
+    assert len(names) == len(set(names)) and f"{camera} depth" in names
+    assert reference_camera_frame({"camera_names": ["a"], "cameras.a.frame_id": "cam_a"}) == ("a", "cam_a")

@@ -1,9 +1,176 @@
-"""Faults over real Fast DDS: a camera that goes silent and comes back."""
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+"""Faults the node meets in the field (README "Faults and what the node does"): real processes, real Fast DDS."""
+from __future__ import annotations
 
-from conftest import EXAMPLES
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+
+from conftest import EXAMPLES, REPO
+from da3_ros import conversions as conv
+from da3_ros.geometry import pinhole_K
 from da3_ros.msg import MultiViewDepth
-from ros_harness import process, write_params
+from ros_harness import diag_values, process, ros_env, write_params
+
+
+def _latest(diags) -> dict:
+    return diag_values(diags[-1]) if diags else {}
+
+
+def _start_failure(tmp_path, domain_id, exe: str, params: dict) -> str:
+    """Start ``exe`` with parameters it cannot start with; it must exit 1. Returns its output."""
+    node_yaml = write_params(tmp_path / "node.yaml", "da3_depth", params)
+    log = tmp_path / f"{exe}.log"
+    with process(exe, node_yaml, domain_id, log) as proc:
+        assert proc.wait(timeout=60) == 1
+    return log.read_text()
+
+
+def test_no_deprecated_warn_calls():
+    """No ``.warn(`` in the package: rclpy's deprecated wrapper makes every one of them ONE call site.
+
+    A throttled ``.warn`` after an unthrottled one then raises ``ValueError`` (logging filters changed) in a set.
+    """
+    offenders = [f"{p.relative_to(REPO)}:{n}" for p in sorted((REPO / "da3_ros").rglob("*.py"))
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\.warn\(", line)]
+    assert not offenders, f"use .warning(...): {offenders}"
+
+
+def test_start_up_user_errors_are_one_line(tmp_path, domain_id):
+    """Bad parameters: one clear line, exit 1, no second traceback from destroying the half-built node."""
+    bad_declare = {"model": "random:da3-small@0", "camera_names": ["a", "a"]}
+    bad_configure = {"model": "random:da3-nonexistent", "camera_names": ["a"]}
+    for exe, params, says in [("depth_node", bad_declare, "camera_names must be unique"),
+                              ("depth_lifecycle_node", bad_declare, "camera_names must be unique"),
+                              ("depth_node", bad_configure, "da3-nonexistent")]:
+        out = _start_failure(tmp_path, domain_id, exe, params)
+        lines = [line for line in out.splitlines() if "cannot start" in line]
+        assert len(lines) == 1 and says in lines[0], (exe, out)
+        assert "Traceback" not in out and "AttributeError" not in out, (exe, out)
+
+
+def test_unexpected_start_up_errors_keep_their_traceback(domain_id):
+    """A bug (not a typed user error) at start-up keeps its traceback; a half-built node is not destroyed twice."""
+    code = ("from rclpy.node import Node\n"
+            "from da3_ros.ros_main import run\n"
+            "class Broken(Node):\n"
+            "    def __init__(self):\n"
+            "        super().__init__('broken')\n"
+            "        {}['missing_key']\n"
+            "raise SystemExit(run(Broken, None, 'broken'))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=ros_env(domain_id), capture_output=True, text=True,
+                         cwd="/", timeout=60)  # cwd: the installed package, not the source tree
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text
+    assert "Traceback" in text and "KeyError: 'missing_key'" in text and "cannot start" in text, text
+
+
+def test_camera_info_of_another_size_does_not_stop_output(tmp_path, domain_id, checker):
+    """A camera_info whose size differs from its images: its K is ignored (said once); depth keeps coming."""
+    node_yaml = write_params(tmp_path / "node.yaml", "da3_depth",
+                             {"model": "random:da3-small@0", "camera_names": ["cam"], "diagnostics_period_s": 0.3})
+    depth = checker.collect(Image, "cam/depth/image")
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    pub_img = checker.node.create_publisher(Image, "cam/image_raw", 5)
+    pub_info = checker.node.create_publisher(CameraInfo, "cam/camera_info", 5)
+    rgb = np.zeros((120, 160, 3), np.uint8)
+
+    def publish_pair():
+        header = conv.Header(stamp=conv.ns_to_stamp(checker.node.get_clock().now().nanoseconds), frame_id="cam")
+        pub_info.publish(conv.make_camera_info(pinhole_K(320, 240, 60.0), (240, 320), header))  # 2x the image
+        return conv.rgb_to_image(rgb, header)
+
+    with process("depth_node", node_yaml, domain_id, tmp_path / "node.log"):
+        checker.spin_until(lambda: pub_img.get_subscription_count() > 0, 60, "node subscribed")
+        checker.publish_until(pub_img, publish_pair, lambda: len(depth) >= 3, 60, "three depth images")
+        checker.spin_until(lambda: _latest(diags).get("sets_done", 0) >= 3, 10, "diagnostics of three sets")
+        status = _latest(diags)
+    log = (tmp_path / "node.log").read_text()
+    assert status["errors"] == 0, log
+    assert log.count("camera_info is (240, 320), image 120x160") == 1, log  # said once, not per set
+    assert "logging filters" not in log
+
+
+def test_player_ends_ctrl_c_without_a_traceback(tmp_path, domain_id, checker):
+    """Ctrl-C while a tick is publishing: the context is gone under it; the player still exits 0, quietly."""
+    sources = [f"video:{EXAMPLES / 'robot_unitree.mp4'}", f"image:{EXAMPLES / 'SOH_000.png'}",
+               f"image:{EXAMPLES / 'SOH_010.png'}"]
+    player_yaml = write_params(tmp_path / "player.yaml", "rig_player",
+                               {"camera_names": ["front", "left", "right"], "sources": sources, "rate_hz": 30.0})
+    got = [checker.collect(Image, f"{c}/image_raw", qos_profile_sensor_data) for c in ("front", "left", "right")]
+    for k in range(3):  # a race: lost in about half of the tries by hand (scripted Ctrl-C), rarer here
+        log = tmp_path / f"player{k}.log"
+        with process("rig_player", player_yaml, domain_id, log) as proc:
+            want = len(got[0]) + 10
+            checker.spin_until(lambda w=want: len(got[0]) >= w, 30, "the player publishing")
+            proc.send_signal(signal.SIGINT)
+            checker.spin_until(lambda: proc.poll() is not None, 20, "the player to exit")
+        text = log.read_text()
+        assert proc.returncode == 0 and "Traceback" not in text, text
+
+
+def test_camera_info_of_another_size_with_pose_conditioning_is_bad_input(tmp_path, domain_id, checker):
+    """Conditioning needs that K: the set is bad input, with the reason (not an error from the logger).
+
+    A corrected camera_info brings depth back.
+    """
+    node_yaml = write_params(tmp_path / "node.yaml", "da3_depth",
+                             {"model": "random:da3-small@0", "camera_names": ["cam"], "diagnostics_period_s": 0.3,
+                              "cameras": {"cam": {"T_ref_cam": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]}}})
+    depth = checker.collect(Image, "cam/depth/image")
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    pub_img = checker.node.create_publisher(Image, "cam/image_raw", 5)
+    pub_info = checker.node.create_publisher(CameraInfo, "cam/camera_info", 5)
+    rgb = np.zeros((120, 160, 3), np.uint8)
+    info_hw = [(240, 320)]
+
+    def publish_pair():
+        header = conv.Header(stamp=conv.ns_to_stamp(checker.node.get_clock().now().nanoseconds), frame_id="cam")
+        h, w = info_hw[0]
+        pub_info.publish(conv.make_camera_info(pinhole_K(w, h, 60.0), (h, w), header))
+        return conv.rgb_to_image(rgb, header)
+
+    with process("depth_node", node_yaml, domain_id, tmp_path / "node.log"):
+        checker.spin_until(lambda: pub_img.get_subscription_count() > 0, 60, "node subscribed")
+        checker.publish_until(pub_img, publish_pair, lambda: _latest(diags).get("bad_input", 0) >= 2, 60,
+                              "bad input counted")
+        assert not depth and _latest(diags)["errors"] == 0
+        info_hw[0] = (120, 160)  # the camera_info fixed: conditioned sets again
+        checker.publish_until(pub_img, publish_pair, lambda: len(depth) >= 1, 60, "depth after the fix")
+    log = (tmp_path / "node.log").read_text()
+    assert "pose conditioning needs the K of ['cam']" in log and "logging filters" not in log, log
+
+
+def test_a_callback_cut_short_by_shutdown_is_a_quiet_exit(domain_id):
+    """The Ctrl-C race made certain: a timer shuts the context down, then publishes.
+
+    As a tick does when Ctrl-C lands mid-publish: ``publisher's context is invalid`` must end the process with 0,
+    not a traceback.
+    """
+    code = ("from rclpy.node import Node\n"
+            "from std_msgs.msg import Header\n"
+            "from da3_ros.ros_main import run\n"
+            "class Ticker(Node):\n"
+            "    def __init__(self):\n"
+            "        super().__init__('ticker')\n"
+            "        self.pub = self.create_publisher(Header, 'tick', 1)\n"
+            "        self.create_timer(0.05, self.tick)\n"
+            "    def tick(self):\n"
+            "        self.context.shutdown()\n"
+            "        self.pub.publish(Header())\n"
+            "raise SystemExit(run(Ticker, None, 'ticker'))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=ros_env(domain_id), capture_output=True, text=True,
+                         cwd="/", timeout=60)  # cwd: the installed package, not the source tree
+    text = out.stdout + out.stderr
+    assert out.returncode == 0 and "Traceback" not in text, text
+
+
+# A camera that goes silent
 
 PHOTOS = [f"image:{EXAMPLES / 'SOH_000.png'}", f"image:{EXAMPLES / 'SOH_010.png'}"]
 VIDEO = f"video:{EXAMPLES / 'robot_unitree.mp4'}"
