@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                                                              f"{after[-1] if after else 0:.0f} MB"),
         ("exit on SIGINT", str(code)),
     ]
+    print(f"resident memory peak per {a.window_s:g} s window after the warm-up (MB): "
+          + " ".join(f"{mb:.0f}" for mb in after))
     print("| soak | value |\n|---|---|")
     for k, val in rows:
         print(f"| {k} | {val} |")

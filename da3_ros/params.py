@@ -85,6 +85,10 @@ NODE_PARAMS: tuple[Param, ...] = (
     Param("process_res", 504, "network resolution of the longer side (multiple of 14)", range=(14, 4998), step=14),
     Param("process_res_method", "upper_bound_resize", "upstream resize method",
           choices=("upper_bound_resize", "upper_bound_crop", "lower_bound_resize", "lower_bound_crop")),
+    Param("mixed_resolution", "crop",
+          "cameras of different sizes: crop (upstream: centre-crop to the smallest network size, losing field of "
+          "view) or stretch (resize to it: whole field of view, pixel aspect changed); with *_resize methods",
+          choices=("crop", "stretch")),
     Param("camera_names", ["camera"], "cameras of the rig; each gets cameras.<name>.* parameters"),
     Param("reference_camera", "", "camera whose optical frame is the set's reference (default: the first)"),
     Param("sync.mode", "approximate", "approximate (slop) or exact (hardware-triggered rigs)",

@@ -223,3 +223,18 @@ def test_a_silent_camera_does_not_stop_the_rig_and_is_taken_back(tmp_path, domai
         assert m.reference_camera == "left" and views(m)[0] == "left"
     assert int(float(_values(diags)["partial_sets"])) >= 1 and _values(diags)["errors"] == "0"
     assert "Traceback" not in (tmp_path / "node.log").read_text()
+
+
+def test_sigterm_releases_everything_like_sigint(tmp_path, domain_id, checker):
+    """A service manager's SIGTERM ends the node as Ctrl-C does: exit 0, no traceback, shared memory released."""
+    node = write_params(tmp_path / "node.yaml", "da3_depth", {
+        "model": "random:da3-small@0", "backend": "torch", "process_res": 140, "camera_names": ["left", "right"]})
+    stereo = write_params(tmp_path / "stereo.yaml", "rig_player", {
+        "camera_names": ["left", "right"], "sources": PHOTOS, "rate_hz": 2.0})
+    mv = checker.collect(MultiViewDepth, "multiview_depth")
+    with process("depth_node", node, domain_id, tmp_path / "node.log") as proc, \
+            process("rig_player", stereo, domain_id, tmp_path / "stereo.log"):
+        checker.spin_until(lambda: len(mv) >= 1, 120, "a result")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    assert "Traceback" not in (tmp_path / "node.log").read_text()
