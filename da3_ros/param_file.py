@@ -20,12 +20,13 @@ class ParamFileError(ValueError):
     """A parameter file or override that the node would not accept."""
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested YAML parameters -> ``{"a.b.c": value}``, the names ROS gives them."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
@@ -51,7 +52,7 @@ def read_params_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, 
         section = doc[k]
         if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"), dict):
             raise ParamFileError(f"parameter file {str(path)!r}: section {k!r} needs 'ros__parameters:'")
-        values.update(_flatten(section["ros__parameters"]))
+        values.update(flatten(section["ros__parameters"]))
     return values
 
 

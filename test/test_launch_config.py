@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from da3_ros.param_file import flatten
 from da3_ros.params import NODE_PARAMS, all_param_names, check_values
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,17 +28,6 @@ def node_output_topics() -> set[str]:
     per_cam = next(n.value for n in tree.body if isinstance(n, ast.Assign)
                    and any(getattr(t, "id", None) == "PER_CAMERA_OUTPUTS" for t in n.targets))
     return {v.elts[0].value for v in per_cam.values}
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def ros_params(path: Path) -> dict:
