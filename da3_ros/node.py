@@ -29,7 +29,7 @@ from da3_ros.msg import MultiViewDepth
 from da3_ros.outputs import OUTPUT_PARAMS, nav_configs, output_config
 from da3_ros.params import (CAMERA_PARAMS, NODE_PARAMS, Param, camera_param, check_values, fused_frame_problem,
                             param_table, scale_filter_config)
-from da3_ros.pipeline import POSE_CONDITIONING, CoreConfig, DropReason, Dropped, SetProcessor
+from da3_ros.pipeline import POSE_CONDITIONING, failure_text, CoreConfig, DropReason, Dropped, SetProcessor
 from da3_ros.ros_main import run
 from da3_ros.static_tf import StaticTfBuffer
 from da3_ros.sync import SyncMode, TimeSynchronizer
@@ -318,7 +318,7 @@ class DepthPipeline:
                 if not self.context.ok():  # shutting down (Ctrl-C): publishers are gone, nothing to report
                     return
                 self.stats.count("errors")
-                self.get_logger().error(f"set failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+                self.get_logger().error(f"set failed: {failure_text(exc)}", throttle_duration_sec=5.0)
 
     def _make_core(self) -> SetProcessor:
         """The per-set policy (da3_ros.pipeline), shared with ``da3-ros bag``."""

@@ -77,6 +77,18 @@ class CoreConfig:
                 raise ValueError(f"cameras.{camera}.hfov_deg must be in (0, 180) degrees (0 = none), got {hfov}")
 
 
+OUT_OF_MEMORY_SIGNS = ("can't allocate memory", "out of memory", "failed to allocate memory", "bad_alloc")
+
+
+def failure_text(exc: BaseException) -> str:
+    """What to log for a set that failed: out of memory said as such, with what to change; else the error."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MemoryError) or any(sign in str(exc).lower() for sign in OUT_OF_MEMORY_SIGNS):
+        return (f"out of memory in this set ({text.splitlines()[0][:200]}): the set is dropped; fewer cameras, a "
+                "lower process_res or a smaller model need less")
+    return text
+
+
 def prepare_fallback_graph(engine, n_views: int, hw: tuple[int, int], conditioned: bool) -> None:
     """Export the (N-1)-view graph of a fixed-shape engine in the background, for when a camera goes silent.
 

@@ -5,6 +5,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -238,3 +239,33 @@ def test_sigterm_releases_everything_like_sigint(tmp_path, domain_id, checker):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     assert "Traceback" not in (tmp_path / "node.log").read_text()
+
+
+def test_out_of_memory_is_a_counted_error_and_the_node_recovers(tmp_path, domain_id, checker):
+    """Out of memory in the forward: a counted error said as such; the node stays up and recovers.
+
+    The node's address space is capped just above its size, so the next forward cannot allocate; with the cap
+    lifted, results come again.
+    """
+    import resource
+
+    node = write_params(tmp_path / "node.yaml", "da3_depth", {
+        "model": "random:da3-small@0", "backend": "torch", "camera_names": ["a", "b", "c"],
+        "diagnostics_period_s": 0.5})
+    player = write_params(tmp_path / "player.yaml", "rig_player", {
+        "camera_names": ["a", "b", "c"], "sources": [PHOTOS[0]] * 3, "rate_hz": 2.0})
+    mv = checker.collect(MultiViewDepth, "multiview_depth")
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    with process("depth_node", node, domain_id, tmp_path / "node.log") as proc, \
+            process("rig_player", player, domain_id, tmp_path / "player.log"):
+        checker.spin_until(lambda: len(mv) >= 1, 120, "a first result")
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        vm_bytes = int(next(line for line in status.splitlines() if line.startswith("VmSize")).split()[1]) * 1024
+        resource.prlimit(proc.pid, resource.RLIMIT_AS, (vm_bytes + 50 * 2**20, resource.RLIM_INFINITY))
+        checker.spin_until(lambda: _latest(diags).get("errors", 0) >= 2, 60, "counted out-of-memory sets")
+        assert proc.poll() is None
+        resource.prlimit(proc.pid, resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        n = len(mv)
+        checker.spin_until(lambda: len(mv) > n, 60, "results after memory is back")
+    log = (tmp_path / "node.log").read_text()
+    assert "out of memory in this set" in log and "lower process_res" in log and "Traceback" not in log
