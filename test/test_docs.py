@@ -9,11 +9,11 @@ README = (REPO / "README.md").read_text()
 
 
 def _node_py_outputs() -> list[str]:
-    tree = ast.parse((REPO / "da3_ros" / "node.py").read_text())
+    tree = ast.parse((REPO / "da3_ros" / "publishing.py").read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "PER_CAMERA_OUTPUTS":
             return [v.elts[0].value for v in node.value.values]
-    raise AssertionError("PER_CAMERA_OUTPUTS not found in node.py")
+    raise AssertionError("PER_CAMERA_OUTPUTS not found in publishing.py")
 
 
 def test_every_parameter_is_documented():

@@ -23,8 +23,8 @@ def player_param_names() -> set[str]:
 
 
 def node_output_topics() -> set[str]:
-    """Relative topics the node publishes per camera (PER_CAMERA_OUTPUTS in node.py) and set-wide."""
-    tree = ast.parse((REPO / "da3_ros" / "node.py").read_text())
+    """Relative topics the node publishes per camera (PER_CAMERA_OUTPUTS in publishing.py) and set-wide."""
+    tree = ast.parse((REPO / "da3_ros" / "publishing.py").read_text())
     per_cam = next(n.value for n in tree.body if isinstance(n, ast.Assign)
                    and any(getattr(t, "id", None) == "PER_CAMERA_OUTPUTS" for t in n.targets))
     return {v.elts[0].value for v in per_cam.values}
@@ -221,7 +221,7 @@ def test_nav2_example_points_at_our_outputs():
                 sources.update({n: layer[n] for n in layer["observation_sources"].split()})
     assert {(s["topic"], s["data_type"]) for s in sources.values()} == {("/points_obstacles", "PointCloud2"),
                                                                           ("/scan", "LaserScan")}
-    node_src = (REPO / "da3_ros" / "node.py").read_text()
+    node_src = (REPO / "da3_ros" / "publishing.py").read_text()
     assert '"points_obstacles"' in node_src and '"scan"' in node_src
     assert doc["lifecycle_manager_da3"]["ros__parameters"]["node_names"] == ["da3_depth"]
 
