@@ -50,6 +50,7 @@ def main() -> int:
     from sensor_msgs.msg import Image
 
     from da3_ros import conversions as conv
+    from da3_ros.diagnostics import numeric_values
     from da3_ros.msg import MultiViewDepth
     from da3_ros.ros_main import package_executable
 
@@ -67,13 +68,7 @@ def main() -> int:
     template = conv.rgb_to_image(rgb, conv.Header(frame_id="cam"))
 
     def values() -> dict[str, float]:
-        out = {}
-        for kv in (diags[-1].status[0].values if diags else []):
-            try:
-                out[kv.key] = float(kv.value)
-            except ValueError:
-                pass
-        return out
+        return numeric_values(diags[-1]) if diags else {}
 
     def drive(seconds: float, rate_hz: float) -> None:
         period, t_next, end = 1.0 / rate_hz, time.monotonic(), time.monotonic() + seconds

@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from tf2_msgs.msg import TFMessage
 
     from da3_ros import conversions as conv
+    from da3_ros.diagnostics import numeric_values
     from da3_ros.geometry import pinhole_K
     from da3_ros.msg import MultiViewDepth
     from da3_ros.ros_main import package_executable
@@ -108,13 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     infos = {c: conv.make_camera_info(pinhole_K(1208, 680, 60.0), (680, 1208), headers[c]) for c in CAMERAS}
 
     def values() -> dict[str, float]:
-        out = {}
-        for kv in (diags[-1].status[0].values if diags else []):
-            try:
-                out[kv.key] = float(kv.value)
-            except ValueError:
-                pass
-        return out
+        return numeric_values(diags[-1]) if diags else {}
 
     proc = subprocess.Popen([package_executable("depth_node"), "--ros-args", "--params-file", str(tmp / "node.yaml")],
                             stdout=open(tmp / "node.log", "w"), stderr=subprocess.STDOUT)

@@ -115,3 +115,14 @@ class NodeStats:
                                   values=[KeyValue(key=k, value=f"{v:.6g}" if isinstance(v, float) else str(v))
                                           for k, v in values.items()])
         return DiagnosticArray(status=[status])
+
+
+def numeric_values(msg: DiagnosticArray) -> dict[str, float]:
+    """The numeric values of a /diagnostics message's first status (strings such as ``backend`` left out)."""
+    out = {}
+    for kv in msg.status[0].values:
+        try:
+            out[kv.key] = float(kv.value)
+        except ValueError:
+            continue
+    return out

@@ -137,6 +137,7 @@ class SetProcessor:
         self._info_wait_since: float | None = None  # stamp of the first set that waited for camera_info
         self._subsets: dict[tuple[int, ...], SetProcessor] = {}  # per set of present cameras (silent ones out)
         self._fallback_prepared = False
+        self._sizes_seen: set[tuple[tuple[int, int], ...]] = set()  # size combinations already said
         self.without_K: list[str] = []  # cameras of the last set with no intrinsics at all (no camera_info,
         # no hfov_deg, a model that estimates none): their camera_info and clouds are not published
 
@@ -204,12 +205,11 @@ class SetProcessor:
         self._info_ignored = []
         Ks, distortion = zip(*(self.intrinsics(i, m, info) for i, (m, info) in enumerate(zip(images, infos))))
         frame_ids = self.frame_ids(images)
+        t_s = conv.stamp_to_ns(images[self.rig.ref_index].header.stamp) / 1e9  # the set's (reference) stamp
         missing = [c for c, info, p in zip(self.cfg.camera_names, infos, info_pending) if info is None and p]
         if missing:
             # The camera's K beats the model's guess, and switching K between sets would make the clouds jump:
             # wait for an advertised camera_info, but not forever (a driver may advertise and never publish).
-            stamp = images[self.rig.ref_index].header.stamp
-            t_s = stamp.sec + 1e-9 * stamp.nanosec
             self._info_wait_since = self._info_wait_since if self._info_wait_since is not None else t_s
             if t_s - self._info_wait_since < CAMERA_INFO_WAIT_S:
                 return Dropped(DropReason.WAITING_FOR_CAMERA_INFO, f"camera_info of {missing} has not arrived yet")
@@ -236,8 +236,7 @@ class SetProcessor:
             return Dropped(DropReason.BAD_INPUT, str(exc))
         t1 = time.perf_counter()
         self._note_mixed_sizes([(m.height, m.width) for m in images])
-        ref_stamp = images[self.rig.ref_index].header.stamp
-        result = self.rig.process(rgb, list(Ks), known, stamp_s=ref_stamp.sec + 1e-9 * ref_stamp.nanosec)
+        result = self.rig.process(rgb, list(Ks), known, stamp_s=t_s)
         self._note_missing_K(result, list(Ks))
         nav = nav_inputs(self.cfg.nav_cfg, self.static_tf, frame_ids) if wants_nav and self.cfg.nav_cfg else None
         out = SetOutputs(result, list(self.cfg.camera_names), frame_ids, [m.header for m in images],
@@ -250,8 +249,9 @@ class SetProcessor:
     def _note_mixed_sizes(self, hws: list[tuple[int, int]]) -> None:
         """Cameras of different sizes: say once per size combination what each keeps of its field of view."""
         engine = self.rig.engine
-        if len(set(hws)) < 2:
+        if len(set(hws)) < 2 or tuple(hws) in self._sizes_seen:
             return
+        self._sizes_seen.add(tuple(hws))
         plans = preprocess.plan_batch(hws, engine.process_res, engine.process_res_method, engine.mixed_resolution)
         parts = []
         for camera, hw, plan in zip(self.cfg.camera_names, hws, plans):

@@ -17,6 +17,7 @@ import yaml
 from rclpy.context import Context
 from rclpy.node import Node
 
+from da3_ros.diagnostics import numeric_values
 from da3_ros.ros_main import package_executable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,12 +116,4 @@ class Checker:
         rclpy.try_shutdown(context=self.context)
 
 
-def diag_values(msg) -> dict[str, float]:
-    """The numeric values of the node's status (strings such as ``backend`` are left out)."""
-    out = {}
-    for kv in msg.status[0].values:
-        try:
-            out[kv.key] = float(kv.value)
-        except ValueError:
-            continue
-    return out
+diag_values = numeric_values  # the numeric values of the node's status
