@@ -9,7 +9,7 @@ from __future__ import annotations
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from da3_ros.node import DepthPipeline
-from da3_ros.ros_main import run
+from da3_ros.ros_main import run, say_failure
 
 
 class DepthLifecycleNode(DepthPipeline, LifecycleNode):
@@ -23,8 +23,8 @@ class DepthLifecycleNode(DepthPipeline, LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._configure()
-        except Exception as exc:  # an unreadable model or bad parameters: the transition fails, the node lives
-            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # the transition fails, the node lives; a bug keeps its traceback
+            say_failure(exc, self.get_logger().error, "configure failed")
             return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
 

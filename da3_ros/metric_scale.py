@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from da3_ros.errors import ConfigError
 from da3_ros.prediction import Prediction
 
 FITTED_SOURCES = ("metric_model", "nested", "rig")
@@ -35,13 +36,13 @@ class ScaleFilterConfig:
 
     def __post_init__(self):
         if self.window < 1:
-            raise ValueError(f"metric.filter_window must be >= 1, got {self.window}")
+            raise ConfigError(f"metric.filter_window must be >= 1, got {self.window}")
         if not self.max_rate_per_s > 0:
-            raise ValueError(f"metric.max_rate_per_s must be > 0, got {self.max_rate_per_s}")
+            raise ConfigError(f"metric.max_rate_per_s must be > 0, got {self.max_rate_per_s}")
         if not self.outlier_ratio > 1:
-            raise ValueError(f"metric.outlier_ratio must be > 1, got {self.outlier_ratio}")
+            raise ConfigError(f"metric.outlier_ratio must be > 1, got {self.outlier_ratio}")
         if self.reset_after < 1:
-            raise ValueError(f"metric.reset_after must be >= 1, got {self.reset_after}")
+            raise ConfigError(f"metric.reset_after must be >= 1, got {self.reset_after}")
 
 
 class ScaleFilter:

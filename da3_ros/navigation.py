@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from da3_ros.errors import ConfigError
+
 GROUND_MODES = ("plane", "z")
 
 
@@ -31,12 +33,12 @@ class ObstacleConfig:
 
     def __post_init__(self):
         if self.ground not in GROUND_MODES:
-            raise ValueError(f"nav.ground must be one of {GROUND_MODES}, got {self.ground!r}")
+            raise ConfigError(f"nav.ground must be one of {GROUND_MODES}, got {self.ground!r}")
         if not self.max_height_m > self.min_height_m:
-            raise ValueError(f"nav.max_height_m ({self.max_height_m}) must exceed nav.min_height_m "
-                             f"({self.min_height_m})")
+            raise ConfigError(f"nav.max_height_m ({self.max_height_m}) must exceed nav.min_height_m "
+                              f"({self.min_height_m})")
         if self.voxel_m < 0 or self.outlier_radius_m < 0 or self.outlier_min_neighbours < 0:
-            raise ValueError("nav.voxel_m, nav.outlier_radius_m and nav.outlier_min_neighbours must be >= 0")
+            raise ConfigError("nav.voxel_m, nav.outlier_radius_m and nav.outlier_min_neighbours must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,10 @@ class ScanConfig:
 
     def __post_init__(self):
         if not (self.angle_max > self.angle_min and self.angle_increment > 0):
-            raise ValueError(f"scan angles need angle_max > angle_min and angle_increment > 0, got "
-                             f"{self.angle_min}, {self.angle_max}, {self.angle_increment}")
+            raise ConfigError(f"scan angles need angle_max > angle_min and angle_increment > 0, got "
+                              f"{self.angle_min}, {self.angle_max}, {self.angle_increment}")
         if not 0 <= self.range_min < self.range_max:
-            raise ValueError(f"scan ranges need 0 <= range_min < range_max, got {self.range_min}, {self.range_max}")
+            raise ConfigError(f"scan ranges need 0 <= range_min < range_max, got {self.range_min}, {self.range_max}")
 
     @property
     def num_bins(self) -> int:

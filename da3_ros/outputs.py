@@ -15,6 +15,7 @@ from std_msgs.msg import Header
 from da3_ros import conversions as conv
 from da3_ros import geometry as geo
 from da3_ros import navigation as nav
+from da3_ros.errors import ConfigError
 from da3_ros.rig import RigResult
 
 TF_MODES = ("estimated_children", "camera_frames", "off")
@@ -35,9 +36,9 @@ class OutputConfig:
 
     def __post_init__(self):
         if self.tf_mode not in TF_MODES:
-            raise ValueError(f"tf.mode must be one of {TF_MODES}, got {self.tf_mode!r}")
+            raise ConfigError(f"tf.mode must be one of {TF_MODES}, got {self.tf_mode!r}")
         if self.stride < 1:
-            raise ValueError(f"cloud.stride must be >= 1, got {self.stride}")
+            raise ConfigError(f"cloud.stride must be >= 1, got {self.stride}")
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def nav_configs(param) -> tuple[nav.ObstacleConfig, nav.ScanConfig, str]:
         max_height_m=param("scan.max_height_m"))
     target = param("nav.target_frame")
     if not target:
-        raise ValueError("nav.target_frame must name a frame (e.g. base_link)")
+        raise ConfigError("nav.target_frame must name a frame (e.g. base_link)")
     return obstacles, scan, target
 
 
@@ -190,7 +191,7 @@ class SetOutputs:
         for j, frame in enumerate(self.frame_ids):
             if target in (frame, frame + self.cfg.tf_suffix):
                 return target, geo.invert_T(T[j])
-        raise ValueError(f"fused_frame {target!r} is not a camera frame of this rig: {self.frame_ids}")
+        raise ConfigError(f"fused_frame {target!r} is not a camera frame of this rig: {self.frame_ids}")
 
     def fused_arrays(self) -> tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None] | None:
         """The fused cloud as arrays: (frame, points (M, 3), colours (M, 3) uint8, confidences (M,)).

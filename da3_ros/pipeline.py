@@ -20,6 +20,7 @@ import numpy as np
 from da3_ros import conversions as conv
 from da3_ros import geometry as geo
 from da3_ros import preprocess
+from da3_ros.errors import ConfigError
 from da3_ros.models.registry import DepthKind
 from da3_ros.outputs import OutputConfig, SetOutputs, nav_inputs
 from da3_ros.rig import Rig
@@ -69,12 +70,12 @@ class CoreConfig:
 
     def __post_init__(self):
         if self.pose_conditioning not in POSE_CONDITIONING:
-            raise ValueError(f"pose_conditioning must be one of {POSE_CONDITIONING}, got {self.pose_conditioning!r}")
+            raise ConfigError(f"pose_conditioning must be one of {POSE_CONDITIONING}, got {self.pose_conditioning!r}")
         if len(self.frame_id_overrides) != len(self.camera_names):
             raise ValueError(f"{len(self.frame_id_overrides)} frame_id overrides for cameras {self.camera_names}")
         for camera, hfov in zip(self.camera_names, self.hfov_deg, strict=False):
             if hfov and not 0 < hfov < 180:
-                raise ValueError(f"cameras.{camera}.hfov_deg must be in (0, 180) degrees (0 = none), got {hfov}")
+                raise ConfigError(f"cameras.{camera}.hfov_deg must be in (0, 180) degrees (0 = none), got {hfov}")
 
 
 OUT_OF_MEMORY_SIGNS = ("can't allocate memory", "out of memory", "failed to allocate memory", "bad_alloc")

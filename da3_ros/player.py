@@ -15,6 +15,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from da3_ros import conversions as conv
+from da3_ros.errors import ConfigError
 from da3_ros.geometry import pinhole_K
 from da3_ros.ros_main import run
 
@@ -29,13 +30,13 @@ class FrameSource:
         if kind == "video":
             self._cap = cv2.VideoCapture(path)
             if not self._cap.isOpened():
-                raise ValueError(f"cannot open video {path!r}")
+                raise ConfigError(f"cannot open video {path!r}")
         elif kind == "image":
             self._img = cv2.imread(path, cv2.IMREAD_COLOR)
             if self._img is None:
-                raise ValueError(f"cannot read image {path!r}")
+                raise ConfigError(f"cannot read image {path!r}")
         else:
-            raise ValueError(f"source must be video:<path> or image:<path>, got {spec!r}")
+            raise ConfigError(f"source must be video:<path> or image:<path>, got {spec!r}")
 
     def next_bgr(self) -> np.ndarray:
         if self._img is not None:
@@ -61,7 +62,7 @@ class RigPlayer(Node):
         self.publish_info = self.declare_parameter("publish_camera_info", True).value
         reliable = self.declare_parameter("qos", "sensor_data").value == "reliable"
         if len(names) != len(sources):
-            raise ValueError(f"camera_names {names} and sources {sources} differ in length")
+            raise ConfigError(f"camera_names {names} and sources {sources} differ in length")
         self.sources = [FrameSource(s, examples_dir) for s in sources]
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
         self.names = names

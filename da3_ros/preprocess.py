@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from da3_ros.errors import ConfigError
+
 PATCH_SIZE = 14
 METHODS = ("upper_bound_resize", "upper_bound_crop", "lower_bound_resize", "lower_bound_crop")
 MIXED_MODES = ("crop", "stretch")  # how views of different sizes get one network size (see plan_batch)
@@ -48,8 +50,8 @@ class ResizePlan:
 def _stretch(plan: ResizePlan, hw: tuple[int, int]) -> ResizePlan:
     """``plan`` with its last resize going to ``hw`` directly (whole view kept, aspect changed)."""
     if plan.crop_tl != (0, 0) or plan.resized_hw != plan.proc_hw:
-        raise ValueError("mixed_resolution 'stretch' works with the *_resize methods, not with *_crop (which crop "
-                         "each view on their own)")
+        raise ConfigError("mixed_resolution 'stretch' works with the *_resize methods, not with *_crop (which crop "
+                          "each view on their own)")
     A_bound = _scale_affine(plan.bound_hw[1] / plan.src_hw[1], plan.bound_hw[0] / plan.src_hw[0])
     return ResizePlan(plan.src_hw, plan.bound_hw, hw, (0, 0), hw,
                       _scale_affine(hw[1] / plan.bound_hw[1], hw[0] / plan.bound_hw[0]) @ A_bound)
@@ -73,7 +75,7 @@ def _nearest_multiple(x: int, p: int) -> int:
 def plan_resize(src_hw: tuple[int, int], process_res: int = 504, method: str = "upper_bound_resize") -> ResizePlan:
     """Plan upstream's resize of an image of size ``src_hw`` (H, W)."""
     if method not in METHODS:
-        raise ValueError(f"process_res_method must be one of {METHODS}, got {method!r}")
+        raise ConfigError(f"process_res_method must be one of {METHODS}, got {method!r}")
     h0, w0 = src_hw
     side = max(w0, h0) if method.startswith("upper") else min(w0, h0)
     h1, w1 = h0, w0
@@ -98,7 +100,7 @@ def plan_batch(src_hws: list[tuple[int, int]], process_res: int = 504, method: s
     changed pixel aspect (fx / fy differs from the camera's; the intrinsics follow exactly). Same cost either way.
     """
     if mixed not in MIXED_MODES:
-        raise ValueError(f"mixed_resolution must be one of {MIXED_MODES}, got {mixed!r}")
+        raise ConfigError(f"mixed_resolution must be one of {MIXED_MODES}, got {mixed!r}")
     plans = [plan_resize(hw, process_res, method) for hw in src_hws]
     hw_min = (min(p.proc_hw[0] for p in plans), min(p.proc_hw[1] for p in plans))
     if mixed == "stretch":

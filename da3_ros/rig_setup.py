@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from da3_ros.errors import ConfigError
 from da3_ros.geometry import R_from_quaternion, invert_T
 from da3_ros.params import camera_param, scale_filter_config
 from da3_ros.pipeline import POSE_CONDITIONING
@@ -24,12 +25,12 @@ def known_extrinsics(mode: str, poses: list[list[float]], cameras: list[str], re
     has them; never for ``tf_static`` or ``off``. The reference camera becomes the origin, whatever was given.
     """
     if mode not in POSE_CONDITIONING:
-        raise ValueError(f"pose_conditioning must be one of {POSE_CONDITIONING}, got {mode!r}")
+        raise ConfigError(f"pose_conditioning must be one of {POSE_CONDITIONING}, got {mode!r}")
     if mode in ("off", "tf_static") or (mode == "auto" and not all(poses)):
         return None
     bad = [c for c, v in zip(cameras, poses) if len(v) != 7]
     if bad:
-        raise ValueError(f"pose_conditioning=params needs cameras.<name>.T_ref_cam = [x,y,z,qx,qy,qz,qw] for {bad}")
+        raise ConfigError(f"pose_conditioning=params needs cameras.<name>.T_ref_cam = [x,y,z,qx,qy,qz,qw] for {bad}")
     if not has_pose:
         warn("this model takes no pose conditioning; cameras.*.T_ref_cam ignored")
         return None

@@ -22,11 +22,24 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
     from da3_ros.engines.base import BackendUnavailable, EngineUnavailable
     from da3_ros.engines.tensorrt_engine import EngineParityError
+    from da3_ros.engines.triton_engine import TritonModelError
+    from da3_ros.errors import ConfigError
     from da3_ros.models.loading import CheckpointError
+    from da3_ros.param_file import ParamFileError
 
-    return (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+    # Not ValueError itself: a numpy shape error or an internal check is a bug, and its traceback is the report
+    return (ConfigError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
             BackendUnavailable, EngineUnavailable, EngineParityError, CheckpointError, ParameterException,
-            NameValidationException)  # TritonModelError, ConversionError, ParamFileError are ValueErrors
+            NameValidationException, TritonModelError, ParamFileError)  # GraphMismatch is a ConfigError
+
+
+def say_failure(exc: BaseException, say: Callable[[str], None], what: str) -> None:
+    """Say why ``what`` failed: one line for a user error (``user_error_types``), else the traceback first."""
+    if isinstance(exc, user_error_types()):  # bad parameters, unreadable model: say why, no traceback
+        say(f"{what}: {type(exc).__name__}: {exc}")
+    else:  # a bug: its traceback is the report
+        tb = "".join(traceback.format_exception(exc)).rstrip()
+        say(f"{tb}\n{what}: unexpected {type(exc).__name__} (traceback above)")
 
 
 def run(node_factory: Callable[[], Node], args=None, name: str = "da3_ros") -> int:
@@ -38,11 +51,7 @@ def run(node_factory: Callable[[], Node], args=None, name: str = "da3_ros") -> i
     try:
         node = node_factory()
     except Exception as exc:
-        if isinstance(exc, user_error_types()):  # bad parameters, unreadable model: say why, no traceback
-            print(f"[{name}] cannot start: {type(exc).__name__}: {exc}", flush=True)
-        else:  # a bug: its traceback is the report
-            traceback.print_exc()
-            print(f"[{name}] cannot start: unexpected {type(exc).__name__} (traceback above)", flush=True)
+        say_failure(exc, lambda text: print(text, flush=True), f"[{name}] cannot start")
         rclpy.try_shutdown()  # destroys the half-built node: its destroy_node copes (class-level state)
         return 1
     executor = SingleThreadedExecutor()

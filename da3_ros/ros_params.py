@@ -11,6 +11,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import InvalidParameterValueException, ParameterUninitializedException
 from rclpy.parameter import Parameter
 
+from da3_ros.errors import ConfigError
 from da3_ros.outputs import OUTPUT_PARAMS, nav_configs, output_config
 from da3_ros.params import (CAMERA_PARAMS, NODE_PARAMS, Param, camera_param, check_values, fused_frame_problem,
                             param_table)
@@ -37,7 +38,7 @@ class ParameterWiring:
             self._declare_one(p, p.default)
         self.cameras: list[str] = list(self._p("camera_names"))
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
-            raise ValueError(f"camera_names must be unique and non-empty, got {self.cameras}")
+            raise ConfigError(f"camera_names must be unique and non-empty, got {self.cameras}")
         table = param_table(self.cameras)
         for c in self.cameras:
             for p in CAMERA_PARAMS:
@@ -51,7 +52,7 @@ class ParameterWiring:
         if all(overrides):  # every frame known before the first image: check fused_frame now
             problems.append(fused_frame_problem(self._p("fused_frame"), overrides, self._p("tf.suffix")))
         if any(problems):
-            raise ValueError("; ".join(p for p in problems if p))
+            raise ConfigError("; ".join(p for p in problems if p))
         self.ref = self.cameras.index(ref_name)
         self.out_cfg = output_config(self._p)
         self.nav_cfg = nav_configs(self._p)
@@ -61,7 +62,7 @@ class ParameterWiring:
         try:
             self.declare_parameter(p.name, default, parameter_descriptor(p))
         except InvalidParameterValueException as exc:
-            raise ValueError(f"{p.name}: {exc.args[0]} (allowed: {p.constraints()})") from None
+            raise ConfigError(f"{p.name}: {exc.args[0]} (allowed: {p.constraints()})") from None
 
     def _watch_parameters(self) -> None:
         """Parameter sets: invalid values refused with the reason; output settings applied to the next set."""

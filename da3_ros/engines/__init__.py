@@ -8,6 +8,7 @@ import importlib.util
 import logging
 
 from da3_ros.engines.base import BackendUnavailable, Engine, EngineUnavailable, FrameBatch
+from da3_ros.errors import ConfigError
 
 __all__ = ["BACKENDS", "BackendUnavailable", "Engine", "EngineUnavailable", "FrameBatch", "create_engine",
            "resolve_backend"]
@@ -21,7 +22,7 @@ def resolve_backend(backend: str) -> str:
     ``triton`` (a remote server) is never chosen automatically: it needs a server address.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
         return backend
     from da3_ros.engines.tensorrt_engine import tensorrt_status
@@ -62,7 +63,7 @@ def create_engine(backend: str, model: str, *, device: str = "cpu", precision: s
         return TritonEngine(model, triton or TritonSettings(), **kwargs)
     if backend == "torch":
         if model.endswith(".onnx"):
-            raise ValueError(f"backend torch needs a checkpoint, not the ONNX graph {model}; use backend onnxruntime")
+            raise ConfigError(f"backend torch needs a checkpoint, not the ONNX graph {model}; use backend onnxruntime")
         if importlib.util.find_spec("torch") is None:
             raise BackendUnavailable("backend torch needs PyTorch: `pip install torch` (or use backend onnxruntime)")
         from da3_ros.engines.torch_engine import TorchEngine

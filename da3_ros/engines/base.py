@@ -14,6 +14,7 @@ import numpy as np
 
 from da3_ros import preprocess
 from da3_ros.engines import postprocess
+from da3_ros.errors import ConfigError
 from da3_ros.geometry import invert_T
 from da3_ros.models.registry import METRIC_CANONICAL_FOCAL_PX, DepthKind, Variant
 from da3_ros.prediction import Prediction
@@ -82,18 +83,18 @@ class Engine:
                  process_res_method: str = "upper_bound_resize", ref_view_strategy: str = "first",
                  mixed_resolution: str = "crop"):
         if ref_view_strategy not in REF_VIEW_STRATEGIES:
-            raise ValueError(f"ref_view_strategy must be one of {REF_VIEW_STRATEGIES}, got {ref_view_strategy!r}")
+            raise ConfigError(f"ref_view_strategy must be one of {REF_VIEW_STRATEGIES}, got {ref_view_strategy!r}")
         if process_res % preprocess.PATCH_SIZE or process_res <= 0:
-            raise ValueError(f"process_res must be a positive multiple of {preprocess.PATCH_SIZE}, got {process_res}")
+            raise ConfigError(f"process_res must be a positive multiple of {preprocess.PATCH_SIZE}, got {process_res}")
         if process_res_method not in preprocess.METHODS:
-            raise ValueError(f"process_res_method must be one of {preprocess.METHODS}, got {process_res_method!r}")
+            raise ConfigError(f"process_res_method must be one of {preprocess.METHODS}, got {process_res_method!r}")
         self.variant = variant
         self.label = label
         self.trained = trained
         self.process_res = process_res
         self.process_res_method = process_res_method
         if mixed_resolution not in preprocess.MIXED_MODES:
-            raise ValueError(f"mixed_resolution must be one of {preprocess.MIXED_MODES}, got {mixed_resolution!r}")
+            raise ConfigError(f"mixed_resolution must be one of {preprocess.MIXED_MODES}, got {mixed_resolution!r}")
         self.mixed_resolution = mixed_resolution
         self.ref_view_strategy = ref_view_strategy
         self._warned_no_K = False

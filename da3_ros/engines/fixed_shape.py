@@ -15,6 +15,7 @@ import numpy as np
 from da3_ros.engines.base import IN_EXTRINSICS, IN_IMAGES, Engine
 from da3_ros.engines.cache import ArtifactCache
 from da3_ros.engines.onnx_source import OnnxSource
+from da3_ros.errors import ConfigError
 
 Shape = tuple[int, tuple[int, int], bool]  # (views, (H, W), pose-conditioned)
 MAX_RUNNERS = 2  # e.g. the full rig and the rig minus one camera
@@ -31,8 +32,8 @@ class FixedShapeEngine(Engine):
 
     def __init__(self, model: str, cache_dir: str | None = None, **kwargs):
         if kwargs.get("ref_view_strategy", "first") != "first":
-            raise ValueError(f"the {self.backend} backend pins view 0 as the reference (ref_view_strategy "
-                             f"'first'); upstream's data-dependent strategies need backend torch")
+            raise ConfigError(f"the {self.backend} backend pins view 0 as the reference (ref_view_strategy "
+                              f"'first'); upstream's data-dependent strategies need backend torch")
         self.source = OnnxSource(model, ArtifactCache(cache_dir))
         super().__init__(self.source.variant, self.source.label, self.source.trained, **kwargs)
         self._runners: dict[Shape, Runner] = {}

@@ -17,6 +17,7 @@ import dataclasses
 import numpy as np
 
 from da3_ros.engines.base import IN_IMAGES, Engine
+from da3_ros.errors import ConfigError
 from da3_ros.models.registry import DepthKind
 
 METRIC_PARTNER = "da3metric-large"
@@ -27,14 +28,14 @@ class MetricPairEngine(Engine):
 
     def __init__(self, main: Engine, metric: Engine, every_n_sets: int = 1):
         if not main.variant.has_pose or main.variant.depth_kind is not DepthKind.RELATIVE:
-            raise ValueError(f"metric_model pairs an any-view model (da3-small/base/large/giant) with "
-                             f"{METRIC_PARTNER}; model is {main.variant.name}")
+            raise ConfigError(f"metric_model pairs an any-view model (da3-small/base/large/giant) with "
+                              f"{METRIC_PARTNER}; model is {main.variant.name}")
         if metric.variant.name != METRIC_PARTNER:
-            raise ValueError(f"metric_model must be a {METRIC_PARTNER} checkpoint, got {metric.variant.name}")
+            raise ConfigError(f"metric_model must be a {METRIC_PARTNER} checkpoint, got {metric.variant.name}")
         if every_n_sets < 1:
-            raise ValueError(f"metric.every_n_sets must be >= 1, got {every_n_sets}")
+            raise ConfigError(f"metric.every_n_sets must be >= 1, got {every_n_sets}")
         if metric.process_res != main.process_res or metric.process_res_method != main.process_res_method:
-            raise ValueError("the paired models must share process_res and process_res_method")
+            raise ConfigError("the paired models must share process_res and process_res_method")
         variant = dataclasses.replace(main.variant, depth_kind=DepthKind.METRIC, has_sky=True)
         super().__init__(variant, f"{main.label} + {metric.label}", main.trained and metric.trained,
                          process_res=main.process_res, process_res_method=main.process_res_method,

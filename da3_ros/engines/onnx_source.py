@@ -19,6 +19,7 @@ from pathlib import Path
 
 from da3_ros.engines.base import BackendUnavailable
 from da3_ros.engines.cache import ArtifactCache
+from da3_ros.errors import ConfigError
 from da3_ros.models import loading
 from da3_ros.models.registry import VARIANTS, Variant, get_variant
 
@@ -27,7 +28,7 @@ GRAPH_VERSION = 1  # = da3_ros.engines.export.GRAPH_VERSION (that module imports
 META_KEY = "da3_ros"
 
 
-class GraphMismatch(ValueError):
+class GraphMismatch(ConfigError):
     """A given .onnx file was exported for another rig (views, size or conditioning)."""
 
 
@@ -38,7 +39,7 @@ def read_metadata(path: Path) -> dict:
     model = onnx.load(str(path), load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props}
     if META_KEY not in props:
-        raise ValueError(f"{path} was not exported by da3_ros (no '{META_KEY}' metadata); use `da3-ros export`")
+        raise ConfigError(f"{path} was not exported by da3_ros (no '{META_KEY}' metadata); use `da3-ros export`")
     return json.loads(props[META_KEY])
 
 

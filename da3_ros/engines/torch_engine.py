@@ -6,6 +6,7 @@ import torch
 
 from da3_ros.engines.base import Engine
 from da3_ros.engines.graph import InferenceGraph
+from da3_ros.errors import ConfigError
 from da3_ros.models.loading import LoadedModel
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -14,7 +15,7 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     """fp32 on CPU unless asked (upstream autocasts fp16 on CPU, 2.6x slower); bf16/fp16 on CUDA."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         if device.type != "cuda":
             return torch.float32

@@ -25,6 +25,7 @@ import numpy as np
 from da3_ros.engines.base import BackendUnavailable, Engine, EngineUnavailable, graph_outputs
 from da3_ros.engines.cache import ArtifactCache
 from da3_ros.engines.onnx_source import OnnxSource
+from da3_ros.errors import ConfigError
 
 _LOG = logging.getLogger(__name__)
 BACKOFF_S = (0.5, 8.0)  # first retry after 0.5 s, doubling up to 8 s
@@ -51,9 +52,9 @@ class TritonSettings:
 
     def __post_init__(self):
         if not self.url or "/" in self.url:
-            raise ValueError(f"triton.url must be host:port of the server's gRPC endpoint, got {self.url!r}")
+            raise ConfigError(f"triton.url must be host:port of the server's gRPC endpoint, got {self.url!r}")
         if not self.timeout_s > 0:
-            raise ValueError(f"triton.timeout_s must be > 0 seconds, got {self.timeout_s}")
+            raise ConfigError(f"triton.timeout_s must be > 0 seconds, got {self.timeout_s}")
         for name in ("root_certificates", "private_key", "certificate_chain"):
             path = getattr(self, name)
             if path and not Path(path).expanduser().is_file():
@@ -66,7 +67,7 @@ class TritonSettings:
         for item in filter(None, (part.strip() for part in text.split(";"))):
             name, sep, value = item.partition(":")
             if not sep or not name.strip():
-                raise ValueError(f"triton.headers wants 'Name: value; Name2: value2', got {item!r}")
+                raise ConfigError(f"triton.headers wants 'Name: value; Name2: value2', got {item!r}")
             headers[name.strip().lower()] = value.strip()
         return headers
 
@@ -138,7 +139,7 @@ class TritonEngine(Engine):
     def __init__(self, model: str, settings: TritonSettings, **kwargs):
         self._grpc = import_tritonclient()
         if kwargs.get("ref_view_strategy", "first") != "first":
-            raise ValueError("the triton backend pins view 0 as the reference (ref_view_strategy 'first')")
+            raise ConfigError("the triton backend pins view 0 as the reference (ref_view_strategy 'first')")
         source = OnnxSource(model, ArtifactCache(None))  # the variant only: nothing is exported or loaded
         super().__init__(source.variant, f"{source.label} on triton://{settings.url}/{settings.model_name}",
                          source.trained, **kwargs)

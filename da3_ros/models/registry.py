@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from da3_ros.errors import ConfigError
+
 
 class DepthKind(str, Enum):
     """What the raw depth output of a variant means."""
@@ -53,4 +55,4 @@ def get_variant(name: str) -> Variant:
     try:
         return VARIANTS[name]
     except KeyError:
-        raise ValueError(f"unknown DA3 variant {name!r}; known: {', '.join(VARIANTS)}") from None
+        raise ConfigError(f"unknown DA3 variant {name!r}; known: {', '.join(VARIANTS)}") from None
