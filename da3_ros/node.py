@@ -172,7 +172,8 @@ class DepthPipeline(ParameterWiring):
         cfg = CoreConfig(list(self.cameras), [self._p(camera_param(c, "frame_id")) or "" for c in self.cameras],
                          self._p("pose_conditioning"), self.out_cfg, self.nav_cfg,
                          [float(self._p(camera_param(c, "hfov_deg")) or 0.0) for c in self.cameras])
-        return SetProcessor(self.rig, cfg, self.static_tf, warn=self.get_logger().warning)  # each note said once
+        return SetProcessor(self.rig, cfg, self.static_tf, warn=self.get_logger().warning,  # each note said once
+                            prepare_fallback=True)  # a camera may go silent: its (N-1)-view graph ahead
 
     def _process(self, frameset) -> None:
         items = [None if data is None else deserialize_message(data, Image) for data in frameset.items]  # None: silent

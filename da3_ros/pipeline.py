@@ -125,10 +125,12 @@ class SetProcessor:
     """One synchronised set of Image messages (+ CameraInfo, /tf_static) -> ``Processed`` or ``Dropped``.
 
     ``warn`` receives non-fatal notes, each once (e.g. a camera_info whose size does not match its images).
+    ``prepare_fallback``: after the first set, export a fixed-shape engine's (N-1)-view graph in the background
+    (the live node, whose cameras can go silent); the offline commands take complete sets and leave it False.
     """
 
     def __init__(self, rig: Rig, cfg: CoreConfig, static_tf: StaticTfBuffer,
-                 warn: Callable[[str], None] | None = None):
+                 warn: Callable[[str], None] | None = None, prepare_fallback: bool = False):
         self.rig = rig
         self.cfg = cfg
         self.static_tf = static_tf
@@ -137,7 +139,7 @@ class SetProcessor:
         self._info_ignored: list[str] = []  # cameras of the current set whose camera_info size is not the image's
         self._info_wait_since: float | None = None  # stamp of the first set that waited for camera_info
         self._subsets: dict[tuple[int, ...], SetProcessor] = {}  # per set of present cameras (silent ones out)
-        self._fallback_prepared = False
+        self._fallback_prepared = not prepare_fallback  # the node's ask: bag and media take complete sets
         self._sizes_seen: set[tuple[tuple[int, int], ...]] = set()  # size combinations already said
         self.without_K: list[str] = []  # cameras of the last set with no intrinsics at all (no camera_info,
         # no hfov_deg, a model that estimates none): their camera_info and clouds are not published

@@ -3,20 +3,28 @@
 Every artifact is stored beside a JSON sidecar holding its SHA-256 and the key it was built for. A file whose
 bytes no longer match its sidecar (truncated, corrupted, swapped) is deleted and reported as missing, so the
 caller rebuilds it instead of loading it: a TensorRT plan is executable code and must never come from
-anywhere else. ROS-free and torch-free.
+anywhere else. Processes and threads sharing a cache take one lock per artifact (``ArtifactCache.lock``, a
+``<artifact>.lock`` file beside it, never deleted) around check, build, write and seal, so a reader never
+takes a graph that a writer renamed into place but has not sealed yet for a corrupted one. ROS-free and
+torch-free.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 _LOG = logging.getLogger(__name__)
 SIDECAR_SUFFIX = ".meta.json"
+LOCK_SUFFIX = ".lock"
 
 
 def default_cache_dir() -> Path:
@@ -54,29 +62,60 @@ class ArtifactCache:
         """Where the artifact of ``kind`` built for ``key`` lives (it may not exist yet)."""
         return self.root / f"{kind}-{key_digest(key)[:20]}.{ext}"
 
+    @contextmanager
+    def lock(self, path: Path) -> Iterator[None]:
+        """Hold the artifact's lock: exclusive between processes (flock) and threads, re-entrant in one thread.
+
+        Hold it from the check that finds an artifact missing until it is sealed: a second process (or the
+        background fallback export) wanting the same artifact then waits and finds it made.
+        """
+        lk = _path_lock(path.with_name(path.name + LOCK_SUFFIX))
+        with lk.rlock:
+            if lk.depth == 0:
+                lk.acquire()
+            lk.depth += 1
+            try:
+                yield
+            finally:
+                lk.depth -= 1
+                if lk.depth == 0:
+                    lk.release()
+
     def store(self, path: Path, data: bytes, key: dict[str, Any]) -> Path:
         """Write ``data`` and its sidecar atomically (a crash leaves no half-written artifact)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, data)
-        meta = {"sha256": sha256_bytes(data), "size": len(data), "key": key}
-        _atomic_write(_sidecar(path), json.dumps(meta, indent=1, sort_keys=True, default=str).encode())
+        with self.lock(path):
+            _atomic_write(path, data)
+            meta = {"sha256": sha256_bytes(data), "size": len(data), "key": key}
+            _atomic_write(_sidecar(path), json.dumps(meta, indent=1, sort_keys=True, default=str).encode())
         return path
 
     def seal(self, path: Path, key: dict[str, Any]) -> Path:
         """Write the sidecar for an artifact that a tool wrote to ``path`` directly.
 
-        A weights file ``<path>.data`` beside it (a graph too large for one file) is hashed into it too.
+        A weights file ``<path>.data`` beside it (a graph too large for one file) is hashed into it too. The
+        writer holds ``lock(path)`` from before it renames the artifact into place until this returns.
         """
-        meta: dict[str, Any] = {"sha256": sha256_file(path), "size": path.stat().st_size, "key": key}
-        if _data_file(path).is_file():
-            meta["data_sha256"] = sha256_file(_data_file(path))
-        _atomic_write(_sidecar(path), json.dumps(meta, indent=1, sort_keys=True, default=str).encode())
+        with self.lock(path):
+            meta: dict[str, Any] = {"sha256": sha256_file(path), "size": path.stat().st_size, "key": key}
+            if _data_file(path).is_file():
+                meta["data_sha256"] = sha256_file(_data_file(path))
+            _atomic_write(_sidecar(path), json.dumps(meta, indent=1, sort_keys=True, default=str).encode())
         return path
 
     def verified(self, path: Path) -> bool:
-        """True when ``path`` exists and matches its sidecar; a mismatching artifact is deleted."""
+        """True when ``path`` exists and matches its sidecar; a mismatching artifact is deleted.
+
+        Under the artifact's lock: one that a writer has renamed into place but not sealed is waited for.
+        """
         side = _sidecar(path)
         if not path.is_file() and not side.is_file():
+            return False
+        with self.lock(path):
+            return self._verified_locked(path, side)
+
+    def _verified_locked(self, path: Path, side: Path) -> bool:
+        if not path.is_file() and not side.is_file():  # discarded by whoever held the lock before us
             return False
         try:
             meta = json.loads(side.read_text())
@@ -92,13 +131,14 @@ class ArtifactCache:
 
     def load_verified(self, path: Path) -> bytes | None:
         """The artifact's bytes if they match the sidecar, else None (and the bad files are deleted)."""
-        if not self.verified(path):
-            return None
-        data = path.read_bytes()
-        if sha256_bytes(data) != json.loads(_sidecar(path).read_text())["sha256"]:  # changed since verified
-            self.discard(path)
-            return None
-        return data
+        with self.lock(path):
+            if not self.verified(path):
+                return None
+            data = path.read_bytes()
+            if sha256_bytes(data) != json.loads(_sidecar(path).read_text())["sha256"]:  # changed since verified
+                self.discard(path)
+                return None
+            return data
 
     @staticmethod
     def discard(path: Path) -> None:
@@ -108,6 +148,45 @@ class ArtifactCache:
                 p.unlink()
             except FileNotFoundError:
                 pass
+
+
+class _PathLock:
+    """One lock file: a thread lock in this process, and flock on the file between processes while held."""
+
+    def __init__(self, file: Path):
+        self.file = file
+        self.rlock = threading.RLock()  # flock is per open file: threads of one process need their own lock
+        self.depth = 0  # re-entrant holds by the owning thread
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another process is building this artifact: wait for it, and say so
+                _LOG.info("waiting for another process writing %s", self.file.with_suffix(""))
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the file releases the flock
+            self.fd = None
+
+
+_PATH_LOCKS: dict[Path, _PathLock] = {}
+_PATH_LOCKS_GUARD = threading.Lock()
+
+
+def _path_lock(file: Path) -> _PathLock:
+    key = file.absolute()
+    with _PATH_LOCKS_GUARD:
+        return _PATH_LOCKS.setdefault(key, _PathLock(key))
 
 
 def _data_file(path: Path) -> Path:

@@ -11,8 +11,11 @@ call in a subprocess) or ``da3-ros export``.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
+import os
+import signal
 import sys
 import tempfile
 import time
@@ -21,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from da3_ros.engines.base import IN_EXTRINSICS, IN_IMAGES, IN_INTRINSICS
-from da3_ros.engines.onnx_source import GRAPH_VERSION, META_KEY
+from da3_ros.engines.onnx_source import GRAPH_VERSION, META_KEY, PARENT_ENV
 
 _LOG = logging.getLogger(__name__)
 OPSET = 17
@@ -111,8 +114,25 @@ def _to_mixed_fp16(model, work_dir: Path):
         folded.unlink(missing_ok=True)
 
 
+def _end_with_the_parent() -> None:
+    """As a backend's export child: die with the process that asked (it may be killed outright, SIGKILL)."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != int(parent):  # it died before the prctl took effect
+        os._exit(1)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds the export: its scratch folder is removed on the way
+
+
 def main(argv: list[str] | None = None) -> int:
     """Export one graph (the torch-free backends run this in a subprocess so that torch stays out of them)."""
+    _end_with_the_parent()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # `kill <pid>` of `da3-ros export` leaves no scratch
     p = argparse.ArgumentParser(prog="python -m da3_ros.engines.export")
     p.add_argument("--model", required=True)
     p.add_argument("--views", type=int, required=True)

@@ -6,15 +6,25 @@ name, a Hugging Face id). For a spec, the graph for each (N views, network size,
 looked up in the artifact cache and, when missing or corrupted, exported in a separate process
 (``python -m da3_ros.engines.export``) so that torch never enters the calling process. Without torch the
 error names the ``da3-ros export`` command to run where torch is. Torch-free.
+
+An export never outlives the process that asked for it: the child dies with it (``terminate_exports`` at exit,
+and the kernel's parent-death signal if the process is killed outright), its scratch folder is removed, and a
+scratch folder whose owner died anyway is swept by the next export into that cache.
 """
 from __future__ import annotations
 
+import atexit
+import fcntl
 import importlib.util
 import json
 import logging
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from da3_ros.engines.base import BackendUnavailable
@@ -26,6 +36,13 @@ from da3_ros.models.registry import VARIANTS, Variant, get_variant
 _LOG = logging.getLogger(__name__)
 GRAPH_VERSION = 1  # = da3_ros.engines.export.GRAPH_VERSION (that module imports torch lazily only)
 META_KEY = "da3_ros"
+PARENT_ENV = "DA3_EXPORT_PARENT_PID"  # tells the export child whose death must end it
+SCRATCH_PREFIX = ".export-"
+OWNER_LOCK = ".owner.lock"  # in a scratch folder, flock-ed by its live owner
+STALE_SCRATCH_S = 60.0  # a folder this old whose owner's lock is free was left by a killed process
+
+_LIVE: dict[int, tuple[subprocess.Popen, Path]] = {}  # pid -> (export child, its scratch folder)
+_LIVE_LOCK = threading.Lock()
 
 
 class GraphMismatch(ConfigError):
@@ -87,36 +104,113 @@ class OnnxSource:
             return self.file
         key = self.key(n_views, hw, conditioned, precision)
         path = self.cache.path_for("onnx", key, "onnx")
-        if self.cache.verified(path):
-            return path
-        if importlib.util.find_spec("torch") is None:
-            raise BackendUnavailable(
-                f"no exported graph for {self.model} ({n_views} views, {hw[1]}x{hw[0]}, {precision}) in "
-                f"{self.cache.root}, and torch is not installed here to export it. Run, where torch is: "
-                f"`{' '.join(export_command(self.model, n_views, hw, conditioned, precision, '<file>.onnx'))}` "
-                "and set model to that file")
-        self._export(path, n_views, hw, conditioned, precision)
-        return self.cache.seal(path, key)
+        with self.cache.lock(path):  # from the check to the seal: others wanting this graph wait, then load it
+            if self.cache.verified(path):
+                return path
+            if importlib.util.find_spec("torch") is None:
+                raise BackendUnavailable(
+                    f"no exported graph for {self.model} ({n_views} views, {hw[1]}x{hw[0]}, {precision}) in "
+                    f"{self.cache.root}, and torch is not installed here to export it. Run, where torch is: "
+                    f"`{' '.join(export_command(self.model, n_views, hw, conditioned, precision, '<file>.onnx'))}`"
+                    " and set model to that file")
+            self._export(path, n_views, hw, conditioned, precision)
+            return self.cache.seal(path, key)
 
     def _export(self, path: Path, n_views: int, hw: tuple[int, int], conditioned: bool, precision: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_scratch(path.parent)
         # Export under the final file name in a scratch directory (a large model's graph names its weights
         # file), then move the weights first and the graph last: a crash leaves no graph without weights.
-        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
-            tmp = Path(scratch) / path.name
+        with _scratch_dir(path.parent) as scratch:
+            tmp = scratch / path.name
             cmd = [sys.executable, "-m", "da3_ros.engines.export", "--model", self.model, "--views", str(n_views),
                    "--height", str(hw[0]), "--width", str(hw[1]), "--precision", precision, "--out", str(tmp)]
             cmd += ["--conditioned"] if conditioned else []
             _LOG.info("exporting %s for %d views at %dx%d (%s) into %s", self.model, n_views, hw[1], hw[0],
                       precision, self.cache.root)
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0 or not tmp.is_file():
-                tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-                raise RuntimeError(f"export of {self.model} failed (exit {proc.returncode}): {tail}")
+            returncode, stderr = _run_export(cmd, scratch)
+            if returncode != 0 or not tmp.is_file():
+                tail = "\n".join(stderr.strip().splitlines()[-5:])
+                raise RuntimeError(f"export of {self.model} failed (exit {returncode}): {tail}")
             data = tmp.with_name(tmp.name + ".data")
             if data.is_file():
                 data.replace(path.with_name(path.name + ".data"))
             tmp.replace(path)
+
+
+class _scratch_dir:  # noqa: N801 (a context manager used like tempfile.TemporaryDirectory)
+    """A scratch folder in the cache, flock-ed by its owner while it lives, removed on exit however it ends."""
+
+    def __init__(self, parent: Path):
+        self.path = Path(tempfile.mkdtemp(dir=parent, prefix=SCRATCH_PREFIX))
+        self._fd = os.open(self.path / OWNER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)  # held while this process lives: a sweeper leaves it alone
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.close(self._fd)
+
+
+def sweep_stale_scratch(root: Path) -> None:
+    """Remove scratch folders left in ``root`` by processes killed outright (SIGKILL: no clean-up ran)."""
+    for d in root.glob(SCRATCH_PREFIX + "*"):
+        try:
+            if time.time() - d.stat().st_mtime < STALE_SCRATCH_S:  # maybe still being set up by its owner
+                continue
+            fd = os.open(d / OWNER_LOCK, os.O_RDWR | os.O_CLOEXEC)  # no lock file: not ours to judge
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: its owner is gone
+        except BlockingIOError:
+            continue
+        finally:
+            os.close(fd)
+        _LOG.info("removing %s, left by an export whose process was killed", d)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _run_export(cmd: list[str], scratch: Path) -> tuple[int, str]:
+    """Run the export child, registered so that ``terminate_exports`` can end it; (exit status, stderr)."""
+    env = {**os.environ, PARENT_ENV: str(os.getpid())}  # the child asks the kernel to kill it when we die
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    with _LIVE_LOCK:
+        _LIVE[proc.pid] = (proc, scratch)
+    try:
+        _, stderr = proc.communicate()
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.pop(proc.pid, None)
+    return proc.returncode, stderr or ""
+
+
+def live_exports() -> list[subprocess.Popen]:
+    """The export children of this process that are running now."""
+    with _LIVE_LOCK:
+        return [proc for proc, _ in _LIVE.values()]
+
+
+def terminate_exports() -> None:
+    """Kill this process's export children and remove their scratch folders: the process is ending.
+
+    Runs at exit (atexit); an export never holds up a shutdown: the graph is exported again when next needed.
+    """
+    with _LIVE_LOCK:
+        live = list(_LIVE.values())
+    for proc, _ in live:
+        proc.kill()  # SIGKILL: it writes only into its scratch folder, removed below
+    for proc, scratch in live:
+        try:
+            proc.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            _LOG.warning("export process %d did not end after SIGKILL", proc.pid)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+atexit.register(terminate_exports)
 
 
 def variant_of(model: str) -> Variant:

@@ -1,0 +1,144 @@
+"""The graph cache shared by processes and threads (issue 15, items 13 and 14): real exports, real processes.
+
+A graph renamed into place but not yet sealed is never deleted by a reader; two processes exporting the same
+graph at once both get it; the offline commands never export the (N-1)-view fallback graph they never use.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from da3_ros import conversions as conv
+from da3_ros.engines import create_engine
+from da3_ros.engines.cache import ArtifactCache
+from da3_ros.engines.onnx_source import live_exports, terminate_exports
+from da3_ros.outputs import OutputConfig
+from da3_ros.pipeline import CoreConfig, Processed, SetProcessor
+from da3_ros.rig import Rig
+from da3_ros.static_tf import StaticTfBuffer
+
+MODEL = "random:da3-small@5"
+HW = (84, 112)  # a small network size: the export is mostly the weights
+
+_EXPORTER = """
+import sys, time
+from pathlib import Path
+from da3_ros.engines.cache import ArtifactCache
+from da3_ros.engines.onnx_source import OnnxSource
+
+root, mode = sys.argv[1], sys.argv[2]
+src = OnnxSource({model!r}, ArtifactCache(root))
+shape = (2, {hw!r}, False)
+if mode == "when-renamed":  # a second node whose first look at the cache lands between rename and seal
+    graph = src.cache.path_for("onnx", src.key(*shape, "fp32"), "onnx")
+    while not graph.exists():
+        time.sleep(0.0005)
+path = src.onnx_for(*shape)
+import onnxruntime as ort
+ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+print("LOADED", path, flush=True)
+"""
+
+
+def _scratch(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.name.startswith(".export-") or p.name.startswith(".onnx-"))
+
+
+def test_two_processes_exporting_the_same_graph_both_get_it(tmp_path):
+    """A exports; B, exporting the same graph, looks at the cache the instant A renames the graph into place.
+
+    Before the per-graph lock, B's check found a graph without its sidecar, deleted it as "unsealed", and A's
+    seal then failed on the missing file.
+    """
+    root = tmp_path / "cache"
+    code = _EXPORTER.format(model=MODEL, hw=HW)
+    b = subprocess.Popen([sys.executable, "-c", code, str(root), "when-renamed"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, cwd="/")
+    a = subprocess.Popen([sys.executable, "-c", code, str(root), "now"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, cwd="/")
+    out_a, _ = a.communicate(timeout=900)
+    out_b, _ = b.communicate(timeout=900)
+    assert a.returncode == 0 and "LOADED" in out_a, out_a[-3000:]
+    assert b.returncode == 0 and "LOADED" in out_b, out_b[-3000:]
+    graphs = sorted(root.glob("onnx-*.onnx"))
+    assert len(graphs) == 1 and ArtifactCache(root).verified(graphs[0])
+    assert not _scratch(root), _scratch(root)
+
+
+def test_threads_of_one_process_share_the_lock(tmp_path):
+    """The lock is re-entrant per thread and exclusive between threads (flock alone is per open file)."""
+    cache = ArtifactCache(tmp_path)
+    path = cache.path_for("onnx", {"k": 1}, "onnx")
+    order: list[str] = []
+    with cache.lock(path):
+        with cache.lock(path):  # re-entrant: the export holds it while it checks, writes and seals
+            t = threading.Thread(target=lambda: (cache.lock(path).__enter__(), order.append("other")))
+            t.start()
+            t.join(timeout=0.5)
+            assert t.is_alive() and not order  # the other thread waits
+            order.append("first")
+    t.join(timeout=30)
+    assert order == ["first", "other"]
+
+
+@pytest.fixture(scope="module")
+def onnx_engine(tmp_path_factory):
+    root = tmp_path_factory.mktemp("engine_cache")
+    return create_engine("onnxruntime", MODEL, cache_dir=str(root), process_res=112), root
+
+
+def _one_set(core: SetProcessor, images) -> Processed:
+    msgs = [conv.rgb_to_image(rgb, conv.Header(stamp=conv.ns_to_stamp(10**9), frame_id=f"cam{i}"))
+            for i, rgb in enumerate(images)]
+    done = core.process(msgs, [None] * len(msgs), [False] * len(msgs))
+    assert isinstance(done, Processed), done
+    return done
+
+
+def _fallback_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "da3_prepare_fallback" and t.is_alive()]
+
+
+def test_the_fallback_graph_is_prepared_only_when_asked(onnx_engine, soh_images):
+    """The node asks for the (N-1)-view graph ahead (a camera may go silent); bag and media never need it.
+
+    The background export is a child process: terminate_exports (what the node's exit runs) kills it and
+    leaves no scratch folder.
+    """
+    engine, root = onnx_engine
+    images = [np.ascontiguousarray(img[:, :1200]) for img in soh_images]
+    cfg = CoreConfig(["a", "b"], ["", ""], "off", OutputConfig())
+    _one_set(SetProcessor(Rig(engine), cfg, StaticTfBuffer()), images)  # the offline default
+    assert not _fallback_threads() and not live_exports()
+    assert len(list(root.glob("onnx-*.onnx"))) == 1  # the 2-view graph only
+    _one_set(SetProcessor(Rig(engine), cfg, StaticTfBuffer(), prepare_fallback=True), images)  # the node
+    (thread,) = _fallback_threads()
+    assert _wait_for(lambda: live_exports(), 120), "the 1-view export never started"
+    pids = [p.pid for p in live_exports()]
+    terminate_exports()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert not any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in pids)
+    assert len(list(root.glob("onnx-*.onnx"))) == 1 and not _scratch(root), os.listdir(root)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
+
+
+def _wait_for(condition, timeout_s: float) -> bool:
+    done = threading.Event()
+    for _ in range(int(timeout_s / 0.05)):
+        if condition():
+            return True
+        done.wait(0.05)
+    return bool(condition())
