@@ -34,7 +34,12 @@ class DepthLifecycleNode(DepthPipeline, LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._deactivate()
+        wait_s = self._deactivate_wait_s()
+        if not self._deactivate(wait_s):  # nothing is torn down under a worker that is still inside a set
+            self.get_logger().error(
+                f"deactivate refused: the worker is still inside a set after {wait_s:.1f} s (a long forward, a "
+                "graph export or an engine build); the node stays active and keeps publishing; try again later")
+            return TransitionCallbackReturn.FAILURE
         self._active = False
         return super().on_deactivate(state)
 
@@ -43,8 +48,10 @@ class DepthLifecycleNode(DepthPipeline, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self._active:
-            self._deactivate()
+        if self._active:  # a shutdown cannot be refused: wait for the set in flight as deactivate does, then stop
+            if not self._deactivate(self._deactivate_wait_s()):
+                self.get_logger().warning("shutdown with the worker still inside a set: not waited for")
+                self._deactivate()
             self._active = False
         return TransitionCallbackReturn.SUCCESS
 

@@ -24,12 +24,13 @@ from da3_ros.params import camera_param
 from da3_ros.pipeline import CoreConfig, DropReason, Dropped, SetProcessor, failure_text
 from da3_ros.publishing import PER_CAMERA_OUTPUTS, SetPublishers, qos_profile
 from da3_ros.rig_setup import build_rig
-from da3_ros.ros_main import run
+from da3_ros.ros_main import name_this_thread, run
 from da3_ros.ros_params import ParameterWiring
 from da3_ros.static_tf import StaticTfBuffer
 from da3_ros.sync import SyncMode, TimeSynchronizer
 
 __all__ = ["PER_CAMERA_OUTPUTS", "DepthNode", "DepthPipeline", "main"]
+DEACTIVATE_WAIT_MIN_S = 5.0  # deactivate waits at least this long for a set in flight before refusing
 
 
 class DepthPipeline(ParameterWiring):
@@ -42,6 +43,8 @@ class DepthPipeline(ParameterWiring):
     # Class-level, so that destroying a node whose construction failed half-way finds them (no second traceback)
     _worker: threading.Thread | None = None
     _active = False
+    _worker_exiting = False  # the worker has decided to exit (a deactivate can no longer be refused)
+    _longest_set_s = 0.0  # the longest set the worker took so far (deactivate waits twice that)
 
     def _declare(self) -> None:
         super()._declare()
@@ -71,16 +74,35 @@ class DepthPipeline(ParameterWiring):
             f"({'parameters' if self.rig.T_ref_cam_known is not None else 'from /tf_static when available'})")
 
     def _activate(self) -> None:
+        if self._worker is not None and self._worker.is_alive():  # never a second worker beside a busy one
+            raise RuntimeError("activate while the previous worker is still running (deactivate refused it)")
         self._create_subscriptions()
+        self._stop_lock = threading.Lock()  # the worker's decision to exit vs. a refused deactivate
         self._stop.clear()
+        self._worker_exiting = False
         self._worker = threading.Thread(target=self._work, name="da3_worker", daemon=True)
         self._worker.start()
         self._diag_timer = self.create_timer(self._p("diagnostics_period_s"), self._publish_diagnostics)
 
-    def _deactivate(self) -> None:
-        self._stop.set()
+    def _deactivate(self, wait_s: float | None = None) -> bool:
+        """Stop the subscriptions, the worker and /diagnostics; False (nothing stopped) if the worker is busy.
+
+        ``wait_s``: how long a set in flight may take to end (lifecycle deactivate). A worker still inside a
+        set after that (a long forward, an export, a TensorRT build) is left running, as is everything else:
+        the caller refuses the transition. ``None``: the process is ending: the worker (a daemon thread) is
+        told to stop and not waited for; the set in flight is dropped, never published (the context is down).
+        """
         if self._worker is not None:
-            self._worker.join(timeout=30.0)  # a forward in flight finishes first
+            with self._stop_lock:
+                self._stop.set()
+            self._wake.set()  # an idle worker stops now, not at its next poll
+            if wait_s is not None:
+                self._worker.join(timeout=wait_s)
+                with self._stop_lock:
+                    if not self._worker_exiting:  # still inside a set: take the stop back, stay active
+                        self._stop.clear()
+                        return False
+                self._worker.join()  # it has decided to exit: a return away
             self._worker = None
         for sub in self._subs:
             self.destroy_subscription(sub)
@@ -88,6 +110,11 @@ class DepthPipeline(ParameterWiring):
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
+        return True
+
+    def _deactivate_wait_s(self) -> float:
+        """How long deactivate waits for a set in flight: twice the longest set so far, at least a few seconds."""
+        return max(DEACTIVATE_WAIT_MIN_S, 2.0 * self._longest_set_s)
 
     def _cleanup(self) -> None:
         self.pubs.destroy()
@@ -142,17 +169,27 @@ class DepthPipeline(ParameterWiring):
     def _wanted(self) -> bool:
         return self.pubs.wanted(self.rig.engine.variant.has_pose and self.out_cfg.tf_mode != "off")
 
+    def _should_stop(self) -> bool:
+        """The worker's check: once it says True the worker exits, and a deactivate can no longer be refused."""
+        with self._stop_lock:
+            self._worker_exiting = self._stop.is_set()
+            return self._worker_exiting
+
     def _work(self) -> None:
-        while not self._stop.is_set():
+        name_this_thread("da3_worker")  # visible to ps/top and /proc/<pid>/task/*/comm
+        while not self._should_stop():
             if not self._wake.wait(timeout=0.2):
                 continue
             self._wake.clear()
+            if self._stop.is_set():  # woken to stop: decided at the loop's top
+                continue
             frameset = self.sync.take()
             if frameset is None:
                 continue
             if not self._wanted():
                 self.stats.count("skipped_no_subscribers")
                 continue
+            t0 = time.monotonic()
             try:
                 self._process(frameset)
             except conv.ConversionError as exc:
@@ -166,6 +203,7 @@ class DepthPipeline(ParameterWiring):
                     return
                 self.stats.count("errors")
                 self.get_logger().error(f"set failed: {failure_text(exc)}", throttle_duration_sec=5.0)
+            self._longest_set_s = max(self._longest_set_s, time.monotonic() - t0)
 
     def _make_core(self) -> SetProcessor:
         """The per-set policy (da3_ros.pipeline), shared with ``da3-ros bag``."""
@@ -222,7 +260,7 @@ class DepthNode(DepthPipeline, Node):
 
     def destroy_node(self):
         if self._worker is not None:
-            self._deactivate()
+            self._deactivate()  # not waited for: the process is ending, a set in flight is dropped
         return super().destroy_node()
 
 
