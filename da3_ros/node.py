@@ -24,7 +24,7 @@ from da3_ros.params import camera_param
 from da3_ros.pipeline import CoreConfig, DropReason, Dropped, SetProcessor, failure_text
 from da3_ros.publishing import PER_CAMERA_OUTPUTS, SetPublishers, qos_profile
 from da3_ros.rig_setup import build_rig
-from da3_ros.ros_main import name_this_thread, run
+from da3_ros.ros_main import run
 from da3_ros.ros_params import ParameterWiring
 from da3_ros.static_tf import StaticTfBuffer
 from da3_ros.sync import SyncMode, TimeSynchronizer
@@ -176,7 +176,13 @@ class DepthPipeline(ParameterWiring):
             return self._worker_exiting
 
     def _work(self) -> None:
-        name_this_thread("da3_worker")  # visible to ps/top and /proc/<pid>/task/*/comm
+        self.get_logger().info("worker started")
+        try:
+            self._work_loop()
+        finally:
+            self.get_logger().info("worker stopped")  # (tests count these: never two workers at once)
+
+    def _work_loop(self) -> None:
         while not self._should_stop():
             if not self._wake.wait(timeout=0.2):
                 continue

@@ -1,10 +1,8 @@
 """Processes of this package: the common ``main`` of its rclpy nodes, and where its executables live."""
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
-import sys
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -71,13 +69,6 @@ def run(node_factory: Callable[[], Node], args=None, name: str = "da3_ros") -> i
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
-
-
-def name_this_thread(name: str) -> None:
-    """Give the calling thread its name in the OS too (``ps -L``, ``/proc/<pid>/task/*/comm``; Linux only)."""
-    if sys.platform.startswith("linux"):
-        PR_SET_NAME = 15  # <linux/prctl.h>; at most 15 bytes
-        ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode()[:15])
 
 
 def package_executable(name: str) -> str:
