@@ -180,7 +180,8 @@ class DepthPipeline(ParameterWiring):
         try:
             self._work_loop()
         finally:
-            self.get_logger().info("worker stopped")  # (tests count these: never two workers at once)
+            if self.context.ok():  # (tests count these: never two workers at once)
+                self.get_logger().info("worker stopped")
 
     def _work_loop(self) -> None:
         while not self._should_stop():

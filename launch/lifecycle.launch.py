@@ -17,6 +17,19 @@ from lifecycle_msgs.msg import Transition
 from da3_ros.launch_helpers import node_params
 
 
+class ShutdownOnce(Shutdown):
+    """``Shutdown``, unless launch is already shutting down (Ctrl-C, SIGTERM).
+
+    A second Shutdown event during a shutdown makes launch_ros shut its ROS adapter (created for a
+    LifecycleNode's services) down twice: "Cannot shutdown a ROS adapter that is not running", exit 1.
+    """
+
+    def execute(self, context):
+        if context.is_shutdown:
+            return None
+        return super().execute(context)
+
+
 def generate_launch_description():
     args = [
         DeclareLaunchArgument(
@@ -32,7 +45,7 @@ def generate_launch_description():
         node_params(rig_file, "rig_file")  # a missing or unreadable file fails here, loudly
         node = LifecycleNode(package="da3_ros", executable="depth_lifecycle_node", name="da3_depth",
                              namespace=LaunchConfiguration("namespace"), output="screen", emulate_tty=True,
-                             parameters=[rig_file], on_exit=Shutdown(reason="depth_lifecycle_node exited"))
+                             parameters=[rig_file], on_exit=ShutdownOnce(reason="depth_lifecycle_node exited"))
         autostart = IfCondition(LaunchConfiguration("autostart"))
         configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
                                                 transition_id=Transition.TRANSITION_CONFIGURE), condition=autostart)

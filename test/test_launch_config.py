@@ -237,7 +237,13 @@ def test_launch_ends_with_the_node_and_checks_its_file(path: Path):
     assert nodes, f"{path.name}: no depth node"
     for node in nodes:
         on_exit = kwarg(node, "on_exit")
-        assert on_exit is not None and call_name(on_exit) == "Shutdown", f"{path.name}: no on_exit=Shutdown()"
+        # A LifecycleNode makes launch_ros start its ROS adapter: a plain Shutdown on exit during a shutdown
+        # (Ctrl-C) shuts that adapter down twice and launch exits 1 (test_launch_run.py runs it for real)
+        want = "ShutdownOnce" if call_name(node) == "LifecycleNode" else "Shutdown"
+        assert on_exit is not None and call_name(on_exit) == want, f"{path.name}: no on_exit={want}()"
+    if "ShutdownOnce" in {call_name(c) for c in ast.walk(tree)}:
+        cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ShutdownOnce")
+        assert "context.is_shutdown" in ast.unparse(cls), f"{path.name}: ShutdownOnce must skip during a shutdown"
     assert "node_params" in {call_name(c) for c in ast.walk(tree)}, f"{path.name}: parameter file not checked"
 
 
