@@ -24,7 +24,7 @@ from da3_ros.params import camera_param
 from da3_ros.pipeline import CoreConfig, DropReason, Dropped, SetProcessor, failure_text
 from da3_ros.publishing import PER_CAMERA_OUTPUTS, SetPublishers, qos_profile
 from da3_ros.rig_setup import build_rig
-from da3_ros.ros_main import run
+from da3_ros.ros_main import abandon_on_exit, run
 from da3_ros.ros_params import ParameterWiring
 from da3_ros.static_tf import StaticTfBuffer
 from da3_ros.sync import SyncMode, TimeSynchronizer
@@ -82,6 +82,7 @@ class DepthPipeline(ParameterWiring):
         self._worker_exiting = False
         self._worker = threading.Thread(target=self._work, name="da3_worker", daemon=True)
         self._worker.start()
+        abandon_on_exit(self._worker)  # shutdown never waits for the set in flight
         self._diag_timer = self.create_timer(self._p("diagnostics_period_s"), self._publish_diagnostics)
 
     def _deactivate(self, wait_s: float | None = None) -> bool:

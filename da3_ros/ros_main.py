@@ -1,8 +1,11 @@
 """Processes of this package: the common ``main`` of its rclpy nodes, and where its executables live."""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -68,7 +71,32 @@ def run(node_factory: Callable[[], Node], args=None, name: str = "da3_ros") -> i
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
+        _end_now_if_abandoned_threads_run(0)
     return 0
+
+
+_ABANDONED: list[threading.Thread] = []
+
+
+def abandon_on_exit(thread: threading.Thread) -> None:
+    """A daemon thread that shutdown does not wait for (a forward in flight can take seconds or minutes).
+
+    If it is still running when ``run`` ends, the process ends at once (``os._exit``) after the clean-up that
+    matters (exports, logs): finalising the interpreter under a thread inside native code (torch's pools)
+    aborts it ("terminate called without an active exception", exit -6).
+    """
+    _ABANDONED[:] = [t for t in _ABANDONED if t.is_alive()] + [thread]
+
+
+def _end_now_if_abandoned_threads_run(code: int) -> None:
+    if not any(t.is_alive() for t in _ABANDONED):
+        return
+    if "da3_ros.engines.onnx_source" in sys.modules:  # what its atexit hook would do: no export outlives us
+        sys.modules["da3_ros.engines.onnx_source"].terminate_exports()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def package_executable(name: str) -> str:

@@ -116,3 +116,38 @@ def test_ctrl_c_with_a_forward_in_flight_stops_well_within_that_forward(tmp_path
     assert rc == 0 and "Traceback" not in log, log
     assert stop_s < 0.5 * forward_s, (stop_s, forward_s)
     assert len(mv) == n_at_signal  # the interrupted set was dropped, not published
+
+
+def test_a_node_killed_outright_takes_its_export_with_it(tmp_path, domain_id, checker):
+    """SIGKILL (launch's last resort, the OOM killer): no clean-up runs in the node, yet its export dies too.
+
+    The kernel's parent-death signal ends the child; the next export into that cache sweeps the scratch
+    folder it left (once it is old enough not to be one being set up).
+    """
+    import os
+
+    from da3_ros.engines.onnx_source import STALE_SCRATCH_S, sweep_stale_scratch
+
+    cache = tmp_path / "cache"
+    node = write_params(tmp_path / "node.yaml", "da3_depth", {
+        "model": "random:da3-small@0", "backend": "onnxruntime", "process_res": 140,
+        "engine_cache_dir": str(cache), "camera_names": ["left", "right"]})
+    stereo = write_params(tmp_path / "stereo.yaml", "rig_player", {
+        "camera_names": ["left", "right"], "sources": PHOTOS, "rate_hz": 2.0})
+    checker.collect(MultiViewDepth, "multiview_depth")
+    with process("depth_node", node, domain_id, tmp_path / "node.log") as proc, \
+            process("rig_player", stereo, domain_id, tmp_path / "stereo.log"):
+        _wait(lambda: _exports_of(cache), 300, "the export child", checker)
+        (child,) = _exports_of(cache)
+        proc.kill()
+        proc.wait(timeout=30)
+    _wait(lambda: not Path(f"/proc/{child}").exists(), 30, "the export child to die with the node")
+    left = list(cache.glob(".export-*"))
+    assert left  # nothing in the node could clean up
+    sweep_stale_scratch(cache)
+    assert list(cache.glob(".export-*")) == left  # too young to judge: maybe still being set up
+    old = time.time() - 2 * STALE_SCRATCH_S
+    for d in left:
+        os.utime(d, (old, old))
+    sweep_stale_scratch(cache)
+    assert not list(cache.glob(".export-*"))
