@@ -180,6 +180,10 @@ class DepthPipeline(ParameterWiring):
         self.get_logger().info("worker started")
         try:
             self._work_loop()
+        except Exception:
+            if self.context.ok() and not self._stop.is_set():
+                raise
+            # shutdown destroyed the node under the worker (it is not waited for): nothing left to report
         finally:
             if self.context.ok():  # (tests count these: never two workers at once)
                 self.get_logger().info("worker stopped")
