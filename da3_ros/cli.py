@@ -140,16 +140,21 @@ def _export_triton_repo(args: argparse.Namespace, model, views: int, hw: tuple[i
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from da3_ros.engines import create_engine
-    from da3_ros.engines.triton_serve import serve
+    from da3_ros.engines.triton_serve import ServeShapeError, serve
 
     engine = create_engine(args.backend, args.model, precision=args.precision, threads=args.threads,
                            cache_dir=args.cache_dir)
-    prepare = []
-    if args.views or args.camera_size or args.height:
-        prepare.append((args.views or len(args.camera_size), _rig_shape(args), args.conditioned))
-    serve(engine, args.name, args.grpc_port, args.http_port, args.metrics_port, prepare,
-          on_ready=lambda: print(f"ready: model {args.name!r} ({engine.label}) on gRPC localhost:{args.grpc_port}",
-                                 flush=True))
+    prepare = []  # the shapes served; a graph file brings its own
+    if args.views or args.camera_size or args.height or args.width:
+        hw = _rig_shape(args)
+        views = args.views or max(1, len(args.camera_size or []))  # as export: 1 view unless told
+        prepare = [(n, hw, args.conditioned) for n in [views, *(args.also_views or [])]]
+    try:
+        serve(engine, args.name, args.grpc_port, args.http_port, args.metrics_port, prepare, bind=args.bind,
+              on_ready=lambda: print(f"ready: model {args.name!r} ({engine.label}) on gRPC {args.bind}:"
+                                     f"{args.grpc_port}", flush=True))
+    except ServeShapeError as exc:  # the shapes asked for: a user error, named with its fix
+        raise SystemExit(f"da3-ros serve: {exc}") from None
     return 0
 
 
@@ -231,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--grpc-port", type=int, default=8001)
     srv.add_argument("--http-port", type=int, default=8000)
     srv.add_argument("--metrics-port", type=int, default=8002)
+    srv.add_argument("--also-views", type=int, nargs="+", metavar="N",
+                     help="also serve these view counts at the same size (e.g. N-1 for a silent camera)")
+    srv.add_argument("--bind", default="127.0.0.1",
+                     help="address gRPC, HTTP and metrics listen on (0.0.0.0: every interface, for other machines)")
     srv.set_defaults(func=cmd_serve)
     bld = sub.add_parser("build-engine", help="export and build a rig's engine ahead of time into the cache")
     _add_rig_args(bld)

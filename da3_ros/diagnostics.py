@@ -103,8 +103,9 @@ class NodeStats:
         values.update(sets_superseded=sync_stats.sets_superseded, frames_dropped=sync_stats.frames_dropped,
                       stale_rejected=sync_stats.stale_rejected, sync_resets=sync_stats.resets)
         level, message = DiagnosticStatus.OK, "ok"
-        if not engine_ok:
-            level, message = DiagnosticStatus.WARN, "the engine cannot run sets now (see values); retrying"
+        if not engine_ok:  # the engine's own reason(s) when it gives them (an engine's ``*.problem`` values)
+            why = "; ".join(v for k, v in engine_values.items() if k.rpartition(".")[2] == "problem") or "see values"
+            level, message = DiagnosticStatus.WARN, f"the engine cannot run sets now ({why}); retrying"
         elif silent_cameras:
             level, message = DiagnosticStatus.WARN, f"silent camera(s) {silent_cameras}: sets go on without them"
         elif self.errors or self.bad_input or self.incompatible_qos:

@@ -4,12 +4,14 @@ The server is ``da3-ros serve`` (da3_ros's ONNX Runtime engine inside Triton); c
 TritonEngine and the node over real Fast DDS. Random weights (untrained), real photos.
 """
 import contextlib
+import ipaddress
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -38,6 +40,8 @@ MODEL = "random:da3-small@0"
 STEREO = {"camera_names": ["left", "right"], "rate_hz": 2.0,
           "sources": [f"image:{EXAMPLES / 'SOH_000.png'}", f"image:{EXAMPLES / 'SOH_010.png'}"]}
 HW = (280, 504)  # network size of the 1208x680 photos
+SIZE = ["--height", str(HW[0]), "--width", str(HW[1])]
+RIG = ["--views", "2", *SIZE]
 
 
 def _free_ports(n: int) -> list[int]:
@@ -66,14 +70,14 @@ class Served:
 
 
 @contextlib.contextmanager
-def triton_server(cache: Path, log: Path, model: str = MODEL, views: int | None = 2, port: int | None = None,
+def triton_server(cache: Path, log: Path, model: str = MODEL, rig: list[str] | None = None, port: int | None = None,
                   extra: list[str] = (), env: dict | None = None):
-    """``da3-ros serve`` in its own process; yields a Served once the model answers."""
+    """``da3-ros serve`` in its own process (``rig``: its shape options, default 2 views); yields a Served."""
     grpc_port = port or _free_ports(1)[0]
     http_port, metrics_port = _free_ports(2)
     cmd = [sys.executable, "-m", "da3_ros.cli", "serve", "--model", model, "--cache-dir", str(cache),
            "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port),
-           *(["--views", str(views)] if views else []), "--height", str(HW[0]), "--width", str(HW[1]), *extra]
+           *(RIG if rig is None else rig), *extra]
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
@@ -160,7 +164,7 @@ def test_wrong_model_name_shape_and_kind_are_named(server, cache, soh_images, tm
     # A server with one fixed-shape graph (2 views) and a rig of 3 cameras: both shapes in the message.
     graph = next(p for p in cache.glob("onnx-*.onnx")
                  if (lambda m: m["n_views"] == 2 and not m["conditioned"])(read_metadata(p)))
-    with triton_server(cache, tmp_path / "fixed.log", model=str(graph), views=None) as srv:
+    with triton_server(cache, tmp_path / "fixed.log", model=str(graph), rig=[]) as srv:
         engine = create_engine("triton", MODEL, triton=_patient(srv.url, forward_s))
         with pytest.raises(TritonModelError, match=r"shape \[1, 2, 3, 280, 504\], this rig sends \[1, 3, 3, 280, "):
             engine.infer(FrameBatch(soh_images + soh_images[:1]))
@@ -311,8 +315,10 @@ def _send(engine, images) -> bool:
 
 
 def test_abandoned_requests_do_not_pile_up_on_the_server(served, soh_images, forward_s):
-    """Items 19, 20: the model stalls (serve's process, where its forward runs, is stopped; tritonserver keeps
-    taking requests) while the rig keeps sending a set every half forward with ``timeout_s`` = 3 forwards.
+    """Items 19, 20: a stalled model, and a rig that keeps sending: nothing piles up on the server.
+
+    Serve's process, where the forward runs, is stopped (tritonserver keeps taking requests) while the rig
+    sends a set every half forward with ``timeout_s`` = 3 forwards.
 
     On the server (Triton's own metrics) at most one of the rig's requests is queued or running, and at most one
     abandoned request is executed; the engine says WARN with the reason; after the stall the first result comes
@@ -360,8 +366,10 @@ def test_abandoned_requests_do_not_pile_up_on_the_server(served, soh_images, for
 
 
 def test_a_shape_the_server_was_not_started_with_is_refused_at_once(served, cache, soh_images, forward_s):
-    """Item 22: serve answers only the shapes it prepared at start; others get a clear error at once, never an
-    export inside the rig's request (which took 10-21 s). Poses are sent only when the set carries them."""
+    """Item 22: serve answers only the shapes it prepared at start; others get a clear error at once.
+
+    Never an export inside the rig's request (which took 10-21 s). Poses are sent only when the set carries them.
+    """
     graphs = sorted(cache.iterdir())
     engine = create_engine("triton", MODEL, triton=_patient(served.url, forward_s))
     assert engine.infer(FrameBatch(soh_images[:1])).depth.shape[0] == 1  # served: started with --also-views 1
@@ -387,7 +395,7 @@ def test_a_shape_the_server_was_not_started_with_is_refused_at_once(served, cach
 
 
 def _listening(ports) -> dict[int, set[str]]:
-    """Addresses listening on ``ports`` (TCP, IPv4 and IPv6), from /proc/net/tcp{,6}."""
+    """Addresses listening on ``ports`` (TCP, IPv4 and IPv6; v4-mapped as IPv4), from /proc/net/tcp{,6}."""
     out: dict[int, set[str]] = {}
     for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
         for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
@@ -396,7 +404,9 @@ def _listening(ports) -> dict[int, set[str]]:
             if state != "0A" or int(port_hex, 16) not in ports:  # 0A: LISTEN
                 continue
             raw = b"".join(bytes.fromhex(ip_hex[i:i + 8])[::-1] for i in range(0, len(ip_hex), 8))
-            out.setdefault(int(port_hex, 16), set()).add(socket.inet_ntop(family, raw))
+            ip = ipaddress.ip_address(socket.inet_ntop(family, raw))
+            ip = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:127.0.0.1 (gRPC's socket) is IPv4 loopback
+            out.setdefault(int(port_hex, 16), set()).add(str(ip))
     return out
 
 
@@ -427,9 +437,10 @@ def test_serve_listens_on_loopback_and_stops_cleanly_on_sigterm(served, cache, t
     gRPC, HTTP and metrics listen on 127.0.0.1 only; SIGTERM by PID: exit 0, no process of it left, no
     pytriton workspace left.
     """
-    home = tmp_path / "pytriton_home"
+    # pytriton's sockets live in its workspace: keep the path short (a unix socket path has at most 107 bytes)
+    home = Path(tempfile.mkdtemp(prefix="da3-pyt-"))
     env = {**os.environ, "PYTRITON_HOME": str(home)}
-    with triton_server(cache, tmp_path / "term.log", views=None, env=env) as srv:
+    with triton_server(cache, tmp_path / "term.log", rig=SIZE, env=env) as srv:
         assert _listening(srv.ports) == {p: {"127.0.0.1"} for p in srv.ports}
         children = _descendants(srv.proc.pid)
         assert children and list(home.iterdir())  # tritonserver and its workspace while serving
@@ -438,3 +449,4 @@ def test_serve_listens_on_loopback_and_stops_cleanly_on_sigterm(served, cache, t
         assert [p for p in children if _running(p)] == []
         assert list(home.iterdir()) == []
     assert "Traceback" not in (tmp_path / "term.log").read_text()
+    home.rmdir()
