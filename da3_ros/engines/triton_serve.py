@@ -21,11 +21,12 @@ import os
 import signal
 import sysconfig
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from da3_ros.engines.base import IN_EXTRINSICS, IN_IMAGES, IN_INTRINSICS, graph_outputs
-from da3_ros.engines.fixed_shape import MAX_RUNNERS, FixedShapeEngine, Shape
+from da3_ros.engines.fixed_shape import FixedShapeEngine, Runner, Shape
 from da3_ros.engines.triton_engine import UNSERVED_MARK, serve_hint
 
 _LOG = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class ServeShapeError(ValueError):
 
 
 def served_shapes(engine: FixedShapeEngine, shapes: Sequence[Shape]) -> list[Shape]:
-    """The shapes ``serve`` answers: a graph file's own, else ``shapes`` (one size and kind, <= MAX_RUNNERS)."""
+    """The shapes ``serve`` answers: a graph file's own, else ``shapes`` (one network size and kind)."""
     meta = engine.source.meta if engine.source.file is not None else None
     if meta is not None:
         own = (int(meta["n_views"]), (int(meta["height"]), int(meta["width"])), bool(meta["conditioned"]))
@@ -48,9 +49,9 @@ def served_shapes(engine: FixedShapeEngine, shapes: Sequence[Shape]) -> list[Sha
     if not shapes:
         raise ServeShapeError("give the rig shape to serve (--views N --height H --width W, or --camera-size): graphs "
                          "are exported before serving, never inside a request")
-    if len({(hw, cond) for _, hw, cond in shapes}) != 1 or len(shapes) > MAX_RUNNERS:
-        raise ServeShapeError(f"serve takes one network size and kind with at most {MAX_RUNNERS} view counts, got "
-                         f"{[_describe(s) for s in shapes]}")
+    if len({(hw, cond) for _, hw, cond in shapes}) != 1:
+        raise ServeShapeError(f"serve takes one network size and kind (view counts may differ), got "
+                              f"{[_describe(s) for s in shapes]}")
     return shapes
 
 
@@ -70,16 +71,17 @@ def _describe(shape: Shape) -> str:
     return f"{n} view(s) at {w}x{h}{', pose-conditioned' if cond else ''}"
 
 
-def run_served(engine: FixedShapeEngine, shapes: Sequence[Shape], feeds: dict[str, np.ndarray]):
+def run_served(runners: dict[Shape, Runner], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """One request: the graph's outputs for a served shape; ValueError naming the fix for any other shape."""
     images = feeds[IN_IMAGES]
     if images.ndim != 5 or images.shape[0] != 1 or images.shape[2] != 3:
         raise ValueError(f"images must be (1, N, 3, H, W) float32, got {images.shape}")
     shape = (images.shape[1], (images.shape[3], images.shape[4]), IN_EXTRINSICS in feeds)
-    if shape not in shapes:  # refuse at once: exporting here would block the rig for many seconds
-        raise ValueError(f"{UNSERVED_MARK} {_describe(shape)} (it serves {'; '.join(map(_describe, shapes))}). "
+    runner = runners.get(shape)
+    if runner is None:  # refuse at once: exporting here would block the rig for many seconds
+        raise ValueError(f"{UNSERVED_MARK} {_describe(shape)} (it serves {'; '.join(map(_describe, runners))}). "
                          + serve_hint(feeds))
-    return engine.run_graph(feeds)  # loaded at start; at most MAX_RUNNERS shapes, so none is evicted
+    return runner.run(feeds)
 
 
 def serve(engine: FixedShapeEngine, name: str = "da3", grpc_port: int = 8001, http_port: int = 8000,
@@ -89,9 +91,10 @@ def serve(engine: FixedShapeEngine, name: str = "da3", grpc_port: int = 8001, ht
     shapes = served_shapes(engine, prepare)
     stop_signals = _stop_on_signals()
     try:
-        for n, hw, cond in shapes:  # export / build / load before the first request, which has a deadline
-            engine.prepare(n, hw, cond)
-        _serve(engine, shapes, name, (grpc_port, http_port, metrics_port), bind, on_ready)
+        # Export / build / load before the first request, which has a deadline. Held here, not in the engine's
+        # small LRU of runners, so no served shape is ever reloaded inside a request.
+        runners = {shape: engine._runner(shape) for shape in shapes}
+        _serve(engine, runners, name, (grpc_port, http_port, metrics_port), bind, on_ready)
     except KeyboardInterrupt:  # a signal before pytriton's loop took over; Triton's context has stopped it
         _LOG.info("stopped by a signal")
     finally:
@@ -99,7 +102,7 @@ def serve(engine: FixedShapeEngine, name: str = "da3", grpc_port: int = 8001, ht
             signal.signal(sig, handler)
 
 
-def _stop_on_signals() -> dict[int, object]:
+def _stop_on_signals() -> dict[int, Any]:
     """SIGINT and SIGTERM -> KeyboardInterrupt once (pytriton's clean stop); later ones wait for that stop."""
     def interrupt(signum, _frame):
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second signal must not cut the clean-up short
@@ -110,7 +113,7 @@ def _stop_on_signals() -> dict[int, object]:
     return {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
-def _serve(engine: FixedShapeEngine, shapes: list[Shape], name: str, ports: tuple[int, int, int], bind: str,
+def _serve(engine: FixedShapeEngine, runners: dict[Shape, Runner], name: str, ports: tuple[int, int, int], bind: str,
            on_ready: Callable[[], None] | None) -> None:
     from pytriton.model_config import ModelConfig, Tensor
     from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
@@ -120,10 +123,11 @@ def _serve(engine: FixedShapeEngine, shapes: list[Shape], name: str, ports: tupl
     libdir = sysconfig.get_config_var("LIBDIR")
     if libdir:
         os.environ["LD_LIBRARY_PATH"] = ":".join(filter(None, [libdir, os.environ.get("LD_LIBRARY_PATH")]))
+    shapes = list(runners)
     inputs, outputs = tensor_specs(engine, shapes)
 
     def infer(requests):
-        return [run_served(engine, shapes, {k: np.asarray(r[k], dtype=np.float32) for k in r}) for r in requests]
+        return [run_served(runners, {k: np.asarray(r[k], dtype=np.float32) for k in r}) for r in requests]
 
     grpc_port, http_port, metrics_port = ports
     config = TritonConfig(grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port, log_verbose=0,
