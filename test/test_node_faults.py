@@ -272,9 +272,11 @@ def test_out_of_memory_is_a_counted_error_and_the_node_recovers(tmp_path, domain
 
 
 def test_a_paused_rig_resumes_with_whole_sets_never_one_camera_alone(tmp_path, domain_id, checker, soh_images):
-    """Issue 15, item 1: every camera quiet (a paused bag or simulator) for 4x sync.camera_timeout_s, then
-    back with the first camera a few ms ahead of its partner: only 2-view sets, no partial set, no silent
-    camera in /diagnostics."""
+    """Issue 15, item 1: a paused rig resumes with whole sets.
+
+    Every camera quiet (a paused bag or simulator) for 4x sync.camera_timeout_s, then back with the first
+    camera a few ms ahead of its partner: only 2-view sets, no partial set, no silent camera in /diagnostics.
+    """
     node = write_params(tmp_path / "node.yaml", "da3_depth", {
         "model": "random:da3-small@0", "backend": "torch", "process_res": 140, "camera_names": ["left", "right"],
         "sync.mode": "exact", "sync.camera_timeout_s": 0.5, "diagnostics_period_s": 0.25})
@@ -301,11 +303,11 @@ def test_a_paused_rig_resumes_with_whole_sets_never_one_camera_alone(tmp_path, d
             assert proc.poll() is None
         for _ in range(3):  # pause 2 s (4 timeouts), resume left first, right 30 ms later, for 1 s
             checker.spin_for(2.0)
-            n = len(mv)
+            n_before = len(mv)
             for _ in range(5):
                 send((0, 1), gap_s=0.03)
                 checker.spin_for(0.17)
-            checker.spin_until(lambda: len(mv) > n, 60, "a set after the pause")
+            checker.spin_until(lambda n=n_before: len(mv) > n, 60, "a set after the pause")
         checker.spin_for(1.0)
     assert all(len(m.views) == 2 for m in mv), [len(m.views) for m in mv]
     assert all(_values([d]).get("silent_cameras") == "" for d in diags)

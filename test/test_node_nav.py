@@ -75,8 +75,11 @@ def test_a_missing_tf_link_is_counted_and_the_node_survives(tmp_path, domain_id,
 
 
 def test_relative_depth_never_reaches_navigation(tmp_path, domain_id, checker):
-    """Issue 15, item 4: a rig without metres (random da3-small, no calibration) publishes no obstacles, no
-    scan and no camera_frames TF; the reason is counted and /diagnostics says it (WARN)."""
+    """Issue 15, item 4: relative depth never reaches the navigation outputs.
+
+    A rig without metres (random da3-small, no calibration) publishes no obstacles, no scan and no
+    camera_frames TF; the reason is counted and /diagnostics says it (WARN).
+    """
     _publish_mount(checker, ["left_optical_frame", "right_optical_frame"])
     params = {"camera_names": ["left", "right"], "pose_conditioning": "off", "tf.mode": "camera_frames",
               "nav.outlier_min_neighbours": 0}

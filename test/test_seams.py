@@ -1,6 +1,8 @@
-"""Where two features meet, through the core without DDS (issue 15): a silent reference camera and TF, runtime
-output settings and silent cameras, one camera without calibration, a lone camera and pose conditioning, and
-what the node and the bag emit for the same set."""
+"""Where two features meet, through the core without DDS (issue 15).
+
+A silent reference camera and TF, runtime output settings and silent cameras, one camera without
+calibration, a lone camera and pose conditioning, and what the node and the bag emit for the same set.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -59,8 +61,11 @@ def _run(core, rgbs, t_s, present, infos=None) -> Processed:
 
 
 def test_a_silent_reference_camera_never_reparents_tf_nor_moves_the_fused_cloud(engine, rgbs):
-    """Item 2. Random presence patterns: every TF child has ONE parent, the reference camera's frame; a set
-    without the reference publishes no TF and no points_fused (said why), and no pose in multiview_depth."""
+    """Item 2: the reference frame is pinned, whichever cameras a set has.
+
+    Random presence patterns: every TF child has ONE parent, the reference camera's frame; a set without the
+    reference publishes no TF and no points_fused (said why), and no pose in multiview_depth.
+    """
     core = _core(engine)
     rng = random.Random(7)
     parents: dict[str, set[str]] = {}
