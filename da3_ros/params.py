@@ -113,7 +113,7 @@ NODE_PARAMS: tuple[Param, ...] = (
     Param("cloud.min_depth", 0.0, "drop points nearer than this (depth units)", range=(0.0, 1e6), dynamic=True),
     Param("cloud.max_depth", 0.0, "drop points farther than this (depth units); 0 = no limit",
           range=(0.0, 1e6), dynamic=True),
-    Param("cloud.drop_sky", True, "drop points the model labels sky", dynamic=True),
+    Param("cloud.drop_sky", True, "drop points the model labels sky (the sky/mask pixels)", dynamic=True),
     Param("cloud.confidence_field", False, "add a per-point `confidence` field to the clouds", dynamic=True),
     Param("nav.target_frame", "base_link",
           "frame of points_obstacles and scan (x forward, z up), found from each camera's frame through /tf_static"),
@@ -137,8 +137,8 @@ NODE_PARAMS: tuple[Param, ...] = (
     Param("scan.min_height_m", 0.05, "lowest point (target frame z, metres) that counts for scan; the scan's own "
           "band, may be wider than nav.min/max_height_m"),
     Param("scan.max_height_m", 1.8, "highest point (target frame z, metres) that counts for scan"),
-    Param("depth.sky_as_inf", True, "publish sky pixels as +Inf (REP 118: too far), else the model's depth",
-          dynamic=True),
+    Param("depth.sky_as_inf", True, "publish sky pixels (sky probability >= 0.3, the sky/mask pixels) as +Inf "
+          "(REP 118: too far), else upstream's sky fill (99th percentile of non-sky depth)", dynamic=True),
     Param("depth.publish_mm", False, "also publish depth/image_mm as 16UC1 millimetres (metric models)"),
     Param("qos.input", "sensor_data", "input QoS: sensor_data (best effort) or reliable",
           choices=("sensor_data", "reliable")),

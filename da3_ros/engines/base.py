@@ -20,7 +20,7 @@ from da3_ros.prediction import Prediction
 
 _LOG = logging.getLogger(__name__)
 REF_VIEW_STRATEGIES = ("first", "middle", "saddle_balanced", "saddle_sim_range")
-SKY_THRESHOLD = 0.5  # upstream's OutputProcessor threshold on the sky probability
+SKY_THRESHOLD = postprocess.SKY_THRESHOLD  # the sky mask is where the sky fill went (one threshold)
 # Graph input names, for every backend and the export
 IN_IMAGES, IN_EXTRINSICS, IN_INTRINSICS = "images", "extrinsics", "intrinsics"
 
