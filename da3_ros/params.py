@@ -22,6 +22,13 @@ class Param:
     range: tuple[float, float] | None = None  # inclusive bounds (the descriptor's integer/floating point range)
     step: int = 0  # integers: allowed values are range[0] + k * step (0 = any)
     dynamic: bool = False  # applied at runtime by a parameter set; else read-only (needs a restart)
+    # YAML (a params file, `-p name:=off`, `ros2 param set`) reads an unquoted ``off`` as the boolean false: for a
+    # parameter with an "off" choice, false means that choice (declared dynamically typed so that ROS takes it)
+    false_means: str = ""
+
+    def normalize(self, value: Any) -> Any:
+        """``value`` as the code takes it: the boolean false is ``false_means`` where the table says so."""
+        return self.false_means if self.false_means and value is False else value
 
     def constraints(self) -> str:
         """The allowed values in words ('' when any value of the type goes)."""
@@ -34,8 +41,13 @@ class Param:
 
     def problem(self, value: Any) -> str:
         """'' if ``value`` is allowed, else why not (the parameter, the value, the allowed values)."""
+        value = self.normalize(value)
         if value is None:  # typed, declared without a value (e.g. cameras.<name>.T_ref_cam)
             return ""
+        if self.choices and isinstance(value, bool):  # an unquoted on/off/yes/no/true/false in YAML
+            return (f"{self.name} = {value!r} is not allowed: {self.constraints()}; YAML and `-p` read unquoted "
+                    f"true/false/on/off/yes/no as a boolean: quote the value (e.g. {self.name}: "
+                    f"'{self.false_means or self.choices[0]}')")
         ok = True
         if self.choices:
             ok = value in self.choices
@@ -100,12 +112,13 @@ NODE_PARAMS: tuple[Param, ...] = (
           "0 = every set waits for every camera", range=(0.0, 3600.0)),
     Param("pose_conditioning", "auto",
           "auto: cameras.<name>.T_ref_cam when every camera has one, else /tf_static when it connects every "
-          "camera's frame to the reference's; params; tf_static; off. Needs camera_info on every camera",
-          choices=("auto", "params", "tf_static", "off")),
+          "camera's frame to the reference's; params; tf_static; off (an unquoted off, read as false, is off). "
+          "Needs camera_info on every camera", choices=("auto", "params", "tf_static", "off"), false_means="off"),
     Param("tf.mode", "estimated_children",
           "estimated_children: <frame><tf.suffix> frames under the reference camera's frame; "
-          "camera_frames: the cameras' own frames under the reference (rigs with no other TF source); off",
-          choices=("estimated_children", "camera_frames", "off"), dynamic=True),
+          "camera_frames: the cameras' own frames under the reference (rigs with no other TF source); off (an "
+          "unquoted off, read as false, is off)", choices=("estimated_children", "camera_frames", "off"),
+          dynamic=True, false_means="off"),
     Param("tf.suffix", "_da3", "suffix of the estimated child frames", dynamic=True),
     Param("fused_frame", "", "frame of points_fused (default: the reference camera's frame)", dynamic=True),
     Param("cloud.stride", 2, "use every n-th pixel row and column for clouds", range=(1, 64), dynamic=True),
@@ -182,6 +195,19 @@ def param_table(camera_names: list[str] | None = None) -> dict[str, Param]:
         table.update({camera_param(c, p.name): dataclasses.replace(p, name=camera_param(c, p.name))
                       for p in CAMERA_PARAMS})
     return table
+
+
+_NODE_TABLE = {p.name: p for p in NODE_PARAMS}
+
+
+def normalized(name: str, value: Any) -> Any:
+    """A parameter's value as the code takes it (a YAML false for ``tf.mode`` / ``pose_conditioning`` is 'off').
+
+    The one place that maps it, for the node (ros_params), the parameter file and ``-p`` of the offline commands
+    (param_file); a true stays true, and ``check_values`` refuses it naming the fix.
+    """
+    p = _NODE_TABLE.get(name)
+    return p.normalize(value) if p is not None else value
 
 
 def check_values(values: dict[str, Any], camera_names: list[str] | None = None) -> list[str]:
