@@ -64,9 +64,12 @@ NODE_PARAMS: tuple[Param, ...] = (
           "auto (TensorRT if importable with a CUDA GPU, else onnxruntime, else torch), torch, onnxruntime, "
           "tensorrt, triton (a Triton Inference Server: triton.*); onnxruntime/tensorrt also take a .onnx from "
           "`da3-ros export` as model", choices=("auto", "torch", "onnxruntime", "tensorrt", "triton")),
-    Param("device", "cpu", "torch device: cpu, cuda, cuda:1, ... (backend torch)"),
+    Param("device", "auto",
+          "auto (the backend's: torch cpu, onnxruntime its CUDA provider if installed else cpu, tensorrt the GPU), "
+          "cpu, cuda, cuda:<n> (cuda:<n> > 0: torch only); a device the backend cannot use stops the start"),
     Param("precision", "auto",
-          "auto (torch: fp32 on CPU, bf16/fp16 on CUDA; tensorrt: fp16), fp32, fp16, bf16 (torch only)",
+          "auto (torch: fp32 on CPU, bf16/fp16 on CUDA; onnxruntime: fp32; tensorrt: fp16), fp32, fp16 (the "
+          "mixed fp16 graph on onnxruntime/tensorrt), bf16 (torch only); said at start-up and in /diagnostics",
           choices=("auto", "fp32", "fp16", "bf16")),
     Param("threads", 0, "CPU threads of the forward (0: the backend's default)", range=(0, 1024)),
     Param("engine_cache_dir", "", "exported ONNX graphs and TensorRT engines (default: ~/.cache/da3_ros)"),

@@ -42,6 +42,7 @@ class MetricPairEngine(Engine):
                          process_res=main.process_res, process_res_method=main.process_res_method,
                          ref_view_strategy=main.ref_view_strategy, mixed_resolution=main.mixed_resolution)
         self.backend = main.backend
+        self.runs_on = main.runs_on  # both built from the same backend, device and precision
         self.main, self.metric = main, metric
         self.every_n_sets = every_n_sets
         self.metric_source = "metric_model"
