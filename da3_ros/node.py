@@ -67,7 +67,7 @@ class DepthPipeline(ParameterWiring):
                                   self.rig.engine.variant.has_sky, self._p("depth.publish_mm"))
         self._info_topics = [self._topics(c)[1] for c in self.cameras]
         self.get_logger().info(
-            f"model {self.rig.engine.label} on {self.rig.engine.backend}; cameras {self.cameras}, "
+            f"model {self.rig.engine.label} on {self.rig.engine.describe()}; cameras {self.cameras}, "
             f"reference {self.cameras[self.ref]}; pose conditioning: {self._p('pose_conditioning')} "
             f"({'parameters' if self.rig.T_ref_cam_known is not None else 'from /tf_static when available'})")
 

@@ -257,8 +257,8 @@ class SetOutputs:
 
     # --- navigation ------------------------------------------------------------------------------------
     @cached_property
-    def obstacle_arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """Obstacle points in the navigation target frame (all views) and their confidences.
+    def nav_points(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Every cloud point of the set (all views) in the navigation target frame, and their confidences.
 
         Raises ValueError naming the missing /tf_static link or the missing intrinsics.
         """
@@ -275,7 +275,16 @@ class SetOutputs:
             raise ValueError("navigation outputs need intrinsics (camera_info or a model that estimates them)")
         xyz = np.concatenate([nav.transform_points(n.T_target_cam[i], c[0]) for i, c in enumerate(clouds)])
         conf = None if any(c[2] is None for c in clouds) else np.concatenate([c[2] for c in clouds])
-        return nav.obstacle_cloud(xyz, n.obstacles, conf)
+        return xyz, conf
+
+    @cached_property
+    def obstacle_arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Obstacle points in the navigation target frame (all views) and their confidences.
+
+        Raises ValueError as ``nav_points`` does.
+        """
+        xyz, conf = self.nav_points
+        return nav.obstacle_cloud(xyz, self.nav_inputs.obstacles, conf)
 
     def obstacles(self):
         """``points_obstacles``: x y z (+ confidence) in the target frame, stamped with the reference image."""
@@ -284,9 +293,12 @@ class SetOutputs:
         return conv.xyz_rgb_to_pointcloud2(xyz, header, None, conf if self.cfg.confidence_field else None)
 
     def scan(self):
-        """``scan``: the nearest obstacle per bearing in the target frame."""
+        """``scan``: per ray the nearest point in the scan's own height band, in the target frame.
+
+        From the points before the obstacle cloud's thinning; ray i at angle_min + i * angle_increment, as binned.
+        """
         c = self.nav_inputs.scan
-        ranges = nav.laser_scan_ranges(self.obstacle_arrays[0], c)
+        ranges = nav.laser_scan_ranges(self.nav_points[0], c)
         return conv.laser_scan(ranges, self._header(self.ref, self.nav_inputs.target_frame), c.angle_min,
                                c.angle_increment, c.range_min, c.range_max)
 

@@ -20,13 +20,26 @@ from da3_ros.prediction import Prediction
 
 _LOG = logging.getLogger(__name__)
 REF_VIEW_STRATEGIES = ("first", "middle", "saddle_balanced", "saddle_sim_range")
-SKY_THRESHOLD = 0.5  # upstream's OutputProcessor threshold on the sky probability
+SKY_THRESHOLD = postprocess.SKY_THRESHOLD  # the sky mask is where the sky fill went (one threshold)
 # Graph input names, for every backend and the export
 IN_IMAGES, IN_EXTRINSICS, IN_INTRINSICS = "images", "extrinsics", "intrinsics"
 
 
 class BackendUnavailable(RuntimeError):
     """A backend cannot run here: its package or device is missing. The message names what to install."""
+
+
+class EngineConfigError(ValueError):
+    """A backend, device and precision that cannot hold together (or not here); the message names the fix."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What an engine really runs on: its backend, device ('cpu', 'cuda', 'cuda:1', 'server') and precision."""
+
+    backend: str
+    device: str
+    precision: str
 
 
 class EngineUnavailable(RuntimeError):
@@ -100,6 +113,8 @@ class Engine:
         self.mixed_resolution = mixed_resolution
         self.ref_view_strategy = ref_view_strategy
         self._warned_no_K = False
+        # what it runs on (backends set their own when they resolve it; engines.resolve_settings is the table)
+        self.runs_on = EngineSettings(self.backend, "cpu", "fp32")
         self.metric_source = "nested"  # what a DepthKind.METRIC variant's metres come from
         self.align_with_camera_K = False  # nested alignment: the network's intrinsics, as upstream
 
@@ -111,8 +126,13 @@ class Engine:
         raise NotImplementedError
 
     def health(self) -> tuple[bool, dict[str, str]]:
-        """Whether the engine can run sets now, and what /diagnostics should show about it."""
-        return True, {}
+        """Whether the engine can run sets now, and what /diagnostics should show about it (device, precision)."""
+        return True, {"device": self.runs_on.device, "precision": self.runs_on.precision}
+
+    def describe(self) -> str:
+        """'<backend> (device <device>, precision <precision>)', for the start-up line."""
+        s = self.runs_on
+        return f"{s.backend} (device {s.device}, precision {s.precision})"
 
     def infer(self, batch: FrameBatch) -> Prediction:
         """One forward over all views of ``batch``; the Prediction carries its stage times (``timing_s``)."""
