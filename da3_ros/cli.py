@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--out", default="out/result.npz", help="npz file to write")
     inf.add_argument("--png-dir", help="where to write the PNGs (default: beside --out)")
     inf.add_argument("--backend", default="torch", choices=BACKENDS)
-    inf.add_argument("--device", default="cpu", help="torch device (backend torch)")
+    inf.add_argument("--device", default="auto", help="auto (the backend's own), cpu, cuda, cuda:<n>")
     inf.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     inf.add_argument("--threads", type=int, default=0, help="CPU threads (0: the backend's default)")
     inf.add_argument("--cache-dir", help="exported graphs and engines (default: ~/.cache/da3_ros)")
@@ -244,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     bld = sub.add_parser("build-engine", help="export and build a rig's engine ahead of time into the cache")
     _add_rig_args(bld)
     bld.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime"])
-    bld.add_argument("--precision", default="fp16", choices=["fp32", "fp16"])
+    bld.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"],
+                     help="auto: the backend's (tensorrt fp16, onnxruntime fp32), as the node resolves it")
     bld.add_argument("--cache-dir", help="where the node looks (default: ~/.cache/da3_ros)")
     bld.set_defaults(func=cmd_build_engine)
     demo = sub.add_parser("demo", help="run the node on a recorded 3-camera rig; print a summary, write pictures")

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from da3_ros.engines.base import BackendUnavailable
+from da3_ros.engines.base import BackendUnavailable, EngineConfigError, EngineSettings
 from da3_ros.engines.cache import ArtifactCache, sha256_file
 from da3_ros.engines.export import example_inputs
 from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
@@ -287,10 +287,12 @@ class TensorRTEngine(FixedShapeEngine):
         if not ok:
             raise TensorRTUnavailable(f"TensorRT backend unavailable: {info}. To use it, {INSTALL_HINT}.")
         if precision not in PRECISIONS:
-            raise ValueError(f"TensorRT precision must be one of {PRECISIONS}, got {precision!r}")
+            raise EngineConfigError(f"TensorRT precision must be one of {PRECISIONS}, got {precision!r} (bf16 runs "
+                                    "on backend torch only)")
         self.precision = precision
         self.workspace_gib = workspace_gib
         super().__init__(model, cache_dir, **kwargs)
+        self.runs_on = EngineSettings(self.backend, "cuda", precision)
 
     def _make_runner(self, shape: Shape) -> TensorRTRunner:
         from da3_ros.engines.onnxruntime_engine import OrtRunner
