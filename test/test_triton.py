@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -440,13 +441,15 @@ def test_serve_listens_on_loopback_and_stops_cleanly_on_sigterm(served, cache, t
     # pytriton's sockets live in its workspace: keep the path short (a unix socket path has at most 107 bytes)
     home = Path(tempfile.mkdtemp(prefix="da3-pyt-"))
     env = {**os.environ, "PYTRITON_HOME": str(home)}
-    with triton_server(cache, tmp_path / "term.log", rig=SIZE, env=env) as srv:
-        assert _listening(srv.ports) == {p: {"127.0.0.1"} for p in srv.ports}
-        children = _descendants(srv.proc.pid)
-        assert children and list(home.iterdir())  # tritonserver and its workspace while serving
-        srv.proc.send_signal(signal.SIGTERM)
-        assert srv.proc.wait(timeout=60) == 0, (tmp_path / "term.log").read_text()[-2000:]
-        assert [p for p in children if _running(p)] == []
-        assert list(home.iterdir()) == []
-    assert "Traceback" not in (tmp_path / "term.log").read_text()
-    home.rmdir()
+    try:
+        with triton_server(cache, tmp_path / "term.log", rig=SIZE, env=env) as srv:
+            assert _listening(srv.ports) == {p: {"127.0.0.1"} for p in srv.ports}
+            children = _descendants(srv.proc.pid)
+            assert children and list(home.iterdir())  # tritonserver and its workspace while serving
+            srv.proc.send_signal(signal.SIGTERM)
+            assert srv.proc.wait(timeout=60) == 0, (tmp_path / "term.log").read_text()[-2000:]
+            assert [p for p in children if _running(p)] == []
+            assert list(home.iterdir()) == []
+        assert "Traceback" not in (tmp_path / "term.log").read_text()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
