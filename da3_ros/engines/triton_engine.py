@@ -341,6 +341,7 @@ class TritonEngine(Engine):
                      f"timeouts so far): the server is slower than triton.timeout_s ({self.settings.timeout_s:g} "
                      "s); raise it or give the server faster hardware")
         values = {
+            **super().health()[1],  # device and precision, as every engine says them
             "triton.url": self.settings.url, "triton.model": self.settings.model_name, "triton.state": state,
             "triton.reconnects": str(self.reconnects), "triton.timeouts": str(self.timeouts),
             "triton.dropped_busy": str(self.dropped_busy),
