@@ -22,7 +22,7 @@ class Hardware:
     """What this machine offers the engines, asked lazily (probing CUDA imports torch; ONNX Runtime must not)."""
 
     def tensorrt(self) -> tuple[bool, str]:
-        """(True, version) when TensorRT imports and a CUDA device is visible, else (False, why)."""
+        """(True, version) when TensorRT can start here (a Builder and a Runtime were created), else (False, why)."""
         from da3_ros.engines.tensorrt_engine import tensorrt_status
 
         return tensorrt_status()
@@ -76,11 +76,21 @@ def resolve_backend(backend: str, device: str = "auto", hw: Hardware | None = No
         ok, why = hw.tensorrt()
         if ok:
             return "tensorrt"
-        _LOG.info("backend auto: not TensorRT (%s)", why)
+        _warn_once(f"backend auto: not TensorRT ({why}); falling back to ONNX Runtime (else torch)")
     providers = hw.ort_providers()
     if providers and (gpu is None or (gpu == 0 and any(p in providers for p in GPU_PROVIDERS))):
         return "onnxruntime"
     return "torch"
+
+
+_SAID: set[str] = set()
+
+
+def _warn_once(text: str) -> None:
+    """Say why ``auto`` passed TensorRT over once per process, not once per engine (a metric pair makes two)."""
+    if text not in _SAID:
+        _SAID.add(text)
+        _LOG.warning(text)
 
 
 def resolve_settings(backend: str, device: str = "auto", precision: str = "auto",
