@@ -71,7 +71,9 @@ def main() -> int:
     log = open(Path(cache) / "serve.log", "w")
     server = subprocess.Popen([sys.executable, "-m", "da3_ros.cli", "serve", "--model", a.model, "--cache-dir", cache,
                                "--grpc-port", str(grpc_port), "--http-port", str(_port()), "--metrics-port",
-                               str(_port())], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                               str(_port()), "--height", str(HW[0]), "--width", str(HW[1]), "--views", str(views[0]),
+                               *(["--also-views", *map(str, views[1:])] if views[1:] else [])],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"localhost:{grpc_port}"
         client = grpcclient.InferenceServerClient(url)

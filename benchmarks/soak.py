@@ -8,7 +8,8 @@ the fused cloud, the result message, TF); samples the node's resident memory fro
   - resident memory: the peak of every --window-s window within +-5 % of their median (--rss-tolerance): the
     memory a forward needs comes and goes within a set, so flat means no growth from window to window;
   - latency (image stamp to the result's arrival here, for every result received after the warm-up): p50 and
-    max bounded by --max-latency-s (the node's own /diagnostics window would still hold start-up sets);
+    max bounded by --max-latency-forwards of the run's slowest forward + 1 s (relative: a loaded machine is
+    slower in every stage alike; the node's own /diagnostics window would still hold start-up sets);
   - drops: counted (superseded sets, frames dropped), never silently lost; errors 0;
   - the node alive to the end, and a SIGINT that ends it with exit code 0 (everything released).
 Exit status 0 when all hold. CI runs a 60 s form (test/test_soak.py); the 10-minute figures are in BENCHMARKS.md.
@@ -63,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "88")))
     p.add_argument("--rss-tolerance", type=float, default=0.05)
     p.add_argument("--window-s", type=float, default=10.0, help="resident memory: one peak per window")
-    p.add_argument("--max-latency-s", type=float, default=10.0)
+    p.add_argument("--max-latency-forwards", type=float, default=3.0,
+                   help="latency bound: this many of the run's slowest forwards (node's /diagnostics) + 1 s; the "
+                        "newest-set policy needs at most 2 (one in flight, then its own)")
     p.add_argument("--cache-dir", default="", help="engine cache (default: the node's)")
     p.add_argument("--examples", default=str(REPO.parent / "shared" / "data" / "da3_examples"))
     a = p.parse_args(argv)
@@ -194,13 +197,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"resident memory peak per {a.window_s:g} s window after the warm-up (MB): "
           + " ".join(f"{mb:.0f}" for mb in after))
     print("| soak | value |\n|---|---|")
+    forward_max_s = v.get("forward_ms.max", float("nan")) / 1e3
+    max_latency_s = a.max_latency_forwards * forward_max_s + 1.0  # relative to this run's forward (CI loads vary)
+    rows.append(("latency bound", f"{a.max_latency_forwards:g} x forward max ({forward_max_s:.2f} s) + 1 s = "
+                                  f"{max_latency_s:.2f} s"))
     for k, val in rows:
         print(f"| {k} | {val} |")
     checks = {
         "node alive to the end": ok,
         "results published": got["sets"] > 0 and v.get("sets_done", 0) > 0,
         f"memory flat within {100 * a.rss_tolerance:.0f} %": bool(after) and spread <= a.rss_tolerance,
-        f"latency max <= {a.max_latency_s:g} s": bool(measured_lat) and max(measured_lat) <= a.max_latency_s,
+        f"latency max <= {max_latency_s:.2f} s": bool(measured_lat) and max(measured_lat) <= max_latency_s,
         "no errors": v.get("errors", 1) == 0,
         "clean exit on SIGINT": code == 0,
     }

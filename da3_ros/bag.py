@@ -19,13 +19,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tf2_msgs.msg import TFMessage
 
 from da3_ros import conversions as conv
+from da3_ros import emit
 from da3_ros.mcap_io import BagReader, BagReadError, BagTruncated, BagWriter
-from da3_ros.msg import MultiViewDepth
-from da3_ros.offline import PER_CAMERA_OUTPUTS, OfflineSetup, ros_type_name
+from da3_ros.offline import OfflineSetup, ros_type_name
 from da3_ros.pipeline import Dropped
 from da3_ros.sync import SyncMode, TimeSynchronizer
 
@@ -59,6 +59,8 @@ class BagSummary:
     skipped_every_n: int = 0
     drops: Counter = field(default_factory=Counter)
     drop_examples: dict[str, str] = field(default_factory=dict)
+    withheld: Counter = field(default_factory=Counter)  # processed sets that withheld an output, by reason
+    withheld_examples: dict[str, str] = field(default_factory=dict)
     frames_in: Counter = field(default_factory=Counter)
     frames_outside_window: int = 0
     stage_s: dict[str, list[float]] = field(default_factory=dict)
@@ -77,6 +79,13 @@ class BagSummary:
             _LOG.warning("set dropped (%s): %s", reason, detail)
         self.drops[reason] += 1
 
+    def withhold(self, reason: str, detail: str) -> None:
+        """A processed set that did not emit some output (da3_ros.emit), and why."""
+        if reason not in self.withheld_examples:
+            self.withheld_examples[reason] = detail
+            _LOG.warning("output withheld (%s): %s", reason, detail)
+        self.withheld[reason] += 1
+
     def lines(self) -> list[str]:
         """The summary printed at the end."""
         n = len(self.cameras)
@@ -93,6 +102,8 @@ class BagSummary:
             out.append(f"frames outside --start/--duration: {self.frames_outside_window}")
         for reason, count in sorted(self.drops.items()):
             out.append(f"dropped ({reason}): {count} sets, e.g. {self.drop_examples[reason]}")
+        for reason, count in sorted(self.withheld.items()):
+            out.append(f"withheld ({reason}): {count} sets, e.g. {self.withheld_examples[reason]}")
         for name, values in self.stage_s.items():
             out.append(f"stage {name:<12} mean {1e3 * float(np.mean(values)):8.1f} ms   total "
                        f"{float(np.sum(values)):7.1f} s")
@@ -194,27 +205,20 @@ class _Stop:
             signal.signal(sig, old)
 
 
-def _write_set(writer: BagWriter, setup: OfflineSetup, out, log_time_ns: int, nav: bool) -> None:
-    """Every output of one processed set, under the node's topic names (absolute: the node runs at /)."""
-    publish_mm, has_sky = setup.param("depth.publish_mm"), setup.rig.engine.variant.has_sky
-    for i, c in enumerate(setup.cameras):
-        for key, (topic, msg_type) in PER_CAMERA_OUTPUTS.items():
-            if (key == "depth_mm" and not publish_mm) or (key == "sky" and not has_sky):
-                continue
-            msg = getattr(out, key)(i)
-            if msg is not None:
-                writer.write(f"/{c}/{topic}", ros_type_name(msg_type), serialize_message(msg), log_time_ns)
-    fused = out.fused()
-    if fused is not None:
-        writer.write("/points_fused", ros_type_name(PointCloud2), serialize_message(fused), log_time_ns)
-    writer.write("/multiview_depth", ros_type_name(MultiViewDepth), serialize_message(out.multiview()), log_time_ns)
-    transforms = out.transforms()
-    if transforms:
-        writer.write("/tf", TF_TYPE, serialize_message(conv.tf_message(transforms)), log_time_ns)
+def _write_set(writer: BagWriter, setup: OfflineSetup, out, log_time_ns: int, nav: bool) -> list[emit.Withheld]:
+    """Write every output of one processed set as the node emits it (da3_ros.emit); return what it withheld.
+
+    Topic names are the node's, absolute (the node runs at /).
+    """
+    keys = emit.per_camera_keys(setup.param("depth.publish_mm"), setup.rig.engine.variant.has_sky)
+    items = list(emit.set_messages(out, keys, lambda topic: True))
     if nav:
-        writer.write("/points_obstacles", ros_type_name(PointCloud2), serialize_message(out.obstacles()),
-                     log_time_ns)
-        writer.write("/scan", ros_type_name(LaserScan), serialize_message(out.scan()), log_time_ns)
+        items += emit.nav_messages(out, lambda topic: True)
+    for item in items:
+        if isinstance(item, emit.Message):
+            writer.write("/" + item.topic.lstrip("/"), ros_type_name(type(item.msg)), serialize_message(item.msg),
+                         log_time_ns)
+    return [item for item in items if isinstance(item, emit.Withheld)]
 
 
 def run_bag(in_path: str | Path, out_path: str | Path, values: dict, options: BagOptions) -> BagSummary:
@@ -322,10 +326,9 @@ def _process(frameset, setup: OfflineSetup, infos, info_topics, bag_topics, writ
         summary.drop(done.reason.value, done.detail)
         return
     t1 = time.perf_counter()
-    try:
-        _write_set(writer, setup, done.outputs, frameset.stamps_ns[setup.ref], options.nav)
-    except ValueError as exc:  # navigation outputs without their TF link
-        summary.drop("nav_unavailable", str(exc))
+    withheld = _write_set(writer, setup, done.outputs, frameset.stamps_ns[setup.ref], options.nav)
+    for counter, text in emit.reasons(withheld).items():  # as the node: counted once per set and reason
+        summary.withhold(counter, text)
     summary.sets_processed += 1
     summary.stage("decode", t_decode + done.timing_s.get("convert", 0.0))
     for k in ("preprocess", "forward", "postprocess"):

@@ -140,16 +140,21 @@ def _export_triton_repo(args: argparse.Namespace, model, views: int, hw: tuple[i
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from da3_ros.engines import create_engine
-    from da3_ros.engines.triton_serve import serve
+    from da3_ros.engines.triton_serve import ServeShapeError, serve
 
     engine = create_engine(args.backend, args.model, precision=args.precision, threads=args.threads,
                            cache_dir=args.cache_dir)
-    prepare = []
-    if args.views or args.camera_size or args.height:
-        prepare.append((args.views or len(args.camera_size), _rig_shape(args), args.conditioned))
-    serve(engine, args.name, args.grpc_port, args.http_port, args.metrics_port, prepare,
-          on_ready=lambda: print(f"ready: model {args.name!r} ({engine.label}) on gRPC localhost:{args.grpc_port}",
-                                 flush=True))
+    prepare = []  # the shapes served; a graph file brings its own
+    if args.views or args.camera_size or args.height or args.width:
+        hw = _rig_shape(args)
+        views = args.views or max(1, len(args.camera_size or []))  # as export: 1 view unless told
+        prepare = [(n, hw, args.conditioned) for n in [views, *(args.also_views or [])]]
+    try:
+        serve(engine, args.name, args.grpc_port, args.http_port, args.metrics_port, prepare, bind=args.bind,
+              on_ready=lambda: print(f"ready: model {args.name!r} ({engine.label}) on gRPC {args.bind}:"
+                                     f"{args.grpc_port}", flush=True))
+    except ServeShapeError as exc:  # the shapes asked for: a user error, named with its fix
+        raise SystemExit(f"da3-ros serve: {exc}") from None
     return 0
 
 
@@ -198,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--out", default="out/result.npz", help="npz file to write")
     inf.add_argument("--png-dir", help="where to write the PNGs (default: beside --out)")
     inf.add_argument("--backend", default="torch", choices=BACKENDS)
-    inf.add_argument("--device", default="cpu", help="torch device (backend torch)")
+    inf.add_argument("--device", default="auto", help="auto (the backend's own), cpu, cuda, cuda:<n>")
     inf.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     inf.add_argument("--threads", type=int, default=0, help="CPU threads (0: the backend's default)")
     inf.add_argument("--cache-dir", help="exported graphs and engines (default: ~/.cache/da3_ros)")
@@ -231,11 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--grpc-port", type=int, default=8001)
     srv.add_argument("--http-port", type=int, default=8000)
     srv.add_argument("--metrics-port", type=int, default=8002)
+    srv.add_argument("--also-views", type=int, nargs="+", metavar="N",
+                     help="also serve these view counts at the same size (e.g. N-1 for a silent camera)")
+    srv.add_argument("--bind", default="127.0.0.1",
+                     help="address gRPC, HTTP and metrics listen on (0.0.0.0: every interface, for other machines)")
     srv.set_defaults(func=cmd_serve)
     bld = sub.add_parser("build-engine", help="export and build a rig's engine ahead of time into the cache")
     _add_rig_args(bld)
     bld.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime"])
-    bld.add_argument("--precision", default="fp16", choices=["fp32", "fp16"])
+    bld.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"],
+                     help="auto: the backend's (tensorrt fp16, onnxruntime fp32), as the node resolves it")
     bld.add_argument("--cache-dir", help="where the node looks (default: ~/.cache/da3_ros)")
     bld.set_defaults(func=cmd_build_engine)
     demo = sub.add_parser("demo", help="run the node on a recorded 3-camera rig; print a summary, write pictures")

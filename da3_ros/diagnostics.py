@@ -13,7 +13,13 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 STAGES = ("sync_wait", "convert", "preprocess", "forward", "postprocess", "publish", "nav", "latency")
 WINDOW = 50  # sets kept for the latency statistics
 COUNTERS = ("skipped_no_subscribers", "waiting_for_cameras", "bad_input", "errors", "incompatible_qos",
-            "nav_unavailable", "engine_unavailable")  # the event counters ``NodeStats.count`` adds to
+            "nav_unavailable", "engine_unavailable", "nav_not_metric", "tf_not_metric",
+            "reference_silent")  # the event counters ``NodeStats.count`` adds to
+# Outputs a set withheld (da3_ros.emit): WARN while any of these grew since the last /diagnostics message
+WITHHELD = {"nav_unavailable": "points_obstacles / scan could not be built (TF link, intrinsics, ground)",
+            "nav_not_metric": "points_obstacles / scan withheld: depth is not metric",
+            "tf_not_metric": "TF withheld: tf.mode camera_frames needs metric depth",
+            "reference_silent": "the reference camera is silent: TF and points_fused skipped"}
 
 
 class NodeStats:
@@ -34,6 +40,10 @@ class NodeStats:
         self.incompatible_qos = 0
         self.nav_unavailable = 0  # sets whose points_obstacles / scan could not be built (TF link, K, ground)
         self.engine_unavailable = 0  # sets dropped because a remote engine was down or too slow
+        self.nav_not_metric = 0  # sets whose navigation outputs were withheld: relative depth
+        self.tf_not_metric = 0  # sets whose TF was withheld: tf.mode camera_frames with relative depth
+        self.reference_silent = 0  # sets without the reference camera: no TF, no points_fused
+        self._withheld_seen = dict.fromkeys(WITHHELD, 0)  # the counts at the last diagnostics message
         self.notes: dict[str, str] = {}  # the last set's metric scale and cameras without intrinsics
         self._stage_s = {s: deque(maxlen=WINDOW) for s in STAGES}
         self._done_t = deque(maxlen=WINDOW)
@@ -80,7 +90,8 @@ class NodeStats:
                        skipped_no_subscribers=self.skipped_no_subscribers, errors=self.errors,
                        waiting_for_cameras=self.waiting_for_cameras,
                        incompatible_qos=self.incompatible_qos, nav_unavailable=self.nav_unavailable,
-                       engine_unavailable=self.engine_unavailable,
+                       engine_unavailable=self.engine_unavailable, nav_not_metric=self.nav_not_metric,
+                       tf_not_metric=self.tf_not_metric, reference_silent=self.reference_silent,
                        input_rate_hz=self._rate(self._in_t),
                        output_rate_hz=self._rate(self._done_t),
                        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -91,22 +102,42 @@ class NodeStats:
                     out[f"{k}_ms.max"] = float(np.max(v)) * 1e3
         return out
 
+    def _withheld_now(self) -> list[str]:
+        """The withheld-output reasons that grew since the last call (what is wrong now, not once)."""
+        with self._lock:
+            grew = [k for k, seen in self._withheld_seen.items() if getattr(self, k) > seen]
+            self._withheld_seen = {k: getattr(self, k) for k in WITHHELD}
+        return grew
+
     def diagnostics(self, node_name: str, sync_stats, engine_health: tuple[bool, dict[str, str]] = (True, {}),
-                    silent_cameras: list[str] | None = None) -> DiagnosticArray:
-        """One DiagnosticStatus; WARN on errors, bad input, incompatible QoS, silent cameras, a stopped engine."""
+                    silent_cameras: list[str] | None = None, reference_camera: str = "") -> DiagnosticArray:
+        """One DiagnosticStatus; WARN on errors, bad input, incompatible QoS, silent cameras, a stopped engine.
+
+        Also WARN for outputs withheld since the last message (no metres for navigation, a silent reference).
+        """
         engine_ok, engine_values = engine_health
         silent_cameras = silent_cameras or []
+        withheld = self._withheld_now()
         values: dict[str, float | str] = {"backend": self.backend, **self.summary(), **engine_values}
         with self._lock:
             values.update(self.notes)
-        values.update(silent_cameras=",".join(silent_cameras), partial_sets=sync_stats.partial_sets)
+        values.update(silent_cameras=",".join(silent_cameras), partial_sets=sync_stats.partial_sets,
+                      reference_silent_now=str(reference_camera in silent_cameras).lower(),
+                      withheld_now=",".join(withheld))
         values.update(sets_superseded=sync_stats.sets_superseded, frames_dropped=sync_stats.frames_dropped,
                       stale_rejected=sync_stats.stale_rejected, sync_resets=sync_stats.resets)
         level, message = DiagnosticStatus.OK, "ok"
-        if not engine_ok:
-            level, message = DiagnosticStatus.WARN, "the engine cannot run sets now (see values); retrying"
+        if not engine_ok:  # the engine's own reason(s) when it gives them (an engine's ``*.problem`` values)
+            why = "; ".join(v for k, v in engine_values.items() if k.rpartition(".")[2] == "problem") or "see values"
+            level, message = DiagnosticStatus.WARN, f"the engine cannot run sets now ({why}); retrying"
+        elif reference_camera and reference_camera in silent_cameras:
+            level, message = DiagnosticStatus.WARN, (
+                f"reference camera {reference_camera!r} silent (silent: {silent_cameras}): sets go on without it, "
+                "with no TF and no points_fused")
         elif silent_cameras:
             level, message = DiagnosticStatus.WARN, f"silent camera(s) {silent_cameras}: sets go on without them"
+        elif withheld:
+            level, message = DiagnosticStatus.WARN, "; ".join(WITHHELD[k] for k in withheld)
         elif self.errors or self.bad_input or self.incompatible_qos:
             level, message = DiagnosticStatus.WARN, "errors, bad input or incompatible QoS (see values)"
         elif not self.sets_done:

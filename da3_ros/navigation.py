@@ -3,8 +3,10 @@
 A costmap wants obstacles, not a dense camera cloud: points are taken into the target frame (``base_link``,
 x forward, y left, z up, REP 103), kept inside a height band above the ground (the target frame's z = 0, or
 a ground plane fitted to the points when the robot's floor is not where its TF says), thinned to one point
-per voxel and stripped of isolated points (flying pixels at depth edges). The scan takes, per angular bin,
-the nearest obstacle within its own height band, like pointcloud_to_laserscan. Everything is vectorised:
+per voxel and stripped of isolated points (flying pixels at depth edges). The scan takes, per ray, the
+nearest of all the set's points (before thinning: a voxel's mean is farther than its nearest point, and
+thinned points leave rays empty, which a costmap clears) within its own height band, like
+pointcloud_to_laserscan. Everything is vectorised:
 no per-point Python loops (see benchmarks/bench_navigation.py for its cost).
 """
 from __future__ import annotations
@@ -43,7 +45,11 @@ class ObstacleConfig:
 
 @dataclass(frozen=True)
 class ScanConfig:
-    """The LaserScan's geometry (target frame, angles counter-clockwise from +x) and its height band (z)."""
+    """The LaserScan's geometry (target frame, angles counter-clockwise from +x) and its height band (z).
+
+    Rays at ``angle_min + i * angle_increment`` for i < num_bins, i.e. over [angle_min, angle_max); at most one
+    full turn. The height band is the scan's own: it may be wider than the obstacle cloud's.
+    """
 
     angle_min: float = -math.pi
     angle_max: float = math.pi
@@ -59,11 +65,22 @@ class ScanConfig:
                               f"{self.angle_min}, {self.angle_max}, {self.angle_increment}")
         if not 0 <= self.range_min < self.range_max:
             raise ConfigError(f"scan ranges need 0 <= range_min < range_max, got {self.range_min}, {self.range_max}")
+        if self.num_bins * self.angle_increment > 2.0 * math.pi + 0.5 * self.angle_increment:
+            raise ConfigError(f"scan.angle_max - scan.angle_min ({self.angle_max - self.angle_min:.6g} rad) exceeds "
+                              f"one turn: rays would repeat bearings; use at most 2 pi")
+        if not self.max_height_m > self.min_height_m:
+            raise ConfigError(f"scan.max_height_m ({self.max_height_m}) must exceed scan.min_height_m "
+                              f"({self.min_height_m})")
 
     @property
     def num_bins(self) -> int:
         """Number of rays: (angle_max - angle_min) / angle_increment, rounded."""
         return int(round((self.angle_max - self.angle_min) / self.angle_increment))
+
+    @property
+    def full_turn(self) -> bool:
+        """Whether the rays cover the whole circle (the bearings past the last ray belong to ray 0)."""
+        return abs(self.num_bins * self.angle_increment - 2.0 * math.pi) < 0.5 * self.angle_increment
 
 
 def transform_points(T_target_src: np.ndarray, xyz: np.ndarray) -> np.ndarray:
@@ -173,16 +190,24 @@ def obstacle_cloud(xyz_target: np.ndarray, cfg: ObstacleConfig, confidence: np.n
 
 
 def laser_scan_ranges(xyz_target: np.ndarray, cfg: ScanConfig) -> np.ndarray:
-    """(num_bins,) float32 ranges: the nearest point per angular bin within the height band, +Inf for none."""
-    ranges = np.full(cfg.num_bins, np.inf, dtype=np.float64)
+    """(num_bins,) float32 ranges of the points (target frame) inside the scan's height band and range limits.
+
+    Ray i is published at ``angle_min + i * angle_increment`` and holds the nearest point whose bearing is
+    within half an increment of that angle (bins centred on the rays, so a point's ray is the one nearest its
+    bearing); +Inf where no point is. On a full turn the last ray's far half and ray 0's near half meet.
+    """
+    n, inc = cfg.num_bins, cfg.angle_increment
+    ranges = np.full(n, np.inf, dtype=np.float64)
     if len(xyz_target) == 0:
         return ranges.astype(np.float32)
-    x, y, z = xyz_target[:, 0].astype(np.float64), xyz_target[:, 1], xyz_target[:, 2]
+    x, y, z = xyz_target[:, 0].astype(np.float64), xyz_target[:, 1].astype(np.float64), xyz_target[:, 2]
     r = np.hypot(x, y)
-    angle = np.arctan2(y, x)
-    keep = ((z >= cfg.min_height_m) & (z <= cfg.max_height_m) & (r >= cfg.range_min) & (r <= cfg.range_max)
-            & (angle >= cfg.angle_min) & (angle < cfg.angle_max))
-    bins = np.floor((angle[keep] - cfg.angle_min) / cfg.angle_increment).astype(np.int64)
-    inside = bins < cfg.num_bins
+    keep = (z >= cfg.min_height_m) & (z <= cfg.max_height_m) & (r >= cfg.range_min) & (r <= cfg.range_max)
+    # bearing from ray 0 plus half a ray, in [0, 2 pi): floor() then gives the nearest ray
+    rel = np.mod(np.arctan2(y[keep], x[keep]) - cfg.angle_min + 0.5 * inc, 2.0 * math.pi)
+    bins = np.floor(rel / inc).astype(np.int64)
+    if cfg.full_turn:
+        bins %= n
+    inside = bins < n
     np.minimum.at(ranges, bins[inside], r[keep][inside])
     return ranges.astype(np.float32)

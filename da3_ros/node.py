@@ -51,6 +51,7 @@ class DepthPipeline(ParameterWiring):
         self._subs: list = []
         self._diag_timer = None
         self._stop = threading.Event()
+        self._said_at: dict[str, float] = {}  # per withheld-output reason, when it was last logged
 
     def _configure(self) -> None:
         self.rig = self._build_rig()
@@ -69,7 +70,7 @@ class DepthPipeline(ParameterWiring):
                                   self.rig.engine.variant.has_sky, self._p("depth.publish_mm"))
         self._info_topics = [self._topics(c)[1] for c in self.cameras]
         self.get_logger().info(
-            f"model {self.rig.engine.label} on {self.rig.engine.backend}; cameras {self.cameras}, "
+            f"model {self.rig.engine.label} on {self.rig.engine.describe()}; cameras {self.cameras}, "
             f"reference {self.cameras[self.ref]}; pose conditioning: {self._p('pose_conditioning')} "
             f"({'parameters' if self.rig.T_ref_cam_known is not None else 'from /tf_static when available'})")
 
@@ -129,6 +130,7 @@ class DepthPipeline(ParameterWiring):
 
     def _create_subscriptions(self) -> None:
         qin = qos_profile(self._p("qos.input"), self._p("qos.depth"))
+        self.sync.reset()  # an activation starts the synchroniser afresh: no frame or silence from before it
         for i, c in enumerate(self.cameras):
             image_topic, info_topic = self._topics(c)
             events = SubscriptionEventCallbacks(incompatible_qos=lambda e, t=image_topic: self._incompatible(t, e))
@@ -241,20 +243,25 @@ class DepthPipeline(ParameterWiring):
                 self.get_logger().warning(done.detail, throttle_duration_sec=10.0)
             return
         out = done.outputs
-        timing = self.pubs.publish(out, done.cameras, wants_nav, self._output_failed)
+        timing = self.pubs.publish(out, wants_nav, self._output_failed)
         stamp_age_s = (self.get_clock().now().nanoseconds - frameset.newest_stamp_ns) / 1e9
         self.stats.set_scale(out.pred, self.rig.scale, self.core.without_K)
         self.stats.set_done(sync_wait=(frameset.complete_ns - frameset.first_arrival_ns) / 1e9, **done.timing_s,
                             **timing, latency=stamp_age_s, clouds=out.clouds_built)
 
     def _output_failed(self, counter: str, text: str) -> None:
+        """An output the set withheld (da3_ros.emit): counted; said at most every 5 s per reason."""
         self.stats.count(counter)
-        self.get_logger().error(text, throttle_duration_sec=5.0)
+        now = time.monotonic()
+        if now - self._said_at.get(counter, -1e9) >= 5.0:
+            self._said_at[counter] = now
+            self.get_logger().warning(text)
 
     # --- diagnostics -----------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         silent = [self.cameras[i] for i in self.sync.silent_streams(time.monotonic_ns())]
-        msg = self.stats.diagnostics(self.get_name(), self.sync.stats, self.rig.engine.health(), silent)
+        msg = self.stats.diagnostics(self.get_name(), self.sync.stats, self.rig.engine.health(), silent,
+                                     self.cameras[self.ref])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pubs.diag.publish(msg)
 

@@ -13,7 +13,7 @@ from typing import Any
 from rclpy.parameter import Parameter
 
 from da3_ros.node import DepthPipeline
-from da3_ros.publishing import PER_CAMERA_OUTPUTS
+from da3_ros.emit import PER_CAMERA_OUTPUTS
 from da3_ros.param_file import ParamFileError, check_params, parse_override, read_params_file
 from da3_ros.static_tf import StaticTfBuffer
 

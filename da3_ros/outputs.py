@@ -106,6 +106,7 @@ class SetOutputs:
     model_label: str = ""
     distortion: list[tuple[str, list[float]] | None] = field(default_factory=list)  # per camera, from camera_info
     nav_inputs: NavInputs | None = None
+    reference_camera: str = ""  # the rig's pinned reference camera; "" = this set's own reference view
     _clouds: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -115,6 +116,42 @@ class SetOutputs:
     @property
     def ref(self) -> int:
         return self.result.ref_index
+
+    @property
+    def reference_in_set(self) -> bool:
+        """Whether the rig's reference camera is in this set (not while it is silent: its pose is unmeasured)."""
+        return not self.reference_camera or self.reference_camera in self.camera_names
+
+    # --- the rules: what a set may not publish, and why (counter, text) --------------------------------
+    def tf_withheld(self) -> tuple[str, str] | None:
+        """Why this set's TF is not published, or None. Never a pose that is not true in the pinned frame."""
+        if self.result.T_ref_cam is None or self.cfg.tf_mode == "off":
+            return None
+        if not self.reference_in_set:
+            return "reference_silent", self._reference_silent_text()
+        if self.cfg.tf_mode == "camera_frames" and not self.pred.is_metric:
+            return "tf_not_metric", ("tf.mode camera_frames moves the cameras' own frames, which are in metres, "
+                                     "but this set's depth is relative (is_metric false): TF skipped; use "
+                                     "estimated_children, or a metric model, pair or calibrated rig")
+        return None
+
+    def fused_withheld(self) -> tuple[str, str] | None:
+        """Why this set's fused cloud is not published, or None."""
+        if self.result.T_ref_cam is not None and not self.reference_in_set:
+            return "reference_silent", self._reference_silent_text()
+        return None
+
+    def nav_withheld(self) -> tuple[str, str] | None:
+        """Why this set's points_obstacles / scan are not published, or None: they need metres."""
+        if not self.pred.is_metric:
+            return "nav_not_metric", ("points_obstacles / scan need metres, but this set's depth is relative "
+                                      "(is_metric false): not published; use a metric model, a metric pair, a "
+                                      "calibrated rig, or give every camera camera_info")
+        return None
+
+    def _reference_silent_text(self) -> str:
+        return (f"the reference camera {self.reference_camera!r} is not in this set (silent): the poses of "
+                f"{self.camera_names} in its frame are not measured, so TF and points_fused are skipped")
 
     def _header(self, i: int, frame_id: str | None = None) -> Header:
         h = self.headers[i]
@@ -147,14 +184,16 @@ class SetOutputs:
         return conv.array_to_image(self.pred.sky_mask[i], self._header(i), "mono8")
 
     def camera_info(self, i: int):
-        if self.pred.K_proc is None:
+        K = self.pred.K_of(i)
+        if K is None:
             return None
         model, D = self.distortion[i] if i < len(self.distortion) and self.distortion[i] else ("plumb_bob", None)
-        return conv.make_camera_info(self.pred.K_proc[i], self.pred.hw, self._header(i), D=D, distortion_model=model)
+        return conv.make_camera_info(K, self.pred.hw, self._header(i), D=D, distortion_model=model)
 
     def cloud_arrays(self, i: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None:
         """Filtered points (optical frame of camera i), their colours and confidences; None without K."""
-        if self.pred.K_proc is None:
+        K = self.pred.K_of(i)
+        if K is None:
             return None
         if i not in self._clouds:
             c = self.cfg
@@ -163,7 +202,7 @@ class SetOutputs:
                 self.pred.sky_mask[i] if (c.drop_sky and self.pred.sky_mask is not None) else None,
                 min_confidence=c.min_confidence or None, min_depth=c.min_depth or None,
                 max_depth=c.max_depth or None)
-            pts, pix = geo.backproject(self.pred.depth[i], self.pred.K_proc[i], mask=mask, stride=c.stride)
+            pts, pix = geo.backproject(self.pred.depth[i], K, mask=mask, stride=c.stride)
             rgb = geo.sample_colors(self.pred.rgb_proc[i], pix) if self.pred.rgb_proc is not None else None
             conf = None if self.pred.confidence is None else self.pred.confidence[i][pix[:, 0], pix[:, 1]]
             self._clouds[i] = (pts, rgb, conf)
@@ -183,9 +222,9 @@ class SetOutputs:
 
     # --- the set ---------------------------------------------------------------------------------------
     def fused_frame_and_T(self) -> tuple[str, np.ndarray] | None:
-        """The fused cloud's frame and T_fused_ref; None when the poses are unknown."""
+        """The fused cloud's frame and T_fused_ref; None when the poses are unknown (or withheld)."""
         T = self.result.T_ref_cam
-        if T is None:
+        if T is None or self.fused_withheld() is not None:
             return None
         target = self.cfg.fused_frame or self.frame_ids[self.ref]
         for j, frame in enumerate(self.frame_ids):
@@ -219,13 +258,16 @@ class SetOutputs:
 
     # --- navigation ------------------------------------------------------------------------------------
     @cached_property
-    def obstacle_arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """Obstacle points in the navigation target frame (all views) and their confidences.
+    def nav_points(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Every cloud point of the set (all views) in the navigation target frame, and their confidences.
 
         Raises ValueError naming the missing /tf_static link or the missing intrinsics.
         """
         if self.nav_inputs is None:
             raise ValueError("navigation outputs are not configured")
+        withheld = self.nav_withheld()
+        if withheld is not None:
+            raise ValueError(withheld[1])
         n = self.nav_inputs
         if n.T_target_cam is None:
             raise ValueError(n.missing)
@@ -234,7 +276,16 @@ class SetOutputs:
             raise ValueError("navigation outputs need intrinsics (camera_info or a model that estimates them)")
         xyz = np.concatenate([nav.transform_points(n.T_target_cam[i], c[0]) for i, c in enumerate(clouds)])
         conf = None if any(c[2] is None for c in clouds) else np.concatenate([c[2] for c in clouds])
-        return nav.obstacle_cloud(xyz, n.obstacles, conf)
+        return xyz, conf
+
+    @cached_property
+    def obstacle_arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Obstacle points in the navigation target frame (all views) and their confidences.
+
+        Raises ValueError as ``nav_points`` does.
+        """
+        xyz, conf = self.nav_points
+        return nav.obstacle_cloud(xyz, self.nav_inputs.obstacles, conf)
 
     def obstacles(self):
         """``points_obstacles``: x y z (+ confidence) in the target frame, stamped with the reference image."""
@@ -243,16 +294,19 @@ class SetOutputs:
         return conv.xyz_rgb_to_pointcloud2(xyz, header, None, conf if self.cfg.confidence_field else None)
 
     def scan(self):
-        """``scan``: the nearest obstacle per bearing in the target frame."""
+        """``scan``: per ray the nearest point in the scan's own height band, in the target frame.
+
+        From the points before the obstacle cloud's thinning; ray i at angle_min + i * angle_increment, as binned.
+        """
         c = self.nav_inputs.scan
-        ranges = nav.laser_scan_ranges(self.obstacle_arrays[0], c)
+        ranges = nav.laser_scan_ranges(self.nav_points[0], c)
         return conv.laser_scan(ranges, self._header(self.ref, self.nav_inputs.target_frame), c.angle_min,
                                c.angle_increment, c.range_min, c.range_max)
 
     def transforms(self) -> list:
         """TransformStamped of each camera's estimated pose, parented to the reference camera's frame."""
         T = self.result.T_ref_cam
-        if T is None or self.cfg.tf_mode == "off":
+        if T is None or self.cfg.tf_mode == "off" or self.tf_withheld() is not None:
             return []
         parent, stamp = self.frame_ids[self.ref], self.headers[self.ref].stamp
         if self.cfg.tf_mode == "camera_frames":
@@ -274,9 +328,10 @@ class SetOutputs:
             info = self.camera_info(i)
             if info is not None:
                 v.camera_info = info
-            if self.result.T_ref_cam is not None:
+            if self.result.T_ref_cam is not None and self.reference_in_set:
                 v.pose, v.has_pose = conv.T_to_pose(self.result.T_ref_cam[i]), True
             views.append(v)
         return MultiViewDepth(header=self._header(self.ref), model=self.model_label, is_metric=self.pred.is_metric,
                               scale_source=self.pred.scale_source, scale_raw=float(self.pred.scale_raw),
-                              scale=float(self.pred.scale), reference_camera=self.camera_names[self.ref], views=views)
+                              scale=float(self.pred.scale),
+                              reference_camera=self.reference_camera or self.camera_names[self.ref], views=views)

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from da3_ros.params import CAMERA_PARAMS, NODE_PARAMS, all_param_names
+from da3_ros.params import CAMERA_PARAMS, NODE_PARAMS, all_param_names, check_values, normalized
 
 NODE_NAME = "da3_depth"
 
@@ -77,6 +77,9 @@ def _default(name: str) -> tuple[bool, Any]:
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
     """The value as the node would take it (an integer for a double is accepted); ParamFileError otherwise."""
+    value = normalized(name, value)  # an unquoted `tf.mode: off` is the boolean false: off
+    if isinstance(value, bool) and isinstance(default, str) and check_values({name: value}):
+        raise ParamFileError(check_values({name: value})[0])  # true for a choice: the message says to quote it
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):

@@ -22,6 +22,13 @@ class Param:
     range: tuple[float, float] | None = None  # inclusive bounds (the descriptor's integer/floating point range)
     step: int = 0  # integers: allowed values are range[0] + k * step (0 = any)
     dynamic: bool = False  # applied at runtime by a parameter set; else read-only (needs a restart)
+    # YAML (a params file, `-p name:=off`, `ros2 param set`) reads an unquoted ``off`` as the boolean false: for a
+    # parameter with an "off" choice, false means that choice (declared dynamically typed so that ROS takes it)
+    false_means: str = ""
+
+    def normalize(self, value: Any) -> Any:
+        """``value`` as the code takes it: the boolean false is ``false_means`` where the table says so."""
+        return self.false_means if self.false_means and value is False else value
 
     def constraints(self) -> str:
         """The allowed values in words ('' when any value of the type goes)."""
@@ -34,8 +41,13 @@ class Param:
 
     def problem(self, value: Any) -> str:
         """'' if ``value`` is allowed, else why not (the parameter, the value, the allowed values)."""
+        value = self.normalize(value)
         if value is None:  # typed, declared without a value (e.g. cameras.<name>.T_ref_cam)
             return ""
+        if self.choices and isinstance(value, bool):  # an unquoted on/off/yes/no/true/false in YAML
+            return (f"{self.name} = {value!r} is not allowed: {self.constraints()}; YAML and `-p` read unquoted "
+                    f"true/false/on/off/yes/no as a boolean: quote the value (e.g. {self.name}: "
+                    f"'{self.false_means or self.choices[0]}')")
         ok = True
         if self.choices:
             ok = value in self.choices
@@ -52,9 +64,12 @@ NODE_PARAMS: tuple[Param, ...] = (
           "auto (TensorRT if importable with a CUDA GPU, else onnxruntime, else torch), torch, onnxruntime, "
           "tensorrt, triton (a Triton Inference Server: triton.*); onnxruntime/tensorrt also take a .onnx from "
           "`da3-ros export` as model", choices=("auto", "torch", "onnxruntime", "tensorrt", "triton")),
-    Param("device", "cpu", "torch device: cpu, cuda, cuda:1, ... (backend torch)"),
+    Param("device", "auto",
+          "auto (the backend's: torch cpu, onnxruntime its CUDA provider if installed else cpu, tensorrt the GPU), "
+          "cpu, cuda, cuda:<n> (cuda:<n> > 0: torch only); a device the backend cannot use stops the start"),
     Param("precision", "auto",
-          "auto (torch: fp32 on CPU, bf16/fp16 on CUDA; tensorrt: fp16), fp32, fp16, bf16 (torch only)",
+          "auto (torch: fp32 on CPU, bf16/fp16 on CUDA; onnxruntime: fp32; tensorrt: fp16), fp32, fp16 (the "
+          "mixed fp16 graph on onnxruntime/tensorrt), bf16 (torch only); said at start-up and in /diagnostics",
           choices=("auto", "fp32", "fp16", "bf16")),
     Param("threads", 0, "CPU threads of the forward (0: the backend's default)", range=(0, 1024)),
     Param("engine_cache_dir", "", "exported ONNX graphs and TensorRT engines (default: ~/.cache/da3_ros)"),
@@ -100,12 +115,13 @@ NODE_PARAMS: tuple[Param, ...] = (
           "0 = every set waits for every camera", range=(0.0, 3600.0)),
     Param("pose_conditioning", "auto",
           "auto: cameras.<name>.T_ref_cam when every camera has one, else /tf_static when it connects every "
-          "camera's frame to the reference's; params; tf_static; off. Needs camera_info on every camera",
-          choices=("auto", "params", "tf_static", "off")),
+          "camera's frame to the reference's; params; tf_static; off (an unquoted off, read as false, is off). "
+          "Needs camera_info on every camera", choices=("auto", "params", "tf_static", "off"), false_means="off"),
     Param("tf.mode", "estimated_children",
           "estimated_children: <frame><tf.suffix> frames under the reference camera's frame; "
-          "camera_frames: the cameras' own frames under the reference (rigs with no other TF source); off",
-          choices=("estimated_children", "camera_frames", "off"), dynamic=True),
+          "camera_frames: the cameras' own frames under the reference (rigs with no other TF source); off (an "
+          "unquoted off, read as false, is off)", choices=("estimated_children", "camera_frames", "off"),
+          dynamic=True, false_means="off"),
     Param("tf.suffix", "_da3", "suffix of the estimated child frames", dynamic=True),
     Param("fused_frame", "", "frame of points_fused (default: the reference camera's frame)", dynamic=True),
     Param("cloud.stride", 2, "use every n-th pixel row and column for clouds", range=(1, 64), dynamic=True),
@@ -113,7 +129,7 @@ NODE_PARAMS: tuple[Param, ...] = (
     Param("cloud.min_depth", 0.0, "drop points nearer than this (depth units)", range=(0.0, 1e6), dynamic=True),
     Param("cloud.max_depth", 0.0, "drop points farther than this (depth units); 0 = no limit",
           range=(0.0, 1e6), dynamic=True),
-    Param("cloud.drop_sky", True, "drop points the model labels sky", dynamic=True),
+    Param("cloud.drop_sky", True, "drop points the model labels sky (the sky/mask pixels)", dynamic=True),
     Param("cloud.confidence_field", False, "add a per-point `confidence` field to the clouds", dynamic=True),
     Param("nav.target_frame", "base_link",
           "frame of points_obstacles and scan (x forward, z up), found from each camera's frame through /tf_static"),
@@ -129,14 +145,16 @@ NODE_PARAMS: tuple[Param, ...] = (
     Param("nav.max_range_m", 0.0, "obstacles farther than this horizontally are dropped (metres); 0 = no limit",
           range=(0.0, 10000.0)),
     Param("scan.angle_min", -3.141592653589793, "first ray of scan (radians, counter-clockwise from +x)"),
-    Param("scan.angle_max", 3.141592653589793, "end of the last ray of scan (radians)"),
+    Param("scan.angle_max", 3.141592653589793,
+          "end of scan (radians): rays at angle_min + i * angle_increment below it, at most one turn"),
     Param("scan.angle_increment", 0.008726646259971648, "angle between rays (radians; default 0.5 degrees)"),
     Param("scan.range_min", 0.1, "nearest range reported (metres)", range=(0.0, 10000.0)),
     Param("scan.range_max", 20.0, "farthest range reported (metres)", range=(0.0, 10000.0)),
-    Param("scan.min_height_m", 0.05, "lowest obstacle point (target frame z, metres) that counts for scan"),
-    Param("scan.max_height_m", 1.8, "highest obstacle point (target frame z, metres) that counts for scan"),
-    Param("depth.sky_as_inf", True, "publish sky pixels as +Inf (REP 118: too far), else the model's depth",
-          dynamic=True),
+    Param("scan.min_height_m", 0.05, "lowest point (target frame z, metres) that counts for scan; the scan's own "
+          "band, may be wider than nav.min/max_height_m"),
+    Param("scan.max_height_m", 1.8, "highest point (target frame z, metres) that counts for scan"),
+    Param("depth.sky_as_inf", True, "publish sky pixels (sky probability >= 0.3, the sky/mask pixels) as +Inf "
+          "(REP 118: too far), else upstream's sky fill (99th percentile of non-sky depth)", dynamic=True),
     Param("depth.publish_mm", False, "also publish depth/image_mm as 16UC1 millimetres (metric models)"),
     Param("qos.input", "sensor_data", "input QoS: sensor_data (best effort) or reliable",
           choices=("sensor_data", "reliable")),
@@ -180,6 +198,19 @@ def param_table(camera_names: list[str] | None = None) -> dict[str, Param]:
         table.update({camera_param(c, p.name): dataclasses.replace(p, name=camera_param(c, p.name))
                       for p in CAMERA_PARAMS})
     return table
+
+
+_NODE_TABLE = {p.name: p for p in NODE_PARAMS}
+
+
+def normalized(name: str, value: Any) -> Any:
+    """A parameter's value as the code takes it (a YAML false for ``tf.mode`` / ``pose_conditioning`` is 'off').
+
+    The one place that maps it, for the node (ros_params), the parameter file and ``-p`` of the offline commands
+    (param_file); a true stays true, and ``check_values`` refuses it naming the fix.
+    """
+    p = _NODE_TABLE.get(name)
+    return p.normalize(value) if p is not None else value
 
 
 def check_values(values: dict[str, Any], camera_names: list[str] | None = None) -> list[str]:

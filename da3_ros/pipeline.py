@@ -167,13 +167,14 @@ class SetProcessor:
         return None, None
 
     def conditioning_required(self) -> bool:
-        """Explicitly configured conditioning (parameters or tf_static) for a model that takes it."""
-        return self.rig.engine.variant.has_pose and (
+        """Explicitly configured conditioning (parameters or tf_static) for a rig that takes it (>= 2 cameras)."""
+        return self.rig.takes_conditioning(len(self.cfg.camera_names)) and (
             self.rig.T_ref_cam_known is not None or self.cfg.pose_conditioning == "tf_static")
 
     def tf_extrinsics(self, frame_ids: list[str]) -> np.ndarray | None:
         """Known rig extrinsics from /tf_static (T_ref_cam per camera), when every camera is connected."""
-        if self.cfg.pose_conditioning not in ("auto", "tf_static") or self.rig.T_ref_cam_known is not None:
+        if (self.cfg.pose_conditioning not in ("auto", "tf_static") or self.rig.T_ref_cam_known is not None
+                or not self.rig.takes_conditioning(len(frame_ids))):
             return None
         ref_frame = frame_ids[self.rig.ref_index]
         Ts = [self.static_tf.lookup(ref_frame, f) for f in frame_ids]
@@ -193,18 +194,7 @@ class SetProcessor:
         if not present:
             return Dropped(DropReason.BAD_INPUT, "a set without any image")
         if len(present) < len(images):
-            key = tuple(present)
-            if key not in self._subsets:
-                sub = SetProcessor(self.rig.subset(present), _subset_config(self.cfg, present), self.static_tf,
-                                   self._warn)
-                sub._said = self._said  # one memory of what was said
-                self._subsets[key] = sub
-            done = self._subsets[key].process([images[i] for i in present], [infos[i] for i in present],
-                                              [info_pending[i] for i in present], wants_nav)
-            if isinstance(done, Processed):
-                done.cameras = present
-                self.without_K = self._subsets[key].without_K
-            return done
+            return self._process_subset(present, images, infos, info_pending, wants_nav)
         self._info_ignored = []
         Ks, distortion = zip(*(self.intrinsics(i, m, info) for i, (m, info) in enumerate(zip(images, infos))))
         frame_ids = self.frame_ids(images)
@@ -243,11 +233,36 @@ class SetProcessor:
         self._note_missing_K(result, list(Ks))
         nav = nav_inputs(self.cfg.nav_cfg, self.static_tf, frame_ids) if wants_nav and self.cfg.nav_cfg else None
         out = SetOutputs(result, list(self.cfg.camera_names), frame_ids, [m.header for m in images],
-                         self.cfg.out_cfg, self.rig.engine.label, list(distortion), nav)
+                         self.cfg.out_cfg, self.rig.engine.label, list(distortion), nav,
+                         reference_camera=self.cfg.camera_names[self.rig.ref_index])
         if not self._fallback_prepared:
             self._fallback_prepared = True
             prepare_fallback_graph(self.rig.engine, len(images), result.prediction.hw, result.conditioned)
         return Processed(out, {"convert": t1 - t0, **result.prediction.timing_s}, list(range(len(images))))
+
+    def _process_subset(self, present: list[int], images: Sequence, infos: Sequence, info_pending: Sequence[bool],
+                        wants_nav: bool) -> Processed | Dropped:
+        """A set without the silent cameras: the same policy on the rig of the ``present`` cameras.
+
+        The subset's config is derived from this one at every set, so a runtime parameter change reaches every
+        subset at once; its outputs keep the rig's pinned reference camera (TF and points_fused are skipped
+        while that camera is silent, see ``SetOutputs.tf_withheld``).
+        """
+        key = tuple(present)
+        if key not in self._subsets:
+            sub = SetProcessor(self.rig.subset(present), _subset_config(self.cfg, present), self.static_tf,
+                               self._warn)
+            sub._said = self._said  # one memory of what was said
+            self._subsets[key] = sub
+        sub = self._subsets[key]
+        sub.cfg = _subset_config(self.cfg, present)
+        done = sub.process([images[i] for i in present], [infos[i] for i in present],
+                           [info_pending[i] for i in present], wants_nav)
+        if isinstance(done, Processed):
+            done.cameras = present
+            done.outputs.reference_camera = self.cfg.camera_names[self.rig.ref_index]
+            self.without_K = sub.without_K
+        return done
 
     def _note_mixed_sizes(self, hws: list[tuple[int, int]]) -> None:
         """Cameras of different sizes: say once per size combination what each keeps of its field of view."""
@@ -274,7 +289,7 @@ class SetProcessor:
     def _note_missing_K(self, result, Ks: list) -> None:
         """Say once per camera what a camera without intrinsics loses (and remember it for diagnostics)."""
         pred = result.prediction
-        self.without_K = [c for c, K in zip(self.cfg.camera_names, Ks) if K is None] if pred.K_proc is None else []
+        self.without_K = [c for i, c in enumerate(self.cfg.camera_names) if pred.K_of(i) is None]
         needs_focal = self.rig.engine.variant.depth_kind is DepthKind.METRIC_FOCAL
         for camera in self.without_K:
             self._say(f"{camera}: no camera_info and no cameras.{camera}.hfov_deg, and "

@@ -18,8 +18,10 @@ class Prediction:
 
     depth: np.ndarray  # (N, H, W) float32; metres if is_metric else relative units
     is_metric: bool
-    K_proc: np.ndarray | None  # (N, 3, 3) float64 intrinsics of the depth images; None when unknown
-    K_source: str  # "camera" (mapped from camera_info) or "model" (estimated by the network)
+    K_proc: np.ndarray | None  # (N, 3, 3) float64 intrinsics of the depth images; None when unknown for all
+    # views, an all-NaN matrix for a view whose K is unknown (see ``K_of``)
+    K_source: str  # "camera" (mapped from camera_info), "model" (estimated by the network), "camera+model"
+    # (each view its camera's K where it has one, the model's estimate for the others) or "none"
     confidence: np.ndarray | None = None  # (N, H, W) float32, higher is better
     sky_mask: np.ndarray | None = None  # (N, H, W) bool, True where the model sees sky
     T_cam_world: np.ndarray | None = None  # (N, 4, 4) float64 world-to-camera
@@ -31,6 +33,12 @@ class Prediction:
     scale_source: str = "none"
     scale_raw: float = float("nan")
     scale: float = float("nan")
+
+    def K_of(self, i: int) -> np.ndarray | None:
+        """View i's (3, 3) intrinsics at the network resolution; None when unknown."""
+        if self.K_proc is None or not np.isfinite(self.K_proc[i]).all():
+            return None
+        return self.K_proc[i]
 
     @property
     def num_views(self) -> int:

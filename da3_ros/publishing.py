@@ -10,17 +10,14 @@ from collections.abc import Callable
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
+from sensor_msgs.msg import LaserScan, PointCloud2
 from tf2_msgs.msg import TFMessage
 
-from da3_ros import conversions as conv
+from da3_ros import emit
+from da3_ros.emit import PER_CAMERA_OUTPUTS
 from da3_ros.msg import MultiViewDepth
 
-PER_CAMERA_OUTPUTS = {  # output -> (topic under <camera>/, type)
-    "depth": ("depth/image", Image), "depth_mm": ("depth/image_mm", Image),
-    "camera_info": ("depth/camera_info", CameraInfo), "confidence": ("confidence/image", Image),
-    "sky": ("sky/mask", Image), "points": ("points", PointCloud2),
-}
+__all__ = ["PER_CAMERA_OUTPUTS", "SetPublishers", "qos_profile"]
 
 
 def qos_profile(kind: str, depth: int) -> QoSProfile:
@@ -38,15 +35,19 @@ class SetPublishers:
 
     def __init__(self, node, cameras: list[str], qos: QoSProfile, has_sky: bool, publish_mm: bool):
         self.node = node
-        keys = [k for k in PER_CAMERA_OUTPUTS if (k != "depth_mm" or publish_mm) and (k != "sky" or has_sky)]
-        self.per_camera = [{k: node.create_publisher(PER_CAMERA_OUTPUTS[k][1], f"{c}/{PER_CAMERA_OUTPUTS[k][0]}", qos)
-                            for k in keys} for c in cameras]
-        self.fused = node.create_publisher(PointCloud2, "points_fused", qos)
-        self.obstacles = node.create_publisher(PointCloud2, "points_obstacles", qos)
-        self.scan = node.create_publisher(LaserScan, "scan", qos)
-        self.multiview = node.create_publisher(MultiViewDepth, "multiview_depth", qos)
-        self.tf = node.create_publisher(TFMessage, "/tf", QoSProfile(depth=100))
+        self.keys = emit.per_camera_keys(publish_mm, has_sky)
+        self.per_camera = [{k: node.create_publisher(PER_CAMERA_OUTPUTS[k][1], emit.camera_topic(c, k), qos)
+                            for k in self.keys} for c in cameras]
+        self.fused = node.create_publisher(PointCloud2, emit.FUSED, qos)
+        self.obstacles = node.create_publisher(PointCloud2, emit.OBSTACLES, qos)
+        self.scan = node.create_publisher(LaserScan, emit.SCAN, qos)
+        self.multiview = node.create_publisher(MultiViewDepth, emit.MULTIVIEW, qos)
+        self.tf = node.create_publisher(TFMessage, emit.TF, QoSProfile(depth=100))
         self.diag = node.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
+        self._by_topic = {emit.camera_topic(c, k): pub for c, pubs in zip(cameras, self.per_camera)
+                          for k, pub in pubs.items()}
+        self._by_topic.update({emit.FUSED: self.fused, emit.OBSTACLES: self.obstacles, emit.SCAN: self.scan,
+                               emit.MULTIVIEW: self.multiview, emit.TF: self.tf})
 
     def _all(self) -> list:
         return [p for pubs in self.per_camera for p in pubs.values()] + [
@@ -64,39 +65,30 @@ class SetPublishers:
     def wants_nav(self) -> bool:
         return bool(self.obstacles.get_subscription_count() or self.scan.get_subscription_count())
 
-    def publish(self, out, cameras: list[int], wants_nav: bool,
-                failed: Callable[[str, str], None]) -> dict[str, float]:
-        """Publish ``out`` (SetOutputs of rig cameras ``cameras``); returns the stage times (publish, nav).
+    def _listened(self, topic: str) -> bool:
+        return topic == emit.TF or self._by_topic[topic].get_subscription_count() > 0
 
-        An output that cannot be built is reported through ``failed(counter, text)``; the others go on.
+    def publish(self, out, wants_nav: bool, failed: Callable[[str, str], None]) -> dict[str, float]:
+        """Publish ``out`` (one set's SetOutputs) to whoever listens; returns the stage times (publish, nav).
+
+        What the set emits is decided by da3_ros.emit (shared with the bag writer); each output it withholds
+        is reported through ``failed(counter, text)``, once per reason; the others go on.
         """
         t0 = time.perf_counter()
-        for j, i in enumerate(cameras):  # j: index in this set, i: camera of the rig
-            for key, pub in self.per_camera[i].items():
-                if pub.get_subscription_count():
-                    msg = getattr(out, key)(j)
-                    if msg is not None:
-                        pub.publish(msg)
-        if self.fused.get_subscription_count():
-            try:
-                fused = out.fused()
-            except ValueError as exc:  # fused_frame names no camera frame of this rig: the other outputs go on
-                fused = None
-                failed("errors", f"points_fused: {exc}")
-            if fused is not None:
-                self.fused.publish(fused)
-        if self.multiview.get_subscription_count():
-            self.multiview.publish(out.multiview())
-        transforms = out.transforms()
-        if transforms:
-            self.tf.publish(conv.tf_message(transforms))
+        notes = []
+        for item in emit.set_messages(out, self.keys, self._listened):
+            if isinstance(item, emit.Withheld):
+                notes.append(item)
+            else:
+                self._by_topic[item.topic].publish(item.msg)
         t_nav = time.perf_counter()
         if wants_nav:
-            try:
-                for pub, make in ((self.obstacles, out.obstacles), (self.scan, out.scan)):
-                    if pub.get_subscription_count():
-                        pub.publish(make())
-            except ValueError as exc:  # a missing TF link, no intrinsics, no ground plane: said, counted
-                failed("nav_unavailable", f"points_obstacles / scan: {exc}")
+            for item in emit.nav_messages(out, self._listened):
+                if isinstance(item, emit.Withheld):
+                    notes.append(item)
+                else:
+                    self._by_topic[item.topic].publish(item.msg)
+        for counter, text in emit.reasons(notes).items():
+            failed(counter, text)
         t_end = time.perf_counter()
         return {"publish": t_end - t0, **({"nav": t_end - t_nav} if wants_nav else {})}

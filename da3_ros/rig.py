@@ -53,6 +53,15 @@ class Rig:
         sub.scale = self.scale  # one scale over time for the rig, whichever cameras a set has
         return sub
 
+    def takes_conditioning(self, n_views: int) -> bool:
+        """Whether a set of ``n_views`` is pose-conditioned when poses and every K are known: 2 cameras or more.
+
+        A lone camera's pose is the identity: it tells the model nothing about a rig, yet conditioning would
+        change its depth (and ``da3-ros infer`` on the same image never conditions). One rule for the node,
+        the offline commands and a silent camera's subset.
+        """
+        return n_views >= 2 and self.engine.variant.has_pose
+
     def process(self, images_rgb: list[np.ndarray], K_cam: list[np.ndarray | None],
                 T_ref_cam_known: np.ndarray | None = None, stamp_s: float | None = None) -> RigResult:
         """Images and (possibly missing) intrinsics in camera order -> RigResult in camera order.
@@ -67,9 +76,12 @@ class Rig:
             raise ValueError(f"reference index {self.ref_index} out of range for {n} cameras")
         order = [self.ref_index] + [i for i in range(n) if i != self.ref_index]
         inverse = list(np.argsort(order))
-        K = np.stack([np.asarray(K_cam[i]) for i in order]) if all(k is not None for k in K_cam) else None
+        K = None  # each camera its own K; an unknown one NaN (the model's estimate), never all for one missing
+        if any(k is not None for k in K_cam):
+            K = np.stack([np.full((3, 3), np.nan) if K_cam[i] is None else np.asarray(K_cam[i], np.float64)
+                          for i in order])
         T_cam_world = None
-        if K is not None and known is not None and self.engine.variant.has_pose:
+        if (K is not None and np.isfinite(K).all() and known is not None and self.takes_conditioning(n)):
             T_cam_world = invert_T(known[order])  # world = reference camera frame
         pred = self.engine.infer(FrameBatch([images_rgb[i] for i in order], K, T_cam_world)).reordered(inverse)
         if pred.scale_source in FITTED_SOURCES:

@@ -14,13 +14,14 @@ from rclpy.parameter import Parameter
 from da3_ros.errors import ConfigError
 from da3_ros.outputs import OUTPUT_PARAMS, nav_configs, output_config
 from da3_ros.params import (CAMERA_PARAMS, NODE_PARAMS, Param, camera_param, check_values, fused_frame_problem,
-                            param_table)
+                            normalized, param_table)
 
 
 def parameter_descriptor(p: Param) -> ParameterDescriptor:
     """The ROS descriptor of a parameter of the table (``ros2 param describe``); rclpy enforces its range."""
+    # dynamic_typing where a YAML false means a choice: else rclpy refuses `tf.mode: off` ("type BOOL")
     d = ParameterDescriptor(description=p.description, read_only=not p.dynamic,
-                            additional_constraints=p.constraints())
+                            additional_constraints=p.constraints(), dynamic_typing=bool(p.false_means))
     if p.range is not None:
         lo, hi = p.range
         if isinstance(p.default, int) and not isinstance(p.default, bool):
@@ -70,7 +71,7 @@ class ParameterWiring:
         self.add_post_set_parameters_callback(self._apply_set)
 
     def _check_set(self, params: list[Parameter]) -> SetParametersResult:
-        new = {p.name: p.value for p in params}
+        new = {p.name: normalized(p.name, p.value) for p in params}
         problems = check_values(new, self.cameras)
         if not problems and set(new) & set(OUTPUT_PARAMS):
             try:
@@ -89,7 +90,7 @@ class ParameterWiring:
 
     def _p(self, name: str):
         try:
-            return self.get_parameter(name).value
+            return normalized(name, self.get_parameter(name).value)
         except ParameterUninitializedException:  # typed parameters declared without a value
             return None
 

@@ -107,6 +107,7 @@ class TimeSynchronizer:
         # again. 0 = never: every set needs every stream.
         self.camera_timeout_ns = camera_timeout_ns
         self._last_arrival_ns: list[int | None] = [None] * num_streams
+        self._active_since_ns: list[int | None] = [None] * num_streams
         self._first_arrival_ns: int | None = None
         self._match_ns = 0 if self.mode is SyncMode.EXACT else slop_ns
         self._lock = threading.Lock()
@@ -121,6 +122,9 @@ class TimeSynchronizer:
         # Per stream, the newest stamp offered: the reference for detecting time jumping backwards.
         self._newest_ns: list[int | None] = [None] * self.num_streams
         self._last_arrival_ns = [None] * self.num_streams  # a reset starts the silence clocks over
+        # Per stream, when its current run of frames began (a gap over half the timeout ends a run): a stream
+        # is silent only while another one has been sending for the whole timeout (see ``_silent_locked``).
+        self._active_since_ns = [None] * self.num_streams
         self._first_arrival_ns = None
 
     def add(self, stream: int, stamp_ns: int, item: Any, arrival_ns: int) -> bool:
@@ -134,6 +138,9 @@ class TimeSynchronizer:
             if newest is not None and stamp_ns < newest - self.reset_backwards_ns:
                 self._reset_locked()  # a looping bag or restarted sim time: start over, keep this frame
                 newest = None
+            last = self._last_arrival_ns[stream]
+            if last is None or 2 * (arrival_ns - last) > self.camera_timeout_ns:
+                self._active_since_ns[stream] = arrival_ns  # a new run: the first frame, or after a pause
             self._last_arrival_ns[stream] = arrival_ns
             if self._first_arrival_ns is None:
                 self._first_arrival_ns = arrival_ns
@@ -161,26 +168,40 @@ class TimeSynchronizer:
             return members is not None
 
     def _silent_locked(self, stream: int, now_ns: int) -> set[int]:
-        """Streams other than ``stream`` that sent nothing for ``camera_timeout_ns`` (or never, for that long)."""
-        silent: set[int] = set()
-        if self.camera_timeout_ns:
-            for s, last in enumerate(self._last_arrival_ns):
-                since = last if last is not None else self._first_arrival_ns
-                if s != stream and since is not None and now_ns - since > self.camera_timeout_ns:
-                    silent.add(s)
+        """Streams other than ``stream`` that are silent at ``now_ns``; what they left queued is dropped."""
+        silent = {s for s in self._silent_at(now_ns) if s != stream}
         for s in silent:  # what a silent stream left queued is stale by now: never put it in a set
             self._stats.frames_dropped += len(self._queues[s])
             self._queues[s].clear()
         self._stats.silent = sorted(silent)
         return silent
 
+    def _silent_at(self, now_ns: int) -> list[int]:
+        """Streams silent at ``now_ns``: nothing for ``camera_timeout_ns`` WHILE another stream kept sending.
+
+        When every stream was quiet (a paused bag or simulator, a restarted rig, a re-activated node), the
+        first one to send again is not alone: its partners are not silent until it has been sending for the
+        whole timeout without them. A stream that never sent counts from the first frame of any stream.
+        """
+        timeout = self.camera_timeout_ns
+        if not timeout or self._first_arrival_ns is None:
+            return []
+        quiet_since = [last if last is not None else self._first_arrival_ns for last in self._last_arrival_ns]
+        sending = [k for k, last in enumerate(self._last_arrival_ns)
+                   if last is not None and now_ns - last <= timeout]
+        out = []
+        for s, since in enumerate(quiet_since):
+            if now_ns - since <= timeout:
+                continue
+            runs = [self._active_since_ns[k] for k in sending if k != s]
+            if any(run is not None and now_ns - max(since, run) > timeout for run in runs):
+                out.append(s)
+        return out
+
     def silent_streams(self, now_ns: int) -> list[int]:
         """The streams that would be left out of a set formed at ``now_ns`` (arrival clock)."""
         with self._lock:
-            if not self.camera_timeout_ns or self._first_arrival_ns is None:
-                return []
-            return [s for s, last in enumerate(self._last_arrival_ns)
-                    if now_ns - (last if last is not None else self._first_arrival_ns) > self.camera_timeout_ns]
+            return self._silent_at(now_ns)
 
     def _match(self, stream: int, frame: _Frame, silent: AbstractSet[int] = frozenset()) -> list[_Frame | None] | None:
         """Find the set containing ``frame`` whose members are closest in time to it (None if none fits).

@@ -230,3 +230,16 @@ def test_ctrl_c_leaves_a_readable_bag(tmp_path):
     got = read_output(out)
     assert 1 <= len(got["/multiview_depth"]) < 8
     assert BagReader(out).info().has_summary
+
+
+def test_a_bad_fused_frame_costs_the_bag_only_its_fused_cloud(tmp_path, rig_bag):
+    """Issue 15, item 14: as the node (da3_ros.emit): every other output written, counted once per set."""
+    bag, ticks = rig_bag
+    res = run_cli(bag, "--out", tmp_path / "f.mcap", "--params-file",
+                  params_file(tmp_path / "p.yaml", fused_frame="nowhere"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "sets processed: 3 of 3" in res.stdout and "withheld (errors): 3 sets" in res.stdout
+    assert "dropped" not in res.stdout
+    got = read_output(tmp_path / "f.mcap")
+    assert "/points_fused" not in got and len(got["/multiview_depth"]) == 3
+    assert all(len(got[f"/{c}/depth/image"]) == 3 and len(got[f"/{c}/points"]) == 3 for c in CAMERAS)

@@ -1,19 +1,11 @@
 """The README documents what the code declares: every parameter, output topic and launch argument."""
-import ast
 import re
 
 from conftest import REPO
+from da3_ros import emit
 from da3_ros.params import CAMERA_PARAMS, NODE_PARAMS
 
 README = (REPO / "README.md").read_text()
-
-
-def _node_py_outputs() -> list[str]:
-    tree = ast.parse((REPO / "da3_ros" / "publishing.py").read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "PER_CAMERA_OUTPUTS":
-            return [v.elts[0].value for v in node.value.values]
-    raise AssertionError("PER_CAMERA_OUTPUTS not found in publishing.py")
 
 
 def test_every_parameter_is_documented():
@@ -23,7 +15,9 @@ def test_every_parameter_is_documented():
 
 
 def test_every_topic_is_documented():
-    topics = [f"`<camera>/{t}`" for t in _node_py_outputs()] + ["`points_fused`", "`multiview_depth`"]
+    """Every topic the emitter (da3_ros.emit, shared by node and bag) can emit is in the README."""
+    topics = [f"`{emit.camera_topic('<camera>', k)}`" for k in emit.PER_CAMERA_OUTPUTS]
+    topics += [f"`{t}`" for t in (emit.FUSED, emit.MULTIVIEW, emit.TF, emit.OBSTACLES, emit.SCAN)]
     assert topics and not [t for t in topics if t not in README]
 
 

@@ -159,3 +159,52 @@ def test_graph_outputs_known_without_torch_match_the_network(name):
     from da3_ros.models.registry import get_variant
 
     assert graph_outputs(get_variant(name)) == output_names(build_network(name))
+
+
+def _rotations(n: int, seed: int) -> torch.Tensor:
+    """Uniform random rotations, plus the cases each of mat_to_quat's four branches handles.
+
+    Near 180° (trace ~ -1) the real part vanishes and the branch of the largest x, y or z is taken; exact
+    half-turns about the axes, about diagonals (ties between two branches) and the identity are included.
+    """
+    from depth_anything_3.model.utils.transform import quat_to_mat
+
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    axes = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    axes = axes / axes.norm(dim=-1, keepdim=True)
+    for eps in (1e-2, 1e-4, 1e-6, 0.0):  # rotations of pi - eps about random axes: xyz dominate w
+        half = (torch.pi - eps) / 2
+        q = torch.cat([q, torch.cat([axes * np.sin(half), torch.full((n, 1), np.cos(half), dtype=q.dtype)], -1)])
+    special = torch.tensor([[0, 0, 0, 1], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [1, 1, 0, 0], [0, 1, 1, 0],
+                            [1, 0, 1, 0], [1, 1, 1, 0], [1, 1, 1, 1], [1, -1, 0, 0], [0, 0, 1, 1]], dtype=q.dtype)
+    q = torch.cat([q, special])
+    return quat_to_mat(q / q.norm(dim=-1, keepdim=True)).float()
+
+
+def test_export_mat_to_quat_equals_upstream_on_every_branch():
+    """The NonZero-free mat_to_quat returns exactly upstream's quaternions, branch by branch, ties included."""
+    from depth_anything_3.model.utils.transform import mat_to_quat
+
+    R = _rotations(20_000, seed=7)
+    with torch.no_grad():
+        ref, ours = mat_to_quat(R), export_patches.mat_to_quat(R)
+    assert torch.equal(ours, ref)
+    # every branch taken, so each was compared (upstream picks the largest sqrt(1 +- m00 +- m11 +- m22))
+    m = R.reshape(-1, 9)
+    trace_terms = torch.stack([1 + m[:, 0] + m[:, 4] + m[:, 8], 1 + m[:, 0] - m[:, 4] - m[:, 8],
+                               1 - m[:, 0] + m[:, 4] - m[:, 8], 1 - m[:, 0] - m[:, 4] + m[:, 8]], -1)
+    assert set(trace_terms.argmax(-1).tolist()) == {0, 1, 2, 3}
+    batched = R[:24].reshape(2, 3, 4, 3, 3)  # (B, N, ...) as the pose encoder calls it, and a grad context
+    assert torch.equal(export_patches.mat_to_quat(batched), mat_to_quat(batched))
+    with pytest.raises(ValueError, match="3, 3"):
+        export_patches.mat_to_quat(torch.zeros(2, 3, 4))
+
+
+def test_export_friendly_swaps_mat_to_quat_for_the_pose_encoder():
+    import depth_anything_3.model.utils.transform as transform
+
+    before = transform.mat_to_quat
+    with export_patches.export_friendly():
+        assert transform.mat_to_quat is export_patches.mat_to_quat
+    assert transform.mat_to_quat is before

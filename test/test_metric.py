@@ -189,3 +189,81 @@ def test_the_pair_runs_both_models_and_reuses_the_scale_between_metric_sets(soh_
                                (alone.depth * first.scale)[first.sky_mask == 0], rtol=1e-5)
     with pytest.raises(ValueError, match="must be a da3metric-large checkpoint"):
         MetricPairEngine(main, main)
+
+
+def _published(pred, cfg):
+    """The set's outputs as the node publishes them (one camera per view)."""
+    from std_msgs.msg import Header
+
+    from da3_ros.outputs import SetOutputs
+    from da3_ros.rig import RigResult
+
+    n = pred.depth.shape[0]
+    result = RigResult(pred, 0, np.tile(np.eye(4), (n, 1, 1)), conditioned=False)
+    names = [f"cam{i}" for i in range(n)]
+    return SetOutputs(result, names, names, [Header(frame_id=f) for f in names], cfg, "test", [], None)
+
+
+def _sky_zones(hw: tuple[int, int]) -> np.ndarray:
+    """Sky probabilities: clear sky (0.9) on top, haze in the disputed band 0.3..0.5, ground (0.05) below."""
+    sky = np.full(hw, 0.05, np.float32)
+    sky[: hw[0] // 4] = 0.9
+    sky[hw[0] // 4: hw[0] // 2] = np.linspace(0.3, 0.499, hw[1], dtype=np.float32)
+    return sky
+
+
+@pytest.mark.parametrize("path", ["metric_model", "pair"])
+def test_one_sky_threshold_for_depth_fill_inf_mask_and_clouds(path):
+    """A pixel whose depth is upstream's sky fill (sky >= 0.3) is sky everywhere: +Inf, sky/mask, no point.
+
+    With two thresholds (fill at 0.3, mask at 0.5) the band between them was published as a finite distance,
+    all at the one fill depth (a plane of fake points in the clouds).
+    """
+    from da3_ros.outputs import OutputConfig
+
+    hw = (60, 80)
+    K = np.array([[[70.0, 0, 39.5], [0, 70.0, 29.5], [0, 0, 1]]])
+    sky = _sky_zones(hw)[None]
+    depth = np.random.default_rng(0).uniform(1.0, 5.0, (1, *hw)).astype(np.float32)
+    if path == "metric_model":
+        engine = Engine(get_variant("da3metric-large"), "analytic", False, 84)
+        out = {"depth": depth, "sky": sky}
+    else:
+        engine = Engine(dataclass_replace_metric(get_variant("da3-small")), "pair", False, 84)
+        engine.metric_source, engine.align_with_camera_K = "metric_model", True
+        out = {"depth": depth, "depth_conf": np.ones_like(depth), "extrinsics_out": np.eye(4)[None, :3],
+               "intrinsics_out": K, "metric_depth": depth * 2.0, "sky": sky}
+    pred = engine._postprocess(out, K, None, None)
+    filled = sky >= 0.3
+    assert pred.sky_mask is not None and np.array_equal(pred.sky_mask, filled)
+    published = _published(pred, OutputConfig(stride=1))
+    assert np.array_equal(np.isinf(published.depth_arrays), filled)  # +Inf exactly where the fill went
+    assert np.array_equal(np.frombuffer(bytes(published.sky(0).data), np.uint8).reshape(hw) == 255, filled[0])
+    kept = _published(pred, OutputConfig(stride=1, sky_as_inf=False))
+    assert np.isfinite(kept.depth_arrays).all()  # sky_as_inf off: the fill value, but still no cloud point
+    assert len(kept.cloud_arrays(0)[0]) == int((~filled).sum())
+
+
+def test_the_pair_s_sky_does_not_flicker_between_metric_sets(soh_images):
+    """metric.every_n_sets = 3: the sets in between keep the last metric set's sky (mask, +Inf, dropped points).
+
+    Without it the sky mask, +Inf sky and cloud.drop_sky came and went: two sets of three had no sky at all.
+    """
+    from da3_ros.outputs import OutputConfig
+
+    main = create_engine("torch", "random:da3-small@0", process_res=140)
+    metric = create_engine("torch", "random:da3metric-large@0", process_res=140)
+    rig = Rig(MetricPairEngine(main, metric, every_n_sets=3), 0, scale_filter=ScaleFilterConfig(enabled=False))
+    K = [np.array([[900.0, 0, 604], [0, 900.0, 340], [0, 0, 1]])] * 2
+    masks, infs, points = [], [], []
+    for k in range(5):
+        pred = rig.process(list(soh_images), K, stamp_s=0.5 * k).prediction
+        assert pred.sky_mask is not None, f"set {k}: sky unknown"
+        out = _published(pred, OutputConfig(stride=2))
+        masks.append(pred.sky_mask)
+        infs.append(np.isinf(out.depth_arrays))
+        points.append(sum(len(out.cloud_arrays(i)[0]) for i in range(2)))
+    for k in range(1, 5):  # same images: every set says the same sky
+        assert np.array_equal(masks[k], masks[0]) and np.array_equal(infs[k], infs[0]), f"set {k}"
+        assert points[k] == points[0], f"set {k}: {points[k]} points, set 0 had {points[0]}"
+    assert np.array_equal(infs[0], masks[0])

@@ -72,7 +72,7 @@ def test_scan_ranges_equal_the_analytic_distances():
     # 2 degree bins: wider than the 5 cm voxel spacing at the box (2 m), so every bin has its nearest return
     scan_cfg = nav.ScanConfig(angle_min=-0.6, angle_max=0.6, angle_increment=math.radians(2.0))
     ranges = nav.laser_scan_ranges(obs, scan_cfg)
-    angles = scan_cfg.angle_min + (np.arange(scan_cfg.num_bins) + 0.5) * scan_cfg.angle_increment
+    angles = scan_cfg.angle_min + np.arange(scan_cfg.num_bins) * scan_cfg.angle_increment  # as published
     box_half_angle = math.atan2(0.3, 2.0)  # the front face's corners: the box's widest bearing
     for a, r in zip(angles, ranges):
         near, far = sorted((abs(a - scan_cfg.angle_increment / 2), abs(a + scan_cfg.angle_increment / 2)))
@@ -184,3 +184,75 @@ def _set_outputs(depth, inputs, confidence=None, cfg=None):
     result = RigResult(pred, 0, np.eye(4)[None], conditioned=False)
     return SetOutputs(result, ["front"], ["camera_optical_frame"], [Header(frame_id="camera_optical_frame")], cfg,
                       "test", [], inputs)
+
+
+def _nearest_ray_expectation(xyz, cfg):
+    """Per ray, the nearest in-band point whose bearing is nearest that ray's published angle (brute force)."""
+    n = cfg.num_bins
+    ray_angles = cfg.angle_min + np.arange(n) * cfg.angle_increment
+    r = np.hypot(xyz[:, 0].astype(np.float64), xyz[:, 1])
+    a = np.arctan2(xyz[:, 1], xyz[:, 0].astype(np.float64))
+    band = (xyz[:, 2] >= cfg.min_height_m) & (xyz[:, 2] <= cfg.max_height_m) & (r >= cfg.range_min) & (
+        r <= cfg.range_max)
+    diff = np.abs(np.angle(np.exp(1j * (a[band, None] - ray_angles[None]))))  # wrapped, (points, rays)
+    nearest = diff.argmin(1)
+    within = diff[np.arange(len(nearest)), nearest] <= cfg.angle_increment / 2 + 1e-12
+    expected = np.full(n, np.inf)
+    np.minimum.at(expected, nearest[within], r[band][within])
+    return expected.astype(np.float32)
+
+
+@pytest.mark.parametrize("voxel_m", [0.05, 0.08])
+def test_scan_has_a_return_wherever_an_in_band_point_is(voxel_m):
+    """The scan comes from the points before voxel thinning: no clearing (+Inf) ray where an obstacle is.
+
+    Built from the thinned cloud, 0.5 degree rays at the wall 4 m away fall between voxel centres (+Inf: the
+    costmap clears an obstacle) and a voxel's mean is up to half a diagonal farther than the nearest point.
+    """
+    T = mount()
+    scan_cfg = nav.ScanConfig(angle_min=-0.7, angle_max=0.7)
+    inputs = NavInputs("base_link", T[None], "", nav.ObstacleConfig(voxel_m=voxel_m), scan_cfg)
+    out = _set_outputs(render(T), inputs)
+    xyz = nav.transform_points(T, out.cloud_arrays(0)[0])  # every point of the cloud, in base_link
+    expected = _nearest_ray_expectation(xyz, scan_cfg)
+    msg = out.scan()
+    ranges = np.asarray(msg.ranges, np.float32)
+    assert np.isfinite(expected).sum() > 50
+    holes = np.isfinite(expected) & ~np.isfinite(ranges)
+    assert not holes.any(), f"{holes.sum()} of {np.isfinite(expected).sum()} rays clear where points are"
+    np.testing.assert_array_equal(ranges, expected)  # each ray: exactly its nearest point
+
+
+def test_the_scan_band_may_be_wider_than_the_obstacle_band():
+    """scan.max_height_m above nav.max_height_m: points between the two are in the scan, not in the obstacles."""
+    T = mount()
+    inputs = NavInputs("base_link", T[None], "", nav.ObstacleConfig(max_height_m=0.3),
+                       nav.ScanConfig(angle_min=-0.7, angle_max=0.7, max_height_m=1.0))
+    out = _set_outputs(render(T), inputs)
+    assert conv.pointcloud2_to_xyz_rgb(out.obstacles())[0][:, 2].max() <= 0.3 + 1e-6
+    ranges = np.asarray(out.scan().ranges)
+    # the box's face (x = 2 m) is 0.5 m high: above the obstacle band, but the scan sees all of it
+    xyz = nav.transform_points(T, out.cloud_arrays(0)[0])
+    np.testing.assert_array_equal(ranges, _nearest_ray_expectation(xyz, inputs.scan))
+
+
+@pytest.mark.parametrize("angle_min, angle_max", [(-math.pi, math.pi), (-0.6, 0.6), (0.0, 2 * math.pi)])
+def test_a_single_point_s_bearing_is_recovered_within_half_an_increment(angle_min, angle_max):
+    """Ray i is published at angle_min + i * increment: the ray a point lands in is the one nearest its bearing."""
+    cfg = nav.ScanConfig(angle_min=angle_min, angle_max=angle_max, angle_increment=math.radians(1.0))
+    rng = np.random.default_rng(1)
+    ray_angles = angle_min + np.arange(cfg.num_bins) * cfg.angle_increment
+    bearings = np.concatenate([rng.uniform(angle_min, angle_max - cfg.angle_increment / 2, 300),
+                               ray_angles[::7],  # exactly on a ray
+                               ray_angles[::11] + 0.49 * cfg.angle_increment,  # just before the next ray's bin
+                               ray_angles[1::13] - 0.49 * cfg.angle_increment,
+                               [angle_max - 0.3 * cfg.angle_increment]])  # the full circle: wraps to ray 0
+    for bearing in bearings:
+        point = np.array([[3.0 * math.cos(bearing), 3.0 * math.sin(bearing), 0.5]], np.float32)
+        msg = conv.laser_scan(nav.laser_scan_ranges(point, cfg), Header(frame_id="base_link"), cfg.angle_min,
+                              cfg.angle_increment, cfg.range_min, cfg.range_max)
+        (hit,) = np.flatnonzero(np.isfinite(msg.ranges))
+        published = msg.angle_min + hit * msg.angle_increment
+        off = abs(math.remainder(published - bearing, 2 * math.pi))
+        assert off <= cfg.angle_increment / 2 + 1e-6, (math.degrees(bearing), math.degrees(published))
+        assert msg.ranges[hit] == pytest.approx(3.0, abs=1e-5)

@@ -114,8 +114,11 @@ def test_newest_sets_when_inputs_outrun_the_engine(tmp_path, domain_id, checker)
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
     assert last["sets_superseded"] > first.get("sets_superseded", 0) > 0
     assert last["frames_in.front"] > 4 * last["sets_done"]
-    # bounded latency: no backlog builds up (the last sets are no later than the first ones, plus slack)
-    assert max(latency_s[-3:]) < max(latency_s[:3]) + 2.0 and max(latency_s) < 10.0
+    # bounded latency, relative to this run's forward (a loaded machine is slower in every stage alike): no
+    # backlog builds up; the newest-set policy needs at most two forwards (one in flight, then its own)
+    forward_s = last["forward_ms.max"] / 1e3
+    assert max(latency_s[-3:]) < max(latency_s[:3]) + 2 * forward_s
+    assert max(latency_s) < 3 * forward_s + 1.0
 
 
 def test_outputs_without_subscribers_cost_nothing(tmp_path, domain_id, checker):

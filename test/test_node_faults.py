@@ -269,3 +269,46 @@ def test_out_of_memory_is_a_counted_error_and_the_node_recovers(tmp_path, domain
         checker.spin_until(lambda: len(mv) > n, 60, "results after memory is back")
     log = (tmp_path / "node.log").read_text()
     assert "out of memory in this set" in log and "lower process_res" in log and "Traceback" not in log
+
+
+def test_a_paused_rig_resumes_with_whole_sets_never_one_camera_alone(tmp_path, domain_id, checker, soh_images):
+    """Issue 15, item 1: a paused rig resumes with whole sets.
+
+    Every camera quiet (a paused bag or simulator) for 4x sync.camera_timeout_s, then back with the first
+    camera a few ms ahead of its partner: only 2-view sets, no partial set, no silent camera in /diagnostics.
+    """
+    node = write_params(tmp_path / "node.yaml", "da3_depth", {
+        "model": "random:da3-small@0", "backend": "torch", "process_res": 140, "camera_names": ["left", "right"],
+        "sync.mode": "exact", "sync.camera_timeout_s": 0.5, "diagnostics_period_s": 0.25})
+    small = [np.ascontiguousarray(rgb[::4, ::4]) for rgb in soh_images]
+    pubs = [checker.node.create_publisher(Image, f"{c}/image_raw", qos_profile_sensor_data) for c in ("left", "right")]
+    mv = checker.collect(MultiViewDepth, "multiview_depth")
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    t = [1000.0]
+
+    def send(cameras, gap_s: float = 0.0) -> None:
+        t[0] += 0.2
+        for i in cameras:
+            frame = ("left", "right")[i]
+            pubs[i].publish(conv.rgb_to_image(small[i], conv.Header(stamp=conv.ns_to_stamp(int(t[0] * 1e9)),
+                                                                    frame_id=f"{frame}_optical_frame")))
+            if gap_s:
+                checker.spin_for(gap_s)
+
+    with process("depth_node", node, domain_id, tmp_path / "node.log") as proc:
+        checker.spin_until(lambda: all(p.get_subscription_count() for p in pubs), 60, "the node's subscriptions")
+        while len(mv) < 2:
+            send((0, 1))
+            checker.spin_for(0.2)
+            assert proc.poll() is None
+        for _ in range(3):  # pause 2 s (4 timeouts), resume left first, right 30 ms later, for 1 s
+            checker.spin_for(2.0)
+            n_before = len(mv)
+            for _ in range(5):
+                send((0, 1), gap_s=0.03)
+                checker.spin_for(0.17)
+            checker.spin_until(lambda n=n_before: len(mv) > n, 60, "a set after the pause")
+        checker.spin_for(1.0)
+    assert all(len(m.views) == 2 for m in mv), [len(m.views) for m in mv]
+    assert all(_values([d]).get("silent_cameras") == "" for d in diags)
+    assert _values(diags)["partial_sets"] == "0"

@@ -2,7 +2,7 @@
 import math
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import LaserScan, PointCloud2
 from tf2_msgs.msg import TFMessage
@@ -27,9 +27,15 @@ def _publish_mount(checker, frames):
     return pub
 
 
+# A calibrated stereo rig: its known extrinsics make depth metric ("rig"), which navigation needs
+METRIC_RIG = {"camera_names": ["left", "right"], "sync.mode": "exact",
+              "cameras": {"left": {"T_ref_cam": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]},
+                          "right": {"T_ref_cam": [0.12, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]}}}
+
+
 def test_obstacles_and_scan_in_the_target_frame(tmp_path, domain_id, checker):
     _publish_mount(checker, ["left_optical_frame", "right_optical_frame"])
-    params = {"camera_names": ["left", "right"], "pose_conditioning": "off", "cloud.confidence_field": True,
+    params = {**METRIC_RIG, "cloud.confidence_field": True,
               "nav.max_height_m": 3.0, "nav.outlier_min_neighbours": 0, "scan.max_height_m": 3.0}
     diags = checker.collect(DiagnosticArray, "/diagnostics")
     mv = checker.collect(MultiViewDepth, "multiview_depth")
@@ -57,13 +63,41 @@ def test_obstacles_and_scan_in_the_target_frame(tmp_path, domain_id, checker):
 
 def test_a_missing_tf_link_is_counted_and_the_node_survives(tmp_path, domain_id, checker):
     diags = checker.collect(DiagnosticArray, "/diagnostics")
-    node_cm, player_cm = _start(tmp_path, domain_id, {"camera_names": ["left", "right"]}, STEREO_PHOTOS)
+    node_cm, player_cm = _start(tmp_path, domain_id, METRIC_RIG, STEREO_PHOTOS)
     with node_cm as node, player_cm:
         checker.collect(PointCloud2, "points_obstacles")
         checker.spin_until(lambda: diags and diag_values(diags[-1]).get("nav_unavailable", 0) >= 2, 90,
                            "nav_unavailable counted")
+        checker.spin_until(lambda: any(d.status[0].level == DiagnosticStatus.WARN and "points_obstacles" in
+                                       d.status[0].message for d in diags), 30, "/diagnostics WARN")
         assert node.poll() is None
     assert "no /tf_static path from 'base_link'" in (tmp_path / "node.log").read_text()
+
+
+def test_relative_depth_never_reaches_navigation(tmp_path, domain_id, checker):
+    """Issue 15, item 4: relative depth never reaches the navigation outputs.
+
+    A rig without metres (random da3-small, no calibration) publishes no obstacles, no scan and no
+    camera_frames TF; the reason is counted and /diagnostics says it (WARN).
+    """
+    _publish_mount(checker, ["left_optical_frame", "right_optical_frame"])
+    params = {"camera_names": ["left", "right"], "pose_conditioning": "off", "tf.mode": "camera_frames",
+              "nav.outlier_min_neighbours": 0}
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    mv = checker.collect(MultiViewDepth, "multiview_depth")
+    obstacles = checker.collect(PointCloud2, "points_obstacles")
+    scans = checker.collect(LaserScan, "scan")
+    tf = checker.collect(TFMessage, "/tf")
+    node_cm, player_cm = _start(tmp_path, domain_id, params, STEREO_PHOTOS)
+    with node_cm as node, player_cm:
+        checker.spin_until(lambda: diags and diag_values(diags[-1]).get("nav_not_metric", 0) >= 3
+                           and diag_values(diags[-1]).get("tf_not_metric", 0) >= 3, 120, "withheld, counted")
+        checker.spin_until(lambda: any(d.status[0].level == DiagnosticStatus.WARN and "not metric" in
+                                       d.status[0].message for d in diags), 30, "/diagnostics WARN")
+        assert node.poll() is None
+    assert mv and not any(m.is_metric for m in mv)
+    assert obstacles == [] and scans == [] and tf == []
+    assert "need metres" in (tmp_path / "node.log").read_text()
 
 
 def _transition(checker, client, transition_id: int) -> bool:

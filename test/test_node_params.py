@@ -137,3 +137,73 @@ def test_a_bad_fused_frame_spares_the_other_outputs(tmp_path, domain_id, checker
         checker.spin_until(lambda: diags and diag_values(diags[-1]).get("errors", 0) >= 1, 10, "errors counted")
     assert not fused
     assert "fused_frame 'nowhere' is not a camera frame" in (tmp_path / "node.log").read_text()
+
+
+OFF_YAML = """\
+da3_depth:
+  ros__parameters:
+    model: random:da3-small@0
+    camera_names: [front]
+    pose_conditioning: off
+    diagnostics_period_s: 0.3
+    tf:
+      mode: off
+"""  # unquoted: YAML (and so ROS, and -p name:=off) reads `off` as the boolean false
+
+
+def test_off_typed_unquoted_means_off_in_the_table_and_the_offline_parser(tmp_path):
+    """`pose_conditioning: off` and `tf.mode: off` are documented values; YAML hands them over as false."""
+    from da3_ros.param_file import check_params, parse_override, read_params_file
+    from da3_ros.params import normalized
+
+    assert check_values({"tf.mode": False, "pose_conditioning": False}) == []
+    assert normalized("tf.mode", False) == "off" == normalized("pose_conditioning", False)
+    assert normalized("tf.mode", "camera_frames") == "camera_frames" and normalized("cloud.drop_sky", False) is False
+    (path := tmp_path / "off.yaml").write_text(OFF_YAML)
+    values, _ = check_params(read_params_file(path))
+    assert values["tf.mode"] == "off" and values["pose_conditioning"] == "off"
+    values, _ = check_params(dict([parse_override("tf.mode:=off"), parse_override("pose_conditioning:=off")]))
+    assert values == {"tf.mode": "off", "pose_conditioning": "off"}
+    for name in ("tf.mode", "pose_conditioning"):  # true has no meaning: the error says what to write
+        (problem,) = check_values({name: True})
+        assert f"{name} = True is not allowed" in problem and "quote" in problem and "'off'" in problem
+        with pytest.raises(ValueError, match=f"{name}.*quote"):
+            check_params({name: True})
+
+
+def test_a_node_takes_off_unquoted_from_yaml_and_from_p(tmp_path, domain_id, checker):
+    """A real node started with `pose_conditioning: off` and `tf.mode: off` in YAML starts and applies off."""
+    from da3_ros.msg import MultiViewDepth
+    from tf2_msgs.msg import TFMessage
+
+    (node_yaml := tmp_path / "node.yaml").write_text(OFF_YAML)
+    player_yaml = write_params(tmp_path / "player.yaml", "rig_player",
+                               {"camera_names": ["front"], "sources": [f"image:{EXAMPLES / 'SOH_000.png'}"],
+                                "rate_hz": 2.0})
+    mv = checker.collect(MultiViewDepth, "multiview_depth")
+    tf = checker.collect(TFMessage, "/tf", 100)
+    with process("depth_node", node_yaml, domain_id, tmp_path / "node.log"), \
+            process("rig_player", player_yaml, domain_id, tmp_path / "player.log"):
+        checker.spin_until(lambda: len(mv) >= 2, 120, "two result messages")
+    assert mv[-1].views[0].has_pose and not tf  # poses estimated, none published on /tf: tf.mode off
+    assert "pose conditioning: off" in (tmp_path / "node.log").read_text()
+    # the same from the command line: -p tf.mode:=off pose_conditioning:=off over a file that says otherwise
+    on_yaml = write_params(tmp_path / "on.yaml", "da3_depth", {"model": "random:da3-small@0",
+                                                               "camera_names": ["front"], "tf.mode": "camera_frames"})
+    log = tmp_path / "p.log"
+    setter = checker.node.create_client(SetParameters, "/da3_depth/set_parameters")
+    with process("depth_node", on_yaml, domain_id, log, ["-p", "tf.mode:=off", "-p", "pose_conditioning:=off"]):
+        assert _set(checker, setter, "tf.mode", False).successful  # `ros2 param set ... tf.mode off` too
+        refused = _set(checker, setter, "tf.mode", True)
+    assert not refused.successful and "quote" in refused.reason, refused.reason
+    assert "pose conditioning: off" in log.read_text() and "cannot start" not in log.read_text()
+
+
+def test_true_for_an_off_choice_names_the_fix(tmp_path, domain_id):
+    node_yaml = write_params(tmp_path / "node.yaml", "da3_depth", {"model": "random:da3-small@0",
+                                                                   "camera_names": ["cam"]})
+    log = tmp_path / "node.log"
+    with process("depth_node", node_yaml, domain_id, log, ["-p", "tf.mode:=on"]) as proc:
+        assert proc.wait(timeout=60) == 1
+    line = next((x for x in log.read_text().splitlines() if "cannot start" in x), "")
+    assert "tf.mode = True is not allowed" in line and "quote" in line and "Traceback" not in log.read_text(), line

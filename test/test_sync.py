@@ -392,8 +392,10 @@ def test_a_silent_camera_is_left_out_and_taken_back():
 def test_a_camera_that_never_publishes_is_left_out_after_the_timeout():
     sync = TimeSynchronizer(2, slop_ns=5 * MS, camera_timeout_ns=100 * MS)
     assert not add(sync, 0, 0) and sync.silent_streams(50 * MS) == []
-    assert add(sync, 0, 5 * PERIOD_NS)  # 167 ms after the first frame: camera 1 has never sent one
-    assert sync.take().present == (0,) and sync.silent_streams(5 * PERIOD_NS) == [1]
+    for k in range(1, 4):  # camera 0 at 30 Hz for 100 ms: camera 1 is not silent yet
+        assert not add(sync, 0, k * PERIOD_NS)
+    assert add(sync, 0, 4 * PERIOD_NS)  # 133 ms of camera 0 sending: camera 1 has never sent a frame
+    assert sync.take().present == (0,) and sync.silent_streams(4 * PERIOD_NS) == [1]
     sync_off = TimeSynchronizer(2, slop_ns=5 * MS)  # timeout 0: every set needs every camera, forever
     for k in range(20):
         assert not add(sync_off, 0, k * PERIOD_NS)
@@ -416,3 +418,99 @@ def test_a_far_future_stamp_costs_one_reset_not_the_stream():
     fs = sync.take()
     assert fs is not None and fs.stamps_ns == (t, t) and sync.stats.resets == 1
     assert_accounted(sync)
+
+
+# Silence needs witnesses: a camera is silent only while the others keep sending (issue 15, item 1)
+
+
+def test_after_a_pause_of_every_camera_the_first_to_send_is_not_alone():
+    """A paused bag or simulator resumes: the first camera back waits for its partner, as at start-up."""
+    sync = TimeSynchronizer(2, slop_ns=5 * MS, camera_timeout_ns=200 * MS)
+    t = 0
+    for _ in range(5):
+        add(sync, 0, t)
+        add(sync, 1, t)
+        assert sync.take().present == (0, 1)
+        t += PERIOD_NS
+    t += 3_000 * MS  # everybody quiet for 3 s (15 timeouts)
+    assert sync.silent_streams(t) == []  # nobody is silent while nobody sends
+    assert not add(sync, 0, t)  # camera 0 back first: no 1-view set of it alone
+    assert sync.peek() is None and sync.stats.partial_sets == 0 and sync.silent_streams(t + MS) == []
+    assert add(sync, 1, t, t + 3 * MS)  # its partner 2 ms later: a complete set
+    assert sync.take().present == (0, 1) and sync.stats.silent == []
+    assert_accounted(sync)
+
+
+def test_a_camera_silent_while_its_partner_resumes_is_left_out_only_after_the_timeout():
+    sync = TimeSynchronizer(2, slop_ns=5 * MS, camera_timeout_ns=200 * MS)
+    add(sync, 0, 0)
+    add(sync, 1, 0)
+    sync.take()
+    t = 5_000 * MS  # both quiet; then only camera 0 comes back
+    formed = []
+    for k in range(12):  # 12 frames = 367 ms of camera 0 alone
+        if add(sync, 0, t + k * PERIOD_NS):
+            formed.append(k * PERIOD_NS)
+    assert formed and min(formed) > 200 * MS  # left out only once camera 0 has sent for the whole timeout
+    assert sync.silent_streams(t + 11 * PERIOD_NS + MS) == [1]
+
+
+def test_a_reset_starts_the_silence_clocks_afresh():
+    """What a lifecycle activate does: the cameras' old arrivals do not make anyone silent."""
+    sync = TimeSynchronizer(2, slop_ns=5 * MS, camera_timeout_ns=200 * MS)
+    for k in range(10):
+        add(sync, 0, k * PERIOD_NS)
+    assert sync.silent_streams(10 * PERIOD_NS) == [1]
+    sync.reset()
+    t = 20_000 * MS
+    assert not add(sync, 0, t) and sync.silent_streams(t) == []
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_SEGMENTS = st.lists(st.tuples(st.integers(1, 60), st.frozensets(st.integers(0, 2))), min_size=1, max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(segments=_SEGMENTS, timeout_frames=st.integers(2, 20), seed=st.integers(0, 2**16))
+def test_partial_sets_only_after_real_silence(segments, timeout_frames, seed):
+    """Any sequence of cameras pausing, resuming and dying (every camera 30 Hz, jittered while it sends).
+
+    Invariant: a stream left out of a set sent nothing for the whole timeout, while a stream in the set had
+    been sending (no gap over half the timeout) for at least that long; and every set is within the slop.
+    """
+    rng = random.Random(seed)
+    timeout_ns, slop_ns = timeout_frames * PERIOD_NS, 5 * MS
+    sync = TimeSynchronizer(3, slop_ns=slop_ns, queue_size=5, camera_timeout_ns=timeout_ns)
+    arrivals: list[list[int]] = [[], [], []]
+    k = 0
+    for frames, active in segments:
+        for _ in range(frames):
+            k += 1
+            for s in sorted(active, key=lambda _s: rng.random()):  # arrival order varies per trigger
+                stamp = k * PERIOD_NS
+                arrival = stamp + rng.randint(1 * MS, 4 * MS)
+                arrivals[s].append(arrival)
+                if not add(sync, s, stamp, arrival):
+                    continue
+                fs = sync.take()
+                assert fs.spread_ns <= slop_ns
+                for gone in set(range(3)) - set(fs.present):
+                    assert not [a for a in arrivals[gone] if arrival - timeout_ns <= a <= arrival]
+                    quiet_since = max([a for a in arrivals[gone] if a <= arrival], default=None)
+                    assert any(_sending_since(arrivals[p], arrival, timeout_ns, quiet_since) for p in fs.present)
+    assert_accounted(sync)
+
+
+def _sending_since(arrivals: list[int], now: int, timeout_ns: int, quiet_since: int | None) -> bool:
+    """Stream sent frames, no gap over timeout/2, over a span > timeout ending now and after quiet_since."""
+    mine = [a for a in arrivals if a <= now]
+    start = mine[-1]
+    for earlier in reversed(mine[:-1]):
+        if 2 * (start - earlier) > timeout_ns:
+            break
+        start = earlier
+    first = min(a for stream in [mine] for a in stream)
+    return now - max(start, quiet_since if quiet_since is not None else first) > timeout_ns

@@ -1,22 +1,35 @@
 """TensorRT backend: plan cache keys, corrupted-plan rejection, the parity gate, and a clear error without TensorRT.
 
-Runs without TensorRT or a GPU: only the pure parts are exercised here; nothing of TensorRT is mocked.
+Runs without TensorRT or a GPU: only the pure parts are exercised here; nothing of TensorRT is mocked. Where
+TensorRT "imports but cannot start" is needed, ``tensorrt_status`` (the one probe every caller asks) is patched,
+not the machine (issue 17).
 """
+import logging
+
 import numpy as np
 import pytest
 
 from da3_ros.engines.cache import ArtifactCache
+from da3_ros.engines import BackendUnavailable, create_engine, resolve_backend
+from da3_ros.engines import tensorrt_engine as trt_engine
 from da3_ros.engines.tensorrt_engine import (
     EngineParityError,
+    TensorRTOutOfMemory,
     TensorRTRunner,
     TensorRTUnavailable,
     check_parity,
+    create_context,
     default_parity_names,
     engine_key,
+    flags_to_clear,
+    install_hint,
     parity,
     plan_path,
     tensorrt_status,
 )
+
+CANNOT_START = ("TensorRT 10.3.0 imports but cannot start: trt.Builder(logger) failed (TypeError: pybind11::init(): "
+                "factory function returned nullptr)")
 
 BASE = dict(onnx_sha256="a" * 64, n_views=2, hw=(280, 504), precision="fp32", trt_version="10.14.1.48",
             gpu="NVIDIA H100 80GB HBM3 (sm_90)")
@@ -180,3 +193,85 @@ def test_without_tensorrt_the_runner_says_what_to_install(tmp_path):
         TensorRTRunner(tmp_path / "model.onnx", ArtifactCache(tmp_path), 2, (280, 504), "fp32")
     assert "CUDA GPU" in str(e.value)
     assert not any(tmp_path.glob("trt-*"))  # nothing was built or cached
+
+
+@pytest.fixture
+def trt_cannot_start(monkeypatch):
+    """TensorRT 10.3 installed but without a CUDA context (what JetPack's TensorRT in a wrong container does)."""
+    import da3_ros.engines as engines
+
+    monkeypatch.setattr(trt_engine, "tensorrt_status", lambda: (False, CANNOT_START))
+    monkeypatch.setattr(engines, "_SAID", set())  # a fresh process: nothing said yet
+
+
+def test_auto_falls_back_to_onnxruntime_and_says_why_once(trt_cannot_start, caplog):
+    with caplog.at_level(logging.WARNING, logger="da3_ros.engines"):
+        assert resolve_backend("auto") == "onnxruntime"
+        engine = create_engine("auto", "random:da3-small")  # resolves again: still said once
+    assert engine.runs_on.backend == "onnxruntime"
+    said = [r for r in caplog.records if "not TensorRT" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
+    assert CANNOT_START in said[0].getMessage() and "ONNX Runtime" in said[0].getMessage()
+
+
+def test_explicit_tensorrt_that_cannot_start_is_a_typed_error_naming_what_is_missing(trt_cannot_start, tmp_path):
+    with pytest.raises(TensorRTUnavailable) as e:
+        create_engine("tensorrt", "random:da3-small", cache_dir=str(tmp_path))
+    assert isinstance(e.value, BackendUnavailable)  # what the node and the CLI catch and report
+    msg = str(e.value)
+    assert CANNOT_START in msg and "tensorrt-cu1" in msg and "onnxruntime" in msg
+    assert not any(tmp_path.iterdir())  # refused before anything was exported or built
+
+
+@pytest.mark.parametrize("cuda,jetson,wants,not_wanted", [
+    ("12.4", False, ["pip install tensorrt-cu12"], ["cu13", "JetPack"]),
+    ("13.0", False, ["pip install tensorrt-cu13"], ["cu12", "JetPack"]),
+    (None, False, ["tensorrt-cu12", "tensorrt-cu13", "580"], ["JetPack"]),  # CPU torch: both, with the driver
+    ("12.6", True, ["JetPack", "python3-libnvinfer", "--system-site-packages"], ["pip install"]),
+])
+def test_install_hint_names_the_wheel_for_this_cuda(cuda, jetson, wants, not_wanted):
+    hint = install_hint(cuda, jetson)
+    assert all(w in hint for w in wants), hint
+    assert not any(w in hint for w in not_wanted), hint
+    assert "pip install tensorrt " not in hint + " "  # the bare name resolves to the CUDA 13 build
+
+
+def test_fp32_engines_are_built_without_tf32():
+    """TF32 (on by default in TensorRT 10.x and 11.x) is cleared for fp32 only; the names are the API's.
+
+    BuilderFlag.TF32 and IBuilderConfig.clear_flag exist in tensorrt-cu12-bindings 10.3.0 and
+    tensorrt-cu13-bindings 11.4.0.106 (checked on the wheels' tensorrt.so; the libraries do not load here).
+    """
+    assert flags_to_clear("fp32") == ("TF32",)
+    assert flags_to_clear("fp16") == ()
+    with pytest.raises(ValueError, match="precision"):
+        flags_to_clear("int8")
+
+
+class _EngineWithoutMemory:
+    """Stands in for a deserialized ICudaEngine (none can exist without a GPU): the two members used here."""
+
+    device_memory_size_v2 = 3 << 30
+
+    def __init__(self, context):
+        self.context = context
+
+    def create_execution_context(self):
+        return self.context  # TensorRT returns None, without raising, when activations do not fit
+
+
+def test_execution_context_that_cannot_be_created_is_a_typed_error():
+    ctx = object()
+    assert create_context(_EngineWithoutMemory(ctx), "the 2-view engine") is ctx
+    with pytest.raises(TensorRTOutOfMemory) as e:
+        create_context(_EngineWithoutMemory(None), "the 2-view 504x280 engine")
+    msg = str(e.value)
+    assert isinstance(e.value, BackendUnavailable)
+    assert "the 2-view 504x280 engine" in msg and "create_execution_context() returned None" in msg
+    assert "3072 MiB" in msg and "fewer views" in msg
+
+
+def test_status_is_probed_once_per_process():
+    """The probe creates a CUDA context where TensorRT exists: it runs once, every caller gets its answer."""
+    assert tensorrt_status() is tensorrt_status()
+    assert tensorrt_status.cache_info().hits >= 1

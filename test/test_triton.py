@@ -4,12 +4,19 @@ The server is ``da3-ros serve`` (da3_ros's ONNX Runtime engine inside Triton); c
 TritonEngine and the node over real Fast DDS. Random weights (untrained), real photos.
 """
 import contextlib
+import ipaddress
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +31,9 @@ from conftest import EXAMPLES
 from da3_ros import conversions as conv
 from da3_ros.engines import EngineUnavailable, FrameBatch, create_engine
 from da3_ros.engines.onnx_source import read_metadata
+from da3_ros.diagnostics import NodeStats
 from da3_ros.engines.triton_engine import ServerModel, TritonModelError, TritonSettings
+from da3_ros.sync import SyncStats
 from da3_ros.msg import MultiViewDepth
 from ros_harness import process, ros_env, write_params
 
@@ -32,6 +41,8 @@ MODEL = "random:da3-small@0"
 STEREO = {"camera_names": ["left", "right"], "rate_hz": 2.0,
           "sources": [f"image:{EXAMPLES / 'SOH_000.png'}", f"image:{EXAMPLES / 'SOH_010.png'}"]}
 HW = (280, 504)  # network size of the 1208x680 photos
+SIZE = ["--height", str(HW[0]), "--width", str(HW[1])]
+RIG = ["--views", "2", *SIZE]
 
 
 def _free_ports(n: int) -> list[int]:
@@ -44,20 +55,36 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+@dataclass
+class Served:
+    """A running ``da3-ros serve``: its gRPC address, process and ports."""
+
+    url: str
+    proc: subprocess.Popen
+    ports: tuple[int, int, int]  # gRPC, HTTP, metrics
+
+    def metrics(self) -> dict[str, float]:
+        """Triton's Prometheus metrics of model da3 (server side): pending requests, executions."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.ports[2]}/metrics", timeout=10).read().decode()
+        return {m[1]: float(m[2]) for m in re.finditer(r'^(nv_inference_\w+)\{model="da3",version="1"\} (\S+)$',
+                                                        text, re.MULTILINE)}
+
+
 @contextlib.contextmanager
-def triton_server(cache: Path, log: Path, model: str = MODEL, views: int = 2, port: int | None = None):
-    """``da3-ros serve`` in its own process; yields its gRPC address once the model answers."""
+def triton_server(cache: Path, log: Path, model: str = MODEL, rig: list[str] | None = None, port: int | None = None,
+                  extra: list[str] = (), env: dict | None = None):
+    """``da3-ros serve`` in its own process (``rig``: its shape options, default 2 views); yields a Served."""
     grpc_port = port or _free_ports(1)[0]
     http_port, metrics_port = _free_ports(2)
     cmd = [sys.executable, "-m", "da3_ros.cli", "serve", "--model", model, "--cache-dir", str(cache),
            "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port),
-           "--views", str(views), "--height", str(HW[0]), "--width", str(HW[1])]
+           *(RIG if rig is None else rig), *extra]
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         _wait_for(lambda: "ready: model" in log.read_text() or proc.poll() is not None, 240, "the server")
         assert proc.poll() is None, f"da3-ros serve died:\n{log.read_text()[-2000:]}"
-        yield f"localhost:{grpc_port}", proc
+        yield Served(f"localhost:{grpc_port}", proc, (grpc_port, http_port, metrics_port))
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # pytriton stops its tritonserver
@@ -85,14 +112,38 @@ def cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(cache, tmp_path_factory):
-    with triton_server(cache, tmp_path_factory.mktemp("serve") / "serve.log") as (url, _):
-        yield url
+def served(cache, tmp_path_factory):
+    """One server for the module: 2 views, and 1 view (a silent camera) at the same size."""
+    with triton_server(cache, tmp_path_factory.mktemp("serve") / "serve.log", extra=["--also-views", "1"]) as srv:
+        yield srv
 
 
-def test_remote_results_equal_the_local_backend(server, cache, soh_images):
-    """Same weights, same set: the server's answer post-processed on the client = the local ONNX Runtime run."""
-    remote = create_engine("triton", MODEL, triton=TritonSettings(url=server))
+@pytest.fixture(scope="module")
+def server(served) -> str:
+    return served.url
+
+
+@pytest.fixture(scope="module")
+def forward_s(server, soh_images) -> float:
+    """One warm round trip of a 2-view set through the server (seconds): the time unit of this module's bounds."""
+    engine = create_engine("triton", MODEL, triton=TritonSettings(url=server, timeout_s=600.0))
+    engine.infer(FrameBatch(soh_images))
+    t0 = time.monotonic()
+    engine.infer(FrameBatch(soh_images))
+    return time.monotonic() - t0
+
+
+def _patient(url: str, forward_s: float, **kwargs) -> TritonSettings:
+    """Settings whose deadline no healthy forward of this run misses (10 forwards + 1 s)."""
+    return TritonSettings(url=url, timeout_s=10 * forward_s + 1.0, **kwargs)
+
+
+def test_remote_results_equal_the_local_backend(server, cache, soh_images, forward_s):
+    """Same weights, same set: the server's answer post-processed on the client = the local ONNX Runtime run.
+
+    K without poses is not a pose-conditioned request (item 22): only the image tensor goes out.
+    """
+    remote = create_engine("triton", MODEL, triton=_patient(server, forward_s))
     local = create_engine("onnxruntime", MODEL, cache_dir=str(cache))
     K = np.tile(np.array([[900.0, 0, 604], [0, 900.0, 340], [0, 0, 1]]), (2, 1, 1))
     for batch in (FrameBatch(soh_images), FrameBatch(soh_images, K_cam=K)):
@@ -106,16 +157,16 @@ def test_remote_results_equal_the_local_backend(server, cache, soh_images):
     assert int(values["triton.request_bytes"]) == 2 * 3 * HW[0] * HW[1] * 4  # the input tensor, nothing else
 
 
-def test_wrong_model_name_shape_and_kind_are_named(server, cache, soh_images, tmp_path):
+def test_wrong_model_name_shape_and_kind_are_named(server, cache, soh_images, tmp_path, forward_s):
     with pytest.raises(TritonModelError, match="has no model 'nope'"):
-        create_engine("triton", MODEL, triton=TritonSettings(url=server, model_name="nope"))
+        create_engine("triton", MODEL, triton=_patient(server, forward_s, model_name="nope"))
     with pytest.raises(TritonModelError, match=r"da3mono-large needs input 'images' and outputs \['depth', 'sky'\]"):
-        create_engine("triton", "random:da3mono-large", triton=TritonSettings(url=server))
+        create_engine("triton", "random:da3mono-large", triton=_patient(server, forward_s))
     # A server with one fixed-shape graph (2 views) and a rig of 3 cameras: both shapes in the message.
     graph = next(p for p in cache.glob("onnx-*.onnx")
                  if (lambda m: m["n_views"] == 2 and not m["conditioned"])(read_metadata(p)))
-    with triton_server(cache, tmp_path / "fixed.log", model=str(graph)) as (url, _):
-        engine = create_engine("triton", MODEL, triton=TritonSettings(url=url))
+    with triton_server(cache, tmp_path / "fixed.log", model=str(graph), rig=[]) as srv:
+        engine = create_engine("triton", MODEL, triton=_patient(srv.url, forward_s))
         with pytest.raises(TritonModelError, match=r"shape \[1, 2, 3, 280, 504\], this rig sends \[1, 3, 3, 280, "):
             engine.infer(FrameBatch(soh_images + soh_images[:1]))
 
@@ -145,15 +196,15 @@ def test_settings_are_validated():
                       "intrinsics": np.zeros((1, 2, 3, 3), np.float32)})
 
 
-def test_server_down_at_start_then_up(cache, soh_images, tmp_path):
+def test_server_down_at_start_then_up(cache, soh_images, tmp_path, forward_s):
     """No server: the engine starts, drops sets at once (no waiting) and connects when one comes up."""
     port = _free_ports(1)[0]
-    engine = create_engine("triton", MODEL, triton=TritonSettings(url=f"localhost:{port}"))
+    engine = create_engine("triton", MODEL, triton=_patient(f"localhost:{port}", forward_s))
     assert not engine.health()[0]
     t0 = time.monotonic()
     with pytest.raises(EngineUnavailable, match="unreachable"):
         engine.infer(FrameBatch(soh_images))
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < forward_s  # dropped without waiting on anything
     with triton_server(cache, tmp_path / "late.log", port=port):
         _wait_for(lambda: _try(engine, soh_images), 30, "the engine to reconnect")
     assert engine.health()[0] and engine.health()[1]["triton.reconnects"] == "0"  # a first connection
@@ -167,15 +218,17 @@ def _try(engine, images) -> bool:
         return False
 
 
-def test_node_on_triton_publishes_the_local_result_and_survives_a_server_loss(tmp_path, domain_id, checker, cache):
+def test_node_on_triton_publishes_the_local_result_and_survives_a_server_loss(tmp_path, domain_id, checker, cache,
+                                                                                forward_s):
     """Node on backend triton over DDS: the published depth = the local engine on the same set.
 
     The server killed mid-run -> sets dropped and counted, node alive; a new server on the same port -> results.
     """
     port = _free_ports(1)[0]
-    with triton_server(cache, tmp_path / "serve1.log", port=port) as (url, proc):
+    with triton_server(cache, tmp_path / "serve1.log", port=port) as srv:
+        url, proc = srv.url, srv.proc
         node_yaml = write_params(tmp_path / "node.yaml", "da3_depth", {
-            "model": MODEL, "backend": "triton", "triton.url": url, "triton.timeout_s": 30.0,
+            "model": MODEL, "backend": "triton", "triton.url": url, "triton.timeout_s": 10 * forward_s + 1.0,
             "camera_names": ["left", "right"], "diagnostics_period_s": 0.5})
         player_yaml = write_params(tmp_path / "player.yaml", "rig_player", STEREO)
         mv = checker.collect(MultiViewDepth, "multiview_depth")
@@ -251,3 +304,152 @@ def test_exported_repository_is_what_triton_reads(tmp_path, cache):
     log = run.stdout + run.stderr
     assert "loading: da3:1" in log
     assert "unable to find backend library for backend 'onnxruntime'" in log, log[-3000:]
+
+
+def _send(engine, images) -> bool:
+    """One set through the engine as the node's worker sends it: True on a result, False on a counted drop."""
+    try:
+        engine.infer(FrameBatch(images))
+        return True
+    except EngineUnavailable:
+        return False
+
+
+def test_abandoned_requests_do_not_pile_up_on_the_server(served, soh_images, forward_s):
+    """Items 19, 20: a stalled model, and a rig that keeps sending: nothing piles up on the server.
+
+    Serve's process, where the forward runs, is stopped (tritonserver keeps taking requests) while the rig
+    sends a set every half forward with ``timeout_s`` = 3 forwards.
+
+    On the server (Triton's own metrics) at most one of the rig's requests is queued or running, and at most one
+    abandoned request is executed; the engine says WARN with the reason; after the stall the first result comes
+    within 3 forwards + 1 s.
+    """
+    engine = create_engine("triton", MODEL, triton=TritonSettings(url=served.url, timeout_s=3 * forward_s))
+    assert _send(engine, soh_images)  # connected and warm
+    before = served.metrics()
+    max_pending, stop_polling, tick = [0.0], threading.Event(), threading.Event()
+
+    def poll() -> None:
+        while not stop_polling.wait(0.02):
+            max_pending[0] = max(max_pending[0], served.metrics()["nv_inference_pending_request_count"])
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    successes = 0
+    os.kill(served.proc.pid, signal.SIGSTOP)
+    try:
+        stall_end = time.monotonic() + 2.5 * engine.settings.timeout_s
+        while time.monotonic() < stall_end:
+            successes += _send(engine, soh_images)
+            tick.wait(forward_s / 2)  # the rig's next set
+        ok, values = engine.health()
+        stats = NodeStats(["left", "right"], "triton")
+        status = stats.diagnostics("da3_depth", SyncStats(frames_in=[0, 0]), (ok, values)).status[0]
+    finally:
+        os.kill(served.proc.pid, signal.SIGCONT)
+    resumed = time.monotonic()
+    while not _send(engine, soh_images) and time.monotonic() - resumed < 60 * forward_s:
+        tick.wait(forward_s / 2)
+    recovered_s = time.monotonic() - resumed
+    successes += 1
+    stop_polling.set()
+    poller.join()
+    executed = served.metrics()["nv_inference_exec_count"] - before["nv_inference_exec_count"]
+
+    assert successes == 1 and int(values["triton.timeouts"]) >= 1
+    assert not ok and "slower than triton.timeout_s" in values["triton.state"], values
+    assert status.level == DiagnosticStatus.WARN and "slower than triton.timeout_s" in status.message, status.message
+    assert max_pending[0] <= 1, f"{max_pending[0]:.0f} of the rig's requests waited on the server"
+    assert executed <= successes + 1, f"the server executed {executed - successes:.0f} abandoned requests"
+    assert recovered_s <= 3 * forward_s + 1.0, f"first result {recovered_s:.1f} s after the stall ({forward_s:.2f} s)"
+    assert engine.health()[0] and engine.health()[1]["triton.state"] == "connected"
+
+
+def test_a_shape_the_server_was_not_started_with_is_refused_at_once(served, cache, soh_images, forward_s):
+    """Item 22: serve answers only the shapes it prepared at start; others get a clear error at once.
+
+    Never an export inside the rig's request (which took 10-21 s). Poses are sent only when the set carries them.
+    """
+    graphs = sorted(cache.iterdir())
+    engine = create_engine("triton", MODEL, triton=_patient(served.url, forward_s))
+    assert engine.infer(FrameBatch(soh_images[:1])).depth.shape[0] == 1  # served: started with --also-views 1
+    K = np.tile(np.array([[900.0, 0, 604], [0, 900.0, 340], [0, 0, 1]]), (2, 1, 1))
+    T = np.tile(np.eye(4), (2, 1, 1))
+    T[1, 0, 3] = -0.5
+    t0 = time.monotonic()
+    with pytest.raises(TritonModelError, match=r"pose conditioning.*--conditioned"):
+        engine.infer(FrameBatch(soh_images, K_cam=K, T_cam_world=T))
+    with pytest.raises(TritonModelError, match=r"--views 3 --height 280 --width 504"):
+        engine.infer(FrameBatch(soh_images + soh_images[:1]))
+    # The server itself refuses what its config lets through (view count -1: it serves 2 and 1): a client
+    # that does not check, tritonclient straight to the server.
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    images = grpcclient.InferInput("images", [1, 3, 3, *HW], "FP32")
+    images.set_data_from_numpy(np.zeros((1, 3, 3, *HW), np.float32))
+    with pytest.raises(InferenceServerException, match=r"--views 3 --height 280 --width 504"):
+        grpcclient.InferenceServerClient(served.url).infer("da3", [images], client_timeout=10 * forward_s + 1.0)
+    assert time.monotonic() - t0 < forward_s  # refused, not exported (an export takes many forwards)
+    assert sorted(cache.iterdir()) == graphs
+
+
+def _listening(ports) -> dict[int, set[str]]:
+    """Addresses listening on ``ports`` (TCP, IPv4 and IPv6; v4-mapped as IPv4), from /proc/net/tcp{,6}."""
+    out: dict[int, set[str]] = {}
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            ip_hex, port_hex = local.split(":")
+            if state != "0A" or int(port_hex, 16) not in ports:  # 0A: LISTEN
+                continue
+            raw = b"".join(bytes.fromhex(ip_hex[i:i + 8])[::-1] for i in range(0, len(ip_hex), 8))
+            ip = ipaddress.ip_address(socket.inet_ntop(family, raw))
+            ip = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:127.0.0.1 (gRPC's socket) is IPv4 loopback
+            out.setdefault(int(port_hex, 16), set()).add(str(ip))
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children, ...), from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, pp in parents.items() if pp in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_serve_listens_on_loopback_and_stops_cleanly_on_sigterm(served, cache, tmp_path):
+    """Item 21 (and item 16's ``serve --height H --width W`` TypeError: no --views here, 1 view).
+
+    gRPC, HTTP and metrics listen on 127.0.0.1 only; SIGTERM by PID: exit 0, no process of it left, no
+    pytriton workspace left.
+    """
+    # pytriton's sockets live in its workspace: keep the path short (a unix socket path has at most 107 bytes)
+    home = Path(tempfile.mkdtemp(prefix="da3-pyt-"))
+    env = {**os.environ, "PYTRITON_HOME": str(home)}
+    try:
+        with triton_server(cache, tmp_path / "term.log", rig=SIZE, env=env) as srv:
+            assert _listening(srv.ports) == {p: {"127.0.0.1"} for p in srv.ports}
+            children = _descendants(srv.proc.pid)
+            assert children and list(home.iterdir())  # tritonserver and its workspace while serving
+            srv.proc.send_signal(signal.SIGTERM)
+            assert srv.proc.wait(timeout=60) == 0, (tmp_path / "term.log").read_text()[-2000:]
+            assert [p for p in children if _running(p)] == []
+            assert list(home.iterdir()) == []
+        assert "Traceback" not in (tmp_path / "term.log").read_text()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

@@ -7,38 +7,146 @@ from __future__ import annotations
 import importlib.util
 import logging
 
-from da3_ros.engines.base import BackendUnavailable, Engine, EngineUnavailable, FrameBatch
+from da3_ros.engines.base import (BackendUnavailable, Engine, EngineConfigError, EngineSettings, EngineUnavailable,
+                                  FrameBatch)
 from da3_ros.errors import ConfigError
 
-__all__ = ["BACKENDS", "BackendUnavailable", "Engine", "EngineUnavailable", "FrameBatch", "create_engine",
-           "resolve_backend"]
+__all__ = ["BACKENDS", "PRECISIONS", "BackendUnavailable", "Engine", "EngineConfigError", "EngineSettings",
+           "EngineUnavailable", "FrameBatch", "Hardware", "create_engine", "resolve_backend", "resolve_settings"]
 _LOG = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "triton")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")  # ONNX Runtime on a GPU
 
 
-def resolve_backend(backend: str) -> str:
-    """``auto``: TensorRT when it imports and a CUDA device is present, else ONNX Runtime, else torch.
+class Hardware:
+    """What this machine offers the engines, asked lazily (probing CUDA imports torch; ONNX Runtime must not)."""
 
-    ``triton`` (a remote server) is never chosen automatically: it needs a server address.
+    def tensorrt(self) -> tuple[bool, str]:
+        """(True, version) when TensorRT can start here (a Builder and a Runtime were created), else (False, why)."""
+        from da3_ros.engines.tensorrt_engine import tensorrt_status
+
+        return tensorrt_status()
+
+    def ort_providers(self) -> list[str]:
+        """ONNX Runtime's available execution providers; [] without onnxruntime."""
+        if importlib.util.find_spec("onnxruntime") is None:
+            return []
+        import onnxruntime
+
+        return list(onnxruntime.get_available_providers())
+
+    def torch_cuda(self) -> bool:
+        """Whether torch sees a CUDA device."""
+        if importlib.util.find_spec("torch") is None:
+            return False
+        import torch
+
+        return bool(torch.cuda.is_available())
+
+    def torch_bf16(self) -> bool:
+        """Whether the CUDA device computes bf16 (else fp16 is torch's auto precision there)."""
+        import torch
+
+        return bool(torch.cuda.is_bf16_supported())
+
+
+def _gpu_index(device: str) -> int | None:
+    """None for 'cpu'/'auto', else the CUDA device index ('cuda' = 0); EngineConfigError for anything else."""
+    if device in ("auto", "cpu"):
+        return None
+    head, _, index = device.partition(":")
+    if head != "cuda" or (index and not index.isdigit()):
+        raise EngineConfigError(f"device must be auto, cpu, cuda or cuda:<n>, got {device!r}")
+    return int(index or 0)
+
+
+def resolve_backend(backend: str, device: str = "auto", hw: Hardware | None = None) -> str:
+    """The backend ``backend`` names; ``auto`` is resolved for ``device`` on this machine.
+
+    ``auto``: TensorRT when it runs here (and the device is not cpu), else ONNX Runtime (when it runs on the
+    device), else torch. ``triton`` (a remote server) is never chosen automatically: it needs a server address.
     """
     if backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise EngineConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
         return backend
-    from da3_ros.engines.tensorrt_engine import tensorrt_status
+    hw = hw or Hardware()
+    gpu = _gpu_index(device)
+    if device != "cpu" and gpu in (None, 0):
+        ok, why = hw.tensorrt()
+        if ok:
+            return "tensorrt"
+        _warn_once(f"backend auto: not TensorRT ({why}); falling back to ONNX Runtime (else torch)")
+    providers = hw.ort_providers()
+    if providers and (gpu is None or (gpu == 0 and any(p in providers for p in GPU_PROVIDERS))):
+        return "onnxruntime"
+    return "torch"
 
-    ok, why = tensorrt_status()
-    if ok:
-        return "tensorrt"
-    _LOG.info("backend auto: not TensorRT (%s)", why)
-    return "onnxruntime" if importlib.util.find_spec("onnxruntime") else "torch"
+
+_SAID: set[str] = set()
 
 
-def create_engine(backend: str, model: str, *, device: str = "cpu", precision: str = "auto", threads: int = 0,
+def _warn_once(text: str) -> None:
+    """Say why ``auto`` passed TensorRT over once per process, not once per engine (a metric pair makes two)."""
+    if text not in _SAID:
+        _SAID.add(text)
+        _LOG.warning(text)
+
+
+def resolve_settings(backend: str, device: str = "auto", precision: str = "auto",
+                     hw: Hardware | None = None) -> EngineSettings:
+    """The backend, device and precision an engine will really run on; EngineConfigError naming the fix else.
+
+    torch: any device (auto: cpu), auto precision fp32 on CPU and bf16 (else fp16) on CUDA. onnxruntime: cpu,
+    or its CUDA provider (onnxruntime-gpu; auto takes it when present), fp32 or the mixed fp16 graph (auto:
+    fp32). tensorrt: the CUDA GPU, fp32 or fp16 (auto: fp16). triton: the server's device and graph.
+    """
+    if precision not in PRECISIONS:
+        raise EngineConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    hw = hw or Hardware()
+    gpu = _gpu_index(device)
+    backend = resolve_backend(backend, device, hw)
+    if backend == "triton":
+        if device != "auto" or precision != "auto":
+            raise EngineConfigError(f"backend triton runs on the server's device and graph (device {device!r}, "
+                                    f"precision {precision!r} given): leave both at auto and choose them where "
+                                    "the server runs (`da3-ros serve --backend ... --precision ...`)")
+        return EngineSettings("triton", "server", "server")
+    if backend == "torch":
+        if gpu is not None and not hw.torch_cuda():
+            raise EngineConfigError(f"device {device!r}: torch sees no CUDA device here; use device cpu (or auto), "
+                                    "or install a CUDA build of torch")
+        dev = "cpu" if gpu is None else device
+        if precision == "auto":
+            precision = "fp32" if gpu is None else ("bf16" if hw.torch_bf16() else "fp16")
+        return EngineSettings("torch", dev, precision)
+    if precision == "bf16":
+        raise EngineConfigError(f"precision bf16 runs on backend torch only; backend {backend!r} takes fp32 or fp16 "
+                                f"(auto: {'fp16' if backend == 'tensorrt' else 'fp32'})")
+    if gpu is not None and gpu > 0:
+        raise EngineConfigError(f"backend {backend!r} runs on the first visible GPU (device {device!r} given): set "
+                                f"CUDA_VISIBLE_DEVICES={gpu} and device cuda, or use backend torch")
+    if backend == "tensorrt":
+        if device == "cpu":
+            raise EngineConfigError("backend tensorrt runs on a CUDA GPU (device 'cpu' given): use device auto or "
+                                    "cuda, or backend onnxruntime / torch for the CPU")
+        return EngineSettings("tensorrt", "cuda", "fp16" if precision == "auto" else precision)
+    on_gpu = any(p in hw.ort_providers() for p in GPU_PROVIDERS)
+    if gpu is not None and not on_gpu:
+        raise EngineConfigError(f"device {device!r} with backend onnxruntime needs its CUDA execution provider "
+                                f"(`pip install onnxruntime-gpu`; here: {hw.ort_providers()}); or use device cpu "
+                                "(or auto), backend torch or tensorrt")
+    dev = "cpu" if device == "cpu" or not on_gpu else "cuda"
+    return EngineSettings("onnxruntime", dev, "fp32" if precision == "auto" else precision)
+
+def create_engine(backend: str, model: str, *, device: str = "auto", precision: str = "auto", threads: int = 0,
                   cache_dir: str | None = None, triton=None, metric_model: str = "", metric_every_n_sets: int = 1,
                   **kwargs) -> Engine:
     """Build the engine for ``backend`` around a model spec (checkpoint spec, or a .onnx for graph backends).
 
+    ``device`` and ``precision`` are resolved by ``resolve_settings`` (a combination that cannot hold raises
+    EngineConfigError before anything loads); the engine's ``settings`` say what it runs on.
     ``triton``: the server settings (engines.triton_engine.TritonSettings) for backend ``triton``.
     ``metric_model``: a DA3METRIC-LARGE spec to pair with an any-view ``model`` for metres (engines.metric_pair;
     on triton it is served as ``<triton.model>_metric``). ``kwargs`` go to Engine (process_res,
@@ -56,12 +164,38 @@ def create_engine(backend: str, model: str, *, device: str = "cpu", precision: s
         return MetricPairEngine(create_engine(backend, model, triton=triton, **common),
                                 create_engine(backend, metric_model, triton=metric_triton, **common),
                                 metric_every_n_sets)
-    backend = resolve_backend(backend)
-    if backend == "triton":
+    settings = resolve_settings(backend, device, precision)
+    if settings.backend in ("onnxruntime", "tensorrt") and model.endswith(".onnx"):
+        settings = _graph_file_settings(settings, model, precision)
+    engine = _build(settings, model, threads, cache_dir, triton, **kwargs)
+    engine.runs_on = settings
+    return engine
+
+
+def _graph_file_settings(settings: EngineSettings, path: str, precision: str) -> EngineSettings:
+    """A given .onnx runs at the precision it was exported with: auto takes it, another precision is refused."""
+    import dataclasses
+    from pathlib import Path
+
+    from da3_ros.engines.onnx_source import read_metadata
+
+    if not Path(path).expanduser().is_file():
+        return settings  # the engine names the missing file
+    exported = str(read_metadata(Path(path).expanduser()).get("precision", "fp32"))
+    if precision not in ("auto", exported):
+        raise EngineConfigError(f"{path} is a {exported} graph, precision {precision!r} was asked: set precision "
+                                f"auto (or {exported}), or export the graph with `da3-ros export --precision "
+                                f"{precision}`")
+    return dataclasses.replace(settings, precision=exported)
+
+
+def _build(settings: EngineSettings, model: str, threads: int, cache_dir: str | None, triton, **kwargs) -> Engine:
+    """The engine of one resolved backend."""
+    if settings.backend == "triton":
         from da3_ros.engines.triton_engine import TritonEngine, TritonSettings
 
         return TritonEngine(model, triton or TritonSettings(), **kwargs)
-    if backend == "torch":
+    if settings.backend == "torch":
         if model.endswith(".onnx"):
             raise ConfigError(f"backend torch needs a checkpoint, not the ONNX graph {model}; use backend onnxruntime")
         if importlib.util.find_spec("torch") is None:
@@ -73,12 +207,13 @@ def create_engine(backend: str, model: str, *, device: str = "cpu", precision: s
             import torch
 
             torch.set_num_threads(threads)
-        return TorchEngine(load_model(model, device=device), precision=precision, **kwargs)
-    if backend == "onnxruntime":
+        return TorchEngine(load_model(model, device=settings.device), precision=settings.precision, **kwargs)
+    if settings.backend == "onnxruntime":
         from da3_ros.engines.onnxruntime_engine import OnnxRuntimeEngine
 
-        return OnnxRuntimeEngine(model, threads=threads, cache_dir=cache_dir, **kwargs)
+        providers = ["CPUExecutionProvider"] if settings.device == "cpu" else None  # None: GPU providers first
+        return OnnxRuntimeEngine(model, threads=threads, providers=providers, cache_dir=cache_dir,
+                                 precision=settings.precision, **kwargs)
     from da3_ros.engines.tensorrt_engine import TensorRTEngine
 
-    trt_precision = "fp32" if precision == "fp32" else "fp16"
-    return TensorRTEngine(model, precision=trt_precision, cache_dir=cache_dir, **kwargs)
+    return TensorRTEngine(model, precision=settings.precision, cache_dir=cache_dir, **kwargs)

@@ -21,13 +21,26 @@ from da3_ros.prediction import Prediction
 
 _LOG = logging.getLogger(__name__)
 REF_VIEW_STRATEGIES = ("first", "middle", "saddle_balanced", "saddle_sim_range")
-SKY_THRESHOLD = 0.5  # upstream's OutputProcessor threshold on the sky probability
+SKY_THRESHOLD = postprocess.SKY_THRESHOLD  # the sky mask is where the sky fill went (one threshold)
 # Graph input names, for every backend and the export
 IN_IMAGES, IN_EXTRINSICS, IN_INTRINSICS = "images", "extrinsics", "intrinsics"
 
 
 class BackendUnavailable(RuntimeError):
     """A backend cannot run here: its package or device is missing. The message names what to install."""
+
+
+class EngineConfigError(ConfigError):
+    """A backend, device and precision that cannot hold together (or not here); the message names the fix."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What an engine really runs on: its backend, device ('cpu', 'cuda', 'cuda:1', 'server') and precision."""
+
+    backend: str
+    device: str
+    precision: str
 
 
 class EngineUnavailable(RuntimeError):
@@ -50,8 +63,10 @@ def graph_outputs(variant: Variant) -> list[str]:
 class FrameBatch:
     """One synchronized set: N RGB images and, when known, their cameras.
 
-    ``K_cam``: (N, 3, 3) intrinsics at the images' own resolution. ``T_cam_world``: (N, 4, 4) known rig
-    extrinsics (world-to-camera, any consistent units); given with ``K_cam``, they condition the model.
+    ``K_cam``: (N, 3, 3) intrinsics at the images' own resolution; a view whose K is unknown has an all-NaN
+    matrix (its K is then the model's estimate, while the others keep their own). ``T_cam_world``: (N, 4, 4)
+    known rig extrinsics (world-to-camera, any consistent units); given with every view's K, they condition
+    the model.
     """
 
     images_rgb: list[np.ndarray]
@@ -65,8 +80,9 @@ class FrameBatch:
             want = (n, 3, 3) if name == "K_cam" else (n, 4, 4)
             if a is not None and np.shape(a) != want:
                 raise ValueError(f"{name} must have shape {want}, got {np.shape(a)}")
-        if self.T_cam_world is not None and self.K_cam is None:
-            raise ValueError("pose conditioning needs intrinsics too: T_cam_world given without K_cam")
+        if self.T_cam_world is not None and (self.K_cam is None or not np.isfinite(self.K_cam).all()):
+            raise ValueError("pose conditioning needs every view's intrinsics: T_cam_world given without K_cam "
+                             "for all views")
 
 
 class Engine:
@@ -98,6 +114,8 @@ class Engine:
         self.mixed_resolution = mixed_resolution
         self.ref_view_strategy = ref_view_strategy
         self._warned_no_K = False
+        # what it runs on (backends set their own when they resolve it; engines.resolve_settings is the table)
+        self.runs_on = EngineSettings(self.backend, "cpu", "fp32")
         self.metric_source = "nested"  # what a DepthKind.METRIC variant's metres come from
         self.align_with_camera_K = False  # nested alignment: the network's intrinsics, as upstream
 
@@ -109,8 +127,13 @@ class Engine:
         raise NotImplementedError
 
     def health(self) -> tuple[bool, dict[str, str]]:
-        """Whether the engine can run sets now, and what /diagnostics should show about it."""
-        return True, {}
+        """Whether the engine can run sets now, and what /diagnostics should show about it (device, precision)."""
+        return True, {"device": self.runs_on.device, "precision": self.runs_on.precision}
+
+    def describe(self) -> str:
+        """'<backend> (device <device>, precision <precision>)', for the start-up line."""
+        s = self.runs_on
+        return f"{s.backend} (device {s.device}, precision {s.precision})"
 
     def infer(self, batch: FrameBatch) -> Prediction:
         """One forward over all views of ``batch``; the Prediction carries its stage times (``timing_s``)."""
@@ -118,8 +141,9 @@ class Engine:
         x, plans, rgb_proc = preprocess.preprocess_batch(batch.images_rgb, self.process_res, self.process_res_method,
                                                          self.mixed_resolution)
         K_proc = None
-        if batch.K_cam is not None:
-            K_proc = np.stack([preprocess.K_cam_to_proc(K, p) for K, p in zip(batch.K_cam, plans)])
+        if batch.K_cam is not None:  # a view without K keeps its NaN matrix
+            K_proc = np.stack([preprocess.K_cam_to_proc(K, p) if np.isfinite(K).all() else np.full((3, 3), np.nan)
+                               for K, p in zip(batch.K_cam, plans)])
         cond = None
         if batch.T_cam_world is not None and self.variant.has_pose:
             cond = _normalize_poses(np.asarray(batch.T_cam_world, dtype=np.float64))
@@ -150,7 +174,8 @@ class Engine:
         sky = out.get("sky")
         if "metric_depth" in out and conf is not None and sky is not None:  # nested / pair: align (outside the graph)
             # The pair uses the cameras' focal when camera_info gives it; upstream's nested model its own estimate.
-            K_align = K_proc if self.align_with_camera_K and K_proc is not None else out["intrinsics_out"]
+            K_align = (_fill_unknown_K(K_proc, out["intrinsics_out"]) if self.align_with_camera_K
+                       else out["intrinsics_out"])
             depth, conf, T3, s = postprocess.align_nested(depth, conf, _to_4x4(out["extrinsics_out"]),
                                                            np.asarray(K_align, dtype=np.float64),
                                                            out["metric_depth"], sky)
@@ -167,25 +192,38 @@ class Engine:
             T_cam_world = np.asarray(T_in, dtype=np.float64)
             if n >= 2:
                 source, raw, is_metric = "rig", float(factor[0] * scale[0]), True
+        known = np.zeros(n, bool) if K_proc is None else np.isfinite(K_proc).all(axis=(1, 2))
         if self.variant.depth_kind is DepthKind.METRIC_FOCAL:
-            if K_proc is None:
-                if not self._warned_no_K:  # once: a node without camera_info would say it every set
-                    _LOG.warning("%s needs a focal length for metres (camera_info, or the camera's hfov_deg); "
-                                 "depth stays relative", self.variant.name)
-                    self._warned_no_K = True
-            else:
-                factor *= 0.5 * (K_proc[:, 0, 0] + K_proc[:, 1, 1]) / METRIC_CANONICAL_FOCAL_PX
-                is_metric, source, raw = True, "metric_model", 1.0  # per view: the focal rule (depth_scale)
+            if not known.all() and not self._warned_no_K:  # once: a node without camera_info says it every set
+                _LOG.warning("%s needs a focal length for metres (camera_info, or the camera's hfov_deg); the "
+                             "depth of views without one stays relative", self.variant.name)
+                self._warned_no_K = True
+            if known.any() and K_proc is not None:  # per view: the focal rule (depth_scale); metric if all have it
+                factor[known] *= 0.5 * (K_proc[known, 0, 0] + K_proc[known, 1, 1]) / METRIC_CANONICAL_FOCAL_PX
+                is_metric, source, raw = bool(known.all()), "metric_model", 1.0
         if not np.all(factor == 1.0):
             depth = depth * factor[:, None, None].astype(np.float32)
-        K_source = "camera" if K_proc is not None else "model" if "intrinsics_out" in out else "none"
-        if K_proc is None and "intrinsics_out" in out:
-            K_proc = out["intrinsics_out"].astype(np.float64)
+        K_model = out.get("intrinsics_out")
+        K_source = ("none" if not known.any() and K_model is None else "model" if not known.any()
+                    else "camera" if known.all() or K_model is None else "camera+model")
+        K_proc = _fill_unknown_K(K_proc, K_model) if K_model is not None else K_proc
         return Prediction(
             depth=depth, is_metric=is_metric, K_proc=K_proc, K_source=K_source,
             confidence=conf, sky_mask=None if sky is None else sky >= SKY_THRESHOLD,
             T_cam_world=T_cam_world, depth_scale=scale * factor, scale_source=source, scale_raw=raw, scale=raw,
         )
+
+
+def _fill_unknown_K(K_proc: np.ndarray | None, K_model: np.ndarray) -> np.ndarray:
+    """Each view's own K where known (finite), else the model's estimate, as (N, 3, 3) float64.
+
+    One camera's missing calibration never replaces the others'.
+    """
+    K_model = np.asarray(K_model, dtype=np.float64)
+    if K_proc is None:
+        return K_model.copy()
+    known = np.isfinite(K_proc).all(axis=(1, 2))
+    return np.where(known[:, None, None], K_proc, K_model)
 
 
 def _to_4x4(T: np.ndarray) -> np.ndarray:

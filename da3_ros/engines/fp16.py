@@ -6,6 +6,9 @@ convolutions, matrix products and the cheap ops around them. Normalisations, sof
 exp/erf/trig and resizes stay fp32 because fp16's range (max 65504) and 10-bit mantissa are not enough there.
 Casts are inserted only where a tensor's type changes; weights used only by fp16 ops are stored in fp16.
 (onnxconverter-common's converter fails on these graphs: shared initialisers and in-graph Casts.)
+The graph comes from ONNX Runtime's constant folding, which writes ``reduction="none"`` on every ScatterND;
+TensorRT's ONNX parser before 10.9 (JetPack 6 ships 10.3) rejects that attribute whenever present, so the
+default is dropped again (``strip_default_scatter_reduction``): "none" is what ScatterND does without it.
 """
 from __future__ import annotations
 
@@ -18,6 +21,23 @@ FP16_OPS = frozenset({
     "Reshape", "Transpose", "Slice", "Split", "Squeeze", "Unsqueeze", "Gather", "Expand", "Tile", "Flatten",
     "Identity",
 })  # not ScatterND: the pose decoder assembles K with it, and a focal in pixels can exceed fp16's range
+
+
+def strip_default_scatter_reduction(model) -> int:
+    """Remove ``reduction="none"`` (ScatterND's default) from every ScatterND of ``model`` in place; the count.
+
+    Identical semantics; TensorRT < 10.9 refuses any ``reduction`` attribute ("Attribute reduction is not
+    supported"). A real reduction (add, mul, max, min) is kept: that graph needs TensorRT 10.9+.
+    """
+    removed = 0
+    for node in model.graph.node:
+        if node.op_type != "ScatterND":
+            continue
+        keep = [a for a in node.attribute if not (a.name == "reduction" and a.s in (b"", b"none"))]
+        removed += len(node.attribute) - len(keep)
+        del node.attribute[:]
+        node.attribute.extend(keep)
+    return removed
 
 
 def to_mixed_fp16(model, fp16_ops: frozenset[str] = FP16_OPS):
@@ -71,6 +91,7 @@ def to_mixed_fp16(model, fp16_ops: frozenset[str] = FP16_OPS):
             nodes.append(helper.make_node("Cast", [inner], [o.name], to=FLOAT, name=f"{o.name}__cast"))
     del g.node[:]
     g.node.extend(nodes)
+    strip_default_scatter_reduction(model)
     del g.value_info[:]  # stale types: let inference recompute them
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     onnx.checker.check_model(model)

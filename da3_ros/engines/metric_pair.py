@@ -8,7 +8,9 @@ the second and is applied to depth and pose translations (engines.postprocess.al
 license-clean pairing: DA3-SMALL/BASE/LARGE and DA3METRIC-LARGE are Apache-2.0, the nested checkpoint is
 CC BY-NC. The metric model costs a large forward per view, so it can run on every k-th set only
 (``every_n_sets``); the sets in between carry no measured scale and take the filtered one
-(da3_ros.metric_scale). Torch-free as far as its two engines are.
+(da3_ros.metric_scale), and the last metric set's sky (of the same shape; else sky is unknown for that set),
+so that the sky mask, +Inf sky and cloud.drop_sky do not come and go between sets. Torch-free as far as its
+two engines are.
 """
 from __future__ import annotations
 
@@ -41,17 +43,24 @@ class MetricPairEngine(Engine):
                          process_res=main.process_res, process_res_method=main.process_res_method,
                          ref_view_strategy=main.ref_view_strategy, mixed_resolution=main.mixed_resolution)
         self.backend = main.backend
+        self.runs_on = main.runs_on  # both built from the same backend, device and precision
         self.main, self.metric = main, metric
         self.every_n_sets = every_n_sets
         self.metric_source = "metric_model"
         self.align_with_camera_K = True
         self.sets = 0  # forwards so far; the metric model runs on sets 0, k, 2k, ...
+        self._last_sky: np.ndarray | None = None  # the last metric set's sky probabilities, (N, H, W)
 
     def _forward(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = dict(self.main._forward(feeds))
         if self.sets % self.every_n_sets == 0:
             metric = self.metric._forward({IN_IMAGES: feeds[IN_IMAGES]})  # mono: no pose conditioning
             out["metric_depth"], out["sky"] = metric["depth"], metric["sky"]
+            self._last_sky = metric["sky"]
+        elif self._last_sky is not None and self._last_sky.shape == out["depth"].shape:
+            # no metric forward: the last sky, filled and masked as on a metric set (no flicker); another
+            # shape (a camera left out) has no sky of its own: unknown for that set
+            out["sky"] = self._last_sky
         self.sets += 1
         return out
 

@@ -34,7 +34,7 @@ from da3_ros.models import loading
 from da3_ros.models.registry import VARIANTS, Variant, get_variant
 
 _LOG = logging.getLogger(__name__)
-GRAPH_VERSION = 1  # = da3_ros.engines.export.GRAPH_VERSION (that module imports torch lazily only)
+GRAPH_VERSION = 2  # 2: no NonZero (mat_to_quat), no default ScatterND reduction; old cached graphs are re-exported
 META_KEY = "da3_ros"
 PARENT_ENV = "DA3_EXPORT_PARENT_PID"  # tells the export child whose death must end it
 SCRATCH_PREFIX = ".export-"

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from da3_ros.engines.base import BackendUnavailable
+from da3_ros.engines.base import BackendUnavailable, EngineConfigError, EngineSettings
 from da3_ros.engines.cache import ArtifactCache, sha256_file
 from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
 
 _LOG = logging.getLogger(__name__)
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+GRAPH_PRECISIONS = ("fp32", "fp16")
 
 
 def import_onnxruntime():
@@ -95,15 +96,23 @@ class OnnxRuntimeEngine(FixedShapeEngine):
     backend = "onnxruntime"
 
     def __init__(self, model: str, threads: int = 0, providers: list[str] | None = None,
-                 cache_dir: str | None = None, **kwargs):
-        import_onnxruntime()  # fail at construction, not at the first set
+                 cache_dir: str | None = None, precision: str = "fp32", **kwargs):
+        ort = import_onnxruntime()  # fail at construction, not at the first set
+        if precision not in GRAPH_PRECISIONS:
+            raise EngineConfigError(f"backend onnxruntime takes precision fp32 or fp16 (the mixed fp16 graph), got "
+                                    f"{precision!r}; bf16 runs on backend torch only")
         self.threads = threads
         self.providers = providers
+        self.precision = precision  # the graph it runs: fp32, or fp16 (engines.fp16: fp32 where fp16 is unsafe)
         super().__init__(model, cache_dir, **kwargs)
+        available = ort.get_available_providers()
+        first = next((p for p in (providers or PREFERRED_PROVIDERS) if p in available), "CPUExecutionProvider")
+        self.runs_on = EngineSettings(self.backend, "cpu" if first == "CPUExecutionProvider" else "cuda", precision)
 
     def _make_runner(self, shape: Shape) -> OrtRunner:
         n, hw, cond = shape
-        return OrtRunner(self.source.onnx_for(n, hw, cond, "fp32"), self.threads, self.providers, self.source.cache)
+        return OrtRunner(self.source.onnx_for(n, hw, cond, self.precision), self.threads, self.providers,
+                         self.source.cache)
 
 
 if __name__ == "__main__":  # python -m da3_ros.engines.onnxruntime_engine SRC DST (see optimized_for_cpu)

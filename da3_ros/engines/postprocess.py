@@ -13,14 +13,18 @@ import numpy as np
 from da3_ros.models.registry import METRIC_CANONICAL_FOCAL_PX
 
 _LOG = logging.getLogger(__name__)
-SKY_FILL_THRESHOLD = 0.3  # upstream's compute_sky_mask: sky where probability >= 0.3
+# One threshold for everything sky: upstream's compute_sky_mask (>= 0.3) decides which pixels get the sky fill,
+# a fake depth, so those pixels are sky everywhere (+Inf, sky/mask, cloud.drop_sky). Upstream's
+# OutputProcessor labels sky at >= 0.5 for its own output; a 0.5 mask would publish the 0.3-0.5 band as
+# finite distances, all at the one fill depth.
+SKY_THRESHOLD = 0.3
 NESTED_SKY_DEPTH_MAX = 200.0  # upstream's nested model caps the sky fill at 200 (metres)
 MIN_PIXELS = 10  # upstream's lower bound on sky / non-sky pixel counts
 
 
 def fill_sky(depth: np.ndarray, sky_prob: np.ndarray) -> np.ndarray:
-    """Mono/metric models: sky pixels take the 99th percentile of non-sky depth (upstream's sky fill)."""
-    non_sky = sky_prob < SKY_FILL_THRESHOLD
+    """Mono/metric models: sky pixels (``SKY_THRESHOLD``) take the 99th percentile of non-sky depth (upstream)."""
+    non_sky = sky_prob < SKY_THRESHOLD
     if non_sky.sum() <= MIN_PIXELS or (~non_sky).sum() <= MIN_PIXELS:
         return depth
     out = depth.copy()
@@ -39,7 +43,7 @@ def align_nested(depth: np.ndarray, conf: np.ndarray, extrinsics: np.ndarray, K:
     """
     focal = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
     metric_m = metric_raw * (focal / METRIC_CANONICAL_FOCAL_PX)[:, None, None]
-    non_sky = sky_prob < SKY_FILL_THRESHOLD
+    non_sky = sky_prob < SKY_THRESHOLD
     if non_sky.sum() <= MIN_PIXELS:
         _LOG.warning("nested model: too few non-sky pixels (%d) to align scale", int(non_sky.sum()))
         return depth, conf, extrinsics, float("nan")

@@ -2,12 +2,16 @@
 
 Written against the TensorRT 10.x Python API and kept working on 11.x: the network is always strongly typed
 (11.x removed the weak-typing builder flags such as ``BuilderFlag.FP16``), so precision comes from the ONNX graph
-itself (we export an fp32 and an fp16 mixed-precision graph). ``tensorrt`` and ``torch`` are imported lazily so
+itself (we export an fp32 and an fp16 mixed-precision graph); fp32 engines are built with TF32 off. The graphs
+parse on TensorRT 10.3 (JetPack 6) too: test/test_trt_compat.py checks them against onnx-tensorrt's operator list.
+``tensorrt_status()`` is true only when a Builder and a Runtime can really be created (so ``backend: auto``
+falls back to ONNX Runtime otherwise). ``tensorrt`` and ``torch`` are imported lazily so
 that this module imports, and its pure helpers work, on machines without either. Device buffers and the CUDA
 stream are torch's: torch is present wherever this backend can run, since it exports the ONNX.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -16,7 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from da3_ros.engines.base import BackendUnavailable
+from da3_ros.engines.base import BackendUnavailable, EngineConfigError, EngineSettings
 from da3_ros.engines.cache import ArtifactCache, sha256_file
 from da3_ros.engines.export import example_inputs
 from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
@@ -24,8 +28,8 @@ from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
 _LOG = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16")
 PLAN_KIND = "trt"
-INSTALL_HINT = ("install TensorRT 10.x or 11.x with `pip install tensorrt` (on Jetson it comes with JetPack); "
-                "the TensorRT backend also needs a CUDA GPU")
+MIN_TENSORRT = (10, 0)  # the I/O-tensor API (execute_async_v3) and strongly typed networks
+JETSON_RELEASE_FILE = Path("/etc/nv_tegra_release")  # present on every Jetson (L4T)
 
 Feeds = dict[str, np.ndarray]
 
@@ -34,23 +38,84 @@ class TensorRTUnavailable(BackendUnavailable):
     """TensorRT or a CUDA device is missing; the message says what to install."""
 
 
+class TensorRTOutOfMemory(BackendUnavailable):
+    """The engine was built but TensorRT could not create its execution context (GPU memory exhausted)."""
+
+
 class EngineParityError(RuntimeError):
     """A freshly built engine disagrees with the reference network; it is not cached."""
 
 
+def install_hint(cuda_version: str | None = None, jetson: bool | None = None) -> str:
+    """How to get a TensorRT that runs here: the wheel for this CUDA major version, or JetPack's on a Jetson.
+
+    ``cuda_version``: the CUDA torch was built for (default: ``torch.version.cuda``, when torch imports);
+    ``jetson``: default, whether this is a Jetson. Plain ``pip install tensorrt`` resolves to the CUDA 13
+    build, which needs driver >= 580, hence the explicit ``-cu12`` / ``-cu13`` wheel.
+    """
+    if jetson is None:
+        jetson = JETSON_RELEASE_FILE.exists()
+    if jetson:
+        return ("use JetPack's own TensorRT (JetPack 6: TensorRT 10.3; `sudo apt install nvidia-jetpack`, its Python "
+                "module is python3-libnvinfer: make the venv with --system-site-packages), not a PyPI wheel")
+    if cuda_version is None:
+        cuda_version = _torch_cuda_version()
+    major = (cuda_version or "").partition(".")[0]
+    if major in ("12", "13"):
+        return (f"pip install tensorrt-cu{major} (the wheel for CUDA {major}, which this torch is built for); the "
+                "TensorRT backend also needs a CUDA GPU")
+    return ("pip install tensorrt-cu12 (CUDA 12, NVIDIA driver >= 525) or pip install tensorrt-cu13 (CUDA 13, "
+            f"driver >= 580), matching your CUDA build of torch (here: {cuda_version or 'no CUDA torch'}); the "
+            "TensorRT backend also needs a CUDA GPU")
+
+
+def _torch_cuda_version() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.version.cuda
+
+
+@functools.lru_cache(maxsize=1)
 def tensorrt_status() -> tuple[bool, str]:
-    """(True, TensorRT version) when ``tensorrt`` imports and a CUDA device is visible, else (False, reason)."""
+    """(True, TensorRT version) when TensorRT can really start here, else (False, what is missing).
+
+    "Can start" means: ``tensorrt`` imports (10.x or 11.x), torch sees a CUDA device, and a ``trt.Builder`` and
+    a ``trt.Runtime`` can be created with a logger (they need a CUDA context; a TensorRT built for another CUDA
+    major, or a driver too old for it, fails there). Probed once per process: a context costs time and memory.
+    """
     try:
         import tensorrt as trt
     except Exception as e:  # ImportError, or OSError from a broken libnvinfer install
         return False, f"the tensorrt module does not import ({type(e).__name__}: {e})"
+    version = str(getattr(trt, "__version__", "?"))
+    if not _version_tuple(version) or _version_tuple(version) < MIN_TENSORRT:
+        return False, f"TensorRT {version} is too old: this backend needs TensorRT 10.x or 11.x"
     try:
         import torch
     except ImportError:
         return False, "torch does not import (it provides the CUDA buffers and stream)"
     if not torch.cuda.is_available():
         return False, "no CUDA device is visible (torch.cuda.is_available() is False)"
-    return True, str(trt.__version__)
+    for what in ("Builder", "Runtime"):
+        try:
+            made = getattr(trt, what)(_trt_logger())
+        except Exception as e:  # pybind11 raises TypeError when the factory returns nullptr
+            made, err = None, f"{type(e).__name__}: {e}"
+        else:
+            err = "returned None"
+        if made is None:
+            return False, (f"TensorRT {version} imports but cannot start: trt.{what}(logger) failed ({err}); "
+                           "usually no CUDA context for this TensorRT build (CUDA major or driver mismatch)")
+        del made
+    return True, version
+
+
+def unavailable_error(reason: str) -> TensorRTUnavailable:
+    """The typed error for an explicitly asked TensorRT backend that cannot run: what is missing, how to fix."""
+    return TensorRTUnavailable(f"TensorRT backend unavailable: {reason}. To use it, {install_hint()}; or set "
+                               "backend onnxruntime (or auto, which falls back to it).")
 
 
 def engine_key(onnx_sha256: str, n_views: int, hw: tuple[int, int], precision: str, trt_version: str,
@@ -111,15 +176,36 @@ def check_parity(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], names:
     return stats
 
 
-def build_plan(onnx_path: Path, workspace_gib: float = 4.0) -> bytes:
+def flags_to_clear(precision: str) -> tuple[str, ...]:
+    """The ``trt.BuilderFlag`` names switched off for a graph of ``precision``.
+
+    fp32: TF32, which TensorRT 10.x and 11.x enable by default: on Ampere and newer it rounds fp32 matrix inputs
+    to a 10-bit mantissa, which would fail the fp32 parity gate (max relative error 1e-3) that fp32 is chosen for.
+    fp16: none (its matrix work is fp16 already; its fp32 parts are normalisations).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return ("TF32",) if precision == "fp32" else ()
+
+
+def build_plan(onnx_path: Path, workspace_gib: float = 4.0, precision: str | None = None) -> bytes:
     """Parse ``onnx_path`` into a strongly typed network and build a serialized engine (plan) from it.
 
-    Raises RuntimeError listing every ONNX parser error, or when the builder returns no plan.
+    ``precision``: the graph's (default: read from its da3_ros metadata); fp32 builds without TF32. Raises
+    TensorRTUnavailable when TensorRT cannot start, RuntimeError listing every ONNX parser error, or when the
+    builder returns no plan.
     """
     import tensorrt as trt
 
+    if precision is None:
+        from da3_ros.engines.onnx_source import read_metadata
+
+        precision = str(read_metadata(Path(onnx_path)).get("precision", "fp32"))
+    clear = flags_to_clear(precision)
     logger = _trt_logger()
     builder = trt.Builder(logger)
+    if builder is None:
+        raise unavailable_error(f"trt.Builder(logger) returned None (TensorRT {trt.__version__} has no CUDA context)")
     # Strongly typed: layer precisions follow the ONNX graph. The flag is ignored (but kept) in 11.x, where
     # strong typing is always on; check the attribute so a later release that drops it still works.
     strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
@@ -131,10 +217,39 @@ def build_plan(onnx_path: Path, workspace_gib: float = 4.0) -> bytes:
         raise RuntimeError(f"TensorRT could not parse {onnx_path} ({parser.num_errors} errors):\n{errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    for name in clear:
+        if hasattr(trt.BuilderFlag, name):  # present in 10.0 through 11.4
+            config.clear_flag(getattr(trt.BuilderFlag, name))
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}; its log above says why")
     return bytes(plan)
+
+
+def create_context(engine, what: str):
+    """``engine.create_execution_context()``, or TensorRTOutOfMemory naming the memory it needed.
+
+    TensorRT returns None (no exception) when it cannot allocate the context's activation memory.
+    """
+    context = engine.create_execution_context()
+    if context is not None:
+        return context
+    need = getattr(engine, "device_memory_size_v2", None) or getattr(engine, "device_memory_size", None)
+    need_text = f"{int(need) / 2**20:.0f} MiB of activations" if isinstance(need, (int, float)) else "its memory"
+    raise TensorRTOutOfMemory(
+        f"TensorRT could not create an execution context for {what} (create_execution_context() returned None): "
+        f"the GPU has no room for {need_text}{_free_gpu_text()}. Free GPU memory (other processes), or use fewer "
+        "views, a smaller process_res, precision fp16, or backend onnxruntime")
+
+
+def _free_gpu_text() -> str:
+    try:
+        import torch
+
+        free, total = torch.cuda.mem_get_info()
+    except Exception:  # no torch or no CUDA here: the message goes without the numbers
+        return ""
+    return f" ({free / 2**20:.0f} of {total / 2**20:.0f} MiB free)"
 
 
 def default_parity_names(output_names: Sequence[str]) -> list[str]:
@@ -157,7 +272,7 @@ class TensorRTRunner:
                  max_rel: float = 0.05, workspace_gib: float = 4.0, parity_outputs: Sequence[str] | None = None):
         ok, info = tensorrt_status()
         if not ok:
-            raise TensorRTUnavailable(f"TensorRT backend unavailable: {info}. To use it, {INSTALL_HINT}.")
+            raise unavailable_error(info)
         import tensorrt as trt
 
         self.trt_version = str(trt.__version__)
@@ -172,7 +287,7 @@ class TensorRTRunner:
         built = engine is None
         if built:
             t0 = time.perf_counter()
-            plan = build_plan(Path(onnx_path), workspace_gib)
+            plan = build_plan(Path(onnx_path), workspace_gib, precision)
             _LOG.info("built TensorRT %s %s engine for %d views at %dx%d in %.1f s", self.trt_version, precision,
                       n_views, hw[0], hw[1], time.perf_counter() - t0)
             engine = self._runtime.deserialize_cuda_engine(plan)
@@ -196,7 +311,8 @@ class TensorRTRunner:
         import tensorrt as trt
         import torch
 
-        self._engine, self._context = engine, engine.create_execution_context()
+        self._engine = engine
+        self._context = create_context(engine, f"the {n_views}-view {hw[1]}x{hw[0]} engine")
         self._stream, self._lock = torch.cuda.Stream(), threading.Lock()
         self.input_names, self.output_names, self.input_shapes = [], [], {}
         self._buffers, self._np_dtypes = {}, {}
@@ -285,12 +401,14 @@ class TensorRTEngine(FixedShapeEngine):
                  workspace_gib: float = 4.0, **kwargs):
         ok, info = tensorrt_status()
         if not ok:
-            raise TensorRTUnavailable(f"TensorRT backend unavailable: {info}. To use it, {INSTALL_HINT}.")
+            raise unavailable_error(info)
         if precision not in PRECISIONS:
-            raise ValueError(f"TensorRT precision must be one of {PRECISIONS}, got {precision!r}")
+            raise EngineConfigError(f"TensorRT precision must be one of {PRECISIONS}, got {precision!r} (bf16 runs "
+                                    "on backend torch only)")
         self.precision = precision
         self.workspace_gib = workspace_gib
         super().__init__(model, cache_dir, **kwargs)
+        self.runs_on = EngineSettings(self.backend, "cuda", precision)
 
     def _make_runner(self, shape: Shape) -> TensorRTRunner:
         from da3_ros.engines.onnxruntime_engine import OrtRunner

@@ -4,9 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from da3_ros.engines.base import Engine
+from da3_ros.engines.base import Engine, EngineConfigError, EngineSettings
 from da3_ros.engines.graph import InferenceGraph
-from da3_ros.errors import ConfigError
 from da3_ros.models.loading import LoadedModel
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -15,7 +14,7 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     """fp32 on CPU unless asked (upstream autocasts fp16 on CPU, 2.6x slower); bf16/fp16 on CUDA."""
     if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise EngineConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         if device.type != "cuda":
             return torch.float32
@@ -37,6 +36,8 @@ class TorchEngine(Engine):
         self.model = model
         self.device = next(model.net.parameters()).device
         self.dtype = resolve_dtype(precision, self.device)
+        names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+        self.runs_on = EngineSettings(self.backend, str(self.device), names[self.dtype])
         self.graph = InferenceGraph(model.net, use_ray_pose=use_ray_pose,
                                     ref_view_strategy=self.ref_view_strategy).eval()
 

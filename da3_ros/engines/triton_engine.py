@@ -10,11 +10,19 @@ once, without waiting, until the next reconnection attempt (exponential backoff,
 that outlives ``timeout_s`` is abandoned the same way. A server that answers but serves no such model, or a
 model whose inputs or outputs do not fit this rig, is a configuration error (``TritonModelError``) that names
 both sides.
+
+At most one request of this engine is on the server at any time. Triton keeps running a request whose client
+gave up (the Python backend and the default scheduler ignore gRPC cancellation), so an abandoned request is not
+cancelled but left to finish: until it does, sets are dropped at once instead of being sent, so nothing piles
+up behind it and the first set after a stall is answered within about two forwards. A request the server has
+not answered after ``ABANDON_AFTER`` x ``timeout_s`` is cancelled (gRPC deadline) and the server treated as
+stuck (reconnect with backoff). While requests time out, ``health()`` is not OK and says why.
 """
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +38,28 @@ from da3_ros.errors import ConfigError
 _LOG = logging.getLogger(__name__)
 BACKOFF_S = (0.5, 8.0)  # first retry after 0.5 s, doubling up to 8 s
 PROBE_TIMEOUT_S = 2.0  # liveness and metadata calls: a black-holed server must not stall the rig for long
+ABANDON_AFTER = 4.0  # x timeout_s: a request still unanswered then is cancelled and the server deemed stuck
 
 
 class TritonModelError(ValueError):
     """The server answers, but the model is missing or does not fit this rig; the message names both sides."""
+
+
+UNSERVED_MARK = "da3-ros serve was not started for"  # triton_serve's refusal of a shape it did not prepare
+
+
+class _Request:
+    """One request on the server: set by tritonclient's callback (its thread) when the answer or error comes."""
+
+    def __init__(self):
+        self.sent_t = time.monotonic()
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: Any = None
+
+    def callback(self, result: Any, error: Any) -> None:
+        self.result, self.error = result, error
+        self.done.set()
 
 
 @dataclass(frozen=True)
@@ -43,7 +69,7 @@ class TritonSettings:
     url: str = "localhost:8001"
     model_name: str = "da3"
     model_version: str = ""  # "": the server's policy (latest)
-    timeout_s: float = 5.0  # per request, network and inference
+    timeout_s: float = 5.0  # per request, network, queue and inference: the set is dropped after it
     ssl: bool = False
     root_certificates: str = ""  # PEM files, used with ssl
     private_key: str = ""
@@ -105,11 +131,17 @@ class ServerModel:
             if len(dims) != value.ndim or any(d not in (-1, s) for d, s in zip(dims, value.shape)):
                 problems.append(f"its input {name!r} has shape {dims}, this rig sends {list(value.shape)}")
         if problems:
-            n, h, w = feeds["images"].shape[1], feeds["images"].shape[3], feeds["images"].shape[4]
-            raise TritonModelError(
-                f"the server's model {self.name!r} does not fit this rig ({n} views at {w}x{h}): "
-                + "; ".join(problems) + ". Export the model for this rig (`da3-ros export --triton-repo ...`) "
-                "or serve any shape with `da3-ros serve`")
+            raise TritonModelError(f"the server's model {self.name!r} does not fit this rig: " + "; ".join(problems)
+                                   + f". {serve_hint(feeds)}")
+
+
+def serve_hint(feeds: dict[str, np.ndarray]) -> str:
+    """What to run on the server for the rig shape of ``feeds`` (views, network size, pose conditioning)."""
+    n, h, w = feeds["images"].shape[1], feeds["images"].shape[3], feeds["images"].shape[4]
+    shape = f"--views {n} --height {h} --width {w}" + (" --conditioned" if "extrinsics" in feeds else "")
+    return (f"This set is {n} views at {w}x{h}{', pose-conditioned' if 'extrinsics' in feeds else ''}: export "
+            f"the model for it (`da3-ros export --triton-repo DIR {shape}`) or start `da3-ros serve` with "
+            f"`{shape}`")
 
 
 def triton_settings(param) -> TritonSettings:
@@ -151,7 +183,9 @@ class TritonEngine(Engine):
         self._delay_s = BACKOFF_S[0]
         self.state = "not connected yet"
         self._ever_connected = False
-        self.reconnects = self.timeouts = 0
+        self._abandoned: _Request | None = None  # a request given up on that the server may still be running
+        self._late_since: float | None = None  # first timeout since the last answer
+        self.reconnects = self.timeouts = self.dropped_busy = 0
         self.last_request_bytes = self.last_reply_bytes = 0
         try:
             self._connect()
@@ -225,10 +259,30 @@ class TritonEngine(Engine):
 
     # --- inference -------------------------------------------------------------------------------------
     def _forward(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from tritonclient.utils import InferenceServerException
-
         server = self._connect()
         server.check(feeds)
+        self._check_abandoned()
+        s = self.settings
+        request = self._send(feeds)
+        if not request.done.wait(s.timeout_s):
+            # Left to finish on the server (it would run it anyway): the next sets wait for it, not behind it.
+            self._abandoned = request
+            self.timeouts += 1
+            self._late_since = self._late_since or request.sent_t
+            raise EngineUnavailable(f"Triton server {s.url} gave no answer within {s.timeout_s} s "
+                                    "(triton.timeout_s); sets are dropped until that request has ended there")
+        if request.error is not None:
+            self._raise_for(request.error)
+        self._late_since = None
+        self.last_request_bytes = sum(int(v.nbytes) for v in feeds.values())
+        out = {name: request.result.as_numpy(name) for name in self._expected}
+        self.last_reply_bytes = sum(int(v.nbytes) for v in out.values())
+        return {name: np.asarray(v[0], dtype=np.float32) for name, v in out.items()}
+
+    def _send(self, feeds: dict[str, np.ndarray]) -> _Request:
+        """Start one request; its gRPC deadline is ABANDON_AFTER x timeout_s (the wait in _forward is shorter)."""
+        from tritonclient.utils import InferenceServerException
+
         s = self.settings
         inputs = []
         for name, value in feeds.items():
@@ -237,30 +291,65 @@ class TritonEngine(Engine):
             inp.set_data_from_numpy(arr)
             inputs.append(inp)
         outputs = [self._grpc.InferRequestedOutput(name) for name in self._expected]
+        request = _Request()
         try:
-            result = self._client.infer(s.model_name, inputs, model_version=s.model_version, outputs=outputs,
-                                        headers=s.headers, client_timeout=s.timeout_s)
+            # timeout (us): Triton's own request deadline, honoured where the model has a queue policy
+            self._client.async_infer(s.model_name, inputs, request.callback, model_version=s.model_version,
+                                     outputs=outputs, headers=s.headers, client_timeout=ABANDON_AFTER * s.timeout_s,
+                                     timeout=int(s.timeout_s * 1e6))
         except InferenceServerException as exc:
-            status = _status(exc)
-            if status == "DEADLINE_EXCEEDED":  # a slow server: drop this set, keep the connection
-                self.timeouts += 1
-                raise EngineUnavailable(f"Triton server {s.url} gave no answer within {s.timeout_s} s") from None
-            if status in ("UNAVAILABLE", "CANCELLED", "UNKNOWN", "INTERNAL", "RESOURCE_EXHAUSTED", "NOT_FOUND", ""):
-                # the server or its model went away (NOT_FOUND: unloaded); reconnect, re-checking the model
-                self._retry_later(f"lost ({status or exc.message()})")
-                raise EngineUnavailable(f"Triton server {s.url} {self.state}: {exc.message()}") from None
-            raise RuntimeError(f"the Triton server rejected the request ({status}): {exc.message()}") from None
-        self.last_request_bytes = sum(int(v.nbytes) for v in feeds.values())
-        out = {name: result.as_numpy(name) for name in self._expected}
-        self.last_reply_bytes = sum(int(v.nbytes) for v in out.values())
-        return {name: np.asarray(v[0], dtype=np.float32) for name, v in out.items()}
+            self._raise_for(exc)
+        return request
+
+    def _check_abandoned(self) -> None:
+        """EngineUnavailable while this engine's abandoned request still runs on the server, so none piles up."""
+        request = self._abandoned
+        if request is None:
+            return
+        s = self.settings
+        if not request.done.is_set():
+            self.dropped_busy += 1
+            raise EngineUnavailable(
+                f"Triton server {s.url} is still running this rig's request given up "
+                f"{time.monotonic() - request.sent_t:.1f} s ago (triton.timeout_s {s.timeout_s} s): set dropped, "
+                "not queued behind it")
+        self._abandoned = None
+        if request.error is not None and _status(request.error) == "DEADLINE_EXCEEDED":
+            self._retry_later(f"stuck (no answer in {ABANDON_AFTER * s.timeout_s:g} s)")
+            raise EngineUnavailable(f"Triton server {s.url} is {self.state}; reconnecting")
+
+    def _raise_for(self, exc: Any) -> None:
+        """Turn a failed request into EngineUnavailable (retry), TritonModelError (config) or RuntimeError."""
+        s = self.settings
+        status, message = _status(exc), exc.message()
+        if UNSERVED_MARK in (message or ""):  # da3-ros serve refused a shape it was not started with
+            raise TritonModelError(f"the Triton server at {s.url}: {message}") from None
+        if status == "DEADLINE_EXCEEDED":
+            self.timeouts += 1
+            raise EngineUnavailable(f"Triton server {s.url} gave no answer in time: {message}") from None
+        if status in ("UNAVAILABLE", "CANCELLED", "UNKNOWN", "INTERNAL", "RESOURCE_EXHAUSTED", "NOT_FOUND", ""):
+            # the server or its model went away (NOT_FOUND: unloaded); reconnect, re-checking the model
+            self._retry_later(f"lost ({status or message})")
+            raise EngineUnavailable(f"Triton server {s.url} {self.state}: {message}") from None
+        raise RuntimeError(f"the Triton server rejected the request ({status}): {message}") from None
 
     def health(self) -> tuple[bool, dict[str, str]]:
-        """Connection state and counters for /diagnostics."""
-        return self.state == "connected", {
-            "triton.url": self.settings.url, "triton.model": self.settings.model_name, "triton.state": self.state,
+        """Connection state, why sets cannot run now (``triton.problem``) and counters, for /diagnostics."""
+        ok, state = self._server is not None and self.state == "connected", self.state
+        if ok and self._late_since is not None:  # connected, but the answers do not come in time
+            ok = False
+            state = (f"every request timed out for {time.monotonic() - self._late_since:.0f} s ({self.timeouts} "
+                     f"timeouts so far): the server is slower than triton.timeout_s ({self.settings.timeout_s:g} "
+                     "s); raise it or give the server faster hardware")
+        values = {
+            **super().health()[1],  # device and precision, as every engine says them
+            "triton.url": self.settings.url, "triton.model": self.settings.model_name, "triton.state": state,
             "triton.reconnects": str(self.reconnects), "triton.timeouts": str(self.timeouts),
+            "triton.dropped_busy": str(self.dropped_busy),
             "triton.request_bytes": str(self.last_request_bytes), "triton.reply_bytes": str(self.last_reply_bytes)}
+        if not ok:
+            values["triton.problem"] = f"Triton server {self.settings.url}: {state}"
+        return ok, values
 
 
 def _served_variant(config: dict) -> str:

@@ -1,0 +1,135 @@
+"""Backend, device and precision: resolved once, said, and refused where they cannot hold (issue 15 item 16).
+
+The table is pure (what the machine offers is passed in as a ``Hardware``), so every row is checked here,
+GPU rows included; the node says the result at start-up and in /diagnostics (over real DDS below).
+"""
+from __future__ import annotations
+
+import pytest
+
+from da3_ros.engines import EngineConfigError, EngineSettings, Hardware, resolve_settings
+
+
+class Machine(Hardware):
+    """A machine described by what it offers (the real one answers by importing the libraries)."""
+
+    def __init__(self, tensorrt=False, ort=("CPUExecutionProvider",), cuda=False, bf16=True):
+        self._trt, self._ort, self._cuda, self._bf16 = tensorrt, list(ort), cuda, bf16
+
+    def tensorrt(self):
+        return self._trt, "10.14" if self._trt else "no tensorrt here"
+
+    def ort_providers(self):
+        return self._ort
+
+    def torch_cuda(self):
+        return self._cuda
+
+    def torch_bf16(self):
+        return self._bf16
+
+
+CPU = Machine()
+GPU = Machine(tensorrt=True, ort=("CUDAExecutionProvider", "CPUExecutionProvider"), cuda=True)
+GPU_NO_TRT = Machine(ort=("CPUExecutionProvider",), cuda=True, bf16=False)
+NO_ORT = Machine(ort=())
+
+
+@pytest.mark.parametrize("machine, backend, device, precision, want", [
+    (CPU, "auto", "auto", "auto", ("onnxruntime", "cpu", "fp32")),
+    (CPU, "auto", "cpu", "auto", ("onnxruntime", "cpu", "fp32")),
+    (NO_ORT, "auto", "auto", "auto", ("torch", "cpu", "fp32")),
+    (GPU, "auto", "auto", "auto", ("tensorrt", "cuda", "fp16")),
+    (GPU, "auto", "cuda", "fp32", ("tensorrt", "cuda", "fp32")),
+    (GPU, "auto", "cpu", "auto", ("onnxruntime", "cpu", "fp32")),  # cpu asked: not TensorRT
+    (GPU_NO_TRT, "auto", "cuda", "auto", ("torch", "cuda", "fp16")),  # no bf16 on that GPU
+    (CPU, "torch", "auto", "auto", ("torch", "cpu", "fp32")),
+    (CPU, "torch", "cpu", "bf16", ("torch", "cpu", "bf16")),
+    (GPU, "torch", "cuda:1", "auto", ("torch", "cuda:1", "bf16")),
+    (CPU, "onnxruntime", "auto", "fp16", ("onnxruntime", "cpu", "fp16")),  # the mixed fp16 graph
+    (GPU, "onnxruntime", "auto", "auto", ("onnxruntime", "cuda", "fp32")),  # onnxruntime-gpu: its CUDA provider
+    (GPU, "onnxruntime", "cpu", "auto", ("onnxruntime", "cpu", "fp32")),
+    (GPU, "onnxruntime", "cuda", "auto", ("onnxruntime", "cuda", "fp32")),
+    (GPU, "tensorrt", "auto", "auto", ("tensorrt", "cuda", "fp16")),
+    (GPU, "tensorrt", "cuda:0", "fp32", ("tensorrt", "cuda", "fp32")),
+    (CPU, "triton", "auto", "auto", ("triton", "server", "server")),
+])
+def test_the_resolution_table(machine, backend, device, precision, want):
+    assert resolve_settings(backend, device, precision, machine) == EngineSettings(*want)
+
+
+@pytest.mark.parametrize("machine, backend, device, precision, says", [
+    (CPU, "onnxruntime", "auto", "bf16", "bf16 runs on backend torch only"),
+    (GPU, "tensorrt", "auto", "bf16", "bf16 runs on backend torch only"),
+    (CPU, "onnxruntime", "cuda", "auto", "onnxruntime-gpu"),
+    (GPU, "onnxruntime", "cuda:1", "auto", "CUDA_VISIBLE_DEVICES=1"),
+    (GPU, "tensorrt", "cpu", "auto", "runs on a CUDA GPU"),
+    (GPU, "tensorrt", "cuda:2", "auto", "CUDA_VISIBLE_DEVICES=2"),
+    (CPU, "torch", "cuda", "auto", "no CUDA device"),
+    (CPU, "auto", "cuda", "auto", "no CUDA device"),  # cuda asked on a CPU machine: said, not run on the CPU
+    (CPU, "triton", "cuda", "auto", "the server's"),
+    (CPU, "triton", "auto", "fp16", "the server's"),
+    (CPU, "torch", "gpu", "auto", "device must be"),
+    (CPU, "torch", "auto", "int8", "precision must be"),
+    (CPU, "jax", "auto", "auto", "backend must be"),
+])
+def test_combinations_that_cannot_hold_are_refused_with_the_fix(machine, backend, device, precision, says):
+    with pytest.raises(EngineConfigError, match=says) as err:
+        resolve_settings(backend, device, precision, machine)
+    assert isinstance(err.value, ValueError)  # a configuration error: one line at start-up
+
+
+def test_engines_report_what_they_run(tmp_path):
+    """The built engine says its resolved settings (for the start-up line and /diagnostics)."""
+    from da3_ros.engines import create_engine
+
+    engine = create_engine("torch", "random:da3-small@0", process_res=140)
+    assert engine.runs_on == EngineSettings("torch", "cpu", "fp32")
+    assert engine.health() == (True, {"device": "cpu", "precision": "fp32"})
+    assert engine.describe() == "torch (device cpu, precision fp32)"
+    with pytest.raises(EngineConfigError, match="fp32 or fp16"):
+        create_engine("onnxruntime", "random:da3-small@0", precision="bf16", cache_dir=str(tmp_path))
+    assert not list(tmp_path.iterdir())  # refused before any export
+
+
+def test_the_node_says_backend_device_and_precision(tmp_path, domain_id, checker):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from ros_harness import process, write_params
+
+    node_yaml = write_params(tmp_path / "node.yaml", "da3_depth",
+                             {"model": "random:da3-small@0", "camera_names": ["front"], "backend": "torch",
+                              "diagnostics_period_s": 0.3})
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    with process("depth_node", node_yaml, domain_id, tmp_path / "node.log"):
+        checker.spin_until(lambda: len(diags) >= 1, 120, "/diagnostics")
+    values = {kv.key: kv.value for kv in diags[-1].status[0].values}
+    assert (values["backend"], values["device"], values["precision"]) == ("torch", "cpu", "fp32")
+    assert "on torch (device cpu, precision fp32)" in (tmp_path / "node.log").read_text()
+    # and a combination that cannot hold stops the start with the fix
+    bad = write_params(tmp_path / "bad.yaml", "da3_depth", {"model": "random:da3-small@0", "camera_names": ["front"],
+                                                            "backend": "onnxruntime", "precision": "bf16"})
+    with process("depth_node", bad, domain_id, tmp_path / "bad.log") as proc:
+        assert proc.wait(timeout=60) == 1
+    line = next((x for x in (tmp_path / "bad.log").read_text().splitlines() if "cannot start" in x), "")
+    assert "EngineConfigError" in line and "bf16 runs on backend torch only" in line, line
+
+
+def test_onnxruntime_honours_fp16(tmp_path, soh_images):
+    """Precision fp16 on ONNX Runtime runs the mixed fp16 graph (it was ignored: always fp32)."""
+    import numpy as np
+
+    from da3_ros.engines import FrameBatch, create_engine
+    from da3_ros.engines.onnx_source import read_metadata
+
+    batch = FrameBatch(soh_images[:1])
+    preds = {}
+    for precision in ("fp32", "fp16"):
+        engine = create_engine("onnxruntime", "random:da3-small@3", precision=precision, cache_dir=str(tmp_path),
+                               process_res=140)
+        assert engine.runs_on == EngineSettings("onnxruntime", "cpu", precision)
+        preds[precision] = engine.infer(batch)
+        (shape,) = engine._runners
+        assert read_metadata(engine.source.onnx_for(*shape, precision))["precision"] == precision
+    a, b = preds["fp16"].depth.astype(np.float64), preds["fp32"].depth.astype(np.float64)
+    assert not np.array_equal(a, b) and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99  # close, not the same graph
