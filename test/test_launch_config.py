@@ -23,11 +23,10 @@ def player_param_names() -> set[str]:
 
 
 def node_output_topics() -> set[str]:
-    """Relative topics the node publishes per camera (PER_CAMERA_OUTPUTS in publishing.py) and set-wide."""
-    tree = ast.parse((REPO / "da3_ros" / "publishing.py").read_text())
-    per_cam = next(n.value for n in tree.body if isinstance(n, ast.Assign)
-                   and any(getattr(t, "id", None) == "PER_CAMERA_OUTPUTS" for t in n.targets))
-    return {v.elts[0].value for v in per_cam.values}
+    """Relative topics the node publishes per camera and set-wide (da3_ros.emit, what node and bag emit)."""
+    from da3_ros import emit
+
+    return {topic for topic, _ in emit.PER_CAMERA_OUTPUTS.values()}
 
 
 def ros_params(path: Path) -> dict:
@@ -221,8 +220,9 @@ def test_nav2_example_points_at_our_outputs():
                 sources.update({n: layer[n] for n in layer["observation_sources"].split()})
     assert {(s["topic"], s["data_type"]) for s in sources.values()} == {("/points_obstacles", "PointCloud2"),
                                                                           ("/scan", "LaserScan")}
-    node_src = (REPO / "da3_ros" / "publishing.py").read_text()
-    assert '"points_obstacles"' in node_src and '"scan"' in node_src
+    from da3_ros import emit
+
+    assert {emit.OBSTACLES, emit.SCAN} == {"points_obstacles", "scan"}  # the emitter's topic names
     assert doc["lifecycle_manager_da3"]["ros__parameters"]["node_names"] == ["da3_depth"]
 
 

@@ -118,31 +118,39 @@ def test_player_ends_ctrl_c_without_a_traceback(tmp_path, domain_id, checker):
 def test_camera_info_of_another_size_with_pose_conditioning_is_bad_input(tmp_path, domain_id, checker):
     """Conditioning needs that K: the set is bad input, with the reason (not an error from the logger).
 
-    A corrected camera_info brings depth back.
+    Two calibrated cameras (a lone camera is never conditioned); `cam`'s camera_info is of another size. A
+    corrected camera_info brings depth back.
     """
-    node_yaml = write_params(tmp_path / "node.yaml", "da3_depth",
-                             {"model": "random:da3-small@0", "camera_names": ["cam"], "diagnostics_period_s": 0.3,
-                              "cameras": {"cam": {"T_ref_cam": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]}}})
+    node_yaml = write_params(tmp_path / "node.yaml", "da3_depth", {
+        "model": "random:da3-small@0", "camera_names": ["cam", "other"], "sync.mode": "exact",
+        "diagnostics_period_s": 0.3,
+        "cameras": {"cam": {"T_ref_cam": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]},
+                    "other": {"T_ref_cam": [0.12, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]}}})
     depth = checker.collect(Image, "cam/depth/image")
     diags = checker.collect(DiagnosticArray, "/diagnostics")
-    pub_img = checker.node.create_publisher(Image, "cam/image_raw", 5)
-    pub_info = checker.node.create_publisher(CameraInfo, "cam/camera_info", 5)
+    pub_img = {c: checker.node.create_publisher(Image, f"{c}/image_raw", 5) for c in ("cam", "other")}
+    pub_info = {c: checker.node.create_publisher(CameraInfo, f"{c}/camera_info", 5) for c in ("cam", "other")}
     rgb = np.zeros((120, 160, 3), np.uint8)
     info_hw = [(240, 320)]
 
     def publish_pair():
-        header = conv.Header(stamp=conv.ns_to_stamp(checker.node.get_clock().now().nanoseconds), frame_id="cam")
-        h, w = info_hw[0]
-        pub_info.publish(conv.make_camera_info(pinhole_K(w, h, 60.0), (h, w), header))
-        return conv.rgb_to_image(rgb, header)
+        stamp = conv.ns_to_stamp(checker.node.get_clock().now().nanoseconds)
+        for c in ("cam", "other"):
+            header = conv.Header(stamp=stamp, frame_id=c)
+            h, w = info_hw[0] if c == "cam" else (120, 160)
+            pub_info[c].publish(conv.make_camera_info(pinhole_K(w, h, 60.0), (h, w), header))
+            if c == "other":
+                pub_img[c].publish(conv.rgb_to_image(rgb, header))
+        return conv.rgb_to_image(rgb, conv.Header(stamp=stamp, frame_id="cam"))
 
     with process("depth_node", node_yaml, domain_id, tmp_path / "node.log"):
-        checker.spin_until(lambda: pub_img.get_subscription_count() > 0, 60, "node subscribed")
-        checker.publish_until(pub_img, publish_pair, lambda: _latest(diags).get("bad_input", 0) >= 2, 60,
+        checker.spin_until(lambda: all(p.get_subscription_count() > 0 for p in pub_img.values()), 60,
+                           "node subscribed")
+        checker.publish_until(pub_img["cam"], publish_pair, lambda: _latest(diags).get("bad_input", 0) >= 2, 60,
                               "bad input counted")
         assert not depth and _latest(diags)["errors"] == 0
         info_hw[0] = (120, 160)  # the camera_info fixed: conditioned sets again
-        checker.publish_until(pub_img, publish_pair, lambda: len(depth) >= 1, 60, "depth after the fix")
+        checker.publish_until(pub_img["cam"], publish_pair, lambda: len(depth) >= 1, 60, "depth after the fix")
     log = (tmp_path / "node.log").read_text()
     assert "pose conditioning needs the K of ['cam']" in log and "logging filters" not in log, log
 
