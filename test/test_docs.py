@@ -25,5 +25,5 @@ def test_every_launch_argument_is_documented():
     for launch in sorted((REPO / "launch").glob("*.launch.py")):
         args = re.findall(r'DeclareLaunchArgument\(\s*"([^"]+)"', launch.read_text())
         assert args, launch
-        row = next(line for line in README.splitlines() if f"`{launch.name}`" in line and line.startswith("|"))
+        row = next(line for line in README.splitlines() if line.startswith(f"| `{launch.name}` |"))  # its table row
         assert not [a for a in args if f"`{a}`" not in row], (launch.name, args)
