@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Quaternion, Transform, Vector3
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from da3_ros import conversions as c
@@ -396,9 +396,8 @@ def _photo_small():
     return cv2.resize(bgr, (302, 170), interpolation=cv2.INTER_AREA)
 
 
-def _compressed(pixels: np.ndarray, ext: str, fmt: str = "") -> "CompressedImage":
+def _compressed(pixels: np.ndarray, ext: str, fmt: str = "") -> CompressedImage:
     import cv2
-    from sensor_msgs.msg import CompressedImage
 
     ok, buf = cv2.imencode(ext, pixels)
     assert ok
@@ -445,8 +444,6 @@ def test_compressed_png_is_lossless_in_every_layout():
 
 def test_bad_compressed_images_raise_with_the_reason():
     """Truncated JPEG (libjpeg would fill it grey), truncated PNG, garbage, empty, compressedDepth: ConversionError."""
-    from sensor_msgs.msg import CompressedImage
-
     jpeg = bytes(_compressed(_photo_small(), ".jpg").data)
     png = bytes(_compressed(_photo_small(), ".png").data)
     cases = [("truncated JPEG", jpeg[: len(jpeg) // 2]), ("truncated JPEG", jpeg[:-2]),
@@ -463,7 +460,6 @@ def test_bad_compressed_images_raise_with_the_reason():
 def test_stamp_from_serialized_compressed_image():
     """CompressedImage's CDR also starts with its header: the stamp is read without deserialising."""
     from rclpy.serialization import serialize_message
-    from sensor_msgs.msg import CompressedImage
 
     for sec, nanosec in [(0, 0), (1_700_000_000, 999_999_999), (-5, 7)]:
         msg = CompressedImage(format="jpeg", data=bytes(range(256)) * 40)
@@ -474,7 +470,6 @@ def test_stamp_from_serialized_compressed_image():
 def test_input_transports_topics_types_and_decode():
     """raw/compressed: image_transport's topic naming; decode of serialised bytes; the parameter's choices."""
     from rclpy.serialization import serialize_message
-    from sensor_msgs.msg import CompressedImage
 
     from da3_ros.params import CAMERA_PARAMS
     from da3_ros.transport import COMPRESSED, RAW, TRANSPORTS, input_transport
