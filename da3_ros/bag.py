@@ -16,7 +16,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -28,6 +27,7 @@ from da3_ros.mcap_io import BagReader, BagReadError, BagTruncated, BagWriter
 from da3_ros.offline import OfflineSetup, ros_type_name
 from da3_ros.pipeline import Dropped
 from da3_ros.sync import SyncMode, TimeSynchronizer
+from da3_ros.transport import COMPRESSED, RAW
 
 _LOG = logging.getLogger("da3_ros.bag")
 IMAGE_TYPE, COMPRESSED_TYPE = ros_type_name(Image), ros_type_name(CompressedImage)
@@ -145,21 +145,8 @@ class _Progress:
 
 
 def decode_image(schema_name: str, data: bytes) -> Image:
-    """A raw Image, or a CompressedImage decoded (OpenCV) into a bgr8/mono8 Image with the same header."""
-    if schema_name == IMAGE_TYPE:
-        return deserialize_message(data, Image)
-    msg = deserialize_message(data, CompressedImage)
-    pix = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_UNCHANGED)
-    if pix is None:
-        raise conv.ConversionError(f"cannot decode CompressedImage (format {msg.format!r}, {len(msg.data)} bytes)")
-    if pix.dtype != np.uint8:
-        raise conv.ConversionError(f"CompressedImage format {msg.format!r} decodes to {pix.dtype}; expected 8 bit")
-    if pix.ndim == 3 and pix.shape[2] == 4:
-        pix = pix[:, :, :3]
-    encoding = "mono8" if pix.ndim == 2 else "bgr8"
-    h, w = pix.shape[:2]
-    return Image(header=msg.header, height=h, width=w, encoding=encoding, is_bigendian=False,
-                 step=w * (1 if pix.ndim == 2 else 3), data=np.ascontiguousarray(pix).tobytes())
+    """A serialised raw Image, or a CompressedImage decoded as the node decodes it (da3_ros.transport)."""
+    return (COMPRESSED if schema_name == COMPRESSED_TYPE else RAW).decode(data)
 
 
 def _image_topics(setup: OfflineSetup, topics: dict[str, str]) -> list[tuple[str, str]]:

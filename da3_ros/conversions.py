@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, Quaternion, Transform, TransformStamped, Vector3
-from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, PointField
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
@@ -126,6 +126,60 @@ def rgb_to_image(rgb: np.ndarray, header: Header, encoding: str = "rgb8") -> Ima
     h, w = rgb.shape[:2]
     return Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=False, step=w * 3,
                  data=pix.tobytes())
+
+
+_JPEG_SOI, _JPEG_EOI, _PNG_SIGNATURE = b"\xff\xd8\xff", b"\xff\xd9", b"\x89PNG\r\n\x1a\n"
+_JPEG_EOI_WINDOW = 64  # bytes at the end searched for EOI: some encoders pad after it
+
+
+def _compressed_kind(msg: CompressedImage, data: bytes) -> str:
+    """'jpeg' or 'png' from the payload's own magic bytes (``format`` strings vary between drivers)."""
+    if data.startswith(_PNG_SIGNATURE):
+        return "png"
+    if data.startswith(_JPEG_SOI):
+        # JPEG has no checksum and libjpeg decodes a cut-off stream into a grey-filled image without an error:
+        # the end-of-image marker is the one cheap check that the whole frame is there
+        if _JPEG_EOI not in data[-_JPEG_EOI_WINDOW:]:
+            raise ConversionError(f"CompressedImage (format {msg.format!r}, {len(data)} bytes) is a truncated "
+                                  "JPEG: no end-of-image marker (FFD9) at its end")
+        return "jpeg"
+    hint = ("; compressedDepth (image_transport's depth PNG with a config header) is not supported: publish "
+            "the camera's colour image") if "compresseddepth" in msg.format.lower().replace(" ", "") else ""
+    raise ConversionError(f"CompressedImage (format {msg.format!r}, {len(data)} bytes, starting "
+                          f"{data[:8].hex() or 'empty'}) is neither JPEG nor PNG{hint}")
+
+
+def compressed_to_image(msg: CompressedImage) -> Image:
+    """sensor_msgs/CompressedImage (JPEG or PNG, as image_transport's ``compressed``) -> Image, same header.
+
+    Decoded with OpenCV into bgr8 / mono8, or bgr16 / mono16 for a 16-bit PNG (values kept); an alpha channel
+    is dropped. The kind is read from the payload's magic bytes, not from ``format``. Raises ConversionError,
+    with the reason, for a payload that is not JPEG/PNG, a truncated JPEG (no end marker) or one the decoder
+    rejects. A JPEG corrupted inside but complete may still decode (JPEG carries no checksum).
+    """
+    import cv2  # here, not at import: a node on raw cameras never loads OpenCV
+
+    data = bytes(msg.data)
+    kind = _compressed_kind(msg, data)
+    pix = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # UNCHANGED: 16 bit, no EXIF turn
+    if pix is None or pix.size == 0:
+        raise ConversionError(f"cannot decode CompressedImage: a corrupt {kind.upper()} (format {msg.format!r}, "
+                              f"{len(data)} bytes)")
+    if pix.dtype not in (np.uint8, np.uint16):
+        raise ConversionError(f"CompressedImage {kind.upper()} decodes to {pix.dtype}; expected 8 or 16 bit")
+    if pix.ndim == 3 and pix.shape[2] == 1:
+        pix = pix[:, :, 0]
+    if pix.ndim == 3 and pix.shape[2] == 4:
+        pix = pix[:, :, :3]
+    if pix.ndim == 3 and pix.shape[2] != 3:
+        raise ConversionError(f"CompressedImage {kind.upper()} decodes to {pix.shape[2]} channels; expected "
+                              "1, 3 or 4")
+    bits = 8 * pix.dtype.itemsize
+    encoding = f"mono{bits}" if pix.ndim == 2 else f"bgr{bits}"
+    h, w = pix.shape[:2]
+    data_out = np.ascontiguousarray(pix).astype(f"<u{pix.dtype.itemsize}", copy=False).tobytes()
+    return Image(header=msg.header, height=h, width=w, encoding=encoding, is_bigendian=False,
+                 step=w * (1 if pix.ndim == 2 else 3) * pix.dtype.itemsize, data=data_out)
 
 
 def array_to_image(a: np.ndarray, header: Header, encoding: str) -> Image:

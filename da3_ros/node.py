@@ -13,8 +13,7 @@ import time
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo
 from tf2_msgs.msg import TFMessage
 
 from da3_ros import conversions as conv
@@ -28,6 +27,7 @@ from da3_ros.ros_main import abandon_on_exit, run
 from da3_ros.ros_params import ParameterWiring
 from da3_ros.static_tf import StaticTfBuffer
 from da3_ros.sync import SyncMode, TimeSynchronizer
+from da3_ros.transport import input_transport
 
 __all__ = ["PER_CAMERA_OUTPUTS", "DepthNode", "DepthPipeline", "main"]
 DEACTIVATE_WAIT_MIN_S = 5.0  # deactivate waits at least this long for a set in flight before refusing
@@ -131,11 +131,15 @@ class DepthPipeline(ParameterWiring):
     def _create_subscriptions(self) -> None:
         qin = qos_profile(self._p("qos.input"), self._p("qos.depth"))
         self.sync.reset()  # an activation starts the synchroniser afresh: no frame or silence from before it
-        for i, c in enumerate(self.cameras):
-            image_topic, info_topic = self._topics(c)
+        self._transports = [input_transport(self._p(camera_param(c, "transport"))) for c in self.cameras]
+        for i, (c, transport) in enumerate(zip(self.cameras, self._transports)):
+            base_topic, info_topic = self._topics(c)
+            image_topic = transport.topic(base_topic)  # <image_topic>/compressed for compressed
             events = SubscriptionEventCallbacks(incompatible_qos=lambda e, t=image_topic: self._incompatible(t, e))
-            # raw: frames arrive as CDR bytes; only those of the set that gets processed are deserialised
-            self._subs.append(self.create_subscription(Image, image_topic, lambda m, i=i: self._on_image(i, m), qin,
+            # raw=True: frames arrive as CDR bytes; only those of the set that gets processed are deserialised
+            # (and decoded, when compressed)
+            self._subs.append(self.create_subscription(transport.msg_type, image_topic,
+                                                       lambda m, i=i: self._on_image(i, m), qin,
                                                        event_callbacks=events, raw=True))
             self._subs.append(self.create_subscription(CameraInfo, info_topic, lambda m, i=i: self._on_info(i, m),
                                                        qin))
@@ -228,7 +232,8 @@ class DepthPipeline(ParameterWiring):
                             prepare_fallback=True)  # a camera may go silent: its (N-1)-view graph ahead
 
     def _process(self, frameset) -> None:
-        items = [None if data is None else deserialize_message(data, Image) for data in frameset.items]  # None: silent
+        items = [None if data is None else t.decode(data)  # None: a silent camera; ConversionError: bad_input
+                 for t, data in zip(self._transports, frameset.items)]
         pending = [info is None and bool(self.count_publishers(topic))
                    for info, topic in zip(self._infos, self._info_topics)]
         wants_nav = self.pubs.wants_nav()

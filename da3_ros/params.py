@@ -165,6 +165,9 @@ NODE_PARAMS: tuple[Param, ...] = (
 
 CAMERA_PARAMS: tuple[Param, ...] = (
     Param("image_topic", "", "image topic (default: <name>/image_raw)"),
+    Param("transport", "raw", "image transport (image_transport's names): raw (sensor_msgs/Image on image_topic) "
+          "or compressed (sensor_msgs/CompressedImage, JPEG or PNG, on <image_topic>/compressed; only the frames "
+          "of the sets processed are decoded)", choices=("raw", "compressed")),
     Param("camera_info_topic", "", "camera_info topic (default: <name>/camera_info)"),
     Param("frame_id", "", "optical frame override (default: the image header's frame_id)"),
     Param("T_ref_cam", [0.0] * 0, "known pose in the reference camera frame: x y z qx qy qz qw (metres)"),

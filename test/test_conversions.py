@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Quaternion, Transform, Vector3
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from da3_ros import conversions as c
@@ -382,3 +382,110 @@ def test_stamp_from_serialized_bytes_without_deserialising():
     for bad in (b"", b"\x00\x01\x00\x00", b"\x07\x07" + bytes(20)):
         with pytest.raises(ConversionError):
             stamp_ns_from_cdr(bad)
+
+
+# ------------------------------------------------------------------------------------- compressed images
+
+def _photo_small():
+    """The real example photo, downscaled (bgr, as OpenCV reads it)."""
+    import cv2
+
+    from conftest import EXAMPLES
+
+    bgr = cv2.imread(str(EXAMPLES / "SOH_000.png"), cv2.IMREAD_COLOR)
+    return cv2.resize(bgr, (302, 170), interpolation=cv2.INTER_AREA)
+
+
+def _compressed(pixels: np.ndarray, ext: str, fmt: str = "") -> CompressedImage:
+    import cv2
+
+    ok, buf = cv2.imencode(ext, pixels)
+    assert ok
+    return CompressedImage(header=HEADER, format=fmt or ext.lstrip("."), data=buf.tobytes())
+
+
+def test_compressed_jpeg_decodes_to_bgr8_with_the_header():
+    """JPEG -> bgr8 with the same header; pixels = OpenCV's decode; within JPEG loss of the original."""
+    import cv2
+
+    bgr = _photo_small()
+    msg = _compressed(bgr, ".jpg", "rgb8; jpeg compressed bgr8")  # image_transport's format string
+    img = c.compressed_to_image(msg)
+    assert (img.encoding, img.height, img.width, img.step) == ("bgr8", 170, 302, 302 * 3)
+    assert img.header == HEADER and not img.is_bigendian
+    expected = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(c.image_to_rgb(img), expected[:, :, ::-1])
+    assert np.abs(c.image_to_rgb(img).astype(int) - bgr[:, :, ::-1]).mean() < 4  # JPEG loss, not garbage
+
+
+def test_compressed_png_is_lossless_in_every_layout():
+    """PNG: colour, mono, 16-bit mono/colour (values kept, little-endian) and alpha (dropped)."""
+    bgr = _photo_small()
+    img = c.compressed_to_image(_compressed(bgr, ".png"))
+    assert img.encoding == "bgr8"
+    np.testing.assert_array_equal(c.image_to_rgb(img), bgr[:, :, ::-1])
+    mono = bgr[:, :, 1].copy()
+    img = c.compressed_to_image(_compressed(mono, ".png"))
+    assert img.encoding == "mono8"
+    np.testing.assert_array_equal(c.image_to_array(img), mono)
+    m16 = (np.arange(170 * 302, dtype=np.uint16).reshape(170, 302) * 7)
+    img = c.compressed_to_image(_compressed(m16, ".png"))
+    assert (img.encoding, img.step, img.is_bigendian) == ("mono16", 302 * 2, False)
+    np.testing.assert_array_equal(np.frombuffer(bytes(img.data), "<u2").reshape(170, 302), m16)
+    c16 = np.stack([m16, m16 // 2, m16 // 3], axis=2)
+    img = c.compressed_to_image(_compressed(c16, ".png"))
+    assert img.encoding == "bgr16"
+    np.testing.assert_array_equal(c.image_to_rgb(img), ((c16[:, :, ::-1].astype(np.uint32) + 128) // 257))
+    bgra = np.concatenate([bgr, np.full((170, 302, 1), 7, np.uint8)], axis=2)
+    img = c.compressed_to_image(_compressed(bgra, ".png"))
+    assert img.encoding == "bgr8"
+    np.testing.assert_array_equal(c.image_to_rgb(img), bgr[:, :, ::-1])
+
+
+def test_bad_compressed_images_raise_with_the_reason():
+    """Truncated JPEG (libjpeg would fill it grey), truncated PNG, garbage, empty, compressedDepth: ConversionError."""
+    jpeg = bytes(_compressed(_photo_small(), ".jpg").data)
+    png = bytes(_compressed(_photo_small(), ".png").data)
+    cases = [("truncated JPEG", jpeg[: len(jpeg) // 2]), ("truncated JPEG", jpeg[:-2]),
+             ("corrupt PNG", png[: len(png) // 2]), ("neither JPEG nor PNG", b"not an image at all"),
+             ("neither JPEG nor PNG", b""), ("corrupt JPEG", b"\xff\xd8\xff" + bytes(40) + b"\xff\xd9")]
+    for reason, data in cases:
+        with pytest.raises(c.ConversionError, match=reason):
+            c.compressed_to_image(CompressedImage(header=HEADER, format="jpeg", data=data))
+    depth = CompressedImage(header=HEADER, format="16UC1; compressedDepth png", data=bytes(12) + png)
+    with pytest.raises(c.ConversionError, match="compressedDepth .* is not supported"):
+        c.compressed_to_image(depth)
+
+
+def test_stamp_from_serialized_compressed_image():
+    """CompressedImage's CDR also starts with its header: the stamp is read without deserialising."""
+    from rclpy.serialization import serialize_message
+
+    for sec, nanosec in [(0, 0), (1_700_000_000, 999_999_999), (-5, 7)]:
+        msg = CompressedImage(format="jpeg", data=bytes(range(256)) * 40)
+        msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = sec, nanosec, "camera_optical"
+        assert c.stamp_ns_from_cdr(serialize_message(msg)) == sec * 1_000_000_000 + nanosec
+
+
+def test_input_transports_topics_types_and_decode():
+    """raw/compressed: image_transport's topic naming; decode of serialised bytes; the parameter's choices."""
+    from rclpy.serialization import serialize_message
+
+    from da3_ros.params import CAMERA_PARAMS
+    from da3_ros.transport import COMPRESSED, RAW, TRANSPORTS, input_transport
+
+    assert next(p for p in CAMERA_PARAMS if p.name == "transport").choices == TRANSPORTS
+    assert input_transport("raw") is RAW and input_transport("compressed") is COMPRESSED
+    assert (RAW.topic("cam/image_raw"), RAW.msg_type) == ("cam/image_raw", Image)
+    assert (COMPRESSED.topic("/cam/image_raw"), COMPRESSED.msg_type) == ("/cam/image_raw/compressed",
+                                                                         CompressedImage)
+    with pytest.raises(ValueError, match="'theora' is not allowed: one of raw, compressed"):
+        input_transport("theora")
+    bgr = _photo_small()
+    raw = c.rgb_to_image(bgr[:, :, ::-1].copy(), HEADER)
+    assert RAW.decode(serialize_message(raw)) == raw
+    img = COMPRESSED.decode(serialize_message(_compressed(bgr, ".png")))
+    assert img.header == HEADER
+    np.testing.assert_array_equal(c.image_to_rgb(img), bgr[:, :, ::-1])
+    with pytest.raises(c.ConversionError, match="cannot deserialise a CompressedImage"):
+        COMPRESSED.decode(serialize_message(_compressed(bgr, ".png"))[:30])
