@@ -25,6 +25,7 @@ from da3_ros import conversions as conv
 from da3_ros import emit
 from da3_ros.mcap_io import BagReader, BagReadError, BagTruncated, BagWriter
 from da3_ros.offline import OfflineSetup, ros_type_name
+from da3_ros.params import camera_param
 from da3_ros.pipeline import Dropped
 from da3_ros.sync import SyncMode, TimeSynchronizer
 from da3_ros.transport import COMPRESSED, RAW
@@ -150,11 +151,17 @@ def decode_image(schema_name: str, data: bytes) -> Image:
 
 
 def _image_topics(setup: OfflineSetup, topics: dict[str, str]) -> list[tuple[str, str]]:
-    """Per camera, (topic, type) of its images in the bag: raw, else CompressedImage (also on <topic>/compressed)."""
+    """Per camera, (topic, type) of its images in the bag: raw, else CompressedImage (also on <topic>/compressed).
+
+    A camera with ``cameras.<name>.transport: compressed`` looks at ``<topic>/compressed`` first, as the node does.
+    """
     out, missing = [], []
     for c in setup.cameras:
         image_topic, _ = setup.topics(c)
-        for t in (image_topic, image_topic + "/compressed"):
+        candidates = [image_topic, image_topic + "/compressed"]
+        if setup.param(camera_param(c, "transport")) == "compressed":
+            candidates.reverse()
+        for t in candidates:
             if topics.get(t) in (IMAGE_TYPE, COMPRESSED_TYPE):
                 out.append((t, topics[t]))
                 break
