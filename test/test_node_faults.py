@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from tf2_msgs.msg import TFMessage
 
 from conftest import EXAMPLES, REPO
 from da3_ros import conversions as conv
@@ -320,3 +321,54 @@ def test_a_paused_rig_resumes_with_whole_sets_never_one_camera_alone(tmp_path, d
     assert all(len(m.views) == 2 for m in mv), [len(m.views) for m in mv]
     assert all(_values([d]).get("silent_cameras") == "" for d in diags)
     assert _values(diags)["partial_sets"] == "0"
+
+
+def test_a_silent_reference_camera_keeps_the_tf_tree_and_says_so(tmp_path, domain_id, checker, soh_images):
+    """Issue 15, item 2 over DDS: `left` (the reference) stops while `right` goes on.
+
+    Right's sets go on alone (depth published), with no TF, no points_fused and no pose in multiview_depth;
+    /diagnostics says the reference camera is silent (WARN). Left back: whole sets, TF parented to left again.
+    Never a TF parent other than the reference camera's frame.
+    """
+    node = write_params(tmp_path / "node.yaml", "da3_depth", {
+        "model": "random:da3-small@0", "backend": "torch", "process_res": 140, "camera_names": ["left", "right"],
+        "sync.mode": "exact", "sync.camera_timeout_s": 0.6, "diagnostics_period_s": 0.25})
+    small = [np.ascontiguousarray(rgb[::4, ::4]) for rgb in soh_images]
+    pubs = [checker.node.create_publisher(Image, f"{c}/image_raw", qos_profile_sensor_data) for c in ("left", "right")]
+    mv = checker.collect(MultiViewDepth, "multiview_depth")
+    fused = checker.collect(PointCloud2, "points_fused")
+    tf = checker.collect(TFMessage, "/tf", 100)
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    t = [2000.0]
+
+    def send(cameras) -> None:
+        t[0] += 0.1
+        for i in cameras:
+            frame = ("left", "right")[i]
+            pubs[i].publish(conv.rgb_to_image(small[i], conv.Header(stamp=conv.ns_to_stamp(int(t[0] * 1e9)),
+                                                                    frame_id=f"{frame}_optical_frame")))
+        checker.spin_for(0.1)
+
+    def until(condition, cameras, what: str) -> None:
+        for _ in range(600):
+            if condition():
+                return
+            send(cameras)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    with process("depth_node", node, domain_id, tmp_path / "node.log") as proc:
+        checker.spin_until(lambda: all(p.get_subscription_count() for p in pubs), 60, "the node's subscriptions")
+        until(lambda: len(fused) >= 2 and len(mv) >= 2, (0, 1), "whole sets")
+        until(lambda: any(len(m.views) == 1 for m in mv), (1,), "right's sets while left is silent")
+        until(lambda: sum(len(m.views) == 1 for m in mv) >= 3 and any(
+            d.status[0].level == DiagnosticStatus.WARN and "reference camera 'left' silent" in d.status[0].message
+            for d in diags), (1,), "the reference named silent")
+        n_fused, n_tf = len(fused), len(tf)
+        until(lambda: len(mv[-1].views) == 2 and len(fused) > n_fused, (0, 1), "left taken back")
+        assert proc.poll() is None
+    alone = [m for m in mv if len(m.views) == 1]
+    assert alone and all(m.reference_camera == "left" and not m.views[0].has_pose for m in alone)
+    assert all(c.header.frame_id == "left_optical_frame" for c in fused)
+    assert {t.header.frame_id for msg in tf for t in msg.transforms} == {"left_optical_frame"}
+    assert len(tf) > n_tf  # TF again once left is back
+    assert int(_values(diags)["reference_silent"]) >= 1
