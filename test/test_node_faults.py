@@ -280,6 +280,29 @@ def test_out_of_memory_is_a_counted_error_and_the_node_recovers(tmp_path, domain
     assert "out of memory in this set" in log and "lower process_res" in log and "Traceback" not in log
 
 
+class _StereoFeed:
+    """`left` and `right` images (the photos, quarter size) published by the checker with stamps it counts."""
+
+    def __init__(self, checker, soh_images, t0_s: float, period_s: float):
+        self.checker, self.t_s, self.period_s = checker, t0_s, period_s
+        self.small = [np.ascontiguousarray(rgb[::4, ::4]) for rgb in soh_images]
+        self.pubs = [checker.node.create_publisher(Image, f"{c}/image_raw", qos_profile_sensor_data)
+                     for c in ("left", "right")]
+
+    def subscribed(self) -> bool:
+        return all(p.get_subscription_count() for p in self.pubs)
+
+    def send(self, cameras, gap_s: float = 0.0) -> None:
+        """One trigger of ``cameras`` (indices), ``gap_s`` of spinning after each camera's frame."""
+        self.t_s += self.period_s
+        for i in cameras:
+            frame = ("left", "right")[i]
+            header = conv.Header(stamp=conv.ns_to_stamp(int(self.t_s * 1e9)), frame_id=f"{frame}_optical_frame")
+            self.pubs[i].publish(conv.rgb_to_image(self.small[i], header))
+            if gap_s:
+                self.checker.spin_for(gap_s)
+
+
 def test_a_paused_rig_resumes_with_whole_sets_never_one_camera_alone(tmp_path, domain_id, checker, soh_images):
     """Issue 15, item 1: a paused rig resumes with whole sets.
 
@@ -289,32 +312,21 @@ def test_a_paused_rig_resumes_with_whole_sets_never_one_camera_alone(tmp_path, d
     node = write_params(tmp_path / "node.yaml", "da3_depth", {
         "model": "random:da3-small@0", "backend": "torch", "process_res": 140, "camera_names": ["left", "right"],
         "sync.mode": "exact", "sync.camera_timeout_s": 0.5, "diagnostics_period_s": 0.25})
-    small = [np.ascontiguousarray(rgb[::4, ::4]) for rgb in soh_images]
-    pubs = [checker.node.create_publisher(Image, f"{c}/image_raw", qos_profile_sensor_data) for c in ("left", "right")]
+    feed = _StereoFeed(checker, soh_images, 1000.0, 0.2)
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     diags = checker.collect(DiagnosticArray, "/diagnostics")
-    t = [1000.0]
-
-    def send(cameras, gap_s: float = 0.0) -> None:
-        t[0] += 0.2
-        for i in cameras:
-            frame = ("left", "right")[i]
-            pubs[i].publish(conv.rgb_to_image(small[i], conv.Header(stamp=conv.ns_to_stamp(int(t[0] * 1e9)),
-                                                                    frame_id=f"{frame}_optical_frame")))
-            if gap_s:
-                checker.spin_for(gap_s)
 
     with process("depth_node", node, domain_id, tmp_path / "node.log") as proc:
-        checker.spin_until(lambda: all(p.get_subscription_count() for p in pubs), 60, "the node's subscriptions")
+        checker.spin_until(feed.subscribed, 60, "the node's subscriptions")
         while len(mv) < 2:
-            send((0, 1))
+            feed.send((0, 1))
             checker.spin_for(0.2)
             assert proc.poll() is None
         for _ in range(3):  # pause 2 s (4 timeouts), resume left first, right 30 ms later, for 1 s
             checker.spin_for(2.0)
             n_before = len(mv)
             for _ in range(5):
-                send((0, 1), gap_s=0.03)
+                feed.send((0, 1), gap_s=0.03)
                 checker.spin_for(0.17)
             checker.spin_until(lambda n=n_before: len(mv) > n, 60, "a set after the pause")
         checker.spin_for(1.0)
@@ -333,31 +345,22 @@ def test_a_silent_reference_camera_keeps_the_tf_tree_and_says_so(tmp_path, domai
     node = write_params(tmp_path / "node.yaml", "da3_depth", {
         "model": "random:da3-small@0", "backend": "torch", "process_res": 140, "camera_names": ["left", "right"],
         "sync.mode": "exact", "sync.camera_timeout_s": 0.6, "diagnostics_period_s": 0.25})
-    small = [np.ascontiguousarray(rgb[::4, ::4]) for rgb in soh_images]
-    pubs = [checker.node.create_publisher(Image, f"{c}/image_raw", qos_profile_sensor_data) for c in ("left", "right")]
+    feed = _StereoFeed(checker, soh_images, 2000.0, 0.1)
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     fused = checker.collect(PointCloud2, "points_fused")
     tf = checker.collect(TFMessage, "/tf", 100)
     diags = checker.collect(DiagnosticArray, "/diagnostics")
-    t = [2000.0]
-
-    def send(cameras) -> None:
-        t[0] += 0.1
-        for i in cameras:
-            frame = ("left", "right")[i]
-            pubs[i].publish(conv.rgb_to_image(small[i], conv.Header(stamp=conv.ns_to_stamp(int(t[0] * 1e9)),
-                                                                    frame_id=f"{frame}_optical_frame")))
-        checker.spin_for(0.1)
 
     def until(condition, cameras, what: str) -> None:
         for _ in range(600):
             if condition():
                 return
-            send(cameras)
+            feed.send(cameras)
+            checker.spin_for(0.1)
         raise AssertionError(f"timed out waiting for {what}")
 
     with process("depth_node", node, domain_id, tmp_path / "node.log") as proc:
-        checker.spin_until(lambda: all(p.get_subscription_count() for p in pubs), 60, "the node's subscriptions")
+        checker.spin_until(feed.subscribed, 60, "the node's subscriptions")
         until(lambda: len(fused) >= 2 and len(mv) >= 2, (0, 1), "whole sets")
         until(lambda: any(len(m.views) == 1 for m in mv), (1,), "right's sets while left is silent")
         until(lambda: sum(len(m.views) == 1 for m in mv) >= 3 and any(

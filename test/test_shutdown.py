@@ -55,18 +55,24 @@ def _wait(condition, timeout_s: float, what: str, checker=None) -> None:
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-def test_sigterm_during_a_graph_export_ends_the_node_and_the_export(tmp_path, domain_id, checker):
-    """Fresh cache, backend onnxruntime: the first set exports its graph in a child process; SIGTERM the node.
-
-    It exits 0 sooner than it took to start (was: the worker joined for 30 s, then launch's SIGKILL), the
-    export dies with it and no ``.export-*`` folder is left behind.
-    """
+def _exporting_rig(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A fresh cache, backend onnxruntime (its first set exports a graph), and a stereo player: the files."""
     cache = tmp_path / "cache"
     node = write_params(tmp_path / "node.yaml", "da3_depth", {
         "model": "random:da3-small@0", "backend": "onnxruntime", "process_res": 140,
         "engine_cache_dir": str(cache), "camera_names": ["left", "right"]})
     stereo = write_params(tmp_path / "stereo.yaml", "rig_player", {
         "camera_names": ["left", "right"], "sources": PHOTOS, "rate_hz": 2.0})
+    return cache, node, stereo
+
+
+def test_sigterm_during_a_graph_export_ends_the_node_and_the_export(tmp_path, domain_id, checker):
+    """Fresh cache, backend onnxruntime: the first set exports its graph in a child process; SIGTERM the node.
+
+    It exits 0 sooner than it took to start (was: the worker joined for 30 s, then launch's SIGKILL), the
+    export dies with it and no ``.export-*`` folder is left behind.
+    """
+    cache, node, stereo = _exporting_rig(tmp_path)
     checker.collect(MultiViewDepth, "multiview_depth")  # a subscriber: the node processes sets
     t_start = time.monotonic()
     with process("depth_node", node, domain_id, tmp_path / "node.log") as proc, \
@@ -128,12 +134,7 @@ def test_a_node_killed_outright_takes_its_export_with_it(tmp_path, domain_id, ch
 
     from da3_ros.engines.onnx_source import STALE_SCRATCH_S, sweep_stale_scratch
 
-    cache = tmp_path / "cache"
-    node = write_params(tmp_path / "node.yaml", "da3_depth", {
-        "model": "random:da3-small@0", "backend": "onnxruntime", "process_res": 140,
-        "engine_cache_dir": str(cache), "camera_names": ["left", "right"]})
-    stereo = write_params(tmp_path / "stereo.yaml", "rig_player", {
-        "camera_names": ["left", "right"], "sources": PHOTOS, "rate_hz": 2.0})
+    cache, node, stereo = _exporting_rig(tmp_path)
     checker.collect(MultiViewDepth, "multiview_depth")
     with process("depth_node", node, domain_id, tmp_path / "node.log") as proc, \
             process("rig_player", stereo, domain_id, tmp_path / "stereo.log"):
