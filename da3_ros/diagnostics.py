@@ -12,14 +12,13 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 STAGES = ("sync_wait", "convert", "preprocess", "forward", "postprocess", "publish", "nav", "latency")
 WINDOW = 50  # sets kept for the latency statistics
-COUNTERS = ("skipped_no_subscribers", "waiting_for_cameras", "bad_input", "errors", "incompatible_qos",
-            "nav_unavailable", "engine_unavailable", "nav_not_metric", "tf_not_metric",
-            "reference_silent")  # the event counters ``NodeStats.count`` adds to
 # Outputs a set withheld (da3_ros.emit): WARN while any of these grew since the last /diagnostics message
 WITHHELD = {"nav_unavailable": "points_obstacles / scan could not be built (TF link, intrinsics, ground)",
             "nav_not_metric": "points_obstacles / scan withheld: depth is not metric",
             "tf_not_metric": "TF withheld: tf.mode camera_frames needs metric depth",
             "reference_silent": "the reference camera is silent: TF and points_fused skipped"}
+COUNTERS = ("skipped_no_subscribers", "waiting_for_cameras", "bad_input", "errors", "incompatible_qos",
+            "engine_unavailable", *WITHHELD)  # the event counters ``NodeStats.count`` adds to
 
 
 class NodeStats:

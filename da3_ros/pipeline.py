@@ -230,7 +230,7 @@ class SetProcessor:
         t1 = time.perf_counter()
         self._note_mixed_sizes([(m.height, m.width) for m in images])
         result = self.rig.process(rgb, list(Ks), known, stamp_s=t_s)
-        self._note_missing_K(result, list(Ks))
+        self._note_missing_K(result)
         nav = nav_inputs(self.cfg.nav_cfg, self.static_tf, frame_ids) if wants_nav and self.cfg.nav_cfg else None
         out = SetOutputs(result, list(self.cfg.camera_names), frame_ids, [m.header for m in images],
                          self.cfg.out_cfg, self.rig.engine.label, list(distortion), nav,
@@ -286,7 +286,7 @@ class SetProcessor:
             self._said.add(text)
             self._warn(text)
 
-    def _note_missing_K(self, result, Ks: list) -> None:
+    def _note_missing_K(self, result) -> None:
         """Say once per camera what a camera without intrinsics loses (and remember it for diagnostics)."""
         pred = result.prediction
         self.without_K = [c for i, c in enumerate(self.cfg.camera_names) if pred.K_of(i) is None]
