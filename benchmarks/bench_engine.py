@@ -86,7 +86,7 @@ def worker(kind: str, model: str, views: list[int], repeats: int, threads: int, 
         from depth_anything_3.api import DepthAnything3
 
         from da3_ros.models import load_model
-        from da3_ros.preprocess import preprocess_batch
+        from da3_ros.core.preprocess import preprocess_batch
 
         loaded = load_model(model)
         api = DepthAnything3(model_name=loaded.variant.name)

@@ -8,7 +8,7 @@ node's CPU time from /proc and its counters from /diagnostics:
   a multiview_depth subscriber, at 1 Hz and at the full rate: the forward's p50 without and with that load.
 ``--transport compressed`` (or ``both``): the same with cameras.<name>.transport: compressed, the photo as a
 JPEG CompressedImage on <name>/image_raw/compressed, plus the CPU per PROCESSED frame of turning its bytes into
-an Image (deserialise + decode: the node's own da3_ros.transport code, timed in this process).
+an Image (deserialise + decode: the node's own da3_ros.ros.transport code, timed in this process).
 Run: source scripts/env.sh && python benchmarks/bench_input.py --cameras 3 --rate-hz 30 --transport both
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _cpu_s(pid: int) -> float:
 
 
 def _decode_cpu_s(transport, data: bytes, repeats: int = 20) -> float:
-    """CPU seconds per frame of the node's own decode path (da3_ros.transport) on these serialised bytes."""
+    """CPU seconds per frame of the node's own decode path (da3_ros.ros.transport) on these serialised bytes."""
     transport.decode(data)  # first call: imports (OpenCV), allocations
     c0 = time.process_time()
     for _ in range(repeats):
@@ -76,11 +76,11 @@ def main() -> int:
     from rclpy.serialization import serialize_message
     from sensor_msgs.msg import CompressedImage
 
-    from da3_ros import conversions as conv
-    from da3_ros.diagnostics import numeric_values
+    from da3_ros.ros import conversions as conv
+    from da3_ros.ros.diagnostics import numeric_values
     from da3_ros.msg import MultiViewDepth
-    from da3_ros.ros_main import package_executable
-    from da3_ros.transport import input_transport
+    from da3_ros.ros.ros_main import package_executable
+    from da3_ros.ros.transport import input_transport
 
     rgb = np.ascontiguousarray(cv2.imread(str(Path(a.examples) / "SOH_000.png"))[:, :, ::-1])
     names = [f"cam{i}" for i in range(a.cameras)]

@@ -16,10 +16,10 @@ import time
 import numpy as np
 from std_msgs.msg import Header
 
-from da3_ros import navigation as nav
-from da3_ros.outputs import NavInputs, OutputConfig, SetOutputs
-from da3_ros.prediction import Prediction
-from da3_ros.rig import RigResult
+from da3_ros.core import navigation as nav
+from da3_ros.ros.outputs import NavInputs, OutputConfig, SetOutputs
+from da3_ros.core.prediction import Prediction
+from da3_ros.core.rig import RigResult
 
 H, W = 280, 504
 K = np.array([[250.0, 0, 251.5], [0, 250.0, 139.5], [0, 0, 1]])

@@ -69,7 +69,8 @@ def main() -> int:
         local.prepare(n, HW)
     grpc_port = _port()
     log = open(Path(cache) / "serve.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "da3_ros.cli", "serve", "--model", a.model, "--cache-dir", cache,
+    server = subprocess.Popen([sys.executable, "-m", "da3_ros.offline.cli", "serve", "--model", a.model,
+                               "--cache-dir", cache,
                                "--grpc-port", str(grpc_port), "--http-port", str(_port()), "--metrics-port",
                                str(_port()), "--height", str(HW[0]), "--width", str(HW[1]), "--views", str(views[0]),
                                *(["--also-views", *map(str, views[1:])] if views[1:] else [])],

@@ -82,11 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
     from tf2_msgs.msg import TFMessage
 
-    from da3_ros import conversions as conv
-    from da3_ros.diagnostics import numeric_values
-    from da3_ros.geometry import pinhole_K
+    from da3_ros.ros import conversions as conv
+    from da3_ros.ros.diagnostics import numeric_values
+    from da3_ros.core.geometry import pinhole_K
     from da3_ros.msg import MultiViewDepth
-    from da3_ros.ros_main import package_executable
+    from da3_ros.ros.ros_main import package_executable
 
     frames = _frames(Path(a.examples), 60)
     tmp = Path(tempfile.mkdtemp(prefix="da3-soak-"))

@@ -14,7 +14,7 @@ from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
 
-from da3_ros.launch_helpers import node_params
+from da3_ros.ros.launch_helpers import node_params
 
 
 class ShutdownOnce(Shutdown):

@@ -12,7 +12,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from da3_ros.launch_helpers import (LaunchArgumentError, given, node_params, player_examples_dir,
+from da3_ros.ros.launch_helpers import (LaunchArgumentError, given, node_params, player_examples_dir,
                                     write_rviz_config)
 
 

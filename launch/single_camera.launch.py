@@ -9,7 +9,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from da3_ros.launch_helpers import given, node_params, single_camera_overrides
+from da3_ros.ros.launch_helpers import given, node_params, single_camera_overrides
 
 
 def generate_launch_description():

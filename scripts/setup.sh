@@ -57,6 +57,14 @@ if ! "$PY" -c 'import tf2_msgs.msg' 2>/dev/null; then
 fi
 
 log "building da3_ros (msg/ + Python package) into $VENV"
+# Modules that moved or went since the last install would shadow nothing but could still be imported by
+# mistake: remove installed .py files that the source tree no longer has (msg/ is rosidl's, kept).
+installed="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/da3_ros"
+if [ -d "$installed" ]; then
+  (cd "$installed" && find . -name '*.py' -not -path './msg/*' -print0) | while IFS= read -r -d '' f; do
+    [ -e "$ROOT/da3_ros/$f" ] || rm -f "$installed/$f"
+  done
+fi
 cmake_install "$ROOT" "$BUILD/da3_ros"
 (cd / && "$PY" -c 'import da3_ros.msg, da3_ros.models, rclpy, tf2_msgs.msg')
 log "ready: source scripts/env.sh to use $VENV"

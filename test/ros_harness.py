@@ -17,8 +17,8 @@ import yaml
 from rclpy.context import Context
 from rclpy.node import Node
 
-from da3_ros.diagnostics import numeric_values
-from da3_ros.ros_main import package_executable
+from da3_ros.ros.diagnostics import numeric_values
+from da3_ros.ros.ros_main import package_executable
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """``da3-ros bag``: a recorded rig in, a bag of the node's outputs out, read back with third-party decoders.
 
 The input bags are written by mcap-ros2-support's own CDR encoder (not by rclpy, not by da3_ros's writer; see
-da3_ros/example_bag.py) from the example photos and video: a 3-camera rig (raw rgb8, JPEG CompressedImage,
+da3_ros/offline/example_bag.py) from the example photos and video: a 3-camera rig (raw rgb8, JPEG CompressedImage,
 raw bgr8) with camera_info and /tf_static. The output is decoded with mcap-ros2-support through the schemas
 stored in the file.
 """
@@ -19,13 +19,13 @@ from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 
 from conftest import EXAMPLES
-from da3_ros import conversions as conv
-from da3_ros.example_bag import CAMERAS, T_RIG, write_example_bag
-from da3_ros.mcap_io import BagReader
-from da3_ros.offline import OfflineSetup
-from da3_ros.param_file import check_params, read_params_file
-from da3_ros.pipeline import Processed
-from da3_ros.player import pinhole_K
+from da3_ros.ros import conversions as conv
+from da3_ros.offline.example_bag import CAMERAS, T_RIG, write_example_bag
+from da3_ros.offline.mcap_io import BagReader
+from da3_ros.offline.setup import OfflineSetup
+from da3_ros.core.param_file import check_params, read_params_file
+from da3_ros.ros.pipeline import Processed
+from da3_ros.ros.player import pinhole_K
 
 PARAMS = {"model": "random:da3-small@0", "backend": "torch", "process_res": 252, "camera_names": CAMERAS,
           "reference_camera": "left", "cameras": {"right": {"image_topic": "right/image_raw"}}}
@@ -186,8 +186,8 @@ def test_truncated_input_and_a_dropped_image_keep_the_results(tmp_path):
 
     An image the node would drop (bayer encoding) is a named drop, not the end of the run.
     """
-    from da3_ros.bag import BagOptions, run_bag
-    from da3_ros.offline import load_values
+    from da3_ros.offline.bag import BagOptions, run_bag
+    from da3_ros.offline.setup import load_values
 
     full = tmp_path / "full.mcap"
     ticks = write_rig_bag(full, 4, bad_encoding_at=0)
@@ -233,7 +233,7 @@ def test_ctrl_c_leaves_a_readable_bag(tmp_path):
 
 
 def test_a_bad_fused_frame_costs_the_bag_only_its_fused_cloud(tmp_path, rig_bag):
-    """Issue 15, item 14: as the node (da3_ros.emit): every other output written, counted once per set."""
+    """Issue 15, item 14: as the node (da3_ros.ros.emit): every other output written, counted once per set."""
     bag, ticks = rig_bag
     res = run_cli(bag, "--out", tmp_path / "f.mcap", "--params-file",
                   params_file(tmp_path / "p.yaml", fused_frame="nowhere"))

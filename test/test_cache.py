@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from da3_ros import conversions as conv
+from da3_ros.ros import conversions as conv
 from da3_ros.engines import create_engine
 from da3_ros.engines.cache import ArtifactCache
 from da3_ros.engines.onnx_source import live_exports, terminate_exports
-from da3_ros.outputs import OutputConfig
-from da3_ros.pipeline import CoreConfig, Processed, SetProcessor
-from da3_ros.rig import Rig
-from da3_ros.static_tf import StaticTfBuffer
+from da3_ros.ros.outputs import OutputConfig
+from da3_ros.ros.pipeline import CoreConfig, Processed, SetProcessor
+from da3_ros.core.rig import Rig
+from da3_ros.core.static_tf import StaticTfBuffer
 
 MODEL = "random:da3-small@5"
 HW = (84, 112)  # a small network size: the export is mostly the weights

@@ -6,8 +6,8 @@ from geometry_msgs.msg import Quaternion, Transform, Vector3
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from da3_ros import conversions as c
-from da3_ros import geometry as g
+from da3_ros.ros import conversions as c
+from da3_ros.core import geometry as g
 
 HEADER = Header(stamp=Time(sec=12, nanosec=345), frame_id="cam0_optical")
 
@@ -372,7 +372,7 @@ def test_stamp_from_serialized_bytes_without_deserialising():
     """The raw-subscription fast path reads the same stamp rclpy would deserialise, for any image size."""
     from rclpy.serialization import serialize_message
 
-    from da3_ros.conversions import ConversionError, stamp_ns_from_cdr
+    from da3_ros.ros.conversions import ConversionError, stamp_ns_from_cdr
 
     for sec, nanosec, hw in [(0, 0, (1, 1)), (1_700_000_000, 999_999_999, (680, 1208)), (-5, 7, (2, 3))]:
         msg = Image(height=hw[0], width=hw[1], encoding="rgb8", step=3 * hw[1], data=bytes(3 * hw[0] * hw[1]))
@@ -471,8 +471,8 @@ def test_input_transports_topics_types_and_decode():
     """raw/compressed: image_transport's topic naming; decode of serialised bytes; the parameter's choices."""
     from rclpy.serialization import serialize_message
 
-    from da3_ros.params import CAMERA_PARAMS
-    from da3_ros.transport import COMPRESSED, RAW, TRANSPORTS, input_transport
+    from da3_ros.core.params import CAMERA_PARAMS
+    from da3_ros.ros.transport import COMPRESSED, RAW, TRANSPORTS, input_transport
 
     assert next(p for p in CAMERA_PARAMS if p.name == "transport").choices == TRANSPORTS
     assert input_transport("raw") is RAW and input_transport("compressed") is COMPRESSED

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 
 from conftest import EXAMPLES, read_rgb
-from da3_ros import preprocess
-from da3_ros.demo import render_cloud
+from da3_ros.core import preprocess
+from da3_ros.offline.demo import render_cloud
 from ros_harness import ros_env
 
 

@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from da3_ros.diagnostics import COUNTERS, NodeStats
+from da3_ros.ros.diagnostics import COUNTERS, NodeStats
 
 
 def test_counts_from_many_threads_are_exact():

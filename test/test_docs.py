@@ -2,8 +2,8 @@
 import re
 
 from conftest import REPO
-from da3_ros import emit
-from da3_ros.params import CAMERA_PARAMS, NODE_PARAMS
+from da3_ros.ros import emit
+from da3_ros.core.params import CAMERA_PARAMS, NODE_PARAMS
 
 README = (REPO / "README.md").read_text()
 
@@ -15,7 +15,7 @@ def test_every_parameter_is_documented():
 
 
 def test_every_topic_is_documented():
-    """Every topic the emitter (da3_ros.emit, shared by node and bag) can emit is in the README."""
+    """Every topic the emitter (da3_ros.ros.emit, shared by node and bag) can emit is in the README."""
     topics = [f"`{emit.camera_topic('<camera>', k)}`" for k in emit.PER_CAMERA_OUTPUTS]
     topics += [f"`{t}`" for t in (emit.FUSED, emit.MULTIVIEW, emit.TF, emit.OBSTACLES, emit.SCAN)]
     assert topics and not [t for t in topics if t not in README]

@@ -1,6 +1,6 @@
 """Which errors are one line and which keep their traceback (issue 15, item 17).
 
-Only the project's own typed errors (``da3_ros.errors.ConfigError`` and the other typed errors of
+Only the project's own typed errors (``da3_ros.core.errors.ConfigError`` and the other typed errors of
 ``ros_main.user_error_types``) mean "fix your parameters"; a plain ``ValueError`` (a numpy shape error, an
 internal check) is a bug and keeps its traceback, at start-up and in a lifecycle node's configure.
 """
@@ -24,7 +24,7 @@ def test_a_numpy_value_error_at_start_up_is_a_bug_and_keeps_its_traceback(domain
     """A shape error while building the node: traceback, then ``cannot start: unexpected ValueError``."""
     code = ("import numpy as np\n"
             "from rclpy.node import Node\n"
-            "from da3_ros.ros_main import run\n"
+            "from da3_ros.ros.ros_main import run\n"
             "class Broken(Node):\n"
             "    def __init__(self):\n"
             "        super().__init__('broken')\n"
@@ -38,8 +38,8 @@ def test_a_numpy_value_error_at_start_up_is_a_bug_and_keeps_its_traceback(domain
 
 def test_a_config_error_at_start_up_is_one_line(domain_id):
     code = ("from rclpy.node import Node\n"
-            "from da3_ros.errors import ConfigError\n"
-            "from da3_ros.ros_main import run\n"
+            "from da3_ros.core.errors import ConfigError\n"
+            "from da3_ros.ros.ros_main import run\n"
             "class Bad(Node):\n"
             "    def __init__(self):\n"
             "        super().__init__('bad')\n"
@@ -54,8 +54,8 @@ _LIFECYCLE = """
 import numpy as np
 import rclpy
 from rclpy.lifecycle import TransitionCallbackReturn
-from da3_ros.lifecycle_node import DepthLifecycleNode
-from da3_ros.errors import ConfigError
+from da3_ros.ros.lifecycle_node import DepthLifecycleNode
+from da3_ros.core.errors import ConfigError
 
 class Node(DepthLifecycleNode):
     def _build_rig(self):
@@ -82,11 +82,11 @@ def test_a_bug_at_lifecycle_configure_is_logged_with_its_traceback(domain_id):
 
 def test_the_projects_user_errors_are_typed():
     """What parameters can get wrong raises ConfigError (a ValueError: callers catching ValueError still do)."""
-    from da3_ros.errors import ConfigError
+    from da3_ros.core.errors import ConfigError
     from da3_ros.models.registry import get_variant
-    from da3_ros.outputs import OutputConfig
-    from da3_ros.ros_main import user_error_types
-    from da3_ros.rig_setup import known_extrinsics
+    from da3_ros.ros.outputs import OutputConfig
+    from da3_ros.ros.ros_main import user_error_types
+    from da3_ros.core.rig_setup import known_extrinsics
 
     assert issubclass(ConfigError, ValueError)
     assert ConfigError in user_error_types() and ValueError not in user_error_types()

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from da3_ros import geometry as g
+from da3_ros.core import geometry as g
 
 
 def _random_R(rng, n=None):
@@ -35,7 +35,7 @@ K_SKEW = np.array([[410.0, 2.5, 251.3], [0.0, 405.5, 167.8], [0.0, 0.0, 1.0]])
 
 
 def test_geometry_imports_no_ros():
-    code = ("import sys, da3_ros.geometry; "
+    code = ("import sys, da3_ros.core.geometry; "
             "bad = [m for m in sys.modules if m.split('.')[0] in "
             "('rclpy', 'sensor_msgs', 'geometry_msgs', 'std_msgs', 'builtin_interfaces', 'tf2_msgs')]; "
             "assert not bad, bad")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from da3_ros.engines import export_patches
+from da3_ros.export import export_patches
 from da3_ros.engines.graph import InferenceGraph, rigid_inverse
 from da3_ros.models.loading import build_network
 
@@ -136,7 +136,7 @@ def test_nested_alignment_outside_the_graph_equals_upstream():
     from da3_ros.engines.torch_engine import TorchEngine
     from da3_ros.models.loading import LoadedModel
     from da3_ros.models.registry import get_variant
-    from da3_ros.preprocess import preprocess_batch
+    from da3_ros.core.preprocess import preprocess_batch
 
     net = build_network("da3nested-giant-large", seed=1)
     rng = np.random.default_rng(0)

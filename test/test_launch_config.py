@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from da3_ros.param_file import flatten
-from da3_ros.params import NODE_PARAMS, all_param_names, check_values
+from da3_ros.core.param_file import flatten
+from da3_ros.core.params import NODE_PARAMS, all_param_names, check_values
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config"
@@ -18,13 +18,13 @@ YAML_FILES = sorted(CONFIG.glob("*.yaml"))
 
 
 def player_param_names() -> set[str]:
-    src = (REPO / "da3_ros" / "player.py").read_text()
+    src = (REPO / "da3_ros" / "ros" / "player.py").read_text()
     return set(re.findall(r"declare_parameter\(\s*['\"]([^'\"]+)['\"]", src))
 
 
 def node_output_topics() -> set[str]:
-    """Relative topics the node publishes per camera and set-wide (da3_ros.emit, what node and bag emit)."""
-    from da3_ros import emit
+    """Relative topics the node publishes per camera and set-wide (da3_ros.ros.emit, what node and bag emit)."""
+    from da3_ros.ros import emit
 
     return {topic for topic, _ in emit.PER_CAMERA_OUTPUTS.values()}
 
@@ -220,13 +220,13 @@ def test_nav2_example_points_at_our_outputs():
                 sources.update({n: layer[n] for n in layer["observation_sources"].split()})
     assert {(s["topic"], s["data_type"]) for s in sources.values()} == {("/points_obstacles", "PointCloud2"),
                                                                           ("/scan", "LaserScan")}
-    from da3_ros import emit
+    from da3_ros.ros import emit
 
     assert {emit.OBSTACLES, emit.SCAN} == {"points_obstacles", "scan"}  # the emitter's topic names
     assert doc["lifecycle_manager_da3"]["ros__parameters"]["node_names"] == ["da3_depth"]
 
 
-# ---- what the launch files decide (da3_ros.launch_helpers, called from their OpaqueFunctions) ----------------
+# ---- what the launch files decide (da3_ros.ros.launch_helpers, called from their OpaqueFunctions) ----------------
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
 def test_launch_ends_with_the_node_and_checks_its_file(path: Path):
@@ -248,7 +248,7 @@ def test_launch_ends_with_the_node_and_checks_its_file(path: Path):
 
 
 def test_missing_parameter_files_fail_loudly(tmp_path):
-    from da3_ros.launch_helpers import LaunchArgumentError, existing_file, node_params
+    from da3_ros.ros.launch_helpers import LaunchArgumentError, existing_file, node_params
 
     with pytest.raises(LaunchArgumentError, match="rig_file:=/no/such.yaml does not exist"):
         node_params("/no/such.yaml", "rig_file")
@@ -262,13 +262,13 @@ def test_missing_parameter_files_fail_loudly(tmp_path):
 
 
 def test_only_given_arguments_override_the_file():
-    from da3_ros.launch_helpers import given
+    from da3_ros.ros.launch_helpers import given
 
     assert given({"model": "", "backend": "", "device": "cuda"}) == {"device": "cuda"}
 
 
 def test_single_camera_topics_go_to_the_files_camera():
-    from da3_ros.launch_helpers import LaunchArgumentError, single_camera_overrides
+    from da3_ros.ros.launch_helpers import LaunchArgumentError, single_camera_overrides
 
     mono = ros_params(CONFIG / "mono.yaml")
     (camera,) = mono.get("camera_names", ["camera"])
@@ -283,7 +283,7 @@ def test_single_camera_topics_go_to_the_files_camera():
 
 def test_player_sources_resolve_from_examples_dir(tmp_path, monkeypatch):
     from conftest import EXAMPLES
-    from da3_ros.launch_helpers import LaunchArgumentError, player_examples_dir
+    from da3_ros.ros.launch_helpers import LaunchArgumentError, player_examples_dir
 
     monkeypatch.delenv("DA3_EXAMPLES", raising=False)
     player = str(CONFIG / "demo_player.yaml")
@@ -299,7 +299,7 @@ def test_player_sources_resolve_from_examples_dir(tmp_path, monkeypatch):
 @pytest.mark.parametrize("rig", ["stereo.yaml", "demo_rig.yaml", "surround4.yaml", "mono.yaml"])
 def test_rviz_config_follows_the_rig(rig):
     """The rviz fixed frame is a frame the rig publishes (its reference camera's); its topics are the rig's."""
-    from da3_ros.launch_helpers import reference_camera_frame, write_rviz_config
+    from da3_ros.ros.launch_helpers import reference_camera_frame, write_rviz_config
 
     params = ros_params(CONFIG / rig)
     camera, frame = reference_camera_frame(params)

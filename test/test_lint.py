@@ -13,10 +13,9 @@ def test_ruff_is_clean():
 
 
 # The ROS-free core: everything a node, the CLI and the tests build on without rclpy.
-TYPED_CORE = ["da3_ros/engines", "da3_ros/models", "da3_ros/preprocess.py", "da3_ros/geometry.py",
-              "da3_ros/sync.py", "da3_ros/prediction.py", "da3_ros/rig.py", "da3_ros/static_tf.py",
-              "da3_ros/params.py", "da3_ros/metric_scale.py", "da3_ros/rig_setup.py", "da3_ros/pipeline.py",
-              "da3_ros/mcap_io.py", "da3_ros/param_file.py", "da3_ros/ply.py", "da3_ros/launch_helpers.py"]
+TYPED_CORE = ["da3_ros/core", "da3_ros/engines", "da3_ros/models", "da3_ros/ros/pipeline.py",
+              "da3_ros/offline/mcap_io.py",
+              "da3_ros/offline/ply.py", "da3_ros/ros/launch_helpers.py"]
 
 
 def test_mypy_is_clean_on_the_core():

@@ -9,9 +9,9 @@ import yaml
 from plyfile import PlyData
 
 from conftest import EXAMPLES
-from da3_ros import geometry as geo
-from da3_ros import preprocess
-from da3_ros.player import pinhole_K
+from da3_ros.core import geometry as geo
+from da3_ros.core import preprocess
+from da3_ros.ros.player import pinhole_K
 
 
 def test_media_video_and_image_folder(tmp_path):

@@ -9,14 +9,14 @@ import math
 import numpy as np
 import pytest
 
-from da3_ros import preprocess
+from da3_ros.core import preprocess
 from da3_ros.engines import FrameBatch, create_engine
 from da3_ros.engines.base import Engine
 from da3_ros.engines.metric_pair import MetricPairEngine
 from da3_ros.engines.postprocess import align_nested
-from da3_ros.metric_scale import ScaleFilter, ScaleFilterConfig, apply_scale
+from da3_ros.core.metric_scale import ScaleFilter, ScaleFilterConfig, apply_scale
 from da3_ros.models.registry import get_variant
-from da3_ros.rig import Rig
+from da3_ros.core.rig import Rig
 
 PLANE_M, BOX_M = 6.0, 2.5
 
@@ -195,8 +195,8 @@ def _published(pred, cfg):
     """The set's outputs as the node publishes them (one camera per view)."""
     from std_msgs.msg import Header
 
-    from da3_ros.outputs import SetOutputs
-    from da3_ros.rig import RigResult
+    from da3_ros.ros.outputs import SetOutputs
+    from da3_ros.core.rig import RigResult
 
     n = pred.depth.shape[0]
     result = RigResult(pred, 0, np.tile(np.eye(4), (n, 1, 1)), conditioned=False)
@@ -219,7 +219,7 @@ def test_one_sky_threshold_for_depth_fill_inf_mask_and_clouds(path):
     With two thresholds (fill at 0.3, mask at 0.5) the band between them was published as a finite distance,
     all at the one fill depth (a plane of fake points in the clouds).
     """
-    from da3_ros.outputs import OutputConfig
+    from da3_ros.ros.outputs import OutputConfig
 
     hw = (60, 80)
     K = np.array([[[70.0, 0, 39.5], [0, 70.0, 29.5], [0, 0, 1]]])
@@ -249,7 +249,7 @@ def test_the_pair_s_sky_does_not_flicker_between_metric_sets(soh_images):
 
     Without it the sky mask, +Inf sky and cloud.drop_sky came and went: two sets of three had no sky at all.
     """
-    from da3_ros.outputs import OutputConfig
+    from da3_ros.ros.outputs import OutputConfig
 
     main = create_engine("torch", "random:da3-small@0", process_res=140)
     metric = create_engine("torch", "random:da3metric-large@0", process_res=140)

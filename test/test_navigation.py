@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 from std_msgs.msg import Header
 
-from da3_ros import conversions as conv
-from da3_ros import geometry as geo
-from da3_ros import navigation as nav
-from da3_ros.outputs import NavInputs, OutputConfig, SetOutputs, nav_inputs
-from da3_ros.prediction import Prediction
-from da3_ros.rig import RigResult
-from da3_ros.static_tf import StaticTfBuffer
+from da3_ros.ros import conversions as conv
+from da3_ros.core import geometry as geo
+from da3_ros.core import navigation as nav
+from da3_ros.ros.outputs import NavInputs, OutputConfig, SetOutputs, nav_inputs
+from da3_ros.core.prediction import Prediction
+from da3_ros.core.rig import RigResult
+from da3_ros.core.static_tf import StaticTfBuffer
 
 H, W = 280, 504
 K = np.array([[250.0, 0, 251.5], [0, 250.0, 139.5], [0, 0, 1]])

@@ -7,10 +7,10 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from tf2_msgs.msg import TFMessage
 
 from conftest import EXAMPLES
-from da3_ros import conversions as conv
-from da3_ros import preprocess
+from da3_ros.ros import conversions as conv
+from da3_ros.core import preprocess
 from da3_ros.msg import MultiViewDepth
-from da3_ros.player import pinhole_K
+from da3_ros.ros.player import pinhole_K
 from ros_harness import diag_values, process, write_params
 
 VIDEO, PHOTO = f"video:{EXAMPLES / 'robot_unitree.mp4'}", f"image:{EXAMPLES / 'SOH_000.png'}"

@@ -1,7 +1,7 @@
 """Compressed camera input (cameras.<name>.transport: compressed) over real Fast DDS, real photo, real network.
 
 The node subscribes image_transport's ``<image_topic>/compressed`` (sensor_msgs/CompressedImage); the depth it
-publishes must be the core's (da3_ros.pipeline, same parameters, same model) on the DECODED image, exactly:
+publishes must be the core's (da3_ros.ros.pipeline, same parameters, same model) on the DECODED image, exactly:
 for JPEG the decoded pixels, for PNG (lossless) the original pixels themselves.
 """
 from __future__ import annotations
@@ -12,9 +12,9 @@ from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CompressedImage, Image
 
 from conftest import EXAMPLES
-from da3_ros import conversions as conv
-from da3_ros.offline import OfflineSetup
-from da3_ros.pipeline import Processed
+from da3_ros.ros import conversions as conv
+from da3_ros.offline.setup import OfflineSetup
+from da3_ros.ros.pipeline import Processed
 from ros_harness import diag_values, process, write_params
 
 NODE = {"model": "random:da3-small@0", "backend": "torch", "process_res": 252, "camera_names": ["cam"],

@@ -14,8 +14,8 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from tf2_msgs.msg import TFMessage
 
 from conftest import EXAMPLES, REPO
-from da3_ros import conversions as conv
-from da3_ros.geometry import pinhole_K
+from da3_ros.ros import conversions as conv
+from da3_ros.core.geometry import pinhole_K
 from da3_ros.msg import MultiViewDepth
 from ros_harness import diag_values, process, ros_env, write_params
 
@@ -59,7 +59,7 @@ def test_start_up_user_errors_are_one_line(tmp_path, domain_id):
 def test_unexpected_start_up_errors_keep_their_traceback(domain_id):
     """A bug (not a typed user error) at start-up keeps its traceback; a half-built node is not destroyed twice."""
     code = ("from rclpy.node import Node\n"
-            "from da3_ros.ros_main import run\n"
+            "from da3_ros.ros.ros_main import run\n"
             "class Broken(Node):\n"
             "    def __init__(self):\n"
             "        super().__init__('broken')\n"
@@ -164,7 +164,7 @@ def test_a_callback_cut_short_by_shutdown_is_a_quiet_exit(domain_id):
     """
     code = ("from rclpy.node import Node\n"
             "from std_msgs.msg import Header\n"
-            "from da3_ros.ros_main import run\n"
+            "from da3_ros.ros.ros_main import run\n"
             "class Ticker(Node):\n"
             "    def __init__(self):\n"
             "        super().__init__('ticker')\n"

@@ -6,10 +6,10 @@ from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, Image
 
 from conftest import EXAMPLES, read_rgb
-from da3_ros import conversions as conv
-from da3_ros import preprocess
+from da3_ros.ros import conversions as conv
+from da3_ros.core import preprocess
 from da3_ros.engines import FrameBatch, create_engine
-from da3_ros.geometry import pinhole_K
+from da3_ros.core.geometry import pinhole_K
 from da3_ros.msg import MultiViewDepth
 from ros_harness import process, write_params
 

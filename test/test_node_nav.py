@@ -7,7 +7,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import LaserScan, PointCloud2
 from tf2_msgs.msg import TFMessage
 
-from da3_ros import conversions as conv
+from da3_ros.ros import conversions as conv
 from da3_ros.msg import MultiViewDepth
 from ros_harness import diag_values, process, write_params
 from test_node import STEREO_PHOTOS, _start

@@ -8,8 +8,8 @@ from rcl_interfaces.srv import DescribeParameters, SetParameters
 from sensor_msgs.msg import PointCloud2
 
 from conftest import EXAMPLES
-from da3_ros import conversions as conv
-from da3_ros.params import NODE_PARAMS, check_values, fused_frame_problem
+from da3_ros.ros import conversions as conv
+from da3_ros.core.params import NODE_PARAMS, check_values, fused_frame_problem
 from ros_harness import process, write_params
 
 
@@ -51,10 +51,10 @@ def test_the_table_checks_values():
 def test_choices_match_the_code():
     """The table's choices are the values the code accepts (kept in params.py so that it stays ROS-free)."""
     from da3_ros.engines import BACKENDS
-    from da3_ros.navigation import GROUND_MODES
-    from da3_ros.outputs import TF_MODES
-    from da3_ros.pipeline import POSE_CONDITIONING
-    from da3_ros.preprocess import METHODS
+    from da3_ros.core.navigation import GROUND_MODES
+    from da3_ros.ros.outputs import TF_MODES
+    from da3_ros.ros.pipeline import POSE_CONDITIONING
+    from da3_ros.core.preprocess import METHODS
 
     choices = {p.name: set(p.choices) for p in NODE_PARAMS}
     assert choices["backend"] == set(BACKENDS) and choices["tf.mode"] == set(TF_MODES)
@@ -153,8 +153,8 @@ da3_depth:
 
 def test_off_typed_unquoted_means_off_in_the_table_and_the_offline_parser(tmp_path):
     """`pose_conditioning: off` and `tf.mode: off` are documented values; YAML hands them over as false."""
-    from da3_ros.param_file import check_params, parse_override, read_params_file
-    from da3_ros.params import normalized
+    from da3_ros.core.param_file import check_params, parse_override, read_params_file
+    from da3_ros.core.params import normalized
 
     assert check_values({"tf.mode": False, "pose_conditioning": False}) == []
     assert normalized("tf.mode", False) == "off" == normalized("pose_conditioning", False)

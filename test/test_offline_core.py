@@ -7,10 +7,10 @@ import yaml
 from mcap_ros2._dynamic import generate_dynamic, serialize_dynamic
 from plyfile import PlyData
 
-from da3_ros.mcap_io import MSG_DELIMITER, field_types, message_definition
-from da3_ros.param_file import ParamFileError, check_params, parse_override, read_params_file
-from da3_ros.params import NODE_PARAMS
-from da3_ros.ply import write_ply
+from da3_ros.offline.mcap_io import MSG_DELIMITER, field_types, message_definition
+from da3_ros.core.param_file import ParamFileError, check_params, parse_override, read_params_file
+from da3_ros.core.params import NODE_PARAMS
+from da3_ros.offline.ply import write_ply
 
 
 def test_params_file_sections_nesting_and_types(tmp_path):

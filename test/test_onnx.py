@@ -71,8 +71,8 @@ def test_fp16_graph_is_standard_onnx_and_close_to_fp32(tmp_path, soh_images):
     import onnx
     import onnxruntime as ort
 
-    from da3_ros.engines.export import example_inputs
-    from da3_ros.preprocess import preprocess_batch
+    from da3_ros.engines.graph_io import example_inputs
+    from da3_ros.core.preprocess import preprocess_batch
 
     src = OnnxSource("random:da3-small@3", ArtifactCache(tmp_path))
     p32, p16 = src.onnx_for(1, (280, 504), False, "fp32"), src.onnx_for(1, (280, 504), False, "fp16")

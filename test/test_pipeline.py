@@ -1,16 +1,16 @@
-"""The per-set core (da3_ros.pipeline) without DDS: bad camera_info, a camera_info that never comes, NaN depth."""
+"""The per-set core (da3_ros.ros.pipeline) without DDS: bad camera_info, a camera_info that never comes, NaN depth."""
 import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo
 
-from da3_ros import conversions as conv
+from da3_ros.ros import conversions as conv
 from da3_ros.engines import create_engine
-from da3_ros.geometry import pinhole_K
-from da3_ros.outputs import OutputConfig, SetOutputs
-from da3_ros.pipeline import CAMERA_INFO_WAIT_S, CoreConfig, DropReason, Dropped, Processed, SetProcessor
-from da3_ros.prediction import Prediction
-from da3_ros.rig import Rig, RigResult
-from da3_ros.static_tf import StaticTfBuffer
+from da3_ros.core.geometry import pinhole_K
+from da3_ros.ros.outputs import OutputConfig, SetOutputs
+from da3_ros.ros.pipeline import CAMERA_INFO_WAIT_S, CoreConfig, DropReason, Dropped, Processed, SetProcessor
+from da3_ros.core.prediction import Prediction
+from da3_ros.core.rig import Rig, RigResult
+from da3_ros.core.static_tf import StaticTfBuffer
 
 
 @pytest.fixture(scope="module")

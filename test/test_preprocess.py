@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from da3_ros import preprocess
+from da3_ros.core import preprocess
 
 SIZES = [(680, 1208), (1208, 680), (480, 640), (336, 504), (100, 90), (720, 1280)]
 
@@ -83,7 +83,7 @@ def test_rejects_bad_images():
 
 def test_mixed_sizes_crop_loses_field_of_view_and_stretch_keeps_it():
     """640x480 beside 1208x680: upstream's crop keeps 74 % of the small camera's height; stretch keeps it all."""
-    from da3_ros.preprocess import field_of_view_kept, plan_batch, resize_image
+    from da3_ros.core.preprocess import field_of_view_kept, plan_batch, resize_image
 
     hws = [(680, 1208), (480, 640)]
     crop = plan_batch(hws, 504)

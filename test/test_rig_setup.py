@@ -1,8 +1,8 @@
-"""The rig from the node's parameters (da3_ros.rig_setup), without a node."""
+"""The rig from the node's parameters (da3_ros.core.rig_setup), without a node."""
 import numpy as np
 import pytest
 
-from da3_ros.rig_setup import known_extrinsics
+from da3_ros.core.rig_setup import known_extrinsics
 
 
 def test_known_extrinsics_follow_pose_conditioning_and_put_the_reference_at_the_origin():

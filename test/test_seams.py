@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo
 
-from da3_ros import conversions as conv
-from da3_ros import emit
-from da3_ros import preprocess
+from da3_ros.ros import conversions as conv
+from da3_ros.ros import emit
+from da3_ros.core import preprocess
 from da3_ros.engines import FrameBatch, create_engine
-from da3_ros.outputs import OutputConfig
-from da3_ros.pipeline import CoreConfig, Processed, SetProcessor
-from da3_ros.rig import Rig
-from da3_ros.static_tf import StaticTfBuffer
+from da3_ros.ros.outputs import OutputConfig
+from da3_ros.ros.pipeline import CoreConfig, Processed, SetProcessor
+from da3_ros.core.rig import Rig
+from da3_ros.core.static_tf import StaticTfBuffer
 
 CAMERAS = ("left", "right", "front")
 

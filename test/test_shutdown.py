@@ -36,7 +36,7 @@ def _processes() -> list[tuple[int, int, str]]:
 
 def _exports_of(cache: Path) -> list[int]:
     """Export processes writing into ``cache`` (children of the node, or orphans re-parented elsewhere)."""
-    return [pid for pid, _, cmd in _processes() if "da3_ros.engines.export" in cmd and str(cache) in cmd]
+    return [pid for pid, _, cmd in _processes() if "da3_ros.export.onnx_export" in cmd and str(cache) in cmd]
 
 
 def _scratch(cache: Path) -> list[str]:

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from da3_ros.geometry import R_from_quaternion, invert_T
-from da3_ros.static_tf import StaticTfBuffer
+from da3_ros.core.geometry import R_from_quaternion, invert_T
+from da3_ros.core.static_tf import StaticTfBuffer
 
 
 def _T(seed):

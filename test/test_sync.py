@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from da3_ros.sync import FrameSet, SyncMode, SyncStats, TimeSynchronizer
+from da3_ros.core.sync import FrameSet, SyncMode, SyncStats, TimeSynchronizer
 
 MS = 1_000_000
 PERIOD_NS = 33_333_333  # 30 Hz
@@ -489,9 +489,9 @@ def test_partial_sets_only_after_real_silence(segments, timeout_frames, seed):
     for frames, active in segments:
         for _ in range(frames):
             k += 1
-            for s in sorted(active, key=lambda _s: rng.random()):  # arrival order varies per trigger
-                stamp = k * PERIOD_NS
-                arrival = stamp + rng.randint(1 * MS, 4 * MS)
+            stamp = k * PERIOD_NS
+            # arrival order varies per trigger; the synchroniser's clock (the arrival) never goes back
+            for arrival, s in sorted((stamp + rng.randint(1 * MS, 4 * MS), s) for s in active):
                 arrivals[s].append(arrival)
                 if not add(sync, s, stamp, arrival):
                     continue

@@ -162,7 +162,7 @@ def test_parity_rejects_bad_arguments(ours, ref, names):
 
 def test_the_gate_input_is_fixed_and_plausible():
     """The parity gate's input (the export's example inputs): seeded, shaped for the engine, a sane rig."""
-    from da3_ros.engines.export import example_inputs
+    from da3_ros.engines.graph_io import example_inputs
 
     feeds, again = example_inputs(3, (28, 42), True), example_inputs(3, (28, 42), True)
     shapes = {"images": (1, 3, 3, 28, 42), "extrinsics": (1, 3, 4, 4), "intrinsics": (1, 3, 3, 3)}

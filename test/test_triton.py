@@ -29,12 +29,12 @@ from sensor_msgs.msg import CameraInfo
 from tritonclient.grpc import model_config_pb2
 
 from conftest import EXAMPLES
-from da3_ros import conversions as conv
+from da3_ros.ros import conversions as conv
 from da3_ros.engines import EngineUnavailable, FrameBatch, create_engine
 from da3_ros.engines.onnx_source import read_metadata
-from da3_ros.diagnostics import NodeStats
+from da3_ros.ros.diagnostics import NodeStats
 from da3_ros.engines.triton_engine import ServerModel, TritonModelError, TritonSettings
-from da3_ros.sync import SyncStats
+from da3_ros.core.sync import SyncStats
 from da3_ros.msg import MultiViewDepth
 from ros_harness import process, ros_env, write_params
 
@@ -77,7 +77,7 @@ def triton_server(cache: Path, log: Path, model: str = MODEL, rig: list[str] | N
     """``da3-ros serve`` in its own process (``rig``: its shape options, default 2 views); yields a Served."""
     grpc_port = port or _free_ports(1)[0]
     http_port, metrics_port = _free_ports(2)
-    cmd = [sys.executable, "-m", "da3_ros.cli", "serve", "--model", model, "--cache-dir", str(cache),
+    cmd = [sys.executable, "-m", "da3_ros.offline.cli", "serve", "--model", model, "--cache-dir", str(cache),
            "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port),
            *(RIG if rig is None else rig), *extra]
     with open(log, "w") as f:
@@ -281,7 +281,7 @@ def test_exported_repository_is_what_triton_reads(tmp_path, cache):
     only) loads the repository up to the missing onnxruntime backend.
     """
     repo = tmp_path / "repo"
-    out = subprocess.run([sys.executable, "-m", "da3_ros.cli", "export", "--model", MODEL, "--views", "2",
+    out = subprocess.run([sys.executable, "-m", "da3_ros.offline.cli", "export", "--model", MODEL, "--views", "2",
                           "--height", str(HW[0]), "--width", str(HW[1]), "--triton-repo", str(repo)],
                          capture_output=True, text=True, env=ros_env(0), check=False)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -22,7 +22,7 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from da3_ros.engines.fp16 import strip_default_scatter_reduction, to_mixed_fp16
+from da3_ros.export.fp16 import strip_default_scatter_reduction, to_mixed_fp16
 
 DOC = "onnx/onnx-tensorrt docs/operators.md @ 10.1-GA (96e7811), checked for TensorRT 10.3"
 MAX_IR_VERSION = 8  # ONNX 1.10's (2021), older than any TensorRT 10's bundled ONNX; what torch writes today
@@ -87,7 +87,7 @@ GRAPHS = [("da3-small", False, "fp32"), ("da3-small", False, "fp16"), ("da3-smal
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """variant, conditioned, precision -> the exported graph (each exported once, on first use)."""
-    from da3_ros.engines.export import export_onnx
+    from da3_ros.export.onnx_export import export_onnx
     from da3_ros.models.loading import build_network
 
     root, nets, paths = tmp_path_factory.mktemp("trt-compat"), {}, {}

@@ -9,7 +9,7 @@ import logging
 
 from da3_ros.engines.base import (BackendUnavailable, Engine, EngineConfigError, EngineSettings, EngineUnavailable,
                                   FrameBatch)
-from da3_ros.errors import ConfigError
+from da3_ros.core.errors import ConfigError
 
 __all__ = ["BACKENDS", "PRECISIONS", "BackendUnavailable", "Engine", "EngineConfigError", "EngineSettings",
            "EngineUnavailable", "FrameBatch", "Hardware", "create_engine", "resolve_backend", "resolve_settings"]

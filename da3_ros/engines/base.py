@@ -12,18 +12,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from da3_ros import preprocess
+from da3_ros.core import preprocess
 from da3_ros.engines import postprocess
-from da3_ros.errors import ConfigError
-from da3_ros.geometry import invert_T
+from da3_ros.engines.graph_io import IN_EXTRINSICS, IN_IMAGES, IN_INTRINSICS, graph_outputs  # noqa: F401 (re-exported)
+from da3_ros.core.errors import ConfigError
+from da3_ros.core.geometry import invert_T
 from da3_ros.models.registry import METRIC_CANONICAL_FOCAL_PX, DepthKind, Variant
-from da3_ros.prediction import Prediction
+from da3_ros.core.prediction import Prediction
 
 _LOG = logging.getLogger(__name__)
 REF_VIEW_STRATEGIES = ("first", "middle", "saddle_balanced", "saddle_sim_range")
 SKY_THRESHOLD = postprocess.SKY_THRESHOLD  # the sky mask is where the sky fill went (one threshold)
-# Graph input names, for every backend and the export
-IN_IMAGES, IN_EXTRINSICS, IN_INTRINSICS = "images", "extrinsics", "intrinsics"
 
 
 class BackendUnavailable(RuntimeError):
@@ -48,15 +47,6 @@ class EngineUnavailable(RuntimeError):
 
     The set is dropped and counted; no result is published for it.
     """
-
-
-def graph_outputs(variant: Variant) -> list[str]:
-    """The outputs an exported graph of ``variant`` has, in order (= engines.graph.output_names of its network)."""
-    if variant.depth_kind is DepthKind.METRIC and variant.has_pose:  # nested: any-view + metric branch
-        return ["depth", "depth_conf", "extrinsics_out", "intrinsics_out", "metric_depth", "sky"]
-    if variant.has_pose:
-        return ["depth", "depth_conf", "extrinsics_out", "intrinsics_out"]
-    return ["depth", "sky"]
 
 
 @dataclass
@@ -169,7 +159,7 @@ class Engine:
         factor = np.ones(n, dtype=np.float64)  # applied below: known-pose units, focal rule
         T_cam_world = _to_4x4(out["extrinsics_out"]) if "extrinsics_out" in out else None
         is_metric = self.variant.depth_kind is DepthKind.METRIC
-        # Metric scale of the set (see da3_ros.metric_scale): its source and the scale fitted on this set
+        # Metric scale of the set (see da3_ros.core.metric_scale): its source and the scale fitted on this set
         source, raw = (self.metric_source, float("nan")) if is_metric else ("none", float("nan"))
         sky = out.get("sky")
         if "metric_depth" in out and conf is not None and sky is not None:  # nested / pair: align (outside the graph)

@@ -15,7 +15,7 @@ import numpy as np
 from da3_ros.engines.base import IN_EXTRINSICS, IN_IMAGES, Engine
 from da3_ros.engines.cache import ArtifactCache
 from da3_ros.engines.onnx_source import OnnxSource
-from da3_ros.errors import ConfigError
+from da3_ros.core.errors import ConfigError
 
 Shape = tuple[int, tuple[int, int], bool]  # (views, (H, W), pose-conditioned)
 MAX_RUNNERS = 2  # e.g. the full rig and the rig minus one camera

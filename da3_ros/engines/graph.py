@@ -5,7 +5,7 @@ pyramid and output stack) and then throws it away unless ray-based poses are ask
 position embeddings at every call, and fills sky with a data-dependent quantile. ``InferenceGraph`` runs the
 same layers with the same weights in the same order, minus those: the auxiliary branch only when
 ``use_ray_pose`` is set, embeddings cached per size, sky fill left to the (numpy) post-processing. It is what
-the torch backend runs and what ``da3_ros.engines.export`` writes to ONNX, so every backend computes one graph.
+the torch backend runs and what ``da3_ros.export.onnx_export`` writes to ONNX, so every backend computes one graph.
 Parity with upstream is proven in test/test_graph.py. Imports torch: used by the torch backend and export only.
 """
 from __future__ import annotations

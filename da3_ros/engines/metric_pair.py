@@ -8,7 +8,7 @@ the second and is applied to depth and pose translations (engines.postprocess.al
 license-clean pairing: DA3-SMALL/BASE/LARGE and DA3METRIC-LARGE are Apache-2.0, the nested checkpoint is
 CC BY-NC. The metric model costs a large forward per view, so it can run on every k-th set only
 (``every_n_sets``); the sets in between carry no measured scale and take the filtered one
-(da3_ros.metric_scale), and the last metric set's sky (of the same shape; else sky is unknown for that set),
+(da3_ros.core.metric_scale), and the last metric set's sky (of the same shape; else sky is unknown for that set),
 so that the sky mask, +Inf sky and cloud.drop_sky do not come and go between sets. Torch-free as far as its
 two engines are.
 """
@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 
 from da3_ros.engines.base import IN_IMAGES, Engine
-from da3_ros.errors import ConfigError
+from da3_ros.core.errors import ConfigError
 from da3_ros.models.registry import DepthKind
 
 METRIC_PARTNER = "da3metric-large"

@@ -4,7 +4,7 @@
 is; its metadata must match the rig), or a checkpoint spec (``random:<variant>``, a local directory, a variant
 name, a Hugging Face id). For a spec, the graph for each (N views, network size, conditioning, precision) is
 looked up in the artifact cache and, when missing or corrupted, exported in a separate process
-(``python -m da3_ros.engines.export``) so that torch never enters the calling process. Without torch the
+(``python -m da3_ros.export.onnx_export``) so that torch never enters the calling process. Without torch the
 error names the ``da3-ros export`` command to run where torch is. Torch-free.
 
 An export never outlives the process that asked for it: the child dies with it (``terminate_exports`` at exit,
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from da3_ros.engines.base import BackendUnavailable
 from da3_ros.engines.cache import ArtifactCache
-from da3_ros.errors import ConfigError
+from da3_ros.core.errors import ConfigError
 from da3_ros.models import loading
 from da3_ros.models.registry import VARIANTS, Variant, get_variant
 
@@ -123,7 +123,7 @@ class OnnxSource:
         # file), then move the weights first and the graph last: a crash leaves no graph without weights.
         with _scratch_dir(path.parent) as scratch:
             tmp = scratch / path.name
-            cmd = [sys.executable, "-m", "da3_ros.engines.export", "--model", self.model, "--views", str(n_views),
+            cmd = [sys.executable, "-m", "da3_ros.export.onnx_export", "--model", self.model, "--views", str(n_views),
                    "--height", str(hw[0]), "--width", str(hw[1]), "--precision", precision, "--out", str(tmp)]
             cmd += ["--conditioned"] if conditioned else []
             _LOG.info("exporting %s for %d views at %dx%d (%s) into %s", self.model, n_views, hw[1], hw[0],

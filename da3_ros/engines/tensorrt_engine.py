@@ -22,7 +22,7 @@ import numpy as np
 
 from da3_ros.engines.base import BackendUnavailable, EngineConfigError, EngineSettings
 from da3_ros.engines.cache import ArtifactCache, sha256_file
-from da3_ros.engines.export import example_inputs
+from da3_ros.engines.graph_io import example_inputs
 from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
 
 _LOG = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ import numpy as np
 from da3_ros.engines.base import BackendUnavailable, Engine, EngineUnavailable, graph_outputs
 from da3_ros.engines.cache import ArtifactCache
 from da3_ros.engines.onnx_source import OnnxSource
-from da3_ros.errors import ConfigError
+from da3_ros.core.errors import ConfigError
 
 _LOG = logging.getLogger(__name__)
 BACKOFF_S = (0.5, 8.0)  # first retry after 0.5 s, doubling up to 8 s

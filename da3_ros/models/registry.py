@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from da3_ros.errors import ConfigError
+from da3_ros.core.errors import ConfigError
 
 
 class DepthKind(str, Enum):

@@ -1,0 +1,230 @@
+"""Every node parameter, declared once: name, default, description. ROS-free so tests and docs can read it.
+
+Per-camera parameters live under ``cameras.<name>.`` for each name in ``camera_names``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from da3_ros.core.metric_scale import ScaleFilterConfig
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: its declaration, its ROS descriptor (``ros2 param describe``) and its validation."""
+
+    name: str
+    default: Any
+    description: str
+    choices: tuple[str, ...] = ()  # the allowed strings (in the descriptor's additional_constraints)
+    range: tuple[float, float] | None = None  # inclusive bounds (the descriptor's integer/floating point range)
+    step: int = 0  # integers: allowed values are range[0] + k * step (0 = any)
+    dynamic: bool = False  # applied at runtime by a parameter set; else read-only (needs a restart)
+    # YAML (a params file, `-p name:=off`, `ros2 param set`) reads an unquoted ``off`` as the boolean false: for a
+    # parameter with an "off" choice, false means that choice (declared dynamically typed so that ROS takes it)
+    false_means: str = ""
+
+    def normalize(self, value: Any) -> Any:
+        """``value`` as the code takes it: the boolean false is ``false_means`` where the table says so."""
+        return self.false_means if self.false_means and value is False else value
+
+    def constraints(self) -> str:
+        """The allowed values in words ('' when any value of the type goes)."""
+        if self.choices:
+            return "one of: " + ", ".join(self.choices)
+        if self.range is not None:
+            lo, hi = self.range
+            return f"in [{lo}, {hi}]" + (f" in steps of {self.step} from {lo}" if self.step else "")
+        return ""
+
+    def problem(self, value: Any) -> str:
+        """'' if ``value`` is allowed, else why not (the parameter, the value, the allowed values)."""
+        value = self.normalize(value)
+        if value is None:  # typed, declared without a value (e.g. cameras.<name>.T_ref_cam)
+            return ""
+        if self.choices and isinstance(value, bool):  # an unquoted on/off/yes/no/true/false in YAML
+            return (f"{self.name} = {value!r} is not allowed: {self.constraints()}; YAML and `-p` read unquoted "
+                    f"true/false/on/off/yes/no as a boolean: quote the value (e.g. {self.name}: "
+                    f"'{self.false_means or self.choices[0]}')")
+        ok = True
+        if self.choices:
+            ok = value in self.choices
+        elif self.range is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            lo, hi = self.range
+            ok = lo <= value <= hi and not (self.step and (value - lo) % self.step)
+        return "" if ok else f"{self.name} = {value!r} is not allowed: {self.constraints()}"
+
+
+NODE_PARAMS: tuple[Param, ...] = (
+    Param("model", "depth-anything/DA3-SMALL",
+          "HF repo id, local dir (config.json + model.safetensors), variant name or random:<variant>[@seed]"),
+    Param("backend", "auto",
+          "auto (TensorRT if importable with a CUDA GPU, else onnxruntime, else torch), torch, onnxruntime, "
+          "tensorrt, triton (a Triton Inference Server: triton.*); onnxruntime/tensorrt also take a .onnx from "
+          "`da3-ros export` as model", choices=("auto", "torch", "onnxruntime", "tensorrt", "triton")),
+    Param("device", "auto",
+          "auto (the backend's: torch cpu, onnxruntime its CUDA provider if installed else cpu, tensorrt the GPU), "
+          "cpu, cuda, cuda:<n> (cuda:<n> > 0: torch only); a device the backend cannot use stops the start"),
+    Param("precision", "auto",
+          "auto (torch: fp32 on CPU, bf16/fp16 on CUDA; onnxruntime: fp32; tensorrt: fp16), fp32, fp16 (the "
+          "mixed fp16 graph on onnxruntime/tensorrt), bf16 (torch only); said at start-up and in /diagnostics",
+          choices=("auto", "fp32", "fp16", "bf16")),
+    Param("threads", 0, "CPU threads of the forward (0: the backend's default)", range=(0, 1024)),
+    Param("engine_cache_dir", "", "exported ONNX graphs and TensorRT engines (default: ~/.cache/da3_ros)"),
+    Param("triton.url", "localhost:8001", "backend triton: the server's gRPC endpoint, host:port"),
+    Param("triton.model", "da3", "backend triton: model name on the server (`model` names its checkpoint)"),
+    Param("triton.model_version", "", "backend triton: model version ('' = the server's latest)"),
+    Param("triton.timeout_s", 5.0, "backend triton: deadline per request, seconds; a late set is dropped",
+          range=(0.001, 3600.0)),
+    Param("triton.ssl", False, "backend triton: TLS to the server"),
+    Param("triton.root_certificates", "", "backend triton: PEM file of the root certificates (ssl)"),
+    Param("triton.private_key", "", "backend triton: PEM file of the client's private key (ssl, mutual TLS)"),
+    Param("triton.certificate_chain", "", "backend triton: PEM file of the client's certificate chain (ssl)"),
+    Param("triton.headers", "", "backend triton: headers sent with every call, 'Name: value; Name2: value2' "
+          "(e.g. an authorization token)"),
+    Param("metric_model", "",
+          "a DA3METRIC-LARGE checkpoint to pair with an any-view `model` for metres (the nested pair as two "
+          "models); '' = none"),
+    Param("metric.every_n_sets", 1, "run the paired metric model on every n-th set; the others reuse the scale",
+          range=(1, 100000)),
+    Param("metric.filter", True, "smooth the per-set metric scale over time (pair, nested, rig)"),
+    Param("metric.filter_window", 9, "sets in the filter's robust median", range=(1, 1000)),
+    Param("metric.max_rate_per_s", 0.5, "largest relative change of the applied scale per second (0.5 = 50 %/s)",
+          range=(0.001, 1000.0)),
+    Param("metric.outlier_ratio", 1.5, "a per-set scale off the median by more than this factor is an outlier",
+          range=(1.001, 1000.0)),
+    Param("metric.reset_after", 5, "consecutive consistent outliers after which the filter jumps to them",
+          range=(1, 1000)),
+    Param("process_res", 504, "network resolution of the longer side (multiple of 14)", range=(14, 4998), step=14),
+    Param("process_res_method", "upper_bound_resize", "upstream resize method",
+          choices=("upper_bound_resize", "upper_bound_crop", "lower_bound_resize", "lower_bound_crop")),
+    Param("mixed_resolution", "crop",
+          "cameras of different sizes: crop (upstream: centre-crop to the smallest network size, losing field of "
+          "view) or stretch (resize to it: whole field of view, pixel aspect changed); with *_resize methods",
+          choices=("crop", "stretch")),
+    Param("camera_names", ["camera"], "cameras of the rig; each gets cameras.<name>.* parameters"),
+    Param("reference_camera", "", "camera whose optical frame is the set's reference (default: the first)"),
+    Param("sync.mode", "approximate", "approximate (slop) or exact (hardware-triggered rigs)",
+          choices=("approximate", "exact")),
+    Param("sync.slop_s", 0.02, "largest stamp spread within one approximate set, seconds", range=(0.0, 10.0)),
+    Param("sync.queue_size", 5, "frames kept per camera while waiting for a set", range=(1, 1000)),
+    Param("sync.camera_timeout_s", 2.0,
+          "a camera silent this long (seconds) is left out: sets go on with the others until it sends again; "
+          "0 = every set waits for every camera", range=(0.0, 3600.0)),
+    Param("pose_conditioning", "auto",
+          "auto: cameras.<name>.T_ref_cam when every camera has one, else /tf_static when it connects every "
+          "camera's frame to the reference's; params; tf_static; off (an unquoted off, read as false, is off). "
+          "Needs camera_info on every camera", choices=("auto", "params", "tf_static", "off"), false_means="off"),
+    Param("tf.mode", "estimated_children",
+          "estimated_children: <frame><tf.suffix> frames under the reference camera's frame; "
+          "camera_frames: the cameras' own frames under the reference (rigs with no other TF source); off (an "
+          "unquoted off, read as false, is off)", choices=("estimated_children", "camera_frames", "off"),
+          dynamic=True, false_means="off"),
+    Param("tf.suffix", "_da3", "suffix of the estimated child frames", dynamic=True),
+    Param("fused_frame", "", "frame of points_fused (default: the reference camera's frame)", dynamic=True),
+    Param("cloud.stride", 2, "use every n-th pixel row and column for clouds", range=(1, 64), dynamic=True),
+    Param("cloud.min_confidence", 0.0, "drop points whose confidence is below this", range=(0.0, 1e6), dynamic=True),
+    Param("cloud.min_depth", 0.0, "drop points nearer than this (depth units)", range=(0.0, 1e6), dynamic=True),
+    Param("cloud.max_depth", 0.0, "drop points farther than this (depth units); 0 = no limit",
+          range=(0.0, 1e6), dynamic=True),
+    Param("cloud.drop_sky", True, "drop points the model labels sky (the sky/mask pixels)", dynamic=True),
+    Param("cloud.confidence_field", False, "add a per-point `confidence` field to the clouds", dynamic=True),
+    Param("nav.target_frame", "base_link",
+          "frame of points_obstacles and scan (x forward, z up), found from each camera's frame through /tf_static"),
+    Param("nav.ground", "z",
+          "ground for the height band: z (the target frame's z = 0) or plane (fitted to the points)",
+          choices=("z", "plane")),
+    Param("nav.min_height_m", 0.05, "obstacles start this high above the ground (metres)"),
+    Param("nav.max_height_m", 1.8, "obstacles end this high above the ground (metres)"),
+    Param("nav.voxel_m", 0.05, "voxel size of the obstacle cloud (metres); 0 = no down-sampling", range=(0.0, 10.0)),
+    Param("nav.outlier_radius_m", 0.15, "radius for the isolated-point filter (metres)", range=(0.0, 10.0)),
+    Param("nav.outlier_min_neighbours", 3, "points with fewer neighbours within the radius are dropped; 0 = off",
+          range=(0, 1000)),
+    Param("nav.max_range_m", 0.0, "obstacles farther than this horizontally are dropped (metres); 0 = no limit",
+          range=(0.0, 10000.0)),
+    Param("scan.angle_min", -3.141592653589793, "first ray of scan (radians, counter-clockwise from +x)"),
+    Param("scan.angle_max", 3.141592653589793,
+          "end of scan (radians): rays at angle_min + i * angle_increment below it, at most one turn"),
+    Param("scan.angle_increment", 0.008726646259971648, "angle between rays (radians; default 0.5 degrees)"),
+    Param("scan.range_min", 0.1, "nearest range reported (metres)", range=(0.0, 10000.0)),
+    Param("scan.range_max", 20.0, "farthest range reported (metres)", range=(0.0, 10000.0)),
+    Param("scan.min_height_m", 0.05, "lowest point (target frame z, metres) that counts for scan; the scan's own "
+          "band, may be wider than nav.min/max_height_m"),
+    Param("scan.max_height_m", 1.8, "highest point (target frame z, metres) that counts for scan"),
+    Param("depth.sky_as_inf", True, "publish sky pixels (sky probability >= 0.3, the sky/mask pixels) as +Inf "
+          "(REP 118: too far), else upstream's sky fill (99th percentile of non-sky depth)", dynamic=True),
+    Param("depth.publish_mm", False, "also publish depth/image_mm as 16UC1 millimetres (metric models)"),
+    Param("qos.input", "sensor_data", "input QoS: sensor_data (best effort) or reliable",
+          choices=("sensor_data", "reliable")),
+    Param("qos.output", "reliable", "output QoS: reliable or sensor_data", choices=("reliable", "sensor_data")),
+    Param("qos.depth", 5, "history depth of every queue", range=(1, 1000)),
+    Param("diagnostics_period_s", 1.0, "period of /diagnostics", range=(0.01, 3600.0)),
+)
+
+CAMERA_PARAMS: tuple[Param, ...] = (
+    Param("image_topic", "", "image topic (default: <name>/image_raw)"),
+    Param("transport", "raw", "image transport (image_transport's names): raw (sensor_msgs/Image on image_topic) "
+          "or compressed (sensor_msgs/CompressedImage, JPEG or PNG, on <image_topic>/compressed; only the frames "
+          "of the sets processed are decoded)", choices=("raw", "compressed")),
+    Param("camera_info_topic", "", "camera_info topic (default: <name>/camera_info)"),
+    Param("frame_id", "", "optical frame override (default: the image header's frame_id)"),
+    Param("T_ref_cam", [0.0] * 0, "known pose in the reference camera frame: x y z qx qy qz qw (metres)"),
+    Param("hfov_deg", 0.0, "horizontal field of view (degrees) for a camera without camera_info: a centred "
+          "pinhole K, so that metric models get their focal and clouds their intrinsics; 0 = none"),
+)
+
+
+def scale_filter_config(param) -> ScaleFilterConfig:
+    """The metric scale filter from ``param(name)`` (the node's parameter getter); ValueError if invalid."""
+    return ScaleFilterConfig(enabled=bool(param("metric.filter")), window=int(param("metric.filter_window")),
+                             max_rate_per_s=float(param("metric.max_rate_per_s")),
+                             outlier_ratio=float(param("metric.outlier_ratio")),
+                             reset_after=int(param("metric.reset_after")))
+
+
+def camera_param(camera: str, field: str) -> str:
+    """Full parameter name of a per-camera field."""
+    return f"cameras.{camera}.{field}"
+
+
+def all_param_names(camera_names: list[str]) -> set[str]:
+    """Every parameter name valid for a node with these cameras."""
+    return {p.name for p in NODE_PARAMS} | {camera_param(c, p.name) for c in camera_names for p in CAMERA_PARAMS}
+
+
+def param_table(camera_names: list[str] | None = None) -> dict[str, Param]:
+    """Every parameter by its full name (per-camera ones for ``camera_names``)."""
+    table = {p.name: p for p in NODE_PARAMS}
+    for c in camera_names or []:
+        table.update({camera_param(c, p.name): dataclasses.replace(p, name=camera_param(c, p.name))
+                      for p in CAMERA_PARAMS})
+    return table
+
+
+_NODE_TABLE = {p.name: p for p in NODE_PARAMS}
+
+
+def normalized(name: str, value: Any) -> Any:
+    """A parameter's value as the code takes it (a YAML false for ``tf.mode`` / ``pose_conditioning`` is 'off').
+
+    The one place that maps it, for the node (ros_params), the parameter file and ``-p`` of the offline commands
+    (param_file); a true stays true, and ``check_values`` refuses it naming the fix.
+    """
+    p = _NODE_TABLE.get(name)
+    return p.normalize(value) if p is not None else value
+
+
+def check_values(values: dict[str, Any], camera_names: list[str] | None = None) -> list[str]:
+    """What is wrong with these values, one line each (names the parameter, the value, the allowed values)."""
+    table = param_table(camera_names)
+    return [problem for name, value in values.items() if name in table and (problem := table[name].problem(value))]
+
+
+def fused_frame_problem(fused_frame: str, frames: list[str], suffix: str) -> str:
+    """'' if ``fused_frame`` ('' = the reference camera's) is a camera frame or its estimated frame, else why."""
+    allowed = [f for frame in frames for f in (frame, frame + suffix)]
+    if not fused_frame or fused_frame in allowed:
+        return ""
+    return f"fused_frame = {fused_frame!r} is not allowed: '' (the reference camera's frame) or one of {allowed}"

@@ -1,0 +1,91 @@
+"""A camera rig around an engine: reference camera pinned, optional pose conditioning, poses in its frame.
+
+ROS-free. The reference camera goes first into the network with ``ref_view_strategy="first"``, so DA3's world
+frame is always that camera, not whichever view upstream's automatic strategy would pick.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from da3_ros.engines import Engine, FrameBatch
+from da3_ros.core.geometry import invert_T, relative_poses
+from da3_ros.core.metric_scale import FITTED_SOURCES, ScaleFilter, ScaleFilterConfig, apply_scale
+from da3_ros.core.prediction import Prediction
+
+
+@dataclass(frozen=True)
+class RigResult:
+    """One set's prediction in camera order, and every camera's pose in the reference camera's frame."""
+
+    prediction: Prediction
+    ref_index: int
+    T_ref_cam: np.ndarray | None  # (N, 4, 4) in depth units; None for models without camera heads
+    conditioned: bool  # known rig extrinsics were given to the model
+
+
+class Rig:
+    """Runs one synchronized set of N images through ONE forward of ``engine``."""
+
+    def __init__(self, engine: Engine, ref_index: int = 0, T_ref_cam_known: np.ndarray | None = None,
+                 scale_filter: ScaleFilterConfig | None = None):
+        if engine.ref_view_strategy != "first":
+            raise ValueError("a Rig pins its reference camera: build the engine with ref_view_strategy='first'")
+        self.engine = engine
+        self.ref_index = ref_index
+        self.T_ref_cam_known = None if T_ref_cam_known is None else np.asarray(T_ref_cam_known, np.float64)
+        self.scale = ScaleFilter(scale_filter or ScaleFilterConfig())  # metric scale over time (pair, nested, rig)
+
+    def subset(self, cameras: list[int]) -> Rig:
+        """The rig of only ``cameras`` (indices, ascending), e.g. while the others are silent.
+
+        Same engine and scale filter. Its reference is this rig's when present, else the first camera left;
+        known extrinsics are re-expressed in that reference's frame.
+        """
+        ref = self.ref_index if self.ref_index in cameras else cameras[0]
+        known = None
+        if self.T_ref_cam_known is not None:
+            T = self.T_ref_cam_known[cameras]
+            known = invert_T(T[cameras.index(ref)])[None] @ T
+        sub = Rig(self.engine, cameras.index(ref), known)
+        sub.scale = self.scale  # one scale over time for the rig, whichever cameras a set has
+        return sub
+
+    def takes_conditioning(self, n_views: int) -> bool:
+        """Whether a set of ``n_views`` is pose-conditioned when poses and every K are known: 2 cameras or more.
+
+        A lone camera's pose is the identity: it tells the model nothing about a rig, yet conditioning would
+        change its depth (and ``da3-ros infer`` on the same image never conditions). One rule for the node,
+        the offline commands and a silent camera's subset.
+        """
+        return n_views >= 2 and self.engine.variant.has_pose
+
+    def process(self, images_rgb: list[np.ndarray], K_cam: list[np.ndarray | None],
+                T_ref_cam_known: np.ndarray | None = None, stamp_s: float | None = None) -> RigResult:
+        """Images and (possibly missing) intrinsics in camera order -> RigResult in camera order.
+
+        ``T_ref_cam_known`` (N, 4, 4), e.g. from /tf_static, overrides the extrinsics given at construction.
+        ``stamp_s``: the set's stamp in seconds, which bounds how fast the metric scale may change (default:
+        this machine's monotonic clock).
+        """
+        known = self.T_ref_cam_known if T_ref_cam_known is None else np.asarray(T_ref_cam_known, np.float64)
+        n = len(images_rgb)
+        if not 0 <= self.ref_index < n:
+            raise ValueError(f"reference index {self.ref_index} out of range for {n} cameras")
+        order = [self.ref_index] + [i for i in range(n) if i != self.ref_index]
+        inverse = list(np.argsort(order))
+        K = None  # each camera its own K; an unknown one NaN (the model's estimate), never all for one missing
+        if any(k is not None for k in K_cam):
+            K = np.stack([np.full((3, 3), np.nan) if K_cam[i] is None else np.asarray(K_cam[i], np.float64)
+                          for i in order])
+        T_cam_world = None
+        if (K is not None and np.isfinite(K).all() and known is not None and self.takes_conditioning(n)):
+            T_cam_world = invert_T(known[order])  # world = reference camera frame
+        pred = self.engine.infer(FrameBatch([images_rgb[i] for i in order], K, T_cam_world)).reordered(inverse)
+        if pred.scale_source in FITTED_SOURCES:
+            t_s = time.monotonic() if stamp_s is None else stamp_s
+            pred = apply_scale(pred, self.scale.update(pred.scale_raw, t_s))
+        T_ref_cam = None if pred.T_cam_world is None else relative_poses(pred.T_cam_world, self.ref_index)
+        return RigResult(pred, self.ref_index, T_ref_cam, conditioned=T_cam_world is not None)

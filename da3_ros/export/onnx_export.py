@@ -1,0 +1,136 @@
+"""Export a DA3 network to ONNX for a fixed rig: N views, one network size, optional pose conditioning.
+
+The graph is ``InferenceGraph`` (reference view first, no auxiliary ray branch, no data-dependent sky fill)
+traced with the TorchScript exporter under ``export_friendly()``; shapes are static, position grids and
+embeddings are constants. ``precision="fp16"`` writes a mixed-precision graph for TensorRT's strongly typed
+networks (see da3_ros.export.fp16): matrix work in fp16, normalisations, softmax, reductions and
+transcendental ops in fp32, inputs and outputs float32. Metadata in the file tells ONNX Runtime / TensorRT
+what it holds, so they need no torch. Run ``python -m da3_ros.export.onnx_export`` (what the torch-free backends
+call in a subprocess) or ``da3-ros export``.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+from da3_ros.engines.graph_io import IN_EXTRINSICS, IN_IMAGES, IN_INTRINSICS, example_inputs
+from da3_ros.engines.onnx_source import GRAPH_VERSION, META_KEY, PARENT_ENV
+
+_LOG = logging.getLogger(__name__)
+OPSET = 17
+LARGE_MODEL_BYTES = 1_800_000_000  # protobuf messages are limited to 2 GB: above this, weights go beside
+
+
+def export_onnx(net, variant_name: str, out: Path, n_views: int, hw: tuple[int, int], conditioned: bool = False,
+                precision: str = "fp32", label: str = "", trained: bool = True) -> Path:
+    """Write the ONNX graph of ``net`` for ``n_views`` views of size ``hw`` to ``out``; return ``out``."""
+    import onnx
+    import torch
+
+    from da3_ros.export.export_patches import export_friendly
+    from da3_ros.engines.graph import InferenceGraph
+
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"precision must be fp32 or fp16 for export, got {precision!r}")
+    if hw[0] % 14 or hw[1] % 14:
+        raise ValueError(f"network size must be multiples of 14, got {hw}")
+    graph = InferenceGraph(net.float().eval()).eval()
+    feeds = example_inputs(n_views, hw, conditioned)
+    args = tuple(torch.from_numpy(feeds[k]) for k in (IN_IMAGES, IN_EXTRINSICS, IN_INTRINSICS) if k in feeds)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    # Trace into a scratch directory: a model over 2 GB (giant, nested) comes out as one file per tensor.
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as scratch:
+        traced = Path(scratch) / out.name
+        with export_friendly(), torch.no_grad():
+            torch.onnx.export(graph, args, str(traced), input_names=list(feeds), output_names=graph.names,
+                              opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        model = onnx.load(str(traced))  # with its external tensors, if any
+    large = sum(len(t.raw_data) for t in model.graph.initializer) > LARGE_MODEL_BYTES
+    if precision == "fp16":
+        if large:
+            raise ValueError(f"{variant_name} is over 2 GB: its fp16 graph is not supported yet; export fp32")
+        model = _to_mixed_fp16(model, out.parent)
+    meta = {"variant": variant_name, "n_views": n_views, "height": hw[0], "width": hw[1],
+            "conditioned": conditioned, "precision": precision, "label": label, "trained": trained,
+            "graph_version": GRAPH_VERSION, "inputs": list(feeds), "outputs": graph.names}
+    onnx.helper.set_model_props(model, {META_KEY: json.dumps(meta)})
+    data = out.with_name(out.name + ".data")
+    data.unlink(missing_ok=True)
+    if large:  # protobuf's 2 GB limit: the weights go to one file beside the graph, <out>.onnx.data
+        onnx.save(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+    else:
+        onnx.save(model, str(out))
+    _LOG.info("exported %s (%d views, %dx%d, %s%s) to %s in %.1f s", variant_name, n_views, hw[1], hw[0],
+              precision, ", pose-conditioned" if conditioned else "", out, time.perf_counter() - t0)
+    return out
+
+
+def _to_mixed_fp16(model, work_dir: Path):
+    """Constant-fold the traced graph (ONNX Runtime's basic, EP-independent passes) and convert it to mixed fp16."""
+    import onnx
+    import onnxruntime as ort
+
+    from da3_ros.export.fp16 import to_mixed_fp16
+
+    src, folded = work_dir / ".fp32-for-fp16.onnx", work_dir / ".fp32-folded.onnx"
+    onnx.save(model, str(src))
+    try:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.optimized_model_filepath = str(folded)
+        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+        return to_mixed_fp16(onnx.load(str(folded)))
+    finally:
+        src.unlink(missing_ok=True)
+        folded.unlink(missing_ok=True)
+
+
+def _end_with_the_parent() -> None:
+    """As a backend's export child: die with the process that asked (it may be killed outright, SIGKILL)."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != int(parent):  # it died before the prctl took effect
+        os._exit(1)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds the export: its scratch folder is removed on the way
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Export one graph (the torch-free backends run this in a subprocess so that torch stays out of them)."""
+    _end_with_the_parent()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # `kill <pid>` of `da3-ros export` leaves no scratch
+    p = argparse.ArgumentParser(prog="python -m da3_ros.export.onnx_export")
+    p.add_argument("--model", required=True)
+    p.add_argument("--views", type=int, required=True)
+    p.add_argument("--height", type=int, required=True)
+    p.add_argument("--width", type=int, required=True)
+    p.add_argument("--conditioned", action="store_true")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
+    from da3_ros.models import load_model
+
+    model = load_model(a.model)
+    export_onnx(model.net, model.variant.name, Path(a.out), a.views, (a.height, a.width), a.conditioned,
+                a.precision, model.label, model.trained)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""``da3-ros bag IN.mcap --out OUT.mcap``: a recorded ROS 2 bag in, a bag of the node's outputs out.
+
+Reads the cameras' images (raw or ``sensor_msgs/CompressedImage``), camera_info and /tf_static in file order,
+synchronises the images with the node's ``TimeSynchronizer`` on their header stamps, and runs EVERY set
+(not only the newest, as the live node must) through the node's own core (``da3_ros.ros.pipeline``). Outputs are
+the node's messages, serialised with rclpy and written with their ``ros2msg`` schemas: no DDS involved.
+The output is sealed (summary, index) on every exit: end of input, a truncated input, an error, Ctrl-C.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from tf2_msgs.msg import TFMessage
+
+from da3_ros.ros import conversions as conv
+from da3_ros.ros import emit
+from da3_ros.offline.mcap_io import BagReader, BagReadError, BagTruncated, BagWriter
+from da3_ros.offline.setup import OfflineSetup, ros_type_name
+from da3_ros.core.params import camera_param
+from da3_ros.ros.pipeline import Dropped
+from da3_ros.core.sync import SyncMode, TimeSynchronizer
+from da3_ros.ros.transport import COMPRESSED, RAW
+
+_LOG = logging.getLogger("da3_ros.offline.bag")
+IMAGE_TYPE, COMPRESSED_TYPE = ros_type_name(Image), ros_type_name(CompressedImage)
+INFO_TYPE, TF_TYPE = ros_type_name(CameraInfo), ros_type_name(TFMessage)
+
+
+class BagInputError(ValueError):
+    """The bag lacks what the parameters ask for (a camera's topic), or the options are inconsistent."""
+
+
+@dataclass
+class BagOptions:
+    """Which sets to process: every n-th synchronised set, within [start, start + duration) of the bag."""
+
+    every_n: int = 1
+    start_s: float = 0.0  # from the bag's first message
+    duration_s: float = 0.0  # 0 = to the end
+    nav: bool = False  # also points_obstacles and scan (needs nav.target_frame on /tf_static)
+    progress: bool = True
+
+
+@dataclass
+class BagSummary:
+    """What one run did; ``drops`` counts sets not processed, by reason."""
+
+    cameras: list[str]
+    sets_formed: int = 0
+    sets_processed: int = 0
+    skipped_every_n: int = 0
+    drops: Counter = field(default_factory=Counter)
+    drop_examples: dict[str, str] = field(default_factory=dict)
+    withheld: Counter = field(default_factory=Counter)  # processed sets that withheld an output, by reason
+    withheld_examples: dict[str, str] = field(default_factory=dict)
+    frames_in: Counter = field(default_factory=Counter)
+    frames_outside_window: int = 0
+    stage_s: dict[str, list[float]] = field(default_factory=dict)
+    messages_written: int = 0
+    truncated: str = ""
+    interrupted: bool = False
+    wall_s: float = 0.0
+    frames_dropped_by_sync: int = 0
+
+    def stage(self, name: str, seconds: float) -> None:
+        self.stage_s.setdefault(name, []).append(seconds)
+
+    def drop(self, reason: str, detail: str) -> None:
+        if reason not in self.drop_examples:
+            self.drop_examples[reason] = detail
+            _LOG.warning("set dropped (%s): %s", reason, detail)
+        self.drops[reason] += 1
+
+    def withhold(self, reason: str, detail: str) -> None:
+        """A processed set that did not emit some output (da3_ros.ros.emit), and why."""
+        if reason not in self.withheld_examples:
+            self.withheld_examples[reason] = detail
+            _LOG.warning("output withheld (%s): %s", reason, detail)
+        self.withheld[reason] += 1
+
+    def lines(self) -> list[str]:
+        """The summary printed at the end."""
+        n = len(self.cameras)
+        rate = self.sets_processed / self.wall_s if self.wall_s > 0 else 0.0
+        out = [f"sets processed: {self.sets_processed} of {self.sets_formed} synchronised "
+               f"({self.sets_processed * n} views, {n} per set, ONE forward each) in {self.wall_s:.1f} s = "
+               f"{rate:.2f} sets/s",
+               "frames in: " + ", ".join(f"{c} {self.frames_in[c]}" for c in self.cameras)
+               + f"; left unmatched by sync: {self.frames_dropped_by_sync}",
+               f"messages written: {self.messages_written}"]
+        if self.skipped_every_n:
+            out.append(f"skipped by --every-n: {self.skipped_every_n} sets")
+        if self.frames_outside_window:
+            out.append(f"frames outside --start/--duration: {self.frames_outside_window}")
+        for reason, count in sorted(self.drops.items()):
+            out.append(f"dropped ({reason}): {count} sets, e.g. {self.drop_examples[reason]}")
+        for reason, count in sorted(self.withheld.items()):
+            out.append(f"withheld ({reason}): {count} sets, e.g. {self.withheld_examples[reason]}")
+        for name, values in self.stage_s.items():
+            out.append(f"stage {name:<12} mean {1e3 * float(np.mean(values)):8.1f} ms   total "
+                       f"{float(np.sum(values)):7.1f} s")
+        if self.truncated:
+            out.append(f"INPUT TRUNCATED: {self.truncated}")
+        if self.interrupted:
+            out.append("INTERRUPTED (Ctrl-C): the output holds every set finished before it")
+        return out
+
+
+class _Progress:
+    """One status line on stderr: sets done, rate, ETA (a new line per update when stderr is no terminal)."""
+
+    def __init__(self, total_sets: float | None, reader: BagReader, enabled: bool):
+        self.total, self.reader, self.enabled = total_sets, reader, enabled
+        self.t0 = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.t0
+        rate = done / elapsed if elapsed > 0 else 0.0
+        if self.total:
+            frac = min(1.0, done / self.total)
+            what = f"{done}/{self.total:.0f} sets"
+        else:
+            frac = self.reader.bytes_read / max(1, self.reader.size)
+            what = f"{done} sets"
+        eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
+        bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
+        line = f"[bag] [{bar}] {100 * frac:5.1f}% {what} {rate:.2f} sets/s ETA {eta:5.0f} s"
+        sys.stderr.write(("\r" + line) if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+
+
+def decode_image(schema_name: str, data: bytes) -> Image:
+    """A serialised raw Image, or a CompressedImage decoded as the node decodes it (da3_ros.ros.transport)."""
+    return (COMPRESSED if schema_name == COMPRESSED_TYPE else RAW).decode(data)
+
+
+def _image_topics(setup: OfflineSetup, topics: dict[str, str]) -> list[tuple[str, str]]:
+    """Per camera, (topic, type) of its images in the bag: raw, else CompressedImage (also on <topic>/compressed).
+
+    A camera with ``cameras.<name>.transport: compressed`` looks at ``<topic>/compressed`` first, as the node does.
+    """
+    out, missing = [], []
+    for c in setup.cameras:
+        image_topic, _ = setup.topics(c)
+        candidates = [image_topic, image_topic + "/compressed"]
+        if setup.param(camera_param(c, "transport")) == "compressed":
+            candidates.reverse()
+        for t in candidates:
+            if topics.get(t) in (IMAGE_TYPE, COMPRESSED_TYPE):
+                out.append((t, topics[t]))
+                break
+        else:
+            missing.append((c, image_topic, topics.get(image_topic)))
+    if missing:
+        found = sorted(t for t, ty in topics.items() if ty in (IMAGE_TYPE, COMPRESSED_TYPE))
+        what = "; ".join(f"camera {c!r}: no Image or CompressedImage on {t} or {t}/compressed"
+                         + (f" ({t} holds {ty})" if ty else "") for c, t, ty in missing)
+        raise BagInputError(f"{what}. Image topics in the bag: {found or 'none'}. Set camera_names and "
+                            "cameras.<name>.image_topic in the parameter file")
+    return out
+
+
+class _Stop:
+    """Ctrl-C (SIGINT/SIGTERM) asks to stop after the current set; a second one aborts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> "_Stop":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        sys.stderr.write("\n[bag] stopping after the current set (Ctrl-C again to abort)\n")
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _write_set(writer: BagWriter, setup: OfflineSetup, out, log_time_ns: int, nav: bool) -> list[emit.Withheld]:
+    """Write every output of one processed set as the node emits it (da3_ros.ros.emit); return what it withheld.
+
+    Topic names are the node's, absolute (the node runs at /).
+    """
+    keys = emit.per_camera_keys(setup.param("depth.publish_mm"), setup.rig.engine.variant.has_sky)
+    items = list(emit.set_messages(out, keys, lambda topic: True))
+    if nav:
+        items += emit.nav_messages(out, lambda topic: True)
+    for item in items:
+        if isinstance(item, emit.Message):
+            writer.write("/" + item.topic.lstrip("/"), ros_type_name(type(item.msg)), serialize_message(item.msg),
+                         log_time_ns)
+    return [item for item in items if isinstance(item, emit.Withheld)]
+
+
+def run_bag(in_path: str | Path, out_path: str | Path, values: dict, options: BagOptions) -> BagSummary:
+    """Process a bag; the output is a valid MCAP whatever happens (BagReadError for an unreadable input)."""
+    if options.every_n < 1:
+        raise BagInputError(f"--every-n must be >= 1, got {options.every_n}")
+    if options.start_s < 0 or options.duration_s < 0:
+        raise BagInputError(f"--start and --duration must be >= 0, got {options.start_s}, {options.duration_s}")
+    reader = BagReader(in_path)
+    info = reader.info()
+    setup = OfflineSetup(values, _LOG)
+    cams = setup.cameras
+    image_topics = _image_topics(setup, info.topics)
+    info_topics = [setup.topics(c)[1] for c in cams]
+    for c, t in zip(cams, info_topics):
+        if t not in info.topics:
+            _LOG.warning("camera %r: no camera_info on %s; the model estimates its intrinsics", c, t)
+    by_topic = {t: i for i, (t, _) in enumerate(image_topics)}
+    info_index = {t: i for i, t in enumerate(info_topics)}
+    _LOG.info("cameras %s from %s; loading the model", cams, [t for t, _ in image_topics])
+    setup.load()
+    sync = TimeSynchronizer(len(cams), SyncMode(setup.param("sync.mode")), int(setup.param("sync.slop_s") * 1e9),
+                            setup.param("sync.queue_size"))
+    infos: list[CameraInfo | None] = [None] * len(cams)
+    summary = BagSummary(list(cams))
+    total = None
+    counts = [info.message_counts.get(t) for t, _ in image_topics]
+    if all(counts):
+        total = min(c for c in counts if c) / options.every_n
+        if info.start_ns is not None and info.end_ns and (options.start_s or options.duration_s):
+            span_s = max(1e-9, (info.end_ns - info.start_ns) / 1e9)
+            window = min(span_s - options.start_s, options.duration_s or span_s)
+            total *= max(0.0, window) / span_s
+    progress = _Progress(total, reader, options.progress)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    writer = BagWriter(out_path)
+    t_start = time.perf_counter()
+    bag_start_ns = info.start_ns
+    try:
+        with _Stop() as stop:
+            for m in reader.messages():
+                if stop.requested:
+                    summary.interrupted = True
+                    break
+                if bag_start_ns is None:
+                    bag_start_ns = m.log_time_ns
+                if m.topic == "/tf_static" and m.schema_name == TF_TYPE:
+                    for t in deserialize_message(m.data, TFMessage).transforms:
+                        setup.static_tf.add(t.header.frame_id, t.child_frame_id, conv.transform_to_T(t.transform))
+                    writer.write(m.topic, m.schema_name, m.data, m.log_time_ns, schema=m.schema)
+                elif m.topic in info_index and m.schema_name == INFO_TYPE:
+                    infos[info_index[m.topic]] = deserialize_message(m.data, CameraInfo)
+                elif m.topic in by_topic and m.schema_name == image_topics[by_topic[m.topic]][1]:
+                    t_s = (m.log_time_ns - bag_start_ns) / 1e9
+                    if options.duration_s and t_s >= options.start_s + options.duration_s:
+                        break
+                    i = by_topic[m.topic]
+                    summary.frames_in[cams[i]] += 1
+                    if t_s < options.start_s:
+                        summary.frames_outside_window += 1
+                        continue
+                    try:
+                        stamp_ns = conv.stamp_ns_from_cdr(m.data)
+                    except conv.ConversionError as exc:
+                        summary.drop("bad_input", f"{cams[i]}: {exc}")
+                        continue
+                    if not sync.add(i, stamp_ns, (m.schema_name, m.data), m.log_time_ns):
+                        continue
+                    frameset = sync.take()
+                    summary.sets_formed += 1
+                    if (summary.sets_formed - 1) % options.every_n:
+                        summary.skipped_every_n += 1
+                        continue
+                    try:
+                        _process(frameset, setup, infos, info_topics, info.topics, writer, summary, options)
+                    except Exception as exc:  # as the node: one set's failure is counted, the run goes on
+                        summary.drop("error", f"{type(exc).__name__}: {exc}")
+                    progress.update(summary.sets_processed)
+            if stop.requested:
+                summary.interrupted = True
+    except BagTruncated as exc:
+        summary.truncated = str(exc)
+        _LOG.error("%s", exc)
+    finally:
+        writer.close()
+        progress.close()
+        summary.messages_written = writer.messages_written
+        summary.frames_dropped_by_sync = sync.stats.frames_dropped
+        summary.wall_s = time.perf_counter() - t_start
+    return summary
+
+
+def _process(frameset, setup: OfflineSetup, infos, info_topics, bag_topics, writer: BagWriter,
+             summary: BagSummary, options: BagOptions) -> None:
+    t0 = time.perf_counter()
+    try:
+        images = [decode_image(kind, data) for kind, data in frameset.items]
+    except conv.ConversionError as exc:
+        summary.drop("bad_input", str(exc))
+        return
+    t_decode = time.perf_counter() - t0
+    pending = [info is None and topic in bag_topics for info, topic in zip(infos, info_topics)]
+    done = setup.core.process(images, list(infos), pending, wants_nav=options.nav)
+    if isinstance(done, Dropped):
+        summary.drop(done.reason.value, done.detail)
+        return
+    t1 = time.perf_counter()
+    withheld = _write_set(writer, setup, done.outputs, frameset.stamps_ns[setup.ref], options.nav)
+    for counter, text in emit.reasons(withheld).items():  # as the node: counted once per set and reason
+        summary.withhold(counter, text)
+    summary.sets_processed += 1
+    summary.stage("decode", t_decode + done.timing_s.get("convert", 0.0))
+    for k in ("preprocess", "forward", "postprocess"):
+        if k in done.timing_s:
+            summary.stage(k, done.timing_s[k])
+    summary.stage("write", time.perf_counter() - t1)
+
+
+def cmd_bag(args) -> int:
+    """``da3-ros bag``: see the module docstring; exit 0 done, 1 truncated input, 130 interrupted."""
+    from da3_ros.offline.setup import ParamFileError, load_values
+
+    try:
+        values = load_values(args.params_file, args.param, _LOG)
+        for name in ("model", "backend"):
+            if getattr(args, name):
+                values[name] = getattr(args, name)
+        options = BagOptions(args.every_n, args.start, args.duration, args.nav, not args.no_progress)
+        summary = run_bag(args.input, args.out, values, options)
+    except (BagReadError, BagInputError, ParamFileError, ValueError) as exc:  # ValueError: the node's checks
+        raise SystemExit(f"da3-ros bag: {exc}") from None
+    except KeyboardInterrupt:
+        print(f"[bag] aborted (second Ctrl-C); {args.out} is sealed with the sets finished before it")
+        return 130
+    print("[bag] summary")
+    for line in summary.lines():
+        print(f"  {line}")
+    print(f"[bag] wrote {args.out}")
+    if summary.interrupted:
+        return 130
+    return 1 if summary.truncated else 0

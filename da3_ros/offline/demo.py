@@ -1,0 +1,186 @@
+"""``da3-ros demo``: the node on a recorded rig, end to end, with a summary and pictures.
+
+Starts ``rig_player`` (the example video and photos as a 3-camera rig with camera_info) and ``depth_node`` as
+separate processes, records their outputs over DDS for a while, then prints rates, per-stage latency, drops
+and peak memory and writes colourised depth, confidence and a rendered view of the fused cloud.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from da3_ros.ros import conversions as conv
+from da3_ros.ros.ros_main import package_executable
+from da3_ros.offline.visualize import caption, colorize
+
+
+def render_cloud(xyz: np.ndarray, rgb: np.ndarray | None, size=(480, 640)) -> np.ndarray:
+    """A perspective view of the cloud from behind and above the reference camera (BGR image)."""
+    img = np.zeros(size + (3,), np.uint8)
+    if len(xyz) == 0:
+        return img
+    centre = np.median(xyz, axis=0)
+    span = np.percentile(np.linalg.norm(xyz - centre, axis=1), 90) + 1e-6
+    # virtual camera: pulled back along -z and raised (-y), looking at the cloud's centre, tilted down 25 deg
+    a = np.radians(25)
+    R = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    eye = centre + np.array([0.0, -1.2 * span, -2.5 * span])
+    p = (xyz - eye) @ R.T
+    keep = p[:, 2] > 1e-3
+    p, colors = p[keep], (rgb[keep] if rgb is not None else np.full((keep.sum(), 3), 200, np.uint8))
+    f = 0.9 * size[1]
+    u = (f * p[:, 0] / p[:, 2] + size[1] / 2).astype(int)
+    v = (f * p[:, 1] / p[:, 2] + size[0] / 2).astype(int)
+    ok = (u >= 0) & (u < size[1]) & (v >= 0) & (v < size[0])
+    order = np.argsort(-p[ok, 2])  # far first, near points drawn last
+    img[v[ok][order], u[ok][order]] = colors[ok][order][:, ::-1]
+    return img
+
+
+def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: float, domain_id: int,
+             cameras: int = 3, backend: str = "auto") -> int:
+    import rclpy
+    import yaml
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.node import Node
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image, PointCloud2
+
+    from da3_ros.msg import MultiViewDepth
+
+    out.mkdir(parents=True, exist_ok=True)
+    # 1208x680 photos first (the size peers were measured at), then the robot video
+    rig = [("left", f"image:{examples / 'SOH_000.png'}"), ("right", f"image:{examples / 'SOH_010.png'}"),
+           ("front", f"video:{examples / 'robot_unitree.mp4'}")]
+    if not 1 <= cameras <= len(rig):
+        raise SystemExit(f"--cameras must be 1..{len(rig)}, got {cameras}")
+    names, sources = [n for n, _ in rig[:cameras]], [s for _, s in rig[:cameras]]
+    (out / "node.yaml").write_text(yaml.safe_dump({"da3_depth": {"ros__parameters": {
+        "model": model, "backend": backend, "camera_names": names, "cloud": {"stride": 2}}}}))
+    (out / "player.yaml").write_text(yaml.safe_dump({"rig_player": {"ros__parameters": {
+        "camera_names": names, "sources": sources, "rate_hz": rate_hz}}}))
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id))
+    t_start = time.monotonic()
+    procs = [subprocess.Popen([package_executable(exe), "--ros-args", "--params-file", str(out / f"{cfg}.yaml")],
+                              env=env, stdout=open(out / f"{cfg}.log", "w"), stderr=subprocess.STDOUT)
+             for exe, cfg in (("depth_node", "node"), ("rig_player", "player"))]
+    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+    rclpy.init()
+    node = Node("da3_demo_recorder")
+    sets, fused, diags, latency_s = [], [], [], []
+
+    def on_set(m):
+        sets.append(m)
+        latency_s.append((node.get_clock().now().nanoseconds - conv.stamp_to_ns(m.header.stamp)) / 1e9)
+
+    node.create_subscription(MultiViewDepth, "multiview_depth", on_set, 5)
+    # the camera images (raw CDR, deserialised only for the picture): the set's own frames by stamp
+    camera_frames: dict[str, dict[int, bytes]] = {n: {} for n in names}
+
+    def on_image(name: str, data: bytes) -> None:
+        frames = camera_frames[name]
+        frames[conv.stamp_ns_from_cdr(data)] = data
+        while len(frames) > 50:
+            del frames[min(frames)]
+
+    for n in names:
+        node.create_subscription(Image, f"{n}/image_raw", lambda d, n=n: on_image(n, d), qos_profile_sensor_data,
+                                 raw=True)
+    node.create_subscription(PointCloud2, "points_fused", fused.append, 5)
+    node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 5)
+    startup_s = float("nan")
+    print(f"[demo] player: {names} at {rate_hz} Hz; node: {model} on backend {backend}; "
+          f"recording {seconds:.0f} s after the first set")
+    try:
+        end = None
+        deadline = time.monotonic() + seconds + 120
+        while time.monotonic() < (end or deadline):
+            rclpy.spin_once(node, timeout_sec=0.1)
+            if sets and end is None:
+                end = time.monotonic() + seconds
+                startup_s = end - seconds - t_start
+            if any(p.poll() is not None for p in procs):
+                raise SystemExit(f"a process exited early; see {out}/node.log and {out}/player.log")
+        rclpy.spin_once(node, timeout_sec=1.5)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    if not sets or not diags:
+        raise SystemExit("no result arrived; see the logs in " + str(out))
+    _write_pictures(sets[-1], fused, out, camera_frames)
+    _print_summary(sets, latency_s, {kv.key: kv.value for kv in diags[-1].status[0].values}, out, startup_s)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+def _camera_images(m, camera_frames: dict[str, dict[int, bytes]]) -> list[np.ndarray | None]:
+    """Each view's camera image as the network saw it (resized like the node does); None if not received."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import Image
+
+    from da3_ros.core import preprocess
+
+    msgs = [camera_frames.get(v.camera_name, {}).get(conv.stamp_to_ns(v.depth.header.stamp)) for v in m.views]
+    if any(d is None for d in msgs):
+        return [None] * len(m.views)
+    rgbs = [conv.image_to_rgb(deserialize_message(d, Image)) for d in msgs]
+    plans = preprocess.plan_batch([r.shape[:2] for r in rgbs], 504)  # the demo node's process_res
+    return [preprocess.resize_image(r, p) if p.proc_hw == (v.depth.height, v.depth.width) else None
+            for r, p, v in zip(rgbs, plans, m.views)]
+
+
+def _write_pictures(m, fused, out: Path, camera_frames: dict[str, dict[int, bytes]] | None = None) -> None:
+    units = "m" if m.is_metric else "relative"
+    images = _camera_images(m, camera_frames or {})
+    for v, rgb in zip(m.views, images):
+        depth = conv.image_to_array(v.depth)
+        tiles = [] if rgb is None else [np.ascontiguousarray(rgb[:, :, ::-1])]
+        tiles.append(colorize(depth, invert=True))
+        if v.confidence.data:
+            tiles.append(colorize(conv.image_to_array(v.confidence)))
+        what = ("image | " if rgb is not None else "") + f"depth ({units}) | confidence"
+        cv2.imwrite(str(out / f"{v.camera_name}_depth_confidence.png"),
+                    caption(np.hstack(tiles), f"{m.model} | {v.camera_name} | {what}"))
+    stamp = conv.stamp_to_ns(m.header.stamp)
+    same_set = [c for c in fused if conv.stamp_to_ns(c.header.stamp) == stamp]
+    cloud = same_set[-1] if same_set else (fused[-1] if fused else None)
+    if cloud is not None:
+        xyz, rgb = conv.pointcloud2_to_xyz_rgb(cloud)
+        cv2.imwrite(str(out / "fused_cloud.png"),
+                    caption(render_cloud(xyz, rgb), f"fused cloud, {len(xyz)} points, frame {cloud.header.frame_id}"
+                            f" | {m.model}"))
+
+
+def _print_summary(sets, latency_s, d: dict, out: Path, startup_s: float) -> None:
+    n_views = len(sets[-1].views)
+    rate = float(d.get("output_rate_hz", 0))
+    rows = [
+        ("backend (torch loaded in the node)", f"{d.get('backend')} ({d.get('torch_loaded')})"),
+        ("start-up: launch to first set (s)", f"{startup_s:.1f}"),
+        ("sets processed", d.get("sets_done")), ("views per set (ONE forward)", n_views),
+        ("sets/s", f"{rate:.2f}"), ("views/s", f"{rate * n_views:.2f}"),
+        ("latency stamp->publish p50 / max (s)", f"{np.median(latency_s):.2f} / {np.max(latency_s):.2f}"),
+        ("input frames/s (all cameras)", d.get("input_rate_hz")),
+        ("sets superseded (dropped, newest kept)", d.get("sets_superseded")),
+        ("frames dropped by sync", d.get("frames_dropped")), ("bad input / errors", f"{d.get('bad_input')} / "
+                                                                                   f"{d.get('errors')}"),
+        ("node peak memory (MB)", d.get("peak_rss_mb")),
+    ]
+    rows += [(f"stage {s} p50 (ms)", d.get(f"{s}_ms.p50")) for s in
+             ("sync_wait", "convert", "preprocess", "forward", "postprocess", "publish")]
+    print("\n[demo] summary (node /diagnostics + recorder)")
+    for k, v in rows:
+        print(f"  {k:<42} {v}")
+    print(f"[demo] pictures: {', '.join(sorted(p.name for p in out.glob('*.png')))} in {out}")

@@ -1,0 +1,1 @@
+"""Everything that knows ROS: message conversions, the one emitter, parameters, the nodes, player, launch."""

@@ -1,0 +1,112 @@
+"""What one processed set emits, decided in ONE place for the node, the lifecycle node and ``da3-ros bag``.
+
+``set_messages`` and ``nav_messages`` turn a ``SetOutputs`` into (topic, message) pairs for the outputs a
+caller wants, and into ``Withheld`` notes for those a rule keeps back (no metres for navigation, the reference
+camera silent, a ``fused_frame`` that names no camera frame). The node publishes the pairs, the bag writes
+them; both count the notes the same way (once per set and reason). Knows message types, never rclpy.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from da3_ros.ros import conversions as conv
+from da3_ros.ros.outputs import SetOutputs
+
+PER_CAMERA_OUTPUTS = {  # output -> (topic under <camera>/, type)
+    "depth": ("depth/image", Image), "depth_mm": ("depth/image_mm", Image),
+    "camera_info": ("depth/camera_info", CameraInfo), "confidence": ("confidence/image", Image),
+    "sky": ("sky/mask", Image), "points": ("points", PointCloud2),
+}
+FUSED, MULTIVIEW, TF, OBSTACLES, SCAN = "points_fused", "multiview_depth", "/tf", "points_obstacles", "scan"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message of a set, on ``topic`` (relative to the node's namespace, as the node names it)."""
+
+    topic: str
+    msg: Any
+
+
+@dataclass(frozen=True)
+class Withheld:
+    """An output a set does not emit: ``counter`` names the reason (a NodeStats counter), ``text`` the fix."""
+
+    topic: str
+    counter: str
+    text: str
+
+
+def per_camera_keys(publish_mm: bool, has_sky: bool) -> list[str]:
+    """The per-camera outputs the node has: depth in mm only with ``depth.publish_mm``, sky only if predicted."""
+    return [k for k in PER_CAMERA_OUTPUTS if (k != "depth_mm" or publish_mm) and (k != "sky" or has_sky)]
+
+
+def camera_topic(camera: str, key: str) -> str:
+    """``<camera>/depth/image`` and the like."""
+    return f"{camera}/{PER_CAMERA_OUTPUTS[key][0]}"
+
+
+def set_messages(out: SetOutputs, keys: list[str], wanted: Callable[[str], bool]) -> Iterator[Message | Withheld]:
+    """Per-camera outputs, the fused cloud, the set message and TF of ``out`` whose topic is ``wanted``."""
+    for j, camera in enumerate(out.camera_names):
+        for key in keys:
+            topic = camera_topic(camera, key)
+            if wanted(topic):
+                msg = getattr(out, key)(j)
+                if msg is not None:
+                    yield Message(topic, msg)
+    if wanted(FUSED):
+        yield from _fused(out)
+    if wanted(MULTIVIEW):
+        yield Message(MULTIVIEW, out.multiview())
+    if wanted(TF):
+        withheld = out.tf_withheld()
+        if withheld is not None:
+            yield Withheld(TF, *withheld)
+        transforms = out.transforms()
+        if transforms:
+            yield Message(TF, conv.tf_message(transforms))
+
+
+def _fused(out: SetOutputs) -> Iterator[Message | Withheld]:
+    withheld = out.fused_withheld()
+    if withheld is not None:
+        yield Withheld(FUSED, *withheld)
+        return
+    try:
+        fused = out.fused()
+    except ValueError as exc:  # fused_frame names no camera frame of this rig: the other outputs go on
+        yield Withheld(FUSED, "errors", f"points_fused: {exc}")
+        return
+    if fused is not None:
+        yield Message(FUSED, fused)
+
+
+def nav_messages(out: SetOutputs, wanted: Callable[[str], bool]) -> Iterator[Message | Withheld]:
+    """``points_obstacles`` and ``scan`` when wanted: only from metric sets, with their TF links and K."""
+    topics = [t for t in (OBSTACLES, SCAN) if wanted(t)]
+    if not topics:
+        return
+    withheld = out.nav_withheld()
+    if withheld is not None:
+        for topic in topics:
+            yield Withheld(topic, *withheld)
+        return
+    for topic in topics:
+        try:
+            yield Message(topic, out.obstacles() if topic == OBSTACLES else out.scan())
+        except ValueError as exc:  # a missing TF link, no intrinsics, no ground plane: said, counted
+            yield Withheld(topic, "nav_unavailable", f"{topic}: {exc}")
+
+
+def reasons(notes: list[Withheld]) -> dict[str, str]:
+    """Each reason of a set once (counter -> text): a set counts once per reason, whatever it withheld."""
+    out: dict[str, str] = {}
+    for note in notes:
+        out.setdefault(note.counter, note.text)
+    return out

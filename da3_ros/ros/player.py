@@ -1,0 +1,94 @@
+"""``rig_player``: publishes video files and photos as a synchronized multi-camera rig with camera_info.
+
+For demos and tests without cameras: every tick publishes one frame per camera, all with the same stamp
+(a hardware-triggered rig) unless ``jitter_s`` spreads them; videos loop.
+"""
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+
+from da3_ros.ros import conversions as conv
+from da3_ros.core.errors import ConfigError
+from da3_ros.core.geometry import pinhole_K
+from da3_ros.ros.ros_main import run
+
+
+class FrameSource:
+    """Frames of one camera: ``video:<path>`` (looped) or ``image:<path>`` (repeated)."""
+
+    def __init__(self, spec: str, base_dir: str = ""):
+        kind, _, path = spec.partition(":")
+        path = os.path.join(base_dir, path) if base_dir else path  # absolute paths stay as given
+        self.spec, self.kind, self._cap, self._img = spec, kind, None, None
+        if kind == "video":
+            self._cap = cv2.VideoCapture(path)
+            if not self._cap.isOpened():
+                raise ConfigError(f"cannot open video {path!r}")
+        elif kind == "image":
+            self._img = cv2.imread(path, cv2.IMREAD_COLOR)
+            if self._img is None:
+                raise ConfigError(f"cannot read image {path!r}")
+        else:
+            raise ConfigError(f"source must be video:<path> or image:<path>, got {spec!r}")
+
+    def next_bgr(self) -> np.ndarray:
+        if self._img is not None:
+            return self._img
+        ok, frame = self._cap.read()
+        if not ok:  # loop
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = self._cap.read()
+        return frame
+
+
+class RigPlayer(Node):
+    def __init__(self, **kwargs):
+        super().__init__("rig_player", **kwargs)
+        names = self.declare_parameter("camera_names", ["camera"]).value
+        sources = self.declare_parameter("sources", [""]).value
+        examples_dir = self.declare_parameter("examples_dir", "").value  # base of relative source paths
+        self.rate_hz = self.declare_parameter("rate_hz", 5.0).value
+        self.hfov_deg = self.declare_parameter("hfov_deg", 60.0).value
+        self.jitter_s = self.declare_parameter("jitter_s", 0.0).value
+        self.max_frames = self.declare_parameter("max_frames", 0).value
+        self.encoding = self.declare_parameter("encoding", "rgb8").value
+        self.publish_info = self.declare_parameter("publish_camera_info", True).value
+        reliable = self.declare_parameter("qos", "sensor_data").value == "reliable"
+        if len(names) != len(sources):
+            raise ConfigError(f"camera_names {names} and sources {sources} differ in length")
+        self.sources = [FrameSource(s, examples_dir) for s in sources]
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+        self.names = names
+        self.pub_img = [self.create_publisher(Image, f"{n}/image_raw", qos) for n in names]
+        # a camera without calibration advertises no camera_info at all (as drivers do)
+        self.pub_info = [self.create_publisher(CameraInfo, f"{n}/camera_info", qos) for n in names] \
+            if self.publish_info else []
+        self.sent = 0
+        self._rng = np.random.default_rng(0)
+        self.create_timer(1.0 / self.rate_hz, self._tick)
+
+    def _tick(self) -> None:
+        if self.max_frames and self.sent >= self.max_frames:
+            return
+        now_ns = self.get_clock().now().nanoseconds
+        for i, (name, src) in enumerate(zip(self.names, self.sources)):
+            jitter_ns = int(self._rng.uniform(-1, 1) * self.jitter_s * 1e9) if self.jitter_s else 0
+            header = Header(stamp=conv.ns_to_stamp(now_ns + jitter_ns), frame_id=f"{name}_optical_frame")
+            bgr = src.next_bgr()
+            rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+            self.pub_img[i].publish(conv.rgb_to_image(rgb, header, self.encoding))
+            if self.publish_info:
+                h, w = rgb.shape[:2]
+                self.pub_info[i].publish(conv.make_camera_info(pinhole_K(w, h, self.hfov_deg), (h, w), header))
+        self.sent += 1
+
+
+def main(args=None) -> int:
+    return run(RigPlayer, args, "rig_player")

@@ -1,0 +1,100 @@
+"""The node's parameters the ROS way, declared once from the table in da3_ros.core.params.
+
+Descriptors (description, range, choices, read-only), everything validated at start-up, and changes at
+runtime only through a validating callback (output settings; everything else needs a restart).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterValueException, ParameterUninitializedException
+from rclpy.parameter import Parameter
+
+from da3_ros.core.errors import ConfigError
+from da3_ros.ros.outputs import OUTPUT_PARAMS, nav_configs, output_config
+from da3_ros.core.params import (CAMERA_PARAMS, NODE_PARAMS, Param, camera_param, check_values, fused_frame_problem,
+                            normalized, param_table)
+
+
+def parameter_descriptor(p: Param) -> ParameterDescriptor:
+    """The ROS descriptor of a parameter of the table (``ros2 param describe``); rclpy enforces its range."""
+    # dynamic_typing where a YAML false means a choice: else rclpy refuses `tf.mode: off` ("type BOOL")
+    d = ParameterDescriptor(description=p.description, read_only=not p.dynamic,
+                            additional_constraints=p.constraints(), dynamic_typing=bool(p.false_means))
+    if p.range is not None:
+        lo, hi = p.range
+        if isinstance(p.default, int) and not isinstance(p.default, bool):
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=p.step)]
+        else:
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    return d
+
+
+class ParameterWiring:
+    """Mixin for a Node (or the offline set-up): ``_declare`` -> cameras, reference, output and nav settings."""
+
+    def _declare(self) -> None:
+        for p in NODE_PARAMS:
+            self._declare_one(p, p.default)
+        self.cameras: list[str] = list(self._p("camera_names"))
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ConfigError(f"camera_names must be unique and non-empty, got {self.cameras}")
+        table = param_table(self.cameras)
+        for c in self.cameras:
+            for p in CAMERA_PARAMS:
+                self._declare_one(table[camera_param(c, p.name)],
+                                  Parameter.Type.DOUBLE_ARRAY if p.default == [] else p.default)
+        problems = check_values({name: self._p(name) for name in table}, self.cameras)
+        ref_name = self._p("reference_camera") or self.cameras[0]
+        if ref_name not in self.cameras:
+            problems.append(f"reference_camera {ref_name!r} is not in camera_names {self.cameras}")
+        overrides = [self._p(camera_param(c, "frame_id")) for c in self.cameras]
+        if all(overrides):  # every frame known before the first image: check fused_frame now
+            problems.append(fused_frame_problem(self._p("fused_frame"), overrides, self._p("tf.suffix")))
+        if any(problems):
+            raise ConfigError("; ".join(p for p in problems if p))
+        self.ref = self.cameras.index(ref_name)
+        self.out_cfg = output_config(self._p)
+        self.nav_cfg = nav_configs(self._p)
+
+    def _declare_one(self, p: Param, default) -> None:
+        """Declare with its descriptor (description, range, choices, read-only); a value out of range is named."""
+        try:
+            self.declare_parameter(p.name, default, parameter_descriptor(p))
+        except InvalidParameterValueException as exc:
+            raise ConfigError(f"{p.name}: {exc.args[0]} (allowed: {p.constraints()})") from None
+
+    def _watch_parameters(self) -> None:
+        """Parameter sets: invalid values refused with the reason; output settings applied to the next set."""
+        self.add_on_set_parameters_callback(self._check_set)
+        self.add_post_set_parameters_callback(self._apply_set)
+
+    def _check_set(self, params: list[Parameter]) -> SetParametersResult:
+        new = {p.name: normalized(p.name, p.value) for p in params}
+        problems = check_values(new, self.cameras)
+        if not problems and set(new) & set(OUTPUT_PARAMS):
+            try:
+                output_config(lambda name: new[name] if name in new else self._p(name))
+            except ValueError as exc:
+                problems.append(str(exc))
+        return SetParametersResult(successful=not problems, reason="; ".join(problems))
+
+    def _apply_set(self, params: list[Parameter]) -> None:
+        if not {p.name for p in params} & set(OUTPUT_PARAMS):
+            return
+        self.out_cfg = output_config(self._p)
+        if getattr(self, "core", None) is not None:  # configured: the worker's next set uses it
+            self.core.cfg = dataclasses.replace(self.core.cfg, out_cfg=self.out_cfg)
+        self.get_logger().info(f"applied {', '.join(p.name for p in params)}")
+
+    def _p(self, name: str):
+        try:
+            return normalized(name, self.get_parameter(name).value)
+        except ParameterUninitializedException:  # typed parameters declared without a value
+            return None
+
+    def _topics(self, c: str) -> tuple[str, str]:
+        """(image topic, camera_info topic) of camera ``c``."""
+        return (self._p(camera_param(c, "image_topic")) or f"{c}/image_raw",
+                self._p(camera_param(c, "camera_info_topic")) or f"{c}/camera_info")

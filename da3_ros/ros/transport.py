@@ -1,0 +1,51 @@
+"""Camera input transports, image_transport's names: ``raw`` (sensor_msgs/Image) and ``compressed``.
+
+``compressed`` is image_transport's: ``sensor_msgs/CompressedImage`` (JPEG or PNG) on ``<image_topic>/compressed``.
+Frames arrive as serialised CDR bytes either way: the stamp is read from them without deserialising (both
+messages start with a std_msgs/Header), and only the frames of a set that is processed are deserialised and,
+when compressed, decoded (da3_ros.ros.conversions.compressed_to_image).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import CompressedImage, Image
+
+from da3_ros.ros import conversions as conv
+
+@dataclass(frozen=True)
+class InputTransport:
+    """One transport: which message type on which topic, and how its serialised frames become an Image."""
+
+    name: str
+    msg_type: type
+    topic_suffix: str  # appended to cameras.<name>.image_topic
+
+    def topic(self, image_topic: str) -> str:
+        """The topic this transport subscribes for a camera's base image topic."""
+        return image_topic.rstrip("/") + self.topic_suffix
+
+    def decode(self, data: bytes) -> Image:
+        """Serialised CDR bytes of ``msg_type`` -> sensor_msgs/Image; ConversionError (with the reason) if bad."""
+        try:
+            msg = deserialize_message(data, self.msg_type)
+        except Exception as exc:  # rclpy raises a bare RuntimeError/TypeError on malformed CDR
+            raise conv.ConversionError(f"cannot deserialise a {self.msg_type.__name__} ({len(data)} bytes): "
+                                       f"{exc}") from None
+        return msg if self.msg_type is Image else conv.compressed_to_image(msg)
+
+
+RAW = InputTransport("raw", Image, "")
+COMPRESSED = InputTransport("compressed", CompressedImage, "/compressed")
+_BY_NAME = {t.name: t for t in (RAW, COMPRESSED)}
+TRANSPORTS = tuple(_BY_NAME)  # = the choices of cameras.<name>.transport (da3_ros.core.params; a test checks)
+
+
+def input_transport(name: str) -> InputTransport:
+    """The transport called ``name`` (cameras.<name>.transport); ValueError naming the choices otherwise."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"transport = {name!r} is not allowed: one of {', '.join(TRANSPORTS)}") from None
+
