@@ -17,7 +17,8 @@ import numpy as np
 from std_msgs.msg import Header
 
 from da3_ros.core import navigation as nav
-from da3_ros.ros.outputs import NavInputs, OutputConfig, SetOutputs
+from da3_ros.core.config import OutputConfig
+from da3_ros.ros.outputs import NavInputs, SetOutputs
 from da3_ros.core.prediction import Prediction
 from da3_ros.core.rig import RigResult
 

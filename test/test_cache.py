@@ -18,8 +18,9 @@ from da3_ros.ros import conversions as conv
 from da3_ros.engines import create_engine
 from da3_ros.engines.cache import ArtifactCache
 from da3_ros.engines.onnx_source import live_exports, terminate_exports
-from da3_ros.ros.outputs import OutputConfig
-from da3_ros.ros.pipeline import CoreConfig, Processed, SetProcessor
+from da3_ros.core.config import OutputConfig
+from da3_ros.core.config import CoreConfig
+from da3_ros.ros.pipeline import Processed, SetProcessor
 from da3_ros.core.rig import Rig
 from da3_ros.core.static_tf import StaticTfBuffer
 

@@ -84,7 +84,7 @@ def test_the_projects_user_errors_are_typed():
     """What parameters can get wrong raises ConfigError (a ValueError: callers catching ValueError still do)."""
     from da3_ros.core.errors import ConfigError
     from da3_ros.models.registry import get_variant
-    from da3_ros.ros.outputs import OutputConfig
+    from da3_ros.core.config import OutputConfig
     from da3_ros.ros.ros_main import user_error_types
     from da3_ros.core.rig_setup import known_extrinsics
 

@@ -219,7 +219,7 @@ def test_one_sky_threshold_for_depth_fill_inf_mask_and_clouds(path):
     With two thresholds (fill at 0.3, mask at 0.5) the band between them was published as a finite distance,
     all at the one fill depth (a plane of fake points in the clouds).
     """
-    from da3_ros.ros.outputs import OutputConfig
+    from da3_ros.core.config import OutputConfig
 
     hw = (60, 80)
     K = np.array([[[70.0, 0, 39.5], [0, 70.0, 29.5], [0, 0, 1]]])
@@ -249,7 +249,7 @@ def test_the_pair_s_sky_does_not_flicker_between_metric_sets(soh_images):
 
     Without it the sky mask, +Inf sky and cloud.drop_sky came and went: two sets of three had no sky at all.
     """
-    from da3_ros.ros.outputs import OutputConfig
+    from da3_ros.core.config import OutputConfig
 
     main = create_engine("torch", "random:da3-small@0", process_res=140)
     metric = create_engine("torch", "random:da3metric-large@0", process_res=140)

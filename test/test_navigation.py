@@ -8,7 +8,8 @@ from std_msgs.msg import Header
 from da3_ros.ros import conversions as conv
 from da3_ros.core import geometry as geo
 from da3_ros.core import navigation as nav
-from da3_ros.ros.outputs import NavInputs, OutputConfig, SetOutputs, nav_inputs
+from da3_ros.core.config import NavConfig, OutputConfig
+from da3_ros.ros.outputs import NavInputs, SetOutputs, nav_inputs
 from da3_ros.core.prediction import Prediction
 from da3_ros.core.rig import RigResult
 from da3_ros.core.static_tf import StaticTfBuffer
@@ -94,7 +95,7 @@ def test_heights_are_in_the_target_frame_through_the_tf_chain():
     T_link_opt[:3, :3] = R_OPTICAL
     tf.add("base_link", "camera_link", T_base_link)
     tf.add("camera_link", "camera_optical_frame", T_link_opt)
-    inputs = nav_inputs((nav.ObstacleConfig(), nav.ScanConfig(), "base_link"), tf, ["camera_optical_frame"])
+    inputs = nav_inputs(NavConfig(nav.ObstacleConfig(), nav.ScanConfig(), "base_link"), tf, ["camera_optical_frame"])
     np.testing.assert_allclose(inputs.T_target_cam[0], T, atol=1e-12)
     depth = render(T)
     out = _set_outputs(depth, inputs)
@@ -106,7 +107,7 @@ def test_heights_are_in_the_target_frame_through_the_tf_chain():
 def test_a_missing_tf_link_is_named():
     tf = StaticTfBuffer()
     tf.add("base_link", "camera_link", np.eye(4))
-    inputs = nav_inputs((nav.ObstacleConfig(), nav.ScanConfig(), "base_link"), tf, ["front_optical_frame"])
+    inputs = nav_inputs(NavConfig(nav.ObstacleConfig(), nav.ScanConfig(), "base_link"), tf, ["front_optical_frame"])
     assert inputs.T_target_cam is None and "front_optical_frame" in inputs.missing
     out = _set_outputs(render(mount()), inputs)
     with pytest.raises(ValueError, match="no /tf_static path from 'base_link' to camera frame"):

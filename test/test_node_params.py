@@ -48,20 +48,6 @@ def test_the_table_checks_values():
     assert "one of ['a', 'a_da3', 'b', 'b_da3']" in fused_frame_problem("c", ["a", "b"], "_da3")
 
 
-def test_choices_match_the_code():
-    """The table's choices are the values the code accepts (kept in params.py so that it stays ROS-free)."""
-    from da3_ros.engines import BACKENDS
-    from da3_ros.core.navigation import GROUND_MODES
-    from da3_ros.ros.outputs import TF_MODES
-    from da3_ros.ros.pipeline import POSE_CONDITIONING
-    from da3_ros.core.preprocess import METHODS
-
-    choices = {p.name: set(p.choices) for p in NODE_PARAMS}
-    assert choices["backend"] == set(BACKENDS) and choices["tf.mode"] == set(TF_MODES)
-    assert choices["nav.ground"] == set(GROUND_MODES) and choices["pose_conditioning"] == set(POSE_CONDITIONING)
-    assert choices["process_res_method"] == set(METHODS)
-
-
 def test_invalid_start_up_values_name_the_parameter(tmp_path, domain_id):
     for params, says in [({"cloud.stride": 0}, "cloud.stride"), ({"tf.mode": "sideways"}, "tf.mode = 'sideways'"),
                          ({"sync.slop_s": -0.5}, "sync.slop_s"),

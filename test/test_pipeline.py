@@ -6,8 +6,10 @@ from sensor_msgs.msg import CameraInfo
 from da3_ros.ros import conversions as conv
 from da3_ros.engines import create_engine
 from da3_ros.core.geometry import pinhole_K
-from da3_ros.ros.outputs import OutputConfig, SetOutputs
-from da3_ros.ros.pipeline import CAMERA_INFO_WAIT_S, CoreConfig, DropReason, Dropped, Processed, SetProcessor
+from da3_ros.core.config import OutputConfig
+from da3_ros.ros.outputs import SetOutputs
+from da3_ros.core.config import CoreConfig
+from da3_ros.ros.pipeline import CAMERA_INFO_WAIT_S, DropReason, Dropped, Processed, SetProcessor
 from da3_ros.core.prediction import Prediction
 from da3_ros.core.rig import Rig, RigResult
 from da3_ros.core.static_tf import StaticTfBuffer

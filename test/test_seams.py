@@ -16,8 +16,9 @@ from da3_ros.ros import conversions as conv
 from da3_ros.ros import emit
 from da3_ros.core import preprocess
 from da3_ros.engines import FrameBatch, create_engine
-from da3_ros.ros.outputs import OutputConfig
-from da3_ros.ros.pipeline import CoreConfig, Processed, SetProcessor
+from da3_ros.core.config import OutputConfig
+from da3_ros.core.config import CoreConfig
+from da3_ros.ros.pipeline import Processed, SetProcessor
 from da3_ros.core.rig import Rig
 from da3_ros.core.static_tf import StaticTfBuffer
 

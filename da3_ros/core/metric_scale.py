@@ -34,7 +34,7 @@ class ScaleFilterConfig:
     outlier_ratio: float = 1.5  # a raw scale off the median by more than this factor is an outlier
     reset_after: int = 5  # this many consecutive, mutually consistent outliers: a real jump, re-start there
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.window < 1:
             raise ConfigError(f"metric.filter_window must be >= 1, got {self.window}")
         if not self.max_rate_per_s > 0:

@@ -33,7 +33,7 @@ class ObstacleConfig:
     outlier_min_neighbours: int = 3  # 0 = keep isolated points
     max_range_m: float = 0.0  # horizontal distance from the target frame's origin; 0 = no limit
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.ground not in GROUND_MODES:
             raise ConfigError(f"nav.ground must be one of {GROUND_MODES}, got {self.ground!r}")
         if not self.max_height_m > self.min_height_m:
@@ -59,7 +59,7 @@ class ScanConfig:
     min_height_m: float = 0.05
     max_height_m: float = 1.8
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not (self.angle_max > self.angle_min and self.angle_increment > 0):
             raise ConfigError(f"scan angles need angle_max > angle_min and angle_increment > 0, got "
                               f"{self.angle_min}, {self.angle_max}, {self.angle_increment}")

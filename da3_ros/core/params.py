@@ -6,9 +6,67 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
-from da3_ros.core.metric_scale import ScaleFilterConfig
+from da3_ros.core.navigation import GROUND_MODES
+from da3_ros.core.preprocess import METHODS, MIXED_MODES
+from da3_ros.core.sync import SyncMode
+
+
+class Backend(str, Enum):
+    """``backend``: the runtime of the forward (``auto`` picks the fastest one that can run here)."""
+
+    AUTO = "auto"
+    TORCH = "torch"
+    ONNXRUNTIME = "onnxruntime"
+    TENSORRT = "tensorrt"
+    TRITON = "triton"
+
+
+class Precision(str, Enum):
+    """``precision``: the forward's arithmetic (``auto``: the backend's own, see the parameter's description)."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+
+class PoseConditioning(str, Enum):
+    """``pose_conditioning``: where the rig's known extrinsics come from."""
+
+    AUTO = "auto"
+    PARAMS = "params"
+    TF_STATIC = "tf_static"
+    OFF = "off"
+
+
+class TfMode(str, Enum):
+    """``tf.mode``: which frames the estimated camera poses are published as."""
+
+    ESTIMATED_CHILDREN = "estimated_children"
+    CAMERA_FRAMES = "camera_frames"
+    OFF = "off"
+
+
+class QosKind(str, Enum):
+    """``qos.input`` / ``qos.output``."""
+
+    SENSOR_DATA = "sensor_data"
+    RELIABLE = "reliable"
+
+
+class Transport(str, Enum):
+    """``cameras.<name>.transport``: image_transport's names."""
+
+    RAW = "raw"
+    COMPRESSED = "compressed"
+
+
+def choices(kind: type[Enum]) -> tuple[str, ...]:
+    """The values of an enum of strings, in declaration order: a parameter's choices."""
+    return tuple(str(member.value) for member in kind)
 
 
 @dataclass(frozen=True)
@@ -63,14 +121,14 @@ NODE_PARAMS: tuple[Param, ...] = (
     Param("backend", "auto",
           "auto (TensorRT if importable with a CUDA GPU, else onnxruntime, else torch), torch, onnxruntime, "
           "tensorrt, triton (a Triton Inference Server: triton.*); onnxruntime/tensorrt also take a .onnx from "
-          "`da3-ros export` as model", choices=("auto", "torch", "onnxruntime", "tensorrt", "triton")),
+          "`da3-ros export` as model", choices=choices(Backend)),
     Param("device", "auto",
           "auto (the backend's: torch cpu, onnxruntime its CUDA provider if installed else cpu, tensorrt the GPU), "
           "cpu, cuda, cuda:<n> (cuda:<n> > 0: torch only); a device the backend cannot use stops the start"),
     Param("precision", "auto",
           "auto (torch: fp32 on CPU, bf16/fp16 on CUDA; onnxruntime: fp32; tensorrt: fp16), fp32, fp16 (the "
           "mixed fp16 graph on onnxruntime/tensorrt), bf16 (torch only); said at start-up and in /diagnostics",
-          choices=("auto", "fp32", "fp16", "bf16")),
+          choices=choices(Precision)),
     Param("threads", 0, "CPU threads of the forward (0: the backend's default)", range=(0, 1024)),
     Param("engine_cache_dir", "", "exported ONNX graphs and TensorRT engines (default: ~/.cache/da3_ros)"),
     Param("triton.url", "localhost:8001", "backend triton: the server's gRPC endpoint, host:port"),
@@ -99,15 +157,15 @@ NODE_PARAMS: tuple[Param, ...] = (
           range=(1, 1000)),
     Param("process_res", 504, "network resolution of the longer side (multiple of 14)", range=(14, 4998), step=14),
     Param("process_res_method", "upper_bound_resize", "upstream resize method",
-          choices=("upper_bound_resize", "upper_bound_crop", "lower_bound_resize", "lower_bound_crop")),
+          choices=METHODS),
     Param("mixed_resolution", "crop",
           "cameras of different sizes: crop (upstream: centre-crop to the smallest network size, losing field of "
           "view) or stretch (resize to it: whole field of view, pixel aspect changed); with *_resize methods",
-          choices=("crop", "stretch")),
+          choices=MIXED_MODES),
     Param("camera_names", ["camera"], "cameras of the rig; each gets cameras.<name>.* parameters"),
     Param("reference_camera", "", "camera whose optical frame is the set's reference (default: the first)"),
     Param("sync.mode", "approximate", "approximate (slop) or exact (hardware-triggered rigs)",
-          choices=("approximate", "exact")),
+          choices=choices(SyncMode)),
     Param("sync.slop_s", 0.02, "largest stamp spread within one approximate set, seconds", range=(0.0, 10.0)),
     Param("sync.queue_size", 5, "frames kept per camera while waiting for a set", range=(1, 1000)),
     Param("sync.camera_timeout_s", 2.0,
@@ -116,11 +174,11 @@ NODE_PARAMS: tuple[Param, ...] = (
     Param("pose_conditioning", "auto",
           "auto: cameras.<name>.T_ref_cam when every camera has one, else /tf_static when it connects every "
           "camera's frame to the reference's; params; tf_static; off (an unquoted off, read as false, is off). "
-          "Needs camera_info on every camera", choices=("auto", "params", "tf_static", "off"), false_means="off"),
+          "Needs camera_info on every camera", choices=choices(PoseConditioning), false_means="off"),
     Param("tf.mode", "estimated_children",
           "estimated_children: <frame><tf.suffix> frames under the reference camera's frame; "
           "camera_frames: the cameras' own frames under the reference (rigs with no other TF source); off (an "
-          "unquoted off, read as false, is off)", choices=("estimated_children", "camera_frames", "off"),
+          "unquoted off, read as false, is off)", choices=choices(TfMode),
           dynamic=True, false_means="off"),
     Param("tf.suffix", "_da3", "suffix of the estimated child frames", dynamic=True),
     Param("fused_frame", "", "frame of points_fused (default: the reference camera's frame)", dynamic=True),
@@ -135,7 +193,7 @@ NODE_PARAMS: tuple[Param, ...] = (
           "frame of points_obstacles and scan (x forward, z up), found from each camera's frame through /tf_static"),
     Param("nav.ground", "z",
           "ground for the height band: z (the target frame's z = 0) or plane (fitted to the points)",
-          choices=("z", "plane")),
+          choices=GROUND_MODES),
     Param("nav.min_height_m", 0.05, "obstacles start this high above the ground (metres)"),
     Param("nav.max_height_m", 1.8, "obstacles end this high above the ground (metres)"),
     Param("nav.voxel_m", 0.05, "voxel size of the obstacle cloud (metres); 0 = no down-sampling", range=(0.0, 10.0)),
@@ -157,8 +215,8 @@ NODE_PARAMS: tuple[Param, ...] = (
           "(REP 118: too far), else upstream's sky fill (99th percentile of non-sky depth)", dynamic=True),
     Param("depth.publish_mm", False, "also publish depth/image_mm as 16UC1 millimetres (metric models)"),
     Param("qos.input", "sensor_data", "input QoS: sensor_data (best effort) or reliable",
-          choices=("sensor_data", "reliable")),
-    Param("qos.output", "reliable", "output QoS: reliable or sensor_data", choices=("reliable", "sensor_data")),
+          choices=choices(QosKind)),
+    Param("qos.output", "reliable", "output QoS: reliable or sensor_data", choices=choices(QosKind)),
     Param("qos.depth", 5, "history depth of every queue", range=(1, 1000)),
     Param("diagnostics_period_s", 1.0, "period of /diagnostics", range=(0.01, 3600.0)),
 )
@@ -167,21 +225,13 @@ CAMERA_PARAMS: tuple[Param, ...] = (
     Param("image_topic", "", "image topic (default: <name>/image_raw)"),
     Param("transport", "raw", "image transport (image_transport's names): raw (sensor_msgs/Image on image_topic) "
           "or compressed (sensor_msgs/CompressedImage, JPEG or PNG, on <image_topic>/compressed; only the frames "
-          "of the sets processed are decoded)", choices=("raw", "compressed")),
+          "of the sets processed are decoded)", choices=choices(Transport)),
     Param("camera_info_topic", "", "camera_info topic (default: <name>/camera_info)"),
     Param("frame_id", "", "optical frame override (default: the image header's frame_id)"),
     Param("T_ref_cam", [0.0] * 0, "known pose in the reference camera frame: x y z qx qy qz qw (metres)"),
     Param("hfov_deg", 0.0, "horizontal field of view (degrees) for a camera without camera_info: a centred "
           "pinhole K, so that metric models get their focal and clouds their intrinsics; 0 = none"),
 )
-
-
-def scale_filter_config(param) -> ScaleFilterConfig:
-    """The metric scale filter from ``param(name)`` (the node's parameter getter); ValueError if invalid."""
-    return ScaleFilterConfig(enabled=bool(param("metric.filter")), window=int(param("metric.filter_window")),
-                             max_rate_per_s=float(param("metric.max_rate_per_s")),
-                             outlier_ratio=float(param("metric.outlier_ratio")),
-                             reset_after=int(param("metric.reset_after")))
 
 
 def camera_param(camera: str, field: str) -> str:

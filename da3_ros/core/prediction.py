@@ -50,7 +50,7 @@ class Prediction:
 
     def reordered(self, order: list[int]) -> "Prediction":
         """The same prediction with views permuted: view i of the result is view order[i] of this one."""
-        def take(a):
+        def take(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[order]
         return dataclasses.replace(
             self, depth=self.depth[order], K_proc=take(self.K_proc), confidence=take(self.confidence),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from da3_ros.engines import Engine, FrameBatch
+from da3_ros.core.engine_api import DepthEngine, FrameBatch
 from da3_ros.core.geometry import invert_T, relative_poses
 from da3_ros.core.metric_scale import FITTED_SOURCES, ScaleFilter, ScaleFilterConfig, apply_scale
 from da3_ros.core.prediction import Prediction
@@ -29,7 +29,7 @@ class RigResult:
 class Rig:
     """Runs one synchronized set of N images through ONE forward of ``engine``."""
 
-    def __init__(self, engine: Engine, ref_index: int = 0, T_ref_cam_known: np.ndarray | None = None,
+    def __init__(self, engine: DepthEngine, ref_index: int = 0, T_ref_cam_known: np.ndarray | None = None,
                  scale_filter: ScaleFilterConfig | None = None):
         if engine.ref_view_strategy != "first":
             raise ValueError("a Rig pins its reference camera: build the engine with ref_view_strategy='first'")

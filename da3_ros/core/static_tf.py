@@ -15,7 +15,7 @@ from da3_ros.core.geometry import invert_T
 class StaticTfBuffer:
     """Static edges parent -> child (T_parent_child); a child has one parent, the last one received wins."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._parent: dict[str, tuple[str, np.ndarray]] = {}
         self._lock = threading.Lock()
 

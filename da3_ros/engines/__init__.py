@@ -6,16 +6,23 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from da3_ros.engines.base import (BackendUnavailable, Engine, EngineConfigError, EngineSettings, EngineUnavailable,
                                   FrameBatch)
 from da3_ros.core.errors import ConfigError
+from da3_ros.core.params import Backend, Precision, choices
 
 __all__ = ["BACKENDS", "PRECISIONS", "BackendUnavailable", "Engine", "EngineConfigError", "EngineSettings",
-           "EngineUnavailable", "FrameBatch", "Hardware", "create_engine", "resolve_backend", "resolve_settings"]
+           "EngineUnavailable", "FrameBatch", "Hardware", "create_engine", "engine_from_config", "resolve_backend",
+           "resolve_settings"]
+if TYPE_CHECKING:
+    from da3_ros.core.config import DepthConfig
+
 _LOG = logging.getLogger(__name__)
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "triton")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+BACKENDS = choices(Backend)
+PRECISIONS = choices(Precision)
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")  # ONNX Runtime on a GPU
 
 
@@ -141,8 +148,8 @@ def resolve_settings(backend: str, device: str = "auto", precision: str = "auto"
     return EngineSettings("onnxruntime", dev, "fp32" if precision == "auto" else precision)
 
 def create_engine(backend: str, model: str, *, device: str = "auto", precision: str = "auto", threads: int = 0,
-                  cache_dir: str | None = None, triton=None, metric_model: str = "", metric_every_n_sets: int = 1,
-                  **kwargs) -> Engine:
+                  cache_dir: str | None = None, triton: Any = None, metric_model: str = "",
+                  metric_every_n_sets: int = 1, **kwargs: Any) -> Engine:
     """Build the engine for ``backend`` around a model spec (checkpoint spec, or a .onnx for graph backends).
 
     ``device`` and ``precision`` are resolved by ``resolve_settings`` (a combination that cannot hold raises
@@ -189,31 +196,66 @@ def _graph_file_settings(settings: EngineSettings, path: str, precision: str) ->
     return dataclasses.replace(settings, precision=exported)
 
 
-def _build(settings: EngineSettings, model: str, threads: int, cache_dir: str | None, triton, **kwargs) -> Engine:
-    """The engine of one resolved backend."""
-    if settings.backend == "triton":
-        from da3_ros.engines.triton_engine import TritonEngine, TritonSettings
+def engine_from_config(cfg: DepthConfig) -> Engine:
+    """The engine a validated config names (``model``, ``backend``, ``device``, ``precision``, ``triton.*``...)."""
+    from da3_ros.engines.triton_engine import triton_settings
 
-        return TritonEngine(model, triton or TritonSettings(), **kwargs)
-    if settings.backend == "torch":
-        if model.endswith(".onnx"):
-            raise ConfigError(f"backend torch needs a checkpoint, not the ONNX graph {model}; use backend onnxruntime")
-        if importlib.util.find_spec("torch") is None:
-            raise BackendUnavailable("backend torch needs PyTorch: `pip install torch` (or use backend onnxruntime)")
-        from da3_ros.engines.torch_engine import TorchEngine
-        from da3_ros.models import load_model
+    v = cfg.value
+    return create_engine(v("backend"), v("model"), device=v("device"), precision=v("precision"),
+                         threads=v("threads"), cache_dir=v("engine_cache_dir") or None,
+                         process_res=v("process_res"), process_res_method=v("process_res_method"),
+                         ref_view_strategy="first", mixed_resolution=v("mixed_resolution"),
+                         triton=triton_settings(v) if v("backend") == Backend.TRITON.value else None,
+                         metric_model=v("metric_model"), metric_every_n_sets=v("metric.every_n_sets"))
 
-        if threads > 0:
-            import torch
 
-            torch.set_num_threads(threads)
-        return TorchEngine(load_model(model, device=settings.device), precision=settings.precision, **kwargs)
-    if settings.backend == "onnxruntime":
-        from da3_ros.engines.onnxruntime_engine import OnnxRuntimeEngine
+def _build_triton(settings: EngineSettings, model: str, threads: int, cache_dir: str | None, triton: Any,
+                  **kwargs: Any) -> Engine:
+    from da3_ros.engines.triton_engine import TritonEngine, TritonSettings
 
-        providers = ["CPUExecutionProvider"] if settings.device == "cpu" else None  # None: GPU providers first
-        return OnnxRuntimeEngine(model, threads=threads, providers=providers, cache_dir=cache_dir,
-                                 precision=settings.precision, **kwargs)
+    return TritonEngine(model, triton or TritonSettings(), **kwargs)
+
+
+def _build_torch(settings: EngineSettings, model: str, threads: int, cache_dir: str | None, triton: Any,
+                 **kwargs: Any) -> Engine:
+    if model.endswith(".onnx"):
+        raise ConfigError(f"backend torch needs a checkpoint, not the ONNX graph {model}; use backend onnxruntime")
+    if importlib.util.find_spec("torch") is None:
+        raise BackendUnavailable("backend torch needs PyTorch: `pip install torch` (or use backend onnxruntime)")
+    from da3_ros.engines.torch_engine import TorchEngine
+    from da3_ros.models import load_model
+
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+    return TorchEngine(load_model(model, device=settings.device), precision=settings.precision, **kwargs)
+
+
+def _build_onnxruntime(settings: EngineSettings, model: str, threads: int, cache_dir: str | None, triton: Any,
+                       **kwargs: Any) -> Engine:
+    from da3_ros.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    providers = ["CPUExecutionProvider"] if settings.device == "cpu" else None  # None: GPU providers first
+    return OnnxRuntimeEngine(model, threads=threads, providers=providers, cache_dir=cache_dir,
+                             precision=settings.precision, **kwargs)
+
+
+def _build_tensorrt(settings: EngineSettings, model: str, threads: int, cache_dir: str | None, triton: Any,
+                    **kwargs: Any) -> Engine:
     from da3_ros.engines.tensorrt_engine import TensorRTEngine
 
     return TensorRTEngine(model, precision=settings.precision, cache_dir=cache_dir, **kwargs)
+
+
+# backend -> factory (each imports its runtime only when called: torch never enters an onnxruntime process)
+FACTORIES: dict[str, Callable[..., Engine]] = {
+    Backend.TORCH.value: _build_torch, Backend.ONNXRUNTIME.value: _build_onnxruntime,
+    Backend.TENSORRT.value: _build_tensorrt, Backend.TRITON.value: _build_triton,
+}
+
+
+def _build(settings: EngineSettings, model: str, threads: int, cache_dir: str | None, triton: Any,
+           **kwargs: Any) -> Engine:
+    """The engine of one resolved backend, from the factory table."""
+    return FACTORIES[settings.backend](settings, model, threads, cache_dir, triton, **kwargs)

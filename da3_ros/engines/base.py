@@ -18,6 +18,7 @@ from da3_ros.engines.graph_io import IN_EXTRINSICS, IN_IMAGES, IN_INTRINSICS, gr
 from da3_ros.core.errors import ConfigError
 from da3_ros.core.geometry import invert_T
 from da3_ros.models.registry import METRIC_CANONICAL_FOCAL_PX, DepthKind, Variant
+from da3_ros.core.engine_api import FrameBatch  # noqa: F401 (re-exported: engines take it)
 from da3_ros.core.prediction import Prediction
 
 _LOG = logging.getLogger(__name__)
@@ -47,32 +48,6 @@ class EngineUnavailable(RuntimeError):
 
     The set is dropped and counted; no result is published for it.
     """
-
-
-@dataclass
-class FrameBatch:
-    """One synchronized set: N RGB images and, when known, their cameras.
-
-    ``K_cam``: (N, 3, 3) intrinsics at the images' own resolution; a view whose K is unknown has an all-NaN
-    matrix (its K is then the model's estimate, while the others keep their own). ``T_cam_world``: (N, 4, 4)
-    known rig extrinsics (world-to-camera, any consistent units); given with every view's K, they condition
-    the model.
-    """
-
-    images_rgb: list[np.ndarray]
-    K_cam: np.ndarray | None = None
-    T_cam_world: np.ndarray | None = None
-
-    def __post_init__(self):
-        n = len(self.images_rgb)
-        for name in ("K_cam", "T_cam_world"):
-            a = getattr(self, name)
-            want = (n, 3, 3) if name == "K_cam" else (n, 4, 4)
-            if a is not None and np.shape(a) != want:
-                raise ValueError(f"{name} must have shape {want}, got {np.shape(a)}")
-        if self.T_cam_world is not None and (self.K_cam is None or not np.isfinite(self.K_cam).all()):
-            raise ValueError("pose conditioning needs every view's intrinsics: T_cam_world given without K_cam "
-                             "for all views")
 
 
 class Engine:
@@ -119,6 +94,9 @@ class Engine:
     def health(self) -> tuple[bool, dict[str, str]]:
         """Whether the engine can run sets now, and what /diagnostics should show about it (device, precision)."""
         return True, {"device": self.runs_on.device, "precision": self.runs_on.precision}
+
+    def prepare_ahead(self, n_views: int, hw: tuple[int, int], conditioned: bool) -> None:
+        """Get ready for sets of ``n_views`` views of network size ``hw``; engines that take any N need nothing."""
 
     def describe(self) -> str:
         """'<backend> (device <device>, precision <precision>)', for the start-up line."""
@@ -243,7 +221,7 @@ def _pose_spread_ratio(T_pred: np.ndarray | None, T_ref: np.ndarray) -> float:
     """Scale of predicted camera centres against reference centres (1 when it cannot be told)."""
     if T_pred is None or len(T_ref) < 2:
         return 1.0
-    def spread(T):
+    def spread(T: np.ndarray) -> float:
         c = invert_T(T)[:, :3, 3]
         return float(np.sqrt(((c - c.mean(0)) ** 2).sum(1).mean()))
     ref, pred = spread(T_ref), spread(T_pred)

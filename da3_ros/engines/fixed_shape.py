@@ -7,8 +7,9 @@ are kept (each holds its own copy of the weights): the least recently used one i
 """
 from __future__ import annotations
 
+import logging
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from da3_ros.engines.onnx_source import OnnxSource
 from da3_ros.core.errors import ConfigError
 
 Shape = tuple[int, tuple[int, int], bool]  # (views, (H, W), pose-conditioned)
+_LOG = logging.getLogger(__name__)
 MAX_RUNNERS = 2  # e.g. the full rig and the rig minus one camera
 
 
@@ -30,7 +32,7 @@ class Runner(Protocol):
 class FixedShapeEngine(Engine):
     """Engine over exported graphs; subclasses implement ``_make_runner(shape)``."""
 
-    def __init__(self, model: str, cache_dir: str | None = None, **kwargs):
+    def __init__(self, model: str, cache_dir: str | None = None, **kwargs: Any) -> None:
         if kwargs.get("ref_view_strategy", "first") != "first":
             raise ConfigError(f"the {self.backend} backend pins view 0 as the reference (ref_view_strategy "
                               f"'first'); upstream's data-dependent strategies need backend torch")
@@ -45,6 +47,25 @@ class FixedShapeEngine(Engine):
     def prepare(self, n_views: int, hw: tuple[int, int], conditioned: bool = False) -> None:
         """Resolve and load the graph for a shape ahead of the first set (exports / builds it if needed)."""
         self._runner((n_views, (int(hw[0]), int(hw[1])), conditioned))
+
+    def prepare_ahead(self, n_views: int, hw: tuple[int, int], conditioned: bool) -> None:
+        """Export the graph of ``n_views`` views in the background (e.g. for when a camera goes silent).
+
+        Only the graph file is made ahead (in a child process, into the cache); its runner is built on the
+        first set that needs it. A given .onnx holds exactly its N: a silent camera then fails its sets with
+        an error naming the export command.
+        """
+        source = self.source
+        if n_views < 1 or source.file is not None:
+            return
+
+        def export() -> None:
+            try:
+                source.onnx_for(n_views, hw, conditioned)
+            except Exception as exc:  # a background nicety: the set that needs it will say what is wrong
+                _LOG.warning("could not prepare the %d-view graph ahead: %s", n_views, exc)
+
+        threading.Thread(target=export, name="da3_prepare_ahead", daemon=True).start()
 
     def _runner(self, shape: Shape) -> Runner:
         with self._lock:

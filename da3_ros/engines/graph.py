@@ -158,7 +158,7 @@ def _fuse(scratch: Any, rn: list[torch.Tensor], branch: str = "") -> torch.Tenso
     return getattr(scratch, f"refinenet1{branch}")(x, l1)
 
 
-def _aux_rays(head: Any, rn: list[torch.Tensor], pos_embed, W: int, H: int) -> dict[str, torch.Tensor]:
+def _aux_rays(head: Any, rn: list[torch.Tensor], pos_embed: Any, W: int, H: int) -> dict[str, torch.Tensor]:
     s = head.scratch
     aux = s.output_conv1_aux[-1](_fuse(s, rn, "_aux"))
     if head.pos_embed:

@@ -149,7 +149,7 @@ class _scratch_dir:  # noqa: N801 (a context manager used like tempfile.Temporar
     def __enter__(self) -> Path:
         return self.path
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
         os.close(self._fd)
 

@@ -11,6 +11,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CP
 GRAPH_PRECISIONS = ("fp32", "fp16")
 
 
-def import_onnxruntime():
+def import_onnxruntime() -> Any:
     """The onnxruntime module, or BackendUnavailable naming what to install."""
     try:
         import onnxruntime
@@ -96,7 +97,7 @@ class OnnxRuntimeEngine(FixedShapeEngine):
     backend = "onnxruntime"
 
     def __init__(self, model: str, threads: int = 0, providers: list[str] | None = None,
-                 cache_dir: str | None = None, precision: str = "fp32", **kwargs):
+                 cache_dir: str | None = None, precision: str = "fp32", **kwargs: Any) -> None:
         ort = import_onnxruntime()  # fail at construction, not at the first set
         if precision not in GRAPH_PRECISIONS:
             raise EngineConfigError(f"backend onnxruntime takes precision fp32 or fp16 (the mixed fp16 graph), got "

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -226,7 +226,7 @@ def build_plan(onnx_path: Path, workspace_gib: float = 4.0, precision: str | Non
     return bytes(plan)
 
 
-def create_context(engine, what: str):
+def create_context(engine: Any, what: str) -> Any:
     """``engine.create_execution_context()``, or TensorRTOutOfMemory naming the memory it needed.
 
     TensorRT returns None (no exception) when it cannot allocate the context's activation memory.
@@ -306,7 +306,7 @@ class TensorRTRunner:
         assert plan is not None  # built above
         cache.store(self.plan_path, plan, key)  # only a plan that passed the gate is ever cached
 
-    def _bind(self, engine, n_views: int, hw: tuple[int, int]) -> None:
+    def _bind(self, engine: Any, n_views: int, hw: tuple[int, int]) -> None:
         """One persistent torch CUDA buffer per I/O tensor, registered with the execution context."""
         import tensorrt as trt
         import torch
@@ -358,7 +358,7 @@ class TensorRTRunner:
 _LOGGER = None
 
 
-def _trt_logger():
+def _trt_logger() -> Any:
     # One logger for the process: TensorRT objects keep a reference to theirs, and it must outlive them.
     global _LOGGER
     if _LOGGER is None:
@@ -376,7 +376,7 @@ def _gpu_identity() -> str:
     return f"{torch.cuda.get_device_name()} (sm_{major}{minor})"
 
 
-def _parser_error_text(err) -> str:
+def _parser_error_text(err: Any) -> str:
     where = f" in node {err.node_name()!r} ({err.node_operator()})" if hasattr(err, "node_name") else ""
     return f"{err.code()}{where}: {err.desc()}"
 
@@ -398,7 +398,7 @@ class TensorRTEngine(FixedShapeEngine):
     backend = "tensorrt"
 
     def __init__(self, model: str, precision: str = "fp16", cache_dir: str | None = None,
-                 workspace_gib: float = 4.0, **kwargs):
+                 workspace_gib: float = 4.0, **kwargs: Any) -> None:
         ok, info = tensorrt_status()
         if not ok:
             raise unavailable_error(info)

@@ -1,6 +1,8 @@
 """PyTorch backend: ``InferenceGraph`` in eager mode, fp32 on CPU, fp16/bf16 autocast on CUDA."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -31,7 +33,7 @@ class TorchEngine(Engine):
 
     backend = "torch"
 
-    def __init__(self, model: LoadedModel, precision: str = "auto", use_ray_pose: bool = False, **kwargs):
+    def __init__(self, model: LoadedModel, precision: str = "auto", use_ray_pose: bool = False, **kwargs: Any) -> None:
         super().__init__(model.variant, model.label, model.trained, **kwargs)
         self.model = model
         self.device = next(model.net.parameters()).device

@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -51,7 +51,7 @@ UNSERVED_MARK = "da3-ros serve was not started for"  # triton_serve's refusal of
 class _Request:
     """One request on the server: set by tritonclient's callback (its thread) when the answer or error comes."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.sent_t = time.monotonic()
         self.done = threading.Event()
         self.result: Any = None
@@ -76,7 +76,7 @@ class TritonSettings:
     certificate_chain: str = ""
     headers: dict[str, str] = field(default_factory=dict)  # sent with every call (e.g. authorization)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.url or "/" in self.url:
             raise ConfigError(f"triton.url must be host:port of the server's gRPC endpoint, got {self.url!r}")
         if not self.timeout_s > 0:
@@ -144,7 +144,7 @@ def serve_hint(feeds: dict[str, np.ndarray]) -> str:
             f"`{shape}`")
 
 
-def triton_settings(param) -> TritonSettings:
+def triton_settings(param: Callable[[str], Any]) -> TritonSettings:
     """TritonSettings from the node's ``triton.*`` parameters (``param(name)`` -> value)."""
     return TritonSettings(
         url=param("triton.url"), model_name=param("triton.model"), model_version=param("triton.model_version"),
@@ -154,7 +154,7 @@ def triton_settings(param) -> TritonSettings:
         headers=TritonSettings.parse_headers(param("triton.headers")))
 
 
-def import_tritonclient():
+def import_tritonclient() -> Any:
     """tritonclient.grpc, or BackendUnavailable naming what to install."""
     try:
         import tritonclient.grpc as grpcclient
@@ -168,7 +168,7 @@ class TritonEngine(Engine):
 
     backend = "triton"
 
-    def __init__(self, model: str, settings: TritonSettings, **kwargs):
+    def __init__(self, model: str, settings: TritonSettings, **kwargs: Any) -> None:
         self._grpc = import_tritonclient()
         if kwargs.get("ref_view_strategy", "first") != "first":
             raise ConfigError("the triton backend pins view 0 as the reference (ref_view_strategy 'first')")

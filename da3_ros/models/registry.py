@@ -6,17 +6,9 @@ Hugging Face repository holding ``config.json`` + ``model.safetensors`` for that
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
+from da3_ros.core.engine_api import DepthKind  # noqa: F401 (re-exported: the variants' kinds)
 from da3_ros.core.errors import ConfigError
-
-
-class DepthKind(str, Enum):
-    """What the raw depth output of a variant means."""
-
-    RELATIVE = "relative"  # up to an unknown scale (any-view and mono models)
-    METRIC_FOCAL = "metric_focal"  # metres = focal_px_at_network_res * output / 300 (DA3METRIC)
-    METRIC = "metric"  # already metres (nested: any-view aligned to the metric branch inside the net)
 
 
 @dataclass(frozen=True)

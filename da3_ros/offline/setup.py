@@ -1,44 +1,23 @@
-"""The node's set-up without a node: its parameters, rig and per-set core for the offline commands.
+"""The node's set-up without a node, for ``da3-ros bag`` and ``da3-ros media``: config, rig and per-set core.
 
-``OfflineSetup`` runs the node's own ``_declare`` (names, defaults, validation), ``_build_rig`` (engine,
-conditioning from parameters) and ``_make_core`` (da3_ros.ros.pipeline) on parameters read from a file, so
-``da3-ros bag`` and ``da3-ros media`` take the node's parameter file with the same names and meaning and run
-the same core. No DDS: nothing is initialised in rclpy.
+Built from the same ``DepthConfig`` the node reads its parameters into (names, defaults, validation), the
+same ``build_rig`` and the same per-set processor, so the offline commands take the node's parameter file
+with the same names and meaning. No DDS: nothing is initialised in rclpy.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from rclpy.parameter import Parameter
-
-from da3_ros.ros.node import DepthPipeline
-from da3_ros.ros.emit import PER_CAMERA_OUTPUTS
+from da3_ros.core.config import DepthConfig
 from da3_ros.core.param_file import ParamFileError, check_params, parse_override, read_params_file
+from da3_ros.core.rig import Rig
+from da3_ros.core.rig_setup import build_rig
 from da3_ros.core.static_tf import StaticTfBuffer
+from da3_ros.ros.pipeline import SetProcessor
 
-__all__ = ["PER_CAMERA_OUTPUTS", "OfflineSetup", "ParamFileError", "load_values", "ros_type_name"]
-
-
-class _Logger:
-    """The slice of rclpy's logger the node's set-up calls, onto ``logging``; repeated warnings said once."""
-
-    def __init__(self, log: logging.Logger):
-        self._log = log
-        self._said: set[str] = set()
-
-    def info(self, text: str, **_: Any) -> None:
-        self._log.info(text)
-
-    def warning(self, text: str, **_: Any) -> None:
-        if text not in self._said:
-            self._said.add(text)
-            self._log.warning(text)
-
-    warn = warning  # rclpy's deprecated name, kept for callers outside this package
-
-    def error(self, text: str, **_: Any) -> None:
-        self._log.error(text)
+__all__ = ["OfflineSetup", "ParamFileError", "load_values", "ros_type_name"]
 
 
 def load_values(params_file: str | None, overrides: list[str] | None = None,
@@ -54,43 +33,49 @@ def load_values(params_file: str | None, overrides: list[str] | None = None,
     return values
 
 
-class OfflineSetup(DepthPipeline):
-    """The node's parameter handling, rig and core, fed from a dict instead of a ROS parameter server."""
+class OfflineSetup:
+    """The node's config, rig and per-set core, from a dict of parameter values instead of a ROS node."""
 
     def __init__(self, values: dict[str, Any], log: logging.Logger | None = None):
-        self._values = dict(values)
-        self._declared: dict[str, Any] = {}
-        self._logger = _Logger(log or logging.getLogger("da3_ros.offline.setup"))
-        self._declare()  # camera_names, reference camera, output and navigation settings: validated as the node does
+        self.config = DepthConfig.from_values(values)  # validated as the node validates its parameters
+        self._log = log or logging.getLogger("da3_ros.offline")
+        self._said: set[str] = set()
         self.static_tf = StaticTfBuffer()
-        self.rig = None
+        self.rig: Rig | None = None
+        self.core: SetProcessor | None = None
 
-    # what DepthPipeline calls on a Node
-    def declare_parameter(self, name: str, value: Any, descriptor: Any = None) -> None:
-        self._declared[name] = value
+    @property
+    def cameras(self) -> list[str]:
+        """The rig's camera names, in order."""
+        return list(self.config.cameras)
 
-    def get_logger(self) -> _Logger:
-        return self._logger
+    @property
+    def ref(self) -> int:
+        """Index of the reference camera."""
+        return self.config.ref
 
-    def _p(self, name: str):
-        if name in self._values:
-            return self._values[name]
-        value = self._declared.get(name)
-        return None if isinstance(value, Parameter.Type) else value
+    @property
+    def param(self) -> Callable[[str], Any]:
+        """The parameter getter (name -> value, defaults applied)."""
+        return self.config.value
 
     def topics(self, camera: str) -> tuple[str, str]:
         """(image topic, camera_info topic) of a camera, absolute as a bag stores them (the node runs at /)."""
-        return tuple("/" + t.lstrip("/") for t in self._topics(camera))  # type: ignore[return-value]
+        image, info = self.config.topics(camera)
+        return "/" + image.lstrip("/"), "/" + info.lstrip("/")
+
+    def warn(self, text: str) -> None:
+        """A note for the log, each said once (a camera's problem persists over sets)."""
+        if text not in self._said:
+            self._said.add(text)
+            self._log.warning(text)
 
     def load(self) -> None:
-        """Build the engine and the per-set core (seconds: the model is loaded here)."""
-        self.rig = self._build_rig()
-        self.core = self._make_core()
+        """Build the engine, the rig and the per-set core (seconds: the model is loaded here)."""
+        from da3_ros.engines import engine_from_config
 
-    @property
-    def param(self):
-        """The parameter getter (name -> value, defaults applied)."""
-        return self._p
+        self.rig = build_rig(self.config, engine_from_config(self.config), self.warn)
+        self.core = SetProcessor(self.rig, self.config.core_config(), self.static_tf, warn=self.warn)
 
 
 def ros_type_name(msg_class: type) -> str:

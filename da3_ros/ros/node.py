@@ -19,10 +19,10 @@ from tf2_msgs.msg import TFMessage
 from da3_ros.ros import conversions as conv
 from da3_ros.ros.diagnostics import NodeStats
 from da3_ros.engines.base import EngineUnavailable
-from da3_ros.core.params import camera_param
-from da3_ros.ros.pipeline import CoreConfig, DropReason, Dropped, SetProcessor, failure_text
+from da3_ros.ros.pipeline import DropReason, Dropped, SetProcessor, failure_text
 from da3_ros.ros.publishing import PER_CAMERA_OUTPUTS, SetPublishers, qos_profile
 from da3_ros.core.rig_setup import build_rig
+from da3_ros.engines import engine_from_config
 from da3_ros.ros.ros_main import abandon_on_exit, run
 from da3_ros.ros.ros_params import ParameterWiring
 from da3_ros.core.static_tf import StaticTfBuffer
@@ -55,23 +55,24 @@ class DepthPipeline(ParameterWiring):
 
     def _configure(self) -> None:
         self.rig = self._build_rig()
-        if self._p("depth.publish_mm") and self.rig.engine.variant.depth_kind.value == "relative":
+        if self.config.value("depth.publish_mm") and self.rig.engine.variant.depth_kind.value == "relative":
             self.get_logger().warning(f"depth.publish_mm with {self.rig.engine.variant.name}: its depth is relative, "
                                    "so depth/image_mm is not millimetres")
-        self.stats = NodeStats(self.cameras, self.rig.engine.backend)
-        self.sync = TimeSynchronizer(len(self.cameras), SyncMode(self._p("sync.mode")),
-                                     int(self._p("sync.slop_s") * 1e9), self._p("sync.queue_size"),
-                                     camera_timeout_ns=int(self._p("sync.camera_timeout_s") * 1e9))
-        self._infos: list[CameraInfo | None] = [None] * len(self.cameras)
+        self.stats = NodeStats(list(self.config.cameras), self.rig.engine.backend)
+        self.sync = TimeSynchronizer(len(self.config.cameras), SyncMode(self.config.value("sync.mode")),
+                                     int(self.config.value("sync.slop_s") * 1e9), self.config.value("sync.queue_size"),
+                                     camera_timeout_ns=int(self.config.value("sync.camera_timeout_s") * 1e9))
+        self._infos: list[CameraInfo | None] = [None] * len(self.config.cameras)
         self._wake = threading.Event()
         self.static_tf = StaticTfBuffer()
         self.core = self._make_core()
-        self.pubs = SetPublishers(self, self.cameras, qos_profile(self._p("qos.output"), self._p("qos.depth")),
-                                  self.rig.engine.variant.has_sky, self._p("depth.publish_mm"))
-        self._info_topics = [self._topics(c)[1] for c in self.cameras]
+        v = self.config.value
+        self.pubs = SetPublishers(self, list(self.config.cameras), qos_profile(v("qos.output"), v("qos.depth")),
+                                  self.rig.engine.variant.has_sky, v("depth.publish_mm"))
+        self._info_topics = [self.config.topics(c)[1] for c in self.config.cameras]
         self.get_logger().info(
-            f"model {self.rig.engine.label} on {self.rig.engine.describe()}; cameras {self.cameras}, "
-            f"reference {self.cameras[self.ref]}; pose conditioning: {self._p('pose_conditioning')} "
+            f"model {self.rig.engine.label} on {self.rig.engine.describe()}; cameras {list(self.config.cameras)}, "
+            f"reference {self.config.reference_camera}; pose conditioning: {self.config.value('pose_conditioning')} "
             f"({'parameters' if self.rig.T_ref_cam_known is not None else 'from /tf_static when available'})")
 
     def _activate(self) -> None:
@@ -84,7 +85,7 @@ class DepthPipeline(ParameterWiring):
         self._worker = threading.Thread(target=self._work, name="da3_worker", daemon=True)
         self._worker.start()
         abandon_on_exit(self._worker)  # shutdown never waits for the set in flight
-        self._diag_timer = self.create_timer(self._p("diagnostics_period_s"), self._publish_diagnostics)
+        self._diag_timer = self.create_timer(self.config.value("diagnostics_period_s"), self._publish_diagnostics)
 
     def _deactivate(self, wait_s: float | None = None) -> bool:
         """Stop the subscriptions, the worker and /diagnostics; False (nothing stopped) if the worker is busy.
@@ -126,14 +127,14 @@ class DepthPipeline(ParameterWiring):
 
     # --- set-up ----------------------------------------------------------------------------------------
     def _build_rig(self):
-        return build_rig(self._p, self.cameras, self.ref, self.get_logger().warning)
+        return build_rig(self.config, engine_from_config(self.config), self.get_logger().warning)
 
     def _create_subscriptions(self) -> None:
-        qin = qos_profile(self._p("qos.input"), self._p("qos.depth"))
+        qin = qos_profile(self.config.value("qos.input"), self.config.value("qos.depth"))
         self.sync.reset()  # an activation starts the synchroniser afresh: no frame or silence from before it
-        self._transports = [input_transport(self._p(camera_param(c, "transport"))) for c in self.cameras]
-        for i, (c, transport) in enumerate(zip(self.cameras, self._transports)):
-            base_topic, info_topic = self._topics(c)
+        self._transports = [input_transport(self.config.camera(c, "transport")) for c in self.config.cameras]
+        for i, (c, transport) in enumerate(zip(self.config.cameras, self._transports)):
+            base_topic, info_topic = self.config.topics(c)
             image_topic = transport.topic(base_topic)  # <image_topic>/compressed for compressed
             events = SubscriptionEventCallbacks(incompatible_qos=lambda e, t=image_topic: self._incompatible(t, e))
             # raw=True: frames arrive as CDR bytes; only those of the set that gets processed are deserialised
@@ -152,7 +153,7 @@ class DepthPipeline(ParameterWiring):
         self.stats.count("incompatible_qos")
         self.get_logger().warning(
             f"a publisher on {topic} offers an incompatible QoS (policy {event.last_policy_kind}); no images will "
-            f"arrive from it: set qos.input to match (now {self._p('qos.input')})")
+            f"arrive from it: set qos.input to match (now {self.config.value('qos.input')})")
 
     def _on_tf_static(self, msg: TFMessage) -> None:
         for t in msg.transforms:
@@ -167,14 +168,14 @@ class DepthPipeline(ParameterWiring):
             stamp_ns = conv.stamp_ns_from_cdr(data)  # 12 bytes read; most frames are superseded unread
         except conv.ConversionError as exc:
             self.stats.count("bad_input")
-            self.get_logger().error(f"{self.cameras[i]}: {exc}", throttle_duration_sec=5.0)
+            self.get_logger().error(f"{self.config.cameras[i]}: {exc}", throttle_duration_sec=5.0)
             return
         if self.sync.add(i, stamp_ns, data, time.monotonic_ns()):
             self._wake.set()
 
     # --- worker thread ---------------------------------------------------------------------------------
     def _wanted(self) -> bool:
-        return self.pubs.wanted(self.rig.engine.variant.has_pose and self.out_cfg.tf_mode != "off")
+        return self.pubs.wanted(self.rig.engine.variant.has_pose and self.config.out.tf_mode != "off")
 
     def _should_stop(self) -> bool:
         """The worker's check: once it says True the worker exits, and a deactivate can no longer be refused."""
@@ -225,10 +226,8 @@ class DepthPipeline(ParameterWiring):
 
     def _make_core(self) -> SetProcessor:
         """The per-set policy (da3_ros.ros.pipeline), shared with ``da3-ros bag``."""
-        cfg = CoreConfig(list(self.cameras), [self._p(camera_param(c, "frame_id")) or "" for c in self.cameras],
-                         self._p("pose_conditioning"), self.out_cfg, self.nav_cfg,
-                         [float(self._p(camera_param(c, "hfov_deg")) or 0.0) for c in self.cameras])
-        return SetProcessor(self.rig, cfg, self.static_tf, warn=self.get_logger().warning,  # each note said once
+        return SetProcessor(self.rig, self.config.core_config(), self.static_tf,
+                            warn=self.get_logger().warning,  # each note said once
                             prepare_fallback=True)  # a camera may go silent: its (N-1)-view graph ahead
 
     def _process(self, frameset) -> None:
@@ -264,9 +263,9 @@ class DepthPipeline(ParameterWiring):
 
     # --- diagnostics -----------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        silent = [self.cameras[i] for i in self.sync.silent_streams(time.monotonic_ns())]
+        silent = [self.config.cameras[i] for i in self.sync.silent_streams(time.monotonic_ns())]
         msg = self.stats.diagnostics(self.get_name(), self.sync.stats, self.rig.engine.health(), silent,
-                                     self.cameras[self.ref])
+                                     self.config.reference_camera)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pubs.diag.publish(msg)
 

@@ -15,31 +15,9 @@ from std_msgs.msg import Header
 from da3_ros.ros import conversions as conv
 from da3_ros.core import geometry as geo
 from da3_ros.core import navigation as nav
+from da3_ros.core.config import NavConfig, OutputConfig
 from da3_ros.core.errors import ConfigError
 from da3_ros.core.rig import RigResult
-
-TF_MODES = ("estimated_children", "camera_frames", "off")
-
-
-@dataclass(frozen=True)
-class OutputConfig:
-    stride: int = 2
-    min_confidence: float = 0.0
-    min_depth: float = 0.0
-    max_depth: float = 0.0  # 0 = no limit
-    drop_sky: bool = True
-    sky_as_inf: bool = True
-    tf_mode: str = "estimated_children"
-    tf_suffix: str = "_da3"
-    fused_frame: str = ""  # "" = the reference camera's frame
-    confidence_field: bool = False  # a per-point ``confidence`` field in the clouds
-
-    def __post_init__(self):
-        if self.tf_mode not in TF_MODES:
-            raise ConfigError(f"tf.mode must be one of {TF_MODES}, got {self.tf_mode!r}")
-        if self.stride < 1:
-            raise ConfigError(f"cloud.stride must be >= 1, got {self.stride}")
-
 
 @dataclass(frozen=True)
 class NavInputs:
@@ -52,39 +30,9 @@ class NavInputs:
     scan: nav.ScanConfig = nav.ScanConfig()
 
 
-OUTPUT_PARAMS = ("cloud.stride", "cloud.min_confidence", "cloud.min_depth", "cloud.max_depth", "cloud.drop_sky",
-                 "depth.sky_as_inf", "tf.mode", "tf.suffix", "fused_frame", "cloud.confidence_field")
-
-
-def output_config(param) -> OutputConfig:
-    """The output settings from ``param(name)`` (the node's parameter getter); ValueError if invalid."""
-    return OutputConfig(
-        stride=param("cloud.stride"), min_confidence=param("cloud.min_confidence"),
-        min_depth=param("cloud.min_depth"), max_depth=param("cloud.max_depth"), drop_sky=param("cloud.drop_sky"),
-        sky_as_inf=param("depth.sky_as_inf"), tf_mode=param("tf.mode"), tf_suffix=param("tf.suffix"),
-        fused_frame=param("fused_frame"), confidence_field=param("cloud.confidence_field"))
-
-
-def nav_configs(param) -> tuple[nav.ObstacleConfig, nav.ScanConfig, str]:
-    """The navigation settings from ``param(name)`` (the node's parameter getter); ValueError if invalid."""
-    obstacles = nav.ObstacleConfig(
-        min_height_m=param("nav.min_height_m"), max_height_m=param("nav.max_height_m"), ground=param("nav.ground"),
-        voxel_m=param("nav.voxel_m"), outlier_radius_m=param("nav.outlier_radius_m"),
-        outlier_min_neighbours=param("nav.outlier_min_neighbours"), max_range_m=param("nav.max_range_m"))
-    scan = nav.ScanConfig(
-        angle_min=param("scan.angle_min"), angle_max=param("scan.angle_max"),
-        angle_increment=param("scan.angle_increment"), range_min=param("scan.range_min"),
-        range_max=param("scan.range_max"), min_height_m=param("scan.min_height_m"),
-        max_height_m=param("scan.max_height_m"))
-    target = param("nav.target_frame")
-    if not target:
-        raise ConfigError("nav.target_frame must name a frame (e.g. base_link)")
-    return obstacles, scan, target
-
-
-def nav_inputs(cfg: tuple[nav.ObstacleConfig, nav.ScanConfig, str], static_tf, frame_ids: list[str]) -> NavInputs:
+def nav_inputs(cfg: NavConfig, static_tf, frame_ids: list[str]) -> NavInputs:
     """Each camera's pose in the target frame from a StaticTfBuffer; a missing link is named, not raised."""
-    obstacles, scan, target = cfg
+    obstacles, scan, target = cfg.obstacles, cfg.scan, cfg.target_frame
     Ts = [static_tf.lookup(target, f) for f in frame_ids]
     missing = [f for f, T in zip(frame_ids, Ts) if T is None]
     if missing:

@@ -7,9 +7,7 @@ results are what the node would publish for the same set.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,14 +18,13 @@ import numpy as np
 from da3_ros.ros import conversions as conv
 from da3_ros.core import geometry as geo
 from da3_ros.core import preprocess
-from da3_ros.core.errors import ConfigError
 from da3_ros.models.registry import DepthKind
-from da3_ros.ros.outputs import OutputConfig, SetOutputs, nav_inputs
+from da3_ros.core.config import CoreConfig
+from da3_ros.ros.outputs import SetOutputs, nav_inputs
 from da3_ros.core.rig import Rig
 from da3_ros.core.static_tf import StaticTfBuffer
 
 _LOG = logging.getLogger(__name__)
-POSE_CONDITIONING = ("auto", "params", "tf_static", "off")
 CAMERA_INFO_WAIT_S = 5.0  # an advertised camera_info that never arrives: go on without it after this
 
 
@@ -56,28 +53,6 @@ class Processed:
     cameras: list[int] = field(default_factory=list)  # the rig's cameras in this set (outputs index them 0..)
 
 
-@dataclass(frozen=True)
-class CoreConfig:
-    """What the per-set policy needs from the node's parameters (see ``da3_ros.core.params``)."""
-
-    camera_names: list[str]
-    frame_id_overrides: list[str]  # cameras.<name>.frame_id; "" = the image header's frame_id
-    pose_conditioning: str
-    out_cfg: OutputConfig
-    nav_cfg: tuple | None = None  # nav_configs(...) of the node; None = no navigation outputs
-    hfov_deg: list[float] = field(default_factory=list)  # cameras.<name>.hfov_deg (0 = none), for cameras
-    # without camera_info: a centred pinhole K
-
-    def __post_init__(self):
-        if self.pose_conditioning not in POSE_CONDITIONING:
-            raise ConfigError(f"pose_conditioning must be one of {POSE_CONDITIONING}, got {self.pose_conditioning!r}")
-        if len(self.frame_id_overrides) != len(self.camera_names):
-            raise ValueError(f"{len(self.frame_id_overrides)} frame_id overrides for cameras {self.camera_names}")
-        for camera, hfov in zip(self.camera_names, self.hfov_deg, strict=False):
-            if hfov and not 0 < hfov < 180:
-                raise ConfigError(f"cameras.{camera}.hfov_deg must be in (0, 180) degrees (0 = none), got {hfov}")
-
-
 OUT_OF_MEMORY_SIGNS = ("can't allocate memory", "out of memory", "failed to allocate memory", "bad_alloc")
 
 
@@ -88,37 +63,6 @@ def failure_text(exc: BaseException) -> str:
         return (f"out of memory in this set ({text.splitlines()[0][:200]}): the set is dropped; fewer cameras, a "
                 "lower process_res or a smaller model need less")
     return text
-
-
-def prepare_fallback_graph(engine, n_views: int, hw: tuple[int, int], conditioned: bool) -> None:
-    """Export the (N-1)-view graph of a fixed-shape engine in the background, for when a camera goes silent.
-
-    Engines that take any N (torch, a served model) need nothing; a given .onnx holds exactly its N (a silent
-    camera then fails its sets with an error naming the export command). Only the graph file is made ahead
-    (in a child process, into the cache); its runner is built on the first set that needs it.
-    """
-    from da3_ros.engines.fixed_shape import FixedShapeEngine
-
-    source = getattr(engine, "source", None)
-    if n_views < 2 or not isinstance(engine, FixedShapeEngine) or source is None or source.file is not None:
-        return
-
-    def export() -> None:
-        try:
-            source.onnx_for(n_views - 1, hw, conditioned)
-        except Exception as exc:  # a background nicety: the set that needs it will say what is wrong
-            _LOG.warning("could not prepare the %d-view graph ahead: %s", n_views - 1, exc)
-
-    threading.Thread(target=export, name="da3_prepare_fallback", daemon=True).start()
-
-
-def _subset_config(cfg: CoreConfig, cameras: list[int]) -> CoreConfig:
-    """The config of only ``cameras`` (indices into ``cfg.camera_names``)."""
-    def pick(values: list) -> list:
-        return [values[i] for i in cameras] if values else []
-
-    return dataclasses.replace(cfg, camera_names=pick(cfg.camera_names),
-                               frame_id_overrides=pick(cfg.frame_id_overrides), hfov_deg=pick(cfg.hfov_deg))
 
 
 class SetProcessor:
@@ -237,7 +181,7 @@ class SetProcessor:
                          reference_camera=self.cfg.camera_names[self.rig.ref_index])
         if not self._fallback_prepared:
             self._fallback_prepared = True
-            prepare_fallback_graph(self.rig.engine, len(images), result.prediction.hw, result.conditioned)
+            self.rig.engine.prepare_ahead(len(images) - 1, result.prediction.hw, result.conditioned)
         return Processed(out, {"convert": t1 - t0, **result.prediction.timing_s}, list(range(len(images))))
 
     def _process_subset(self, present: list[int], images: Sequence, infos: Sequence, info_pending: Sequence[bool],
@@ -250,12 +194,12 @@ class SetProcessor:
         """
         key = tuple(present)
         if key not in self._subsets:
-            sub = SetProcessor(self.rig.subset(present), _subset_config(self.cfg, present), self.static_tf,
+            sub = SetProcessor(self.rig.subset(present), self.cfg.subset(present), self.static_tf,
                                self._warn)
             sub._said = self._said  # one memory of what was said
             self._subsets[key] = sub
         sub = self._subsets[key]
-        sub.cfg = _subset_config(self.cfg, present)
+        sub.cfg = self.cfg.subset(present)
         done = sub.process([images[i] for i in present], [infos[i] for i in present],
                            [info_pending[i] for i in present], wants_nav)
         if isinstance(done, Processed):

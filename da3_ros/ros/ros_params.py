@@ -12,9 +12,8 @@ from rclpy.exceptions import InvalidParameterValueException, ParameterUninitiali
 from rclpy.parameter import Parameter
 
 from da3_ros.core.errors import ConfigError
-from da3_ros.ros.outputs import OUTPUT_PARAMS, nav_configs, output_config
-from da3_ros.core.params import (CAMERA_PARAMS, NODE_PARAMS, Param, camera_param, check_values, fused_frame_problem,
-                            normalized, param_table)
+from da3_ros.core.config import OUTPUT_PARAMS, DepthConfig, camera_names
+from da3_ros.core.params import CAMERA_PARAMS, NODE_PARAMS, Param, camera_param, check_values, normalized, param_table
 
 
 def parameter_descriptor(p: Param) -> ParameterDescriptor:
@@ -32,31 +31,18 @@ def parameter_descriptor(p: Param) -> ParameterDescriptor:
 
 
 class ParameterWiring:
-    """Mixin for a Node (or the offline set-up): ``_declare`` -> cameras, reference, output and nav settings."""
+    """Mixin for a Node: the table's parameters declared, read into ``self.config``, output settings live."""
 
     def _declare(self) -> None:
         for p in NODE_PARAMS:
             self._declare_one(p, p.default)
-        self.cameras: list[str] = list(self._p("camera_names"))
-        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
-            raise ConfigError(f"camera_names must be unique and non-empty, got {self.cameras}")
-        table = param_table(self.cameras)
-        for c in self.cameras:
+        cameras = camera_names(self._p("camera_names"))  # before the per-camera parameters are declared
+        table = param_table(list(cameras))
+        for c in cameras:
             for p in CAMERA_PARAMS:
                 self._declare_one(table[camera_param(c, p.name)],
                                   Parameter.Type.DOUBLE_ARRAY if p.default == [] else p.default)
-        problems = check_values({name: self._p(name) for name in table}, self.cameras)
-        ref_name = self._p("reference_camera") or self.cameras[0]
-        if ref_name not in self.cameras:
-            problems.append(f"reference_camera {ref_name!r} is not in camera_names {self.cameras}")
-        overrides = [self._p(camera_param(c, "frame_id")) for c in self.cameras]
-        if all(overrides):  # every frame known before the first image: check fused_frame now
-            problems.append(fused_frame_problem(self._p("fused_frame"), overrides, self._p("tf.suffix")))
-        if any(problems):
-            raise ConfigError("; ".join(p for p in problems if p))
-        self.ref = self.cameras.index(ref_name)
-        self.out_cfg = output_config(self._p)
-        self.nav_cfg = nav_configs(self._p)
+        self.config = DepthConfig.from_getter(self._p)
 
     def _declare_one(self, p: Param, default) -> None:
         """Declare with its descriptor (description, range, choices, read-only); a value out of range is named."""
@@ -72,10 +58,10 @@ class ParameterWiring:
 
     def _check_set(self, params: list[Parameter]) -> SetParametersResult:
         new = {p.name: normalized(p.name, p.value) for p in params}
-        problems = check_values(new, self.cameras)
+        problems = check_values(new, list(self.config.cameras))
         if not problems and set(new) & set(OUTPUT_PARAMS):
             try:
-                output_config(lambda name: new[name] if name in new else self._p(name))
+                self.config.with_values(new)
             except ValueError as exc:
                 problems.append(str(exc))
         return SetParametersResult(successful=not problems, reason="; ".join(problems))
@@ -83,9 +69,9 @@ class ParameterWiring:
     def _apply_set(self, params: list[Parameter]) -> None:
         if not {p.name for p in params} & set(OUTPUT_PARAMS):
             return
-        self.out_cfg = output_config(self._p)
+        self.config = self.config.with_values({p.name: normalized(p.name, p.value) for p in params})
         if getattr(self, "core", None) is not None:  # configured: the worker's next set uses it
-            self.core.cfg = dataclasses.replace(self.core.cfg, out_cfg=self.out_cfg)
+            self.core.cfg = dataclasses.replace(self.core.cfg, out_cfg=self.config.out)
         self.get_logger().info(f"applied {', '.join(p.name for p in params)}")
 
     def _p(self, name: str):
@@ -93,8 +79,3 @@ class ParameterWiring:
             return normalized(name, self.get_parameter(name).value)
         except ParameterUninitializedException:  # typed parameters declared without a value
             return None
-
-    def _topics(self, c: str) -> tuple[str, str]:
-        """(image topic, camera_info topic) of camera ``c``."""
-        return (self._p(camera_param(c, "image_topic")) or f"{c}/image_raw",
-                self._p(camera_param(c, "camera_info_topic")) or f"{c}/camera_info")

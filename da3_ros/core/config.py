@@ -1,0 +1,207 @@
+"""One typed configuration from any ``name -> value`` getter: the node's parameters, a YAML file, CLI ``-p``.
+
+``DepthConfig.from_getter`` validates every value against the one parameter table (``core.params``) and
+derives what each part needs: the cameras and the pinned reference, the output, navigation and metric-scale
+settings, the per-set policy's ``CoreConfig``. The node and the offline commands both build from it, so they
+cannot disagree. ROS-free.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from da3_ros.core import navigation as nav
+from da3_ros.core.errors import ConfigError
+from da3_ros.core.metric_scale import ScaleFilterConfig
+from da3_ros.core.params import (CAMERA_PARAMS, NODE_PARAMS, PoseConditioning, TfMode, camera_param, check_values,
+                                 fused_frame_problem, normalized, param_table)
+
+Getter = Callable[[str], Any]  # a parameter's value by full name; None for a typed one declared without value
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """How a set's outputs are built (the runtime-settable ``cloud.*``, ``depth.*``, ``tf.*``, ``fused_frame``)."""
+
+    stride: int = 2
+    min_confidence: float = 0.0
+    min_depth: float = 0.0
+    max_depth: float = 0.0  # 0 = no limit
+    drop_sky: bool = True
+    sky_as_inf: bool = True
+    tf_mode: str = TfMode.ESTIMATED_CHILDREN.value
+    tf_suffix: str = "_da3"
+    fused_frame: str = ""  # "" = the reference camera's frame
+    confidence_field: bool = False  # a per-point ``confidence`` field in the clouds
+
+    def __post_init__(self) -> None:
+        modes = tuple(m.value for m in TfMode)
+        if self.tf_mode not in modes:
+            raise ConfigError(f"tf.mode must be one of {modes}, got {self.tf_mode!r}")
+        if self.stride < 1:
+            raise ConfigError(f"cloud.stride must be >= 1, got {self.stride}")
+
+
+# The parameters OutputConfig is made of: the ones a parameter set applies to the next set
+OUTPUT_PARAMS = ("cloud.stride", "cloud.min_confidence", "cloud.min_depth", "cloud.max_depth", "cloud.drop_sky",
+                 "depth.sky_as_inf", "tf.mode", "tf.suffix", "fused_frame", "cloud.confidence_field")
+
+
+def output_config(param: Getter) -> OutputConfig:
+    """The output settings from ``param(name)``; ConfigError if invalid."""
+    return OutputConfig(
+        stride=param("cloud.stride"), min_confidence=param("cloud.min_confidence"),
+        min_depth=param("cloud.min_depth"), max_depth=param("cloud.max_depth"), drop_sky=param("cloud.drop_sky"),
+        sky_as_inf=param("depth.sky_as_inf"), tf_mode=param("tf.mode"), tf_suffix=param("tf.suffix"),
+        fused_frame=param("fused_frame"), confidence_field=param("cloud.confidence_field"))
+
+
+@dataclass(frozen=True)
+class NavConfig:
+    """The navigation outputs' settings: obstacle cloud, scan and the frame both are in."""
+
+    obstacles: nav.ObstacleConfig
+    scan: nav.ScanConfig
+    target_frame: str
+
+
+def nav_config(param: Getter) -> NavConfig:
+    """The navigation settings from ``param(name)``; ConfigError if invalid."""
+    obstacles = nav.ObstacleConfig(
+        min_height_m=param("nav.min_height_m"), max_height_m=param("nav.max_height_m"), ground=param("nav.ground"),
+        voxel_m=param("nav.voxel_m"), outlier_radius_m=param("nav.outlier_radius_m"),
+        outlier_min_neighbours=param("nav.outlier_min_neighbours"), max_range_m=param("nav.max_range_m"))
+    scan = nav.ScanConfig(
+        angle_min=param("scan.angle_min"), angle_max=param("scan.angle_max"),
+        angle_increment=param("scan.angle_increment"), range_min=param("scan.range_min"),
+        range_max=param("scan.range_max"), min_height_m=param("scan.min_height_m"),
+        max_height_m=param("scan.max_height_m"))
+    target = param("nav.target_frame")
+    if not target:
+        raise ConfigError("nav.target_frame must name a frame (e.g. base_link)")
+    return NavConfig(obstacles, scan, target)
+
+
+def scale_filter_config(param: Getter) -> ScaleFilterConfig:
+    """The metric scale filter from ``param(name)``; ConfigError if invalid."""
+    return ScaleFilterConfig(enabled=bool(param("metric.filter")), window=int(param("metric.filter_window")),
+                             max_rate_per_s=float(param("metric.max_rate_per_s")),
+                             outlier_ratio=float(param("metric.outlier_ratio")),
+                             reset_after=int(param("metric.reset_after")))
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """What the per-set policy needs, for the cameras of one set (the rig's, or those not silent)."""
+
+    camera_names: list[str]
+    frame_id_overrides: list[str]  # cameras.<name>.frame_id; "" = the image header's frame_id
+    pose_conditioning: str
+    out_cfg: OutputConfig
+    nav_cfg: NavConfig | None = None  # None = no navigation outputs
+    hfov_deg: list[float] = field(default_factory=list)  # cameras.<name>.hfov_deg (0 = none), for cameras
+    # without camera_info: a centred pinhole K
+
+    def __post_init__(self) -> None:
+        modes = tuple(m.value for m in PoseConditioning)
+        if self.pose_conditioning not in modes:
+            raise ConfigError(f"pose_conditioning must be one of {modes}, got {self.pose_conditioning!r}")
+        if len(self.frame_id_overrides) != len(self.camera_names):
+            raise ValueError(f"{len(self.frame_id_overrides)} frame_id overrides for cameras {self.camera_names}")
+        for camera, hfov in zip(self.camera_names, self.hfov_deg, strict=False):
+            if hfov and not 0 < hfov < 180:
+                raise ConfigError(f"cameras.{camera}.hfov_deg must be in (0, 180) degrees (0 = none), got {hfov}")
+
+    def subset(self, cameras: list[int]) -> CoreConfig:
+        """The config of only ``cameras`` (indices into ``camera_names``)."""
+        def pick(values: list[Any]) -> list[Any]:
+            return [values[i] for i in cameras] if values else []
+
+        return dataclasses.replace(self, camera_names=pick(self.camera_names),
+                                   frame_id_overrides=pick(self.frame_id_overrides), hfov_deg=pick(self.hfov_deg))
+
+
+@dataclass(frozen=True)
+class DepthConfig:
+    """Every setting of the node, validated; built by ``from_getter``. ``value(name)`` reads any parameter."""
+
+    values: Mapping[str, Any]  # every parameter of the table (per-camera ones for ``cameras``), normalised
+    cameras: tuple[str, ...]
+    ref: int  # index of the pinned reference camera
+    out: OutputConfig
+    nav: NavConfig
+    scale_filter: ScaleFilterConfig
+
+    @classmethod
+    def from_getter(cls, get: Getter) -> DepthConfig:
+        """Read and validate every parameter through ``get``; ConfigError naming each bad value and the fix."""
+        cameras = camera_names(get("camera_names"))
+        table = param_table(list(cameras))
+        values = {name: normalized(name, get(name)) for name in table}
+        problems = check_values(values, list(cameras))
+        ref_name = values["reference_camera"] or cameras[0]
+        if ref_name not in cameras:
+            problems.append(f"reference_camera {ref_name!r} is not in camera_names {list(cameras)}")
+        overrides = [values[camera_param(c, "frame_id")] for c in cameras]
+        if all(overrides):  # every frame known before the first image: check fused_frame now
+            problems.append(fused_frame_problem(values["fused_frame"], overrides, values["tf.suffix"]))
+        if any(problems):
+            raise ConfigError("; ".join(p for p in problems if p))
+        return cls(values, cameras, cameras.index(ref_name), output_config(values.__getitem__),
+                   nav_config(values.__getitem__), scale_filter_config(values.__getitem__))
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> DepthConfig:
+        """From a dict of given values (a parameter file, ``-p``); every other parameter at its default."""
+        defaults = {p.name: p.default for p in NODE_PARAMS}
+        field_defaults = {p.name: (None if p.default == [] else p.default) for p in CAMERA_PARAMS}
+
+        def get(name: str) -> Any:
+            if name in values:
+                return values[name]
+            return defaults.get(name, field_defaults.get(name.rsplit(".", 1)[-1]))
+
+        return cls.from_getter(get)
+
+    def value(self, name: str) -> Any:
+        """The value of parameter ``name`` (KeyError for a name the table does not have)."""
+        return self.values[name]
+
+    def with_values(self, changes: Mapping[str, Any]) -> DepthConfig:
+        """A copy with ``changes`` applied and validated again (a runtime parameter set)."""
+        merged = {**self.values, **changes}
+        return DepthConfig.from_getter(lambda name: merged.get(name))
+
+    @property
+    def reference_camera(self) -> str:
+        """The pinned reference camera's name."""
+        return self.cameras[self.ref]
+
+    def camera(self, camera: str, field_name: str) -> Any:
+        """A per-camera parameter: ``cameras.<camera>.<field_name>``."""
+        return self.values[camera_param(camera, field_name)]
+
+    def topics(self, camera: str) -> tuple[str, str]:
+        """(image topic, camera_info topic) of ``camera``, relative as the node subscribes to them."""
+        return (self.camera(camera, "image_topic") or f"{camera}/image_raw",
+                self.camera(camera, "camera_info_topic") or f"{camera}/camera_info")
+
+    def known_poses(self) -> list[list[float]]:
+        """Each camera's ``cameras.<name>.T_ref_cam`` ([] where not given)."""
+        return [list(self.camera(c, "T_ref_cam") or []) for c in self.cameras]
+
+    def core_config(self) -> CoreConfig:
+        """The per-set policy's settings for the whole rig."""
+        return CoreConfig(list(self.cameras), [self.camera(c, "frame_id") or "" for c in self.cameras],
+                          self.values["pose_conditioning"], self.out, self.nav,
+                          [float(self.camera(c, "hfov_deg") or 0.0) for c in self.cameras])
+
+
+def camera_names(value: Any) -> tuple[str, ...]:
+    """``camera_names`` checked: a non-empty list of unique names."""
+    if (not isinstance(value, (list, tuple)) or not value or not all(isinstance(c, str) and c for c in value)
+            or len(set(value)) != len(value)):
+        raise ConfigError(f"camera_names must be a non-empty list of unique names, got {value!r}")
+    return tuple(value)
