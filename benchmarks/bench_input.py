@@ -77,6 +77,8 @@ def main() -> int:
     from sensor_msgs.msg import CompressedImage
 
     from da3_ros.ros import conversions as conv
+
+    from std_msgs.msg import Header
     from da3_ros.ros.diagnostics import numeric_values
     from da3_ros.msg import MultiViewDepth
     from da3_ros.ros.ros_main import package_executable
@@ -96,8 +98,8 @@ def main() -> int:
     node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
     sets: list = []
     ok, jpeg = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, a.jpeg_quality])
-    templates = {"raw": conv.rgb_to_image(rgb, conv.Header(frame_id="cam")),
-                 "compressed": CompressedImage(header=conv.Header(frame_id="cam"), format="rgb8; jpeg compressed bgr8",
+    templates = {"raw": conv.rgb_to_image(rgb, Header(frame_id="cam")),
+                 "compressed": CompressedImage(header=Header(frame_id="cam"), format="rgb8; jpeg compressed bgr8",
                                                data=jpeg.tobytes())}
     pubs = {t: [node.create_publisher(type(templates[t]), input_transport(t).topic(f"{n}/image_raw"),
                                       qos_profile_sensor_data) for n in names] for t in transports}

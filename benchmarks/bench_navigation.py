@@ -1,7 +1,7 @@
 """Cost of points_obstacles + scan per set: 3 views at 504x280, cloud stride 2, an analytic indoor scene.
 
 Three cameras 1 m up (front, left, right, yawed by 0/+60/-60 degrees, pitched down 15 degrees) see a floor,
-a box and walls; their depth is rendered exactly, then timed through SetOutputs as the node runs it:
+a box and walls; their depth is rendered exactly, then timed through SetResult / SetMessages as the node runs it:
   back-projection (what the per-camera clouds would cost anyway) and the navigation stage alone
   (transform to base_link, height band, ground, voxels, isolated points, scan).
 Run: source scripts/env.sh && python benchmarks/bench_navigation.py
@@ -18,7 +18,8 @@ from std_msgs.msg import Header
 
 from da3_ros.core import navigation as nav
 from da3_ros.core.config import OutputConfig
-from da3_ros.ros.outputs import NavInputs, SetOutputs
+from da3_ros.core.results import NavInputs, SetResult
+from da3_ros.ros.messages import SetMessages
 from da3_ros.core.prediction import Prediction
 from da3_ros.core.rig import RigResult
 
@@ -67,10 +68,11 @@ def main() -> int:
     headers = [Header(frame_id=f"{n}_optical_frame") for n in names]
     backproject, nav_stage, sizes = [], [], None
     for _ in range(30):
-        out = SetOutputs(result, names, [h.frame_id for h in headers], headers, OutputConfig(stride=2), "bench", [],
-                         inputs)
+        res = SetResult(result, names, [h.frame_id for h in headers], [0] * len(names), OutputConfig(stride=2),
+                        "bench", [], inputs)
+        out = SetMessages(res)
         t0 = time.perf_counter()
-        clouds = [out.cloud_arrays(i) for i in range(3)]
+        clouds = [res.cloud_arrays(i) for i in range(3)]
         t1 = time.perf_counter()
         obstacles, scan = out.obstacles(), out.scan()
         t2 = time.perf_counter()

@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     from tf2_msgs.msg import TFMessage
 
     from da3_ros.ros import conversions as conv
+
+    from std_msgs.msg import Header
     from da3_ros.ros.diagnostics import numeric_values
     from da3_ros.core.geometry import pinhole_K
     from da3_ros.msg import MultiViewDepth
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         node.create_subscription(PointCloud2, f"{c}/points", lambda m: None, 2)
     node.create_subscription(TFMessage, "/tf", lambda m: got.__setitem__("tf", got["tf"] + 1), 10)
     # One serialised template per camera and frame; only the stamp changes per tick (re-serialised, cheap).
-    headers = {c: conv.Header(frame_id=f"{c}_optical_frame") for c in CAMERAS}
+    headers = {c: Header(frame_id=f"{c}_optical_frame") for c in CAMERAS}
     templates = {c: [conv.rgb_to_image(np.ascontiguousarray(f[:, :, ::-1]), headers[c]) for f in fr]
                  for c, fr in frames.items()}
     infos = {c: conv.make_camera_info(pinhole_K(1208, 680, 60.0), (680, 1208), headers[c]) for c in CAMERAS}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from std_msgs.msg import Header
 import yaml
 from mcap.exceptions import McapError
 from mcap.reader import make_reader
@@ -24,7 +25,7 @@ from da3_ros.offline.example_bag import CAMERAS, T_RIG, write_example_bag
 from da3_ros.offline.mcap_io import BagReader
 from da3_ros.offline.setup import OfflineSetup
 from da3_ros.core.param_file import check_params, read_params_file
-from da3_ros.ros.pipeline import Processed
+from da3_ros.core.processor import Processed
 from da3_ros.ros.player import pinhole_K
 
 PARAMS = {"model": "random:da3-small@0", "backend": "torch", "process_res": 252, "camera_names": CAMERAS,
@@ -115,7 +116,7 @@ def test_bag_outputs_decode_and_equal_the_core(tmp_path, rig_bag):
         T[:3, 3] = xyz
         setup.static_tf.add("rig", f"{name}_optical_frame", T)
     for tick in ticks:  # every set in order: the metric scale filter carries state from set to set
-        headers = [conv.Header(stamp=conv.ns_to_stamp(tick[c][0]), frame_id=f"{c}_optical_frame") for c in CAMERAS]
+        headers = [Header(stamp=conv.ns_to_stamp(tick[c][0]), frame_id=f"{c}_optical_frame") for c in CAMERAS]
         images = [conv.rgb_to_image(tick[c][1], h) for c, h in zip(CAMERAS, headers)]
         cam_infos = [conv.make_camera_info(pinhole_K(tick[c][1].shape[1], tick[c][1].shape[0], 60.0),
                                            tick[c][1].shape[:2], h) for c, h in zip(CAMERAS, headers)]

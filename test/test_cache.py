@@ -14,13 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from std_msgs.msg import Header
 from da3_ros.ros import conversions as conv
 from da3_ros.engines import create_engine
 from da3_ros.engines.cache import ArtifactCache
 from da3_ros.engines.onnx_source import live_exports, terminate_exports
 from da3_ros.core.config import OutputConfig
 from da3_ros.core.config import CoreConfig
-from da3_ros.ros.pipeline import Processed, SetProcessor
+from da3_ros.core.processor import Processed
+from da3_ros.ros.pipeline import SetProcessor
 from da3_ros.core.rig import Rig
 from da3_ros.core.static_tf import StaticTfBuffer
 
@@ -95,7 +97,7 @@ def onnx_engine(tmp_path_factory):
 
 
 def _one_set(core: SetProcessor, images) -> Processed:
-    msgs = [conv.rgb_to_image(rgb, conv.Header(stamp=conv.ns_to_stamp(10**9), frame_id=f"cam{i}"))
+    msgs = [conv.rgb_to_image(rgb, Header(stamp=conv.ns_to_stamp(10**9), frame_id=f"cam{i}"))
             for i, rgb in enumerate(images)]
     done = core.process(msgs, [None] * len(msgs), [False] * len(msgs))
     assert isinstance(done, Processed), done
@@ -103,7 +105,7 @@ def _one_set(core: SetProcessor, images) -> Processed:
 
 
 def _fallback_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "da3_prepare_fallback" and t.is_alive()]
+    return [t for t in threading.enumerate() if t.name == "da3_prepare_ahead" and t.is_alive()]
 
 
 def test_the_fallback_graph_is_prepared_only_when_asked(onnx_engine, soh_images):

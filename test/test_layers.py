@@ -83,3 +83,25 @@ def test_the_lint_finds_what_it_forbids(tmp_path):
     names = _imports(f)
     assert [n for n in names if _is_ros(n)] == ["rclpy", "sensor_msgs.msg", "sensor_msgs.msg.Image"]
     assert "da3_ros.ros" in names and len(_modules("core")) > 10
+
+
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 60
+
+
+def test_files_and_functions_stay_small():
+    """Every module <= 400 lines, every function <= 60: each piece readable in one sitting."""
+    big = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_text()
+        if source.count("\n") > MAX_FILE_LINES:
+            big.append(f"{path.relative_to(REPO)}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    big.append(f"{path.relative_to(REPO)}::{node.name}: {length} lines")
+    assert not big, "\n".join(big)
+
+
+def test_the_node_only_wires():
+    assert (PACKAGE / "ros" / "node.py").read_text().count("\n") <= 150

@@ -11,6 +11,7 @@ import pytest
 
 from da3_ros.core import preprocess
 from da3_ros.engines import FrameBatch, create_engine
+from da3_ros.ros.messages import SetMessages
 from da3_ros.engines.base import Engine
 from da3_ros.engines.metric_pair import MetricPairEngine
 from da3_ros.engines.postprocess import align_nested
@@ -193,15 +194,13 @@ def test_the_pair_runs_both_models_and_reuses_the_scale_between_metric_sets(soh_
 
 def _published(pred, cfg):
     """The set's outputs as the node publishes them (one camera per view)."""
-    from std_msgs.msg import Header
-
-    from da3_ros.ros.outputs import SetOutputs
+    from da3_ros.core.results import SetResult
     from da3_ros.core.rig import RigResult
 
     n = pred.depth.shape[0]
     result = RigResult(pred, 0, np.tile(np.eye(4), (n, 1, 1)), conditioned=False)
     names = [f"cam{i}" for i in range(n)]
-    return SetOutputs(result, names, names, [Header(frame_id=f) for f in names], cfg, "test", [], None)
+    return SetResult(result, names, names, [0] * n, cfg, "test", [], None)
 
 
 def _sky_zones(hw: tuple[int, int]) -> np.ndarray:
@@ -238,7 +237,8 @@ def test_one_sky_threshold_for_depth_fill_inf_mask_and_clouds(path):
     assert pred.sky_mask is not None and np.array_equal(pred.sky_mask, filled)
     published = _published(pred, OutputConfig(stride=1))
     assert np.array_equal(np.isinf(published.depth_arrays), filled)  # +Inf exactly where the fill went
-    assert np.array_equal(np.frombuffer(bytes(published.sky(0).data), np.uint8).reshape(hw) == 255, filled[0])
+    sky = np.frombuffer(bytes(SetMessages(published).sky(0).data), np.uint8).reshape(hw)
+    assert np.array_equal(sky == 255, filled[0])
     kept = _published(pred, OutputConfig(stride=1, sky_as_inf=False))
     assert np.isfinite(kept.depth_arrays).all()  # sky_as_inf off: the fill value, but still no cloud point
     assert len(kept.cloud_arrays(0)[0]) == int((~filled).sum())

@@ -9,7 +9,8 @@ from da3_ros.ros import conversions as conv
 from da3_ros.core import geometry as geo
 from da3_ros.core import navigation as nav
 from da3_ros.core.config import NavConfig, OutputConfig
-from da3_ros.ros.outputs import NavInputs, SetOutputs, nav_inputs
+from da3_ros.core.results import NavInputs, SetResult, nav_inputs
+from da3_ros.ros.messages import SetMessages
 from da3_ros.core.prediction import Prediction
 from da3_ros.core.rig import RigResult
 from da3_ros.core.static_tf import StaticTfBuffer
@@ -183,8 +184,7 @@ def _set_outputs(depth, inputs, confidence=None, cfg=None):
                       confidence=None if confidence is None else confidence[None], rgb_proc=rgb,
                       T_cam_world=np.eye(4)[None])
     result = RigResult(pred, 0, np.eye(4)[None], conditioned=False)
-    return SetOutputs(result, ["front"], ["camera_optical_frame"], [Header(frame_id="camera_optical_frame")], cfg,
-                      "test", [], inputs)
+    return SetMessages(SetResult(result, ["front"], ["camera_optical_frame"], [0], cfg, "test", [], inputs))
 
 
 def _nearest_ray_expectation(xyz, cfg):
@@ -214,7 +214,7 @@ def test_scan_has_a_return_wherever_an_in_band_point_is(voxel_m):
     scan_cfg = nav.ScanConfig(angle_min=-0.7, angle_max=0.7)
     inputs = NavInputs("base_link", T[None], "", nav.ObstacleConfig(voxel_m=voxel_m), scan_cfg)
     out = _set_outputs(render(T), inputs)
-    xyz = nav.transform_points(T, out.cloud_arrays(0)[0])  # every point of the cloud, in base_link
+    xyz = nav.transform_points(T, out.result.cloud_arrays(0)[0])  # every point of the cloud, in base_link
     expected = _nearest_ray_expectation(xyz, scan_cfg)
     msg = out.scan()
     ranges = np.asarray(msg.ranges, np.float32)
@@ -233,7 +233,7 @@ def test_the_scan_band_may_be_wider_than_the_obstacle_band():
     assert conv.pointcloud2_to_xyz_rgb(out.obstacles())[0][:, 2].max() <= 0.3 + 1e-6
     ranges = np.asarray(out.scan().ranges)
     # the box's face (x = 2 m) is 0.5 m high: above the obstacle band, but the scan sees all of it
-    xyz = nav.transform_points(T, out.cloud_arrays(0)[0])
+    xyz = nav.transform_points(T, out.result.cloud_arrays(0)[0])
     np.testing.assert_array_equal(ranges, _nearest_ray_expectation(xyz, inputs.scan))
 
 

@@ -6,6 +6,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from tf2_msgs.msg import TFMessage
 
+from std_msgs.msg import Header
 from conftest import EXAMPLES
 from da3_ros.ros import conversions as conv
 from da3_ros.core import preprocess
@@ -166,7 +167,7 @@ def test_bad_input_is_counted_and_the_node_survives(tmp_path, domain_id, checker
 
         def image(encoding):
             stamp = conv.ns_to_stamp(checker.node.get_clock().now().nanoseconds)
-            msg = conv.rgb_to_image(rgb, conv.Header(stamp=stamp, frame_id="cam"))
+            msg = conv.rgb_to_image(rgb, Header(stamp=stamp, frame_id="cam"))
             msg.encoding = encoding
             return msg
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from std_msgs.msg import Header
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CompressedImage, Image
 
 from conftest import EXAMPLES
 from da3_ros.ros import conversions as conv
 from da3_ros.offline.setup import OfflineSetup
-from da3_ros.ros.pipeline import Processed
+from da3_ros.core.processor import Processed
 from ros_harness import diag_values, process, write_params
 
 NODE = {"model": "random:da3-small@0", "backend": "torch", "process_res": 252, "camera_names": ["cam"],
@@ -51,7 +52,7 @@ def _sender(checker, pub, data: bytes, fmt: str, sent: set):
     def make() -> CompressedImage:
         stamp = conv.ns_to_stamp(checker.node.get_clock().now().nanoseconds)
         sent.add(conv.stamp_to_ns(stamp))
-        return CompressedImage(header=conv.Header(stamp=stamp, frame_id="cam_optical_frame"), format=fmt, data=data)
+        return CompressedImage(header=Header(stamp=stamp, frame_id="cam_optical_frame"), format=fmt, data=data)
     return make
 
 
@@ -82,7 +83,7 @@ def test_jpeg_and_png_give_the_depth_of_the_decoded_image(tmp_path, domain_id, c
     assert not np.array_equal(conv.image_to_rgb(decoded), bgr[:, :, ::-1])  # JPEG is lossy: a real difference
     d_jpeg, d_png = _depth_of(depth, jpeg_stamps), _depth_of(depth, png_stamps)
     np.testing.assert_array_equal(d_jpeg, _core_depth(setup, decoded))
-    original = conv.rgb_to_image(np.ascontiguousarray(bgr[:, :, ::-1]), conv.Header(frame_id="cam_optical_frame"))
+    original = conv.rgb_to_image(np.ascontiguousarray(bgr[:, :, ::-1]), Header(frame_id="cam_optical_frame"))
     np.testing.assert_array_equal(d_png, _core_depth(setup, original))  # = a raw camera sending the original
     assert not np.array_equal(d_jpeg, d_png)  # the comparison can tell the two inputs apart
 
@@ -99,7 +100,7 @@ def test_corrupt_jpeg_is_counted_and_the_next_good_frame_is_processed(tmp_path, 
     def corrupt() -> CompressedImage:
         n_sent[0] += 1
         stamp = conv.ns_to_stamp(checker.node.get_clock().now().nanoseconds)
-        return CompressedImage(header=conv.Header(stamp=stamp, frame_id="cam"), format="jpeg",
+        return CompressedImage(header=Header(stamp=stamp, frame_id="cam"), format="jpeg",
                                data=bad[n_sent[0] % len(bad)])
 
     def bad_input() -> float:

@@ -11,6 +11,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
 from conftest import EXAMPLES, REPO
@@ -83,7 +84,7 @@ def test_camera_info_of_another_size_does_not_stop_output(tmp_path, domain_id, c
     rgb = np.zeros((120, 160, 3), np.uint8)
 
     def publish_pair():
-        header = conv.Header(stamp=conv.ns_to_stamp(checker.node.get_clock().now().nanoseconds), frame_id="cam")
+        header = Header(stamp=conv.ns_to_stamp(checker.node.get_clock().now().nanoseconds), frame_id="cam")
         pub_info.publish(conv.make_camera_info(pinhole_K(320, 240, 60.0), (240, 320), header))  # 2x the image
         return conv.rgb_to_image(rgb, header)
 
@@ -137,12 +138,12 @@ def test_camera_info_of_another_size_with_pose_conditioning_is_bad_input(tmp_pat
     def publish_pair():
         stamp = conv.ns_to_stamp(checker.node.get_clock().now().nanoseconds)
         for c in ("cam", "other"):
-            header = conv.Header(stamp=stamp, frame_id=c)
+            header = Header(stamp=stamp, frame_id=c)
             h, w = info_hw[0] if c == "cam" else (120, 160)
             pub_info[c].publish(conv.make_camera_info(pinhole_K(w, h, 60.0), (h, w), header))
             if c == "other":
                 pub_img[c].publish(conv.rgb_to_image(rgb, header))
-        return conv.rgb_to_image(rgb, conv.Header(stamp=stamp, frame_id="cam"))
+        return conv.rgb_to_image(rgb, Header(stamp=stamp, frame_id="cam"))
 
     with process("depth_node", node_yaml, domain_id, tmp_path / "node.log"):
         checker.spin_until(lambda: all(p.get_subscription_count() > 0 for p in pub_img.values()), 60,
@@ -297,7 +298,7 @@ class _StereoFeed:
         self.t_s += self.period_s
         for i in cameras:
             frame = ("left", "right")[i]
-            header = conv.Header(stamp=conv.ns_to_stamp(int(self.t_s * 1e9)), frame_id=f"{frame}_optical_frame")
+            header = Header(stamp=conv.ns_to_stamp(int(self.t_s * 1e9)), frame_id=f"{frame}_optical_frame")
             self.pubs[i].publish(conv.rgb_to_image(self.small[i], header))
             if gap_s:
                 self.checker.spin_for(gap_s)

@@ -1,15 +1,18 @@
 """The per-set core (da3_ros.ros.pipeline) without DDS: bad camera_info, a camera_info that never comes, NaN depth."""
 import numpy as np
 import pytest
+from std_msgs.msg import Header
 from sensor_msgs.msg import CameraInfo
 
 from da3_ros.ros import conversions as conv
 from da3_ros.engines import create_engine
 from da3_ros.core.geometry import pinhole_K
 from da3_ros.core.config import OutputConfig
-from da3_ros.ros.outputs import SetOutputs
+from da3_ros.core.results import SetResult
 from da3_ros.core.config import CoreConfig
-from da3_ros.ros.pipeline import CAMERA_INFO_WAIT_S, DropReason, Dropped, Processed, SetProcessor
+from da3_ros.core.processor import CAMERA_INFO_WAIT_S, DropReason, Dropped, Processed
+from da3_ros.ros.messages import SetMessages
+from da3_ros.ros.pipeline import SetProcessor
 from da3_ros.core.prediction import Prediction
 from da3_ros.core.rig import Rig, RigResult
 from da3_ros.core.static_tf import StaticTfBuffer
@@ -26,7 +29,7 @@ def _core(engine, notes: list, cameras=("left",), hfov=()) -> SetProcessor:
 
 
 def _image(rgb, t_s: float, frame="left_optical_frame"):
-    return conv.rgb_to_image(rgb, conv.Header(stamp=conv.ns_to_stamp(int(t_s * 1e9)), frame_id=frame))
+    return conv.rgb_to_image(rgb, Header(stamp=conv.ns_to_stamp(int(t_s * 1e9)), frame_id=frame))
 
 
 def test_bad_K_in_camera_info_is_said_once_and_not_used(engine, soh_images):
@@ -55,7 +58,7 @@ def test_hfov_deg_stands_in_for_camera_info_and_is_validated(engine, soh_images)
     h, w = soh_images[0].shape[:2]
     done = _core(engine, notes, hfov=[70.0]).process([_image(soh_images[0], 0.0)], [None], [False])
     assert done.outputs.pred.K_source == "camera"
-    np.testing.assert_allclose(done.outputs.camera_info(0).k[0], done.outputs.pred.K_proc[0, 0, 0])
+    np.testing.assert_allclose(SetMessages(done.outputs).camera_info(0).k[0], done.outputs.pred.K_proc[0, 0, 0])
     assert pinhole_K(w, h, 70.0)[0, 0] == pytest.approx(0.5 * w / np.tan(np.radians(35.0)))
     with pytest.raises(ValueError, match=r"cameras.left.hfov_deg must be in \(0, 180\)"):
         _core(engine, notes, hfov=[200.0])
@@ -66,8 +69,8 @@ def test_invalid_depth_is_published_as_nan_never_as_a_distance():
     depth = np.array([[[1.0, np.nan, np.inf], [0.0, -2.0, 3.0]]], np.float32)
     K = np.array([[[2.0, 0, 1], [0, 2.0, 0.5], [0, 0, 1]]])
     pred = Prediction(depth=depth, is_metric=True, K_proc=K, K_source="camera")
-    out = SetOutputs(RigResult(pred, 0, None, False), ["cam"], ["cam_optical_frame"], [conv.Header()],
-                     OutputConfig(stride=1, drop_sky=False))
+    out = SetResult(RigResult(pred, 0, None, False), ["cam"], ["cam_optical_frame"], [0],
+                    OutputConfig(stride=1, drop_sky=False))
     published = out.depth_arrays[0]
     assert np.isnan(published[[0, 0, 1, 1], [1, 2, 0, 1]]).all() and published[0, 0] == 1.0
     pts, _, _ = out.cloud_arrays(0)

@@ -10,6 +10,7 @@ import random
 
 import numpy as np
 import pytest
+from std_msgs.msg import Header
 from sensor_msgs.msg import CameraInfo
 
 from da3_ros.ros import conversions as conv
@@ -18,7 +19,9 @@ from da3_ros.core import preprocess
 from da3_ros.engines import FrameBatch, create_engine
 from da3_ros.core.config import OutputConfig
 from da3_ros.core.config import CoreConfig
-from da3_ros.ros.pipeline import Processed, SetProcessor
+from da3_ros.core.processor import Processed
+from da3_ros.ros.messages import SetMessages
+from da3_ros.ros.pipeline import SetProcessor
 from da3_ros.core.rig import Rig
 from da3_ros.core.static_tf import StaticTfBuffer
 
@@ -42,7 +45,7 @@ def _core(engine, cameras=CAMERAS, out_cfg: OutputConfig | None = None, conditio
 
 
 def _image(rgb, t_s: float, frame: str):
-    return conv.rgb_to_image(rgb, conv.Header(stamp=conv.ns_to_stamp(int(t_s * 1e9)), frame_id=frame))
+    return conv.rgb_to_image(rgb, Header(stamp=conv.ns_to_stamp(int(t_s * 1e9)), frame_id=frame))
 
 
 def _set(rgbs, t_s: float, present, cameras=CAMERAS):
@@ -78,7 +81,7 @@ def test_a_silent_reference_camera_never_reparents_tf_nor_moves_the_fused_cloud(
         tf = [m.msg for m in items if isinstance(m, emit.Message) and m.topic == emit.TF]
         withheld = {(w.topic, w.counter) for w in items if isinstance(w, emit.Withheld)}
         fused = [m for m in items if isinstance(m, emit.Message) and m.topic == emit.FUSED]
-        mv = out.multiview()
+        mv = SetMessages(out).multiview()
         assert mv.reference_camera == "left"
         if 0 in present:
             assert withheld == set() and len(fused) == 1 and fused[0].msg.header.frame_id == "left_optical_frame"
@@ -113,9 +116,9 @@ def test_one_camera_without_camera_info_keeps_the_others_calibration(engine, rgb
     plan = preprocess.plan_batch([rgbs[0].shape[:2]] * 2, engine.process_res, engine.process_res_method,
                                  engine.mixed_resolution)[0]
     K_left = preprocess.K_cam_to_proc(np.array(info.k).reshape(3, 3), plan)
-    np.testing.assert_allclose(np.array(out.camera_info(0).k).reshape(3, 3), K_left, rtol=1e-9)
+    np.testing.assert_allclose(np.array(SetMessages(out).camera_info(0).k).reshape(3, 3), K_left, rtol=1e-9)
     model_K = _run(_core(engine, cameras=("left", "right")), rgbs, 0.0, (0, 1)).outputs.pred.K_proc
-    np.testing.assert_allclose(np.array(out.camera_info(1).k).reshape(3, 3), model_K[1], rtol=1e-5)
+    np.testing.assert_allclose(np.array(SetMessages(out).camera_info(1).k).reshape(3, 3), model_K[1], rtol=1e-5)
     assert out.pred.K_source == "camera+model" and not out.result.conditioned
     assert out.cloud_arrays(0) is not None and out.cloud_arrays(1) is not None
 

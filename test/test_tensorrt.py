@@ -12,18 +12,15 @@ import pytest
 from da3_ros.engines.cache import ArtifactCache
 from da3_ros.engines import BackendUnavailable, create_engine, resolve_backend
 from da3_ros.engines import tensorrt_engine as trt_engine
+from da3_ros.engines.parity import EngineParityError, check_parity, default_parity_names, parity
 from da3_ros.engines.tensorrt_engine import (
-    EngineParityError,
     TensorRTOutOfMemory,
     TensorRTRunner,
     TensorRTUnavailable,
-    check_parity,
     create_context,
-    default_parity_names,
     engine_key,
     flags_to_clear,
     install_hint,
-    parity,
     plan_path,
     tensorrt_status,
 )

@@ -203,5 +203,5 @@ def camera_names(value: Any) -> tuple[str, ...]:
     """``camera_names`` checked: a non-empty list of unique names."""
     if (not isinstance(value, (list, tuple)) or not value or not all(isinstance(c, str) and c for c in value)
             or len(set(value)) != len(value)):
-        raise ConfigError(f"camera_names must be a non-empty list of unique names, got {value!r}")
+        raise ConfigError(f"camera_names must be unique and non-empty, got {value!r}")
     return tuple(value)

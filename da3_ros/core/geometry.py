@@ -102,6 +102,25 @@ def R_from_quaternion(q: np.ndarray) -> np.ndarray:
     ], -2)
 
 
+def intrinsics_problem(K: np.ndarray) -> str:
+    """'' for a usable pinhole K (3x3, pixels), else what is wrong (all zero: uncalibrated; not finite; f <= 0)."""
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3):
+        return f"K must be 3x3, got shape {K.shape}"
+    if not np.any(K):
+        return "an all-zero K (uncalibrated)"
+    if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+        return f"an invalid K: {K.ravel().tolist()}"
+    return ""
+
+
+def valid_depth(depth: np.ndarray) -> np.ndarray:
+    """Where a depth value means a distance: finite and > 0 (NaN, +-Inf, 0 and negatives are not)."""
+    depth = np.asarray(depth)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(depth) & (depth > 0)
+
+
 def valid_mask(depth: np.ndarray, confidence: np.ndarray | None = None, sky_mask: np.ndarray | None = None,
                min_confidence: float | None = None, min_depth: float | None = None,
                max_depth: float | None = None) -> np.ndarray:
@@ -111,8 +130,8 @@ def valid_mask(depth: np.ndarray, confidence: np.ndarray | None = None, sky_mask
     ``confidence`` map (not every model outputs one). Works on any shape, e.g. (H, W) or (N, H, W).
     """
     depth = np.asarray(depth)
+    m = valid_depth(depth)
     with np.errstate(invalid="ignore"):
-        m = np.isfinite(depth) & (depth > 0)
         if min_depth is not None:
             m &= depth >= min_depth
         if max_depth is not None:

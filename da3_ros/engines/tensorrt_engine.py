@@ -24,6 +24,7 @@ from da3_ros.engines.base import BackendUnavailable, EngineConfigError, EngineSe
 from da3_ros.engines.cache import ArtifactCache, sha256_file
 from da3_ros.engines.graph_io import example_inputs
 from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
+from da3_ros.engines.parity import check_parity, default_parity_names, version_tuple
 
 _LOG = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16")
@@ -40,10 +41,6 @@ class TensorRTUnavailable(BackendUnavailable):
 
 class TensorRTOutOfMemory(BackendUnavailable):
     """The engine was built but TensorRT could not create its execution context (GPU memory exhausted)."""
-
-
-class EngineParityError(RuntimeError):
-    """A freshly built engine disagrees with the reference network; it is not cached."""
 
 
 def install_hint(cuda_version: str | None = None, jetson: bool | None = None) -> str:
@@ -90,7 +87,7 @@ def tensorrt_status() -> tuple[bool, str]:
     except Exception as e:  # ImportError, or OSError from a broken libnvinfer install
         return False, f"the tensorrt module does not import ({type(e).__name__}: {e})"
     version = str(getattr(trt, "__version__", "?"))
-    if not _version_tuple(version) or _version_tuple(version) < MIN_TENSORRT:
+    if not version_tuple(version) or version_tuple(version) < MIN_TENSORRT:
         return False, f"TensorRT {version} is too old: this backend needs TensorRT 10.x or 11.x"
     try:
         import torch
@@ -130,50 +127,6 @@ def engine_key(onnx_sha256: str, n_views: int, hw: tuple[int, int], precision: s
 def plan_path(cache: ArtifactCache, key: dict) -> Path:
     """Where the plan built for ``key`` is cached."""
     return cache.path_for(PLAN_KIND, key, "plan")
-
-
-def parity(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray],
-           names: Sequence[str]) -> dict[str, tuple[float, float]]:
-    """Per output name: (Pearson correlation, max relative error = max|a-b| / max|b|).
-
-    Non-finite values in either set give (nan, inf), which fails any threshold. Raises ValueError when ``names``
-    is empty or an output is missing, empty, or shaped differently in the two sets.
-    """
-    if not names:
-        raise ValueError("parity needs at least one output name")
-    result = {}
-    for name in names:
-        if name not in ours or name not in ref:
-            raise ValueError(f"output {name!r} missing: ours has {sorted(ours)}, reference has {sorted(ref)}")
-        a, b = np.asarray(ours[name], np.float64), np.asarray(ref[name], np.float64)
-        if a.shape != b.shape:
-            raise ValueError(f"output {name!r}: shape {a.shape} differs from the reference's {b.shape}")
-        if a.size == 0:
-            raise ValueError(f"output {name!r} is empty")
-        if not (np.isfinite(a).all() and np.isfinite(b).all()):
-            result[name] = (float("nan"), float("inf"))
-            continue
-        da, db = a - a.mean(), b - b.mean()
-        denom = np.sqrt((da * da).sum() * (db * db).sum())
-        corr = float((da * db).sum() / denom) if denom > 0 else float(np.array_equal(a, b))
-        err, scale = float(np.abs(a - b).max()), float(np.abs(b).max())
-        result[name] = (corr, err / scale if scale > 0 else (0.0 if err == 0 else float("inf")))
-    return result
-
-
-def check_parity(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], names: Sequence[str],
-                 min_corr: float, max_rel: float, trt_version: str) -> dict[str, tuple[float, float]]:
-    """``parity()``, raising EngineParityError that names every output outside the thresholds."""
-    stats = parity(ours, ref, names)
-    bad = [f"{n}: correlation {c:.6f} (need >= {min_corr}), max relative error {r:.4g} (need <= {max_rel})"
-           for n, (c, r) in stats.items() if not (c >= min_corr and r <= max_rel)]  # 'not >=' also catches nan
-    if bad:
-        hint = (" TensorRT 10.3 (JetPack 6) has a known bug that mis-scales Depth Anything 3 depth, fixed in "
-                "TensorRT 10.14+: upgrade TensorRT, or use the onnxruntime or torch backend."
-                if _version_tuple(trt_version) < (10, 14) else "")
-        raise EngineParityError(f"TensorRT {trt_version} engine disagrees with the reference on a fixed input; "
-                                f"not caching it. " + "; ".join(bad) + "." + hint)
-    return stats
 
 
 def flags_to_clear(precision: str) -> tuple[str, ...]:
@@ -250,11 +203,6 @@ def _free_gpu_text() -> str:
     except Exception:  # no torch or no CUDA here: the message goes without the numbers
         return ""
     return f" ({free / 2**20:.0f} of {total / 2**20:.0f} MiB free)"
-
-
-def default_parity_names(output_names: Sequence[str]) -> list[str]:
-    """'depth' plus 'depth_conf'/'sky' when present: poses from a random input are too ill-conditioned."""
-    return [n for n in ("depth", "depth_conf", "sky") if n in output_names]
 
 
 class TensorRTRunner:
@@ -379,14 +327,6 @@ def _gpu_identity() -> str:
 def _parser_error_text(err: Any) -> str:
     where = f" in node {err.node_name()!r} ({err.node_operator()})" if hasattr(err, "node_name") else ""
     return f"{err.code()}{where}: {err.desc()}"
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    """(major, minor) of a version string such as '10.14.1.48'; () when it does not parse."""
-    try:
-        return tuple(int(p) for p in version.split(".")[:2])
-    except ValueError:
-        return ()
 
 
 class TensorRTEngine(FixedShapeEngine):

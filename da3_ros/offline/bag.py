@@ -26,7 +26,7 @@ from da3_ros.ros import emit
 from da3_ros.offline.mcap_io import BagReader, BagReadError, BagTruncated, BagWriter
 from da3_ros.offline.setup import OfflineSetup, ros_type_name
 from da3_ros.core.params import camera_param
-from da3_ros.ros.pipeline import Dropped
+from da3_ros.core.processor import Dropped
 from da3_ros.core.sync import SyncMode, TimeSynchronizer
 from da3_ros.ros.transport import COMPRESSED, RAW
 
@@ -221,88 +221,110 @@ def run_bag(in_path: str | Path, out_path: str | Path, values: dict, options: Ba
         raise BagInputError(f"--every-n must be >= 1, got {options.every_n}")
     if options.start_s < 0 or options.duration_s < 0:
         raise BagInputError(f"--start and --duration must be >= 0, got {options.start_s}, {options.duration_s}")
-    reader = BagReader(in_path)
-    info = reader.info()
-    setup = OfflineSetup(values, _LOG)
-    cams = setup.cameras
-    image_topics = _image_topics(setup, info.topics)
-    info_topics = [setup.topics(c)[1] for c in cams]
-    for c, t in zip(cams, info_topics):
-        if t not in info.topics:
-            _LOG.warning("camera %r: no camera_info on %s; the model estimates its intrinsics", c, t)
-    by_topic = {t: i for i, (t, _) in enumerate(image_topics)}
-    info_index = {t: i for i, t in enumerate(info_topics)}
-    _LOG.info("cameras %s from %s; loading the model", cams, [t for t, _ in image_topics])
-    setup.load()
-    sync = TimeSynchronizer(len(cams), SyncMode(setup.param("sync.mode")), int(setup.param("sync.slop_s") * 1e9),
-                            setup.param("sync.queue_size"))
-    infos: list[CameraInfo | None] = [None] * len(cams)
-    summary = BagSummary(list(cams))
-    total = None
-    counts = [info.message_counts.get(t) for t, _ in image_topics]
-    if all(counts):
-        total = min(c for c in counts if c) / options.every_n
-        if info.start_ns is not None and info.end_ns and (options.start_s or options.duration_s):
+    return _BagRun(BagReader(in_path), OfflineSetup(values, _LOG), options).run(out_path)
+
+
+class _BagRun:
+    """One pass over an input bag: its topics matched to the cameras, the synchroniser, the summary."""
+
+    def __init__(self, reader: BagReader, setup: OfflineSetup, options: BagOptions):
+        self.reader, self.setup, self.options = reader, setup, options
+        self.info = reader.info()
+        cams = setup.cameras
+        self.image_topics = _image_topics(setup, self.info.topics)
+        self.info_topics = [setup.topics(c)[1] for c in cams]
+        for c, t in zip(cams, self.info_topics):
+            if t not in self.info.topics:
+                _LOG.warning("camera %r: no camera_info on %s; the model estimates its intrinsics", c, t)
+        self.by_topic = {t: i for i, (t, _) in enumerate(self.image_topics)}
+        self.info_index = {t: i for i, t in enumerate(self.info_topics)}
+        self.infos: list[CameraInfo | None] = [None] * len(cams)
+        self.summary = BagSummary(list(cams))
+        self.bag_start_ns = self.info.start_ns
+        p = setup.param
+        self.sync = TimeSynchronizer(len(cams), SyncMode(p("sync.mode")), int(p("sync.slop_s") * 1e9),
+                                     p("sync.queue_size"))
+
+    def expected_sets(self) -> float | None:
+        """How many sets the run will process, for the progress line (None when the bag does not say)."""
+        counts = [self.info.message_counts.get(t) for t, _ in self.image_topics]
+        if not all(counts):
+            return None
+        total = min(c for c in counts if c) / self.options.every_n
+        o, info = self.options, self.info
+        if info.start_ns is not None and info.end_ns and (o.start_s or o.duration_s):
             span_s = max(1e-9, (info.end_ns - info.start_ns) / 1e9)
-            window = min(span_s - options.start_s, options.duration_s or span_s)
+            window = min(span_s - o.start_s, o.duration_s or span_s)
             total *= max(0.0, window) / span_s
-    progress = _Progress(total, reader, options.progress)
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    writer = BagWriter(out_path)
-    t_start = time.perf_counter()
-    bag_start_ns = info.start_ns
-    try:
-        with _Stop() as stop:
-            for m in reader.messages():
-                if stop.requested:
-                    summary.interrupted = True
-                    break
-                if bag_start_ns is None:
-                    bag_start_ns = m.log_time_ns
-                if m.topic == "/tf_static" and m.schema_name == TF_TYPE:
-                    for t in deserialize_message(m.data, TFMessage).transforms:
-                        setup.static_tf.add(t.header.frame_id, t.child_frame_id, conv.transform_to_T(t.transform))
-                    writer.write(m.topic, m.schema_name, m.data, m.log_time_ns, schema=m.schema)
-                elif m.topic in info_index and m.schema_name == INFO_TYPE:
-                    infos[info_index[m.topic]] = deserialize_message(m.data, CameraInfo)
-                elif m.topic in by_topic and m.schema_name == image_topics[by_topic[m.topic]][1]:
-                    t_s = (m.log_time_ns - bag_start_ns) / 1e9
-                    if options.duration_s and t_s >= options.start_s + options.duration_s:
+        return total
+
+    def run(self, out_path: str | Path) -> BagSummary:
+        """Read every message, process the sets, write the output; the output is sealed whatever happens."""
+        _LOG.info("cameras %s from %s; loading the model", self.setup.cameras, [t for t, _ in self.image_topics])
+        self.setup.load()
+        self.progress = progress = _Progress(self.expected_sets(), self.reader, self.options.progress)
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        writer = BagWriter(out_path)
+        t_start = time.perf_counter()
+        try:
+            with _Stop() as stop:
+                for m in self.reader.messages():
+                    if stop.requested or not self._on_message(m, writer):
                         break
-                    i = by_topic[m.topic]
-                    summary.frames_in[cams[i]] += 1
-                    if t_s < options.start_s:
-                        summary.frames_outside_window += 1
-                        continue
-                    try:
-                        stamp_ns = conv.stamp_ns_from_cdr(m.data)
-                    except conv.ConversionError as exc:
-                        summary.drop("bad_input", f"{cams[i]}: {exc}")
-                        continue
-                    if not sync.add(i, stamp_ns, (m.schema_name, m.data), m.log_time_ns):
-                        continue
-                    frameset = sync.take()
-                    summary.sets_formed += 1
-                    if (summary.sets_formed - 1) % options.every_n:
-                        summary.skipped_every_n += 1
-                        continue
-                    try:
-                        _process(frameset, setup, infos, info_topics, info.topics, writer, summary, options)
-                    except Exception as exc:  # as the node: one set's failure is counted, the run goes on
-                        summary.drop("error", f"{type(exc).__name__}: {exc}")
-                    progress.update(summary.sets_processed)
-            if stop.requested:
-                summary.interrupted = True
-    except BagTruncated as exc:
-        summary.truncated = str(exc)
-        _LOG.error("%s", exc)
-    finally:
-        writer.close()
-        progress.close()
-        summary.messages_written = writer.messages_written
-        summary.frames_dropped_by_sync = sync.stats.frames_dropped
-        summary.wall_s = time.perf_counter() - t_start
-    return summary
+                self.summary.interrupted = stop.requested
+        except BagTruncated as exc:
+            self.summary.truncated = str(exc)
+            _LOG.error("%s", exc)
+        finally:
+            writer.close()
+            progress.close()
+            self.summary.messages_written = writer.messages_written
+            self.summary.frames_dropped_by_sync = self.sync.stats.frames_dropped
+            self.summary.wall_s = time.perf_counter() - t_start
+        return self.summary
+
+    def _on_message(self, m, writer: BagWriter) -> bool:
+        """Take one message of the input; False once the time window is over."""
+        if self.bag_start_ns is None:
+            self.bag_start_ns = m.log_time_ns
+        if m.topic == "/tf_static" and m.schema_name == TF_TYPE:
+            for t in deserialize_message(m.data, TFMessage).transforms:
+                self.setup.static_tf.add(t.header.frame_id, t.child_frame_id, conv.transform_to_T(t.transform))
+            writer.write(m.topic, m.schema_name, m.data, m.log_time_ns, schema=m.schema)
+        elif m.topic in self.info_index and m.schema_name == INFO_TYPE:
+            self.infos[self.info_index[m.topic]] = deserialize_message(m.data, CameraInfo)
+        elif m.topic in self.by_topic and m.schema_name == self.image_topics[self.by_topic[m.topic]][1]:
+            return self._on_image(m, writer)
+        return True
+
+    def _on_image(self, m, writer: BagWriter) -> bool:
+        o, summary = self.options, self.summary
+        t_s = (m.log_time_ns - self.bag_start_ns) / 1e9
+        if o.duration_s and t_s >= o.start_s + o.duration_s:
+            return False
+        i = self.by_topic[m.topic]
+        summary.frames_in[self.setup.cameras[i]] += 1
+        if t_s < o.start_s:
+            summary.frames_outside_window += 1
+            return True
+        try:
+            stamp_ns = conv.stamp_ns_from_cdr(m.data)
+        except conv.ConversionError as exc:
+            summary.drop("bad_input", f"{self.setup.cameras[i]}: {exc}")
+            return True
+        if not self.sync.add(i, stamp_ns, (m.schema_name, m.data), m.log_time_ns):
+            return True
+        frameset = self.sync.take()
+        summary.sets_formed += 1
+        if (summary.sets_formed - 1) % o.every_n:
+            summary.skipped_every_n += 1
+            return True
+        try:
+            _process(frameset, self.setup, self.infos, self.info_topics, self.info.topics, writer, summary, o)
+        except Exception as exc:  # as the node: one set's failure is counted, the run goes on
+            summary.drop("error", f"{type(exc).__name__}: {exc}")
+        self.progress.update(summary.sets_processed)
+        return True
 
 
 def _process(frameset, setup: OfflineSetup, infos, info_topics, bag_topics, writer: BagWriter,

@@ -13,12 +13,13 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from da3_ros.core import preprocess
-from da3_ros.engines import BACKENDS
+from da3_ros.engines import BACKENDS, PRECISIONS
 from da3_ros.offline.offline_cli import add_offline_parsers
 
 _LOG = logging.getLogger("da3_ros.offline.cli")
@@ -193,8 +194,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``da3-ros`` command line: one sub-command per tool."""
     p = argparse.ArgumentParser(prog="da3-ros", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_infer, _add_export, _add_serve, _add_build_engine, _add_demo, add_offline_parsers):
+        add(sub)
+    return p
+
+
+def _add_infer(sub: Any) -> None:
+    """``da3-ros infer``: one multi-view forward over image files."""
     inf = sub.add_parser("infer", help="one multi-view forward over image files")
     inf.add_argument("images", nargs="+", help="image files, one per view")
     inf.add_argument("--model", required=True,
@@ -204,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--png-dir", help="where to write the PNGs (default: beside --out)")
     inf.add_argument("--backend", default="torch", choices=BACKENDS)
     inf.add_argument("--device", default="auto", help="auto (the backend's own), cpu, cuda, cuda:<n>")
-    inf.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    inf.add_argument("--precision", default="auto", choices=PRECISIONS)
     inf.add_argument("--threads", type=int, default=0, help="CPU threads (0: the backend's default)")
     inf.add_argument("--cache-dir", help="exported graphs and engines (default: ~/.cache/da3_ros)")
     inf.add_argument("--process-res", type=int, default=504)
@@ -215,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--triton-model", default="da3", help="model name on the server (backend triton)")
     inf.add_argument("--intrinsics", help="fx,fy,cx,cy of all images (pixels); needed for metres with da3metric")
     inf.set_defaults(func=cmd_infer)
+
+
+def _add_export(sub: Any) -> None:
+    """``da3-ros export``: the ONNX graph of a rig."""
     exp = sub.add_parser("export", help="write the ONNX graph of a model for a rig (N views, one network size)")
     _add_rig_args(exp)
     exp.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
@@ -225,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--triton-tensorrt", action="store_true",
                      help="let Triton's onnxruntime backend run the graph through TensorRT (FP16)")
     exp.set_defaults(func=cmd_export)
+
+
+def _add_serve(sub: Any) -> None:
+    """``da3-ros serve``: a Triton server hosting the model."""
     srv = sub.add_parser("serve", help="a Triton Inference Server here (pytriton) hosting the model, for "
                                        "backend triton")
     _add_rig_args(srv)
@@ -241,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--bind", default="127.0.0.1",
                      help="address gRPC, HTTP and metrics listen on (0.0.0.0: every interface, for other machines)")
     srv.set_defaults(func=cmd_serve)
+
+
+def _add_build_engine(sub: Any) -> None:
+    """``da3-ros build-engine``: a rig's engine ahead of time."""
     bld = sub.add_parser("build-engine", help="export and build a rig's engine ahead of time into the cache")
     _add_rig_args(bld)
     bld.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime"])
@@ -248,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto: the backend's (tensorrt fp16, onnxruntime fp32), as the node resolves it")
     bld.add_argument("--cache-dir", help="where the node looks (default: ~/.cache/da3_ros)")
     bld.set_defaults(func=cmd_build_engine)
+
+
+def _add_demo(sub: Any) -> None:
+    """``da3-ros demo``: the node on a recorded rig."""
     demo = sub.add_parser("demo", help="run the node on a recorded 3-camera rig; print a summary, write pictures")
     demo.add_argument("--examples", required=True, help="folder with robot_unitree.mp4, SOH_000.png, SOH_010.png")
     demo.add_argument("--model", default="random:da3-small")
@@ -258,9 +283,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--domain-id", type=int, default=42)
     demo.add_argument("--cameras", type=int, default=3, help="1: left photo, 2: + right photo, 3: + front video")
     demo.set_defaults(func=cmd_demo)
-    add_offline_parsers(sub)
-    return p
-
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``da3-ros``; user errors end with their message, not a traceback."""

@@ -43,86 +43,121 @@ def render_cloud(xyz: np.ndarray, rgb: np.ndarray | None, size=(480, 640)) -> np
     return img
 
 
+_RIG = ("left", "image:SOH_000.png"), ("right", "image:SOH_010.png"), ("front", "video:robot_unitree.mp4")
+
+
 def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: float, domain_id: int,
              cameras: int = 3, backend: str = "auto") -> int:
+    """Run the node and the player on the example rig, record ``seconds`` after the first set, summarise."""
     import rclpy
-    import yaml
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.node import Node
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import Image, PointCloud2
-
-    from da3_ros.msg import MultiViewDepth
 
     out.mkdir(parents=True, exist_ok=True)
+    if not 1 <= cameras <= len(_RIG):
+        raise SystemExit(f"--cameras must be 1..{len(_RIG)}, got {cameras}")
     # 1208x680 photos first (the size peers were measured at), then the robot video
-    rig = [("left", f"image:{examples / 'SOH_000.png'}"), ("right", f"image:{examples / 'SOH_010.png'}"),
-           ("front", f"video:{examples / 'robot_unitree.mp4'}")]
-    if not 1 <= cameras <= len(rig):
-        raise SystemExit(f"--cameras must be 1..{len(rig)}, got {cameras}")
-    names, sources = [n for n, _ in rig[:cameras]], [s for _, s in rig[:cameras]]
+    names = [n for n, _ in _RIG[:cameras]]
+    sources = [f"{kind}:{examples / name}" for _, source in _RIG[:cameras] for kind, name in [source.split(":")]]
+    _write_configs(out, names, sources, model, backend, rate_hz)
+    t_start = time.monotonic()
+    procs = _start(out, domain_id)
+    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+    rclpy.init()
+    rec = _Recorder(names)
+    print(f"[demo] player: {names} at {rate_hz} Hz; node: {model} on backend {backend}; "
+          f"recording {seconds:.0f} s after the first set")
+    try:
+        startup_s = rec.record(seconds, procs, out) - t_start
+    finally:
+        _stop(procs)
+    if not rec.sets or not rec.diags:
+        raise SystemExit("no result arrived; see the logs in " + str(out))
+    _write_pictures(rec.sets[-1], rec.fused, out, rec.camera_frames)
+    _print_summary(rec.sets, rec.latency_s, {kv.key: kv.value for kv in rec.diags[-1].status[0].values}, out,
+                   startup_s)
+    rec.node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+def _write_configs(out: Path, names: list[str], sources: list[str], model: str, backend: str,
+                   rate_hz: float) -> None:
+    import yaml
+
     (out / "node.yaml").write_text(yaml.safe_dump({"da3_depth": {"ros__parameters": {
         "model": model, "backend": backend, "camera_names": names, "cloud": {"stride": 2}}}}))
     (out / "player.yaml").write_text(yaml.safe_dump({"rig_player": {"ros__parameters": {
         "camera_names": names, "sources": sources, "rate_hz": rate_hz}}}))
+
+
+def _start(out: Path, domain_id: int) -> list[subprocess.Popen]:
+    """The node and the player, each logging to <out>/<name>.log."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id))
-    t_start = time.monotonic()
-    procs = [subprocess.Popen([package_executable(exe), "--ros-args", "--params-file", str(out / f"{cfg}.yaml")],
-                              env=env, stdout=open(out / f"{cfg}.log", "w"), stderr=subprocess.STDOUT)
-             for exe, cfg in (("depth_node", "node"), ("rig_player", "player"))]
-    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
-    rclpy.init()
-    node = Node("da3_demo_recorder")
-    sets, fused, diags, latency_s = [], [], [], []
+    return [subprocess.Popen([package_executable(exe), "--ros-args", "--params-file", str(out / f"{cfg}.yaml")],
+                             env=env, stdout=open(out / f"{cfg}.log", "w"), stderr=subprocess.STDOUT)
+            for exe, cfg in (("depth_node", "node"), ("rig_player", "player"))]
 
-    def on_set(m):
-        sets.append(m)
-        latency_s.append((node.get_clock().now().nanoseconds - conv.stamp_to_ns(m.header.stamp)) / 1e9)
 
-    node.create_subscription(MultiViewDepth, "multiview_depth", on_set, 5)
-    # the camera images (raw CDR, deserialised only for the picture): the set's own frames by stamp
-    camera_frames: dict[str, dict[int, bytes]] = {n: {} for n in names}
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGINT)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
-    def on_image(name: str, data: bytes) -> None:
-        frames = camera_frames[name]
+
+class _Recorder:
+    """What the demo records: result messages (and their latency), fused clouds, diagnostics, camera frames."""
+
+    def __init__(self, names: list[str]):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.node import Node
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import Image, PointCloud2
+
+        from da3_ros.msg import MultiViewDepth
+
+        self.node = Node("da3_demo_recorder")
+        self.sets: list = []
+        self.fused: list = []
+        self.diags: list = []
+        self.latency_s: list[float] = []
+        # the camera images (raw CDR, deserialised only for the picture): the set's own frames by stamp
+        self.camera_frames: dict[str, dict[int, bytes]] = {n: {} for n in names}
+        self.node.create_subscription(MultiViewDepth, "multiview_depth", self._on_set, 5)
+        for n in names:
+            self.node.create_subscription(Image, f"{n}/image_raw", lambda d, n=n: self._on_image(n, d),
+                                          qos_profile_sensor_data, raw=True)
+        self.node.create_subscription(PointCloud2, "points_fused", self.fused.append, 5)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diags.append, 5)
+
+    def _on_set(self, m) -> None:
+        self.sets.append(m)
+        self.latency_s.append((self.node.get_clock().now().nanoseconds - conv.stamp_to_ns(m.header.stamp)) / 1e9)
+
+    def _on_image(self, name: str, data: bytes) -> None:
+        frames = self.camera_frames[name]
         frames[conv.stamp_ns_from_cdr(data)] = data
         while len(frames) > 50:
             del frames[min(frames)]
 
-    for n in names:
-        node.create_subscription(Image, f"{n}/image_raw", lambda d, n=n: on_image(n, d), qos_profile_sensor_data,
-                                 raw=True)
-    node.create_subscription(PointCloud2, "points_fused", fused.append, 5)
-    node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 5)
-    startup_s = float("nan")
-    print(f"[demo] player: {names} at {rate_hz} Hz; node: {model} on backend {backend}; "
-          f"recording {seconds:.0f} s after the first set")
-    try:
+    def record(self, seconds: float, procs: list[subprocess.Popen], out: Path) -> float:
+        """Spin until ``seconds`` after the first set; return when that first set came (monotonic seconds)."""
+        import rclpy
+
+        first = float("nan")
         end = None
         deadline = time.monotonic() + seconds + 120
         while time.monotonic() < (end or deadline):
-            rclpy.spin_once(node, timeout_sec=0.1)
-            if sets and end is None:
-                end = time.monotonic() + seconds
-                startup_s = end - seconds - t_start
+            rclpy.spin_once(self.node, timeout_sec=0.1)
+            if self.sets and end is None:
+                first = time.monotonic()
+                end = first + seconds
             if any(p.poll() is not None for p in procs):
                 raise SystemExit(f"a process exited early; see {out}/node.log and {out}/player.log")
-        rclpy.spin_once(node, timeout_sec=1.5)
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-    if not sets or not diags:
-        raise SystemExit("no result arrived; see the logs in " + str(out))
-    _write_pictures(sets[-1], fused, out, camera_frames)
-    _print_summary(sets, latency_s, {kv.key: kv.value for kv in diags[-1].status[0].values}, out, startup_s)
-    node.destroy_node()
-    rclpy.try_shutdown()
-    return 0
+        rclpy.spin_once(self.node, timeout_sec=1.5)
+        return first
 
 
 def _camera_images(m, camera_frames: dict[str, dict[int, bytes]]) -> list[np.ndarray | None]:

@@ -17,12 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
-from sensor_msgs.msg import CameraInfo
-from std_msgs.msg import Header
-
-from da3_ros.ros import conversions as conv
+from da3_ros.core.geometry import intrinsics_problem
+from da3_ros.core.processor import Calibration, CameraFrame, Dropped
 from da3_ros.offline.setup import OfflineSetup
-from da3_ros.ros.pipeline import Dropped
 from da3_ros.offline.ply import write_ply
 from da3_ros.offline.visualize import depth_panel
 
@@ -99,26 +96,23 @@ def parse_sources(videos: list[str], folders: list[str]) -> list[Source]:
     return sources
 
 
-def read_calibration(path: str | Path, header: Header | None = None) -> CameraInfo:
-    """A ROS calibration YAML (camera_calibration_parsers' format) -> sensor_msgs/CameraInfo."""
+def read_calibration(path: str | Path) -> Calibration:
+    """A ROS calibration YAML (camera_calibration_parsers' format) -> the camera's Calibration."""
     try:
         doc = yaml.safe_load(Path(path).read_text())
         w, h = int(doc["image_width"]), int(doc["image_height"])
         K = np.array(doc["camera_matrix"]["data"], np.float64).reshape(3, 3)
-        model = doc.get("distortion_model", "plumb_bob")
-        D = np.array(doc.get("distortion_coefficients", {}).get("data", []), np.float64)
-        R = np.array(doc.get("rectification_matrix", {}).get("data", np.eye(3).ravel()), np.float64).reshape(3, 3)
-        P_default = np.hstack([K, np.zeros((3, 1))]).ravel()
-        P = np.array(doc.get("projection_matrix", {}).get("data", P_default), np.float64).reshape(3, 4)
+        model = str(doc.get("distortion_model", "plumb_bob"))
+        D = tuple(float(v) for v in doc.get("distortion_coefficients", {}).get("data", []))
     except OSError as exc:
         raise MediaError(f"cannot read camera_info YAML {str(path)!r}: {exc.strerror}") from None
-    except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, yaml.YAMLError) as exc:
         raise MediaError(f"{str(path)!r} is not a ROS calibration YAML (image_width, image_height, "
                          f"camera_matrix.data with 9 numbers, ...): {type(exc).__name__}: {exc}") from None
-    info = CameraInfo(header=header or Header(), height=h, width=w, distortion_model=model,
-                      d=[float(v) for v in D], k=K.ravel(), r=R.ravel(), p=P.ravel())
-    conv.camera_info_to_K(info)  # an all-zero or invalid K fails here, named
-    return info
+    problem = intrinsics_problem(K)
+    if problem:
+        raise MediaError(f"camera_info YAML {str(path)!r} has {problem}")
+    return Calibration(K, (h, w), model, D)
 
 
 def run_media(sources: list[Source], calibrations: dict[str, str], out_dir: Path, values: dict,
@@ -145,16 +139,13 @@ def run_media(sources: list[Source], calibrations: dict[str, str], out_dir: Path
             break
         if k < first or (k - first) % every_n:
             continue
-        stamp = conv.ns_to_stamp(int(round(k / fps * 1e9)))
-        headers = [Header(stamp=stamp, frame_id=f"{s.name}_optical_frame") for s in sources]
-        for info, hdr, rgb, s in zip(infos, headers, frames, sources):
-            if info is not None and (info.height, info.width) != rgb.shape[:2]:
-                raise MediaError(f"camera_info of {s.name!r} is {info.width}x{info.height}, its frames are "
+        stamp_ns = int(round(k / fps * 1e9))
+        for cal, rgb, s in zip(infos, frames, sources):
+            if cal is not None and cal.hw != rgb.shape[:2]:
+                raise MediaError(f"camera_info of {s.name!r} is {cal.hw[1]}x{cal.hw[0]}, its frames are "
                                  f"{rgb.shape[1]}x{rgb.shape[0]}: calibrate at the frames' size")
-            if info is not None:
-                info.header = hdr
-        images = [conv.rgb_to_image(rgb, hdr) for rgb, hdr in zip(frames, headers)]
-        done = setup.core.process(images, infos, [False] * len(sources))
+        done = setup.frames.process([CameraFrame(np.ascontiguousarray(rgb), stamp_ns, f"{s.name}_optical_frame", cal)
+                                     for rgb, s, cal in zip(frames, sources, infos)])
         if isinstance(done, Dropped):
             stats["dropped"][done.reason.value] = stats["dropped"].get(done.reason.value, 0) + 1
             _LOG.warning("set %d dropped: %s", k, done.detail)
@@ -174,7 +165,7 @@ def run_media(sources: list[Source], calibrations: dict[str, str], out_dir: Path
 def _write_set(stem: Path, out, names: list[str], k: int, label: str) -> None:
     pred = out.pred
     arrays = {"depth": out.depth_arrays, "camera_names": np.array(names), "frame_index": k,
-              "stamp_ns": np.array([conv.stamp_to_ns(h.stamp) for h in out.headers]), "is_metric": pred.is_metric,
+              "stamp_ns": np.array(out.stamps_ns), "is_metric": pred.is_metric,
               "model": label}
     for key, value in (("confidence", pred.confidence), ("sky_mask", pred.sky_mask), ("K_proc", pred.K_proc),
                        ("T_ref_cam", out.result.T_ref_cam), ("depth_scale", pred.depth_scale)):

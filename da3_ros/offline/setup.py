@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from da3_ros.core.config import DepthConfig
+from da3_ros.core.processor import FrameSetProcessor
 from da3_ros.core.param_file import ParamFileError, check_params, parse_override, read_params_file
 from da3_ros.core.rig import Rig
 from da3_ros.core.rig_setup import build_rig
@@ -42,7 +43,14 @@ class OfflineSetup:
         self._said: set[str] = set()
         self.static_tf = StaticTfBuffer()
         self.rig: Rig | None = None
-        self.core: SetProcessor | None = None
+        self.core: SetProcessor | None = None  # for sets of ROS messages (a bag)
+
+    @property
+    def frames(self) -> FrameSetProcessor:
+        """The per-set policy on plain frames (media: no message round trip); after ``load``."""
+        if self.core is None:
+            raise RuntimeError("OfflineSetup.load() first: the engine is built there")
+        return self.core.frames
 
     @property
     def cameras(self) -> list[str]:

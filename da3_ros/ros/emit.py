@@ -1,9 +1,10 @@
 """What one processed set emits, decided in ONE place for the node, the lifecycle node and ``da3-ros bag``.
 
-``set_messages`` and ``nav_messages`` turn a ``SetOutputs`` into (topic, message) pairs for the outputs a
-caller wants, and into ``Withheld`` notes for those a rule keeps back (no metres for navigation, the reference
-camera silent, a ``fused_frame`` that names no camera frame). The node publishes the pairs, the bag writes
-them; both count the notes the same way (once per set and reason). Knows message types, never rclpy.
+``set_messages`` and ``nav_messages`` turn a set's ``SetResult`` (core.results) into (topic, message) pairs
+for the outputs a caller wants, and into ``Withheld`` notes for those a rule keeps back (no metres for
+navigation, the reference camera silent, a ``fused_frame`` that names no camera frame). The node publishes
+the pairs, the bag writes them; both count the notes the same way (once per set and reason). Knows message
+types, never rclpy.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typing import Any
 
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from da3_ros.ros import conversions as conv
-from da3_ros.ros.outputs import SetOutputs
+from da3_ros.core.results import SetResult
+from da3_ros.ros.messages import SetMessages
 
 PER_CAMERA_OUTPUTS = {  # output -> (topic under <camera>/, type)
     "depth": ("depth/image", Image), "depth_mm": ("depth/image_mm", Image),
@@ -51,35 +52,36 @@ def camera_topic(camera: str, key: str) -> str:
     return f"{camera}/{PER_CAMERA_OUTPUTS[key][0]}"
 
 
-def set_messages(out: SetOutputs, keys: list[str], wanted: Callable[[str], bool]) -> Iterator[Message | Withheld]:
+def set_messages(out: SetResult, keys: list[str], wanted: Callable[[str], bool]) -> Iterator[Message | Withheld]:
     """Per-camera outputs, the fused cloud, the set message and TF of ``out`` whose topic is ``wanted``."""
+    msgs = SetMessages(out)
     for j, camera in enumerate(out.camera_names):
         for key in keys:
             topic = camera_topic(camera, key)
             if wanted(topic):
-                msg = getattr(out, key)(j)
+                msg = getattr(msgs, key)(j)
                 if msg is not None:
                     yield Message(topic, msg)
     if wanted(FUSED):
-        yield from _fused(out)
+        yield from _fused(out, msgs)
     if wanted(MULTIVIEW):
-        yield Message(MULTIVIEW, out.multiview())
+        yield Message(MULTIVIEW, msgs.multiview())
     if wanted(TF):
         withheld = out.tf_withheld()
         if withheld is not None:
             yield Withheld(TF, *withheld)
-        transforms = out.transforms()
-        if transforms:
-            yield Message(TF, conv.tf_message(transforms))
+        tf = msgs.tf()
+        if tf is not None:
+            yield Message(TF, tf)
 
 
-def _fused(out: SetOutputs) -> Iterator[Message | Withheld]:
+def _fused(out: SetResult, msgs: SetMessages) -> Iterator[Message | Withheld]:
     withheld = out.fused_withheld()
     if withheld is not None:
         yield Withheld(FUSED, *withheld)
         return
     try:
-        fused = out.fused()
+        fused = msgs.fused()
     except ValueError as exc:  # fused_frame names no camera frame of this rig: the other outputs go on
         yield Withheld(FUSED, "errors", f"points_fused: {exc}")
         return
@@ -87,7 +89,7 @@ def _fused(out: SetOutputs) -> Iterator[Message | Withheld]:
         yield Message(FUSED, fused)
 
 
-def nav_messages(out: SetOutputs, wanted: Callable[[str], bool]) -> Iterator[Message | Withheld]:
+def nav_messages(out: SetResult, wanted: Callable[[str], bool]) -> Iterator[Message | Withheld]:
     """``points_obstacles`` and ``scan`` when wanted: only from metric sets, with their TF links and K."""
     topics = [t for t in (OBSTACLES, SCAN) if wanted(t)]
     if not topics:
@@ -97,9 +99,10 @@ def nav_messages(out: SetOutputs, wanted: Callable[[str], bool]) -> Iterator[Mes
         for topic in topics:
             yield Withheld(topic, *withheld)
         return
+    msgs = SetMessages(out)
     for topic in topics:
         try:
-            yield Message(topic, out.obstacles() if topic == OBSTACLES else out.scan())
+            yield Message(topic, msgs.obstacles() if topic == OBSTACLES else msgs.scan())
         except ValueError as exc:  # a missing TF link, no intrinsics, no ground plane: said, counted
             yield Withheld(topic, "nav_unavailable", f"{topic}: {exc}")
 

@@ -69,7 +69,7 @@ class SetPublishers:
         return topic == emit.TF or self._by_topic[topic].get_subscription_count() > 0
 
     def publish(self, out, wants_nav: bool, failed: Callable[[str, str], None]) -> dict[str, float]:
-        """Publish ``out`` (one set's SetOutputs) to whoever listens; returns the stage times (publish, nav).
+        """Publish ``out`` (one set's SetResult) to whoever listens; returns the stage times (publish, nav).
 
         What the set emits is decided by da3_ros.ros.emit (shared with the bag writer); each output it withholds
         is reported through ``failed(counter, text)``, once per reason; the others go on.

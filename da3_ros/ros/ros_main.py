@@ -24,7 +24,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from rclpy.exceptions import NameValidationException, ParameterException
 
     from da3_ros.engines.base import BackendUnavailable, EngineUnavailable
-    from da3_ros.engines.tensorrt_engine import EngineParityError
+    from da3_ros.engines.parity import EngineParityError
     from da3_ros.engines.triton_engine import TritonModelError
     from da3_ros.core.errors import ConfigError
     from da3_ros.models.loading import CheckpointError

@@ -1,0 +1,42 @@
+"""Stamps: builtin_interfaces/Time <-> integer nanoseconds, and the stamp of a raw CDR image unread."""
+from __future__ import annotations
+
+from builtin_interfaces.msg import Time
+
+
+
+
+NS_PER_S = 1_000_000_000
+
+
+class ConversionError(ValueError):
+    """A message cannot be converted: unsupported encoding or inconsistent sizes."""
+
+
+def stamp_to_ns(stamp: Time) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds."""
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
+def stamp_ns_from_cdr(data: bytes) -> int:
+    """The header stamp of a serialized message that starts with a std_msgs/Header (Image, CameraInfo, ...).
+
+    Reads 12 bytes instead of deserialising megabytes of pixels: CDR puts a 4-byte encapsulation header
+    (representation id 0x0000 big-endian, 0x0001 little-endian) before ``stamp.sec`` (int32) and
+    ``stamp.nanosec`` (uint32). Raises ConversionError on anything else.
+    """
+    if len(data) < 12 or data[0] != 0 or data[1] not in (0, 1):
+        raise ConversionError(f"not a CDR-serialized message with a header ({len(data)} bytes, "
+                              f"encapsulation {bytes(data[:2]).hex()})")
+    order = "little" if data[1] == 1 else "big"
+    sec = int.from_bytes(data[4:8], order, signed=True)
+    nanosec = int.from_bytes(data[8:12], order, signed=False)
+    if nanosec >= 1_000_000_000:
+        raise ConversionError(f"stamp nanosec {nanosec} out of range in a serialized message")
+    return sec * 1_000_000_000 + nanosec
+
+
+def ns_to_stamp(ns: int) -> Time:
+    """Integer nanoseconds -> builtin_interfaces/Time (nanosec always in [0, 1e9))."""
+    sec, nanosec = divmod(int(ns), NS_PER_S)
+    return Time(sec=sec, nanosec=nanosec)

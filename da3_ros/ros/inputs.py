@@ -1,0 +1,69 @@
+"""The node's inputs: image (raw CDR, for the synchroniser), camera_info and /tf_static subscriptions.
+
+A mixin of the node's phases (``ros.node.DepthPipeline``): subscriptions are made on activate and destroyed
+on deactivate; callbacks run on the executor thread and only record (frames into the synchroniser).
+"""
+from __future__ import annotations
+
+import time
+
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo
+from tf2_msgs.msg import TFMessage
+
+from da3_ros.ros import conversions as conv
+from da3_ros.ros.publishing import qos_profile
+from da3_ros.ros.transport import input_transport
+
+
+class InputWiring:
+    """Subscriptions of every camera (its transport's topic and type) and of /tf_static."""
+
+    def _create_subscriptions(self) -> None:
+        qin = qos_profile(self.config.value("qos.input"), self.config.value("qos.depth"))
+        self.sync.reset()  # an activation starts the synchroniser afresh: no frame or silence from before it
+        self._transports = [input_transport(self.config.camera(c, "transport")) for c in self.config.cameras]
+        for i, (c, transport) in enumerate(zip(self.config.cameras, self._transports)):
+            base_topic, info_topic = self.config.topics(c)
+            image_topic = transport.topic(base_topic)  # <image_topic>/compressed for compressed
+            events = SubscriptionEventCallbacks(incompatible_qos=lambda e, t=image_topic: self._incompatible(t, e))
+            # raw=True: frames arrive as CDR bytes; only those of the set that gets processed are deserialised
+            # (and decoded, when compressed)
+            self._subs.append(self.create_subscription(transport.msg_type, image_topic,
+                                                       lambda m, i=i: self._on_image(i, m), qin,
+                                                       event_callbacks=events, raw=True))
+            self._subs.append(self.create_subscription(CameraInfo, info_topic, lambda m, i=i: self._on_info(i, m),
+                                                       qin))
+        latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._subs.append(self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, latched))
+
+    def _incompatible(self, topic: str, event) -> None:
+        self.stats.count("incompatible_qos")
+        self.get_logger().warning(
+            f"a publisher on {topic} offers an incompatible QoS (policy {event.last_policy_kind}); no images will "
+            f"arrive from it: set qos.input to match (now {self.config.value('qos.input')})")
+
+    def _on_tf_static(self, msg: TFMessage) -> None:
+        for t in msg.transforms:
+            self.static_tf.add(t.header.frame_id, t.child_frame_id, conv.transform_to_T(t.transform))
+
+    def _on_info(self, i: int, msg: CameraInfo) -> None:
+        self._infos[i] = msg
+
+    def _on_image(self, i: int, data: bytes) -> None:
+        self.stats.frame_in(i)
+        try:
+            stamp_ns = conv.stamp_ns_from_cdr(data)  # 12 bytes read; most frames are superseded unread
+        except conv.ConversionError as exc:
+            self.stats.count("bad_input")
+            self.get_logger().error(f"{self.config.cameras[i]}: {exc}", throttle_duration_sec=5.0)
+            return
+        if self.sync.add(i, stamp_ns, data, time.monotonic_ns()):
+            self._wake.set()
+
+    def _destroy_subscriptions(self) -> None:
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
