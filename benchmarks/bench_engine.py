@@ -5,6 +5,8 @@ Rows per variant and backend, columns per N views (the example photos and a vide
   upstream raw fp32    : upstream's network forward in fp32 (with its always-computed aux ray branch)
   torch                : da3_ros TorchEngine (InferenceGraph: no aux branch, cached embeddings), fp32
   onnxruntime          : da3_ros OnnxRuntimeEngine on the exported graph (never imports torch)
+  onnxruntime_int8     : the same on the int8 graph (precision int8: weight MatMuls dynamically quantized)
+  torch_bf16           : TorchEngine in bf16 on the CPU (AVX512-BF16 / AMX where the CPU has them)
 Each row runs in its own process, so peak RSS is that backend's at that N alone. Forward ms and whole-set ms
 (preprocess + forward + postprocess) are medians of --repeats after a warm-up; ratios are against the two
 upstream rows of the same variant. Start-up = process start to the first result (model load included; the
@@ -21,6 +23,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +32,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 T_PROCESS = time.perf_counter()
 KINDS = ("upstream_api", "upstream_raw", "torch", "onnxruntime")
+ENGINE_KINDS = {"torch": ("torch", "fp32"), "torch_bf16": ("torch", "bf16"), "onnxruntime": ("onnxruntime", "fp32"),
+                "onnxruntime_int8": ("onnxruntime", "int8")}  # kind -> (backend, precision)
+REFERENCE = {"onnxruntime_int8": "onnxruntime", "torch_bf16": "torch"}  # lower precision -> its fp32 kind
 
 
 def _images(examples: Path, n: int) -> list[np.ndarray]:
@@ -59,14 +65,15 @@ def _shim_torchvision() -> None:
 
 
 def worker(kind: str, model: str, views: list[int], repeats: int, threads: int, examples: Path,
-           cache_dir: str) -> dict:
+           cache_dir: str, dump: str = "") -> dict:
     """Time one kind in this process; return {N: (forward_s, set_s)}, peak RSS and start-up seconds."""
     rows: dict[int, tuple[float | None, float]] = {}
     startup = None
-    if kind in ("torch", "onnxruntime"):
+    if kind in ENGINE_KINDS:
         from da3_ros.engines import FrameBatch, create_engine
 
-        engine = create_engine(kind, model, threads=threads, cache_dir=cache_dir)
+        backend, precision = ENGINE_KINDS[kind]
+        engine = create_engine(backend, model, precision=precision, threads=threads, cache_dir=cache_dir)
         for n in views:
             batch = FrameBatch(_images(examples, n))
             pred = engine.infer(batch)  # warm-up (and, for the first N, the start-up figure)
@@ -78,6 +85,9 @@ def worker(kind: str, model: str, views: list[int], repeats: int, threads: int, 
                 whole.append(time.perf_counter() - t0)
                 fwd.append(pred.timing_s["forward"])
             rows[n] = (statistics.median(fwd), statistics.median(whole))
+            if dump:  # for the accuracy columns: lower precision against fp32 on the same images
+                np.savez(Path(dump) / f"{kind}_{n}.npz", depth=pred.depth, confidence=pred.confidence,
+                         T_cam_world=pred.T_cam_world)
     else:
         import torch
 
@@ -112,6 +122,47 @@ def worker(kind: str, model: str, views: list[int], repeats: int, threads: int, 
         resource.RUSAGE_SELF).ru_maxrss / 1024, "startup_s": startup, "torch_loaded": "torch" in sys.modules}
 
 
+def _prepare_graphs(model: str, views: list[int], kinds: list[str], cache_dir: str) -> None:
+    """Export and optimise the graphs once, outside the timed processes."""
+    from da3_ros.engines.cache import ArtifactCache
+    from da3_ros.engines.onnx_source import OnnxSource
+    from da3_ros.engines.onnxruntime_engine import optimized_for_cpu
+
+    src = OnnxSource(model, ArtifactCache(cache_dir))
+    for kind in kinds:
+        backend, precision = ENGINE_KINDS.get(kind, ("", ""))
+        if backend == "onnxruntime":
+            for n in views:
+                optimized_for_cpu(src.onnx_for(n, (280, 504), False, precision), src.cache)
+
+
+def _print_rows(variant: str, res: dict[tuple[str, int], dict]) -> None:
+    """One table row per (kind, N), with the ratios to the upstream rows of the same run."""
+    for (kind, n), r in res.items():
+        fwd, whole = r["rows"][str(n)]
+        api = res.get(("upstream_api", n), {}).get("rows", {}).get(str(n), [None, None])[1]
+        raw = res.get(("upstream_raw", n), {}).get("rows", {}).get(str(n), [None])[0]
+        print(f"| {variant} | {kind} | {n} | {'-' if fwd is None else f'{fwd * 1e3:.0f}'} | "
+              f"{whole * 1e3:.0f} | {n / whole:.2f} | {'-' if not api else f'{whole / api:.2f}x'} | "
+              f"{'-' if not raw or fwd is None else f'{fwd / raw:.2f}x'} | {r['peak_rss_mb']:.0f} | "
+              f"{r['startup_s']:.1f} |", flush=True)
+
+
+def _accuracy_rows(variant: str, res: dict[tuple[str, int], dict], dump: Path) -> list[str]:
+    """Lower-precision kinds against their fp32 kind on the same images: correlation and max relative error."""
+    rows = []
+    for (kind, n) in res:
+        ref = REFERENCE.get(kind)
+        if ref is None or (ref, n) not in res:
+            continue
+        low, full = np.load(dump / f"{kind}_{n}.npz"), np.load(dump / f"{ref}_{n}.npz")
+        for field in ("depth", "confidence", "T_cam_world"):
+            a, b = low[field].astype(np.float64).ravel(), full[field].astype(np.float64).ravel()
+            corr, rel = np.corrcoef(a, b)[0, 1], np.abs(a - b).max() / np.abs(b).max()
+            rows.append(f"| {variant} | {kind} | {n} | {field} | {corr:.6f} | {rel:.2e} |")
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", default="da3-small,da3-base")
@@ -123,10 +174,12 @@ def main() -> int:
     p.add_argument("--examples", default=str(REPO.parent / "shared" / "data" / "da3_examples"))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--dump", default="", help=argparse.SUPPRESS)
     a = p.parse_args()
     views = [int(v) for v in a.views.split(",")]
     if a.worker:
-        print(json.dumps(worker(a.worker, a.model, views, a.repeats, a.threads, Path(a.examples), a.cache_dir)))
+        print(json.dumps(worker(a.worker, a.model, views, a.repeats, a.threads, Path(a.examples), a.cache_dir,
+                                a.dump)))
         return 0
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
     print(f"# {platform.machine()} {os.cpu_count()} cores, {a.threads} threads | network 504x280 | seeded random "
@@ -134,35 +187,28 @@ def main() -> int:
     print("| variant | backend | N | forward ms | whole set ms | views/s | vs upstream inference() | "
           "forward vs upstream raw fp32 | peak RSS MB | start-up s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for variant in a.variants.split(","):
-        model = f"random:{variant}@0"
-        if "onnxruntime" in a.kinds:  # export and optimise once, outside the timed processes
-            from da3_ros.engines.cache import ArtifactCache
-            from da3_ros.engines.onnx_source import OnnxSource
-            from da3_ros.engines.onnxruntime_engine import optimized_for_cpu
-
-            src = OnnxSource(model, ArtifactCache(a.cache_dir))
-            for n in views:
-                optimized_for_cpu(src.onnx_for(n, (280, 504), False), src.cache)
-        res: dict[tuple[str, int], dict] = {}
-        for kind in a.kinds.split(","):
-            for n in views:  # one process per row: its peak RSS is that backend's at that N alone
-                out = subprocess.run([sys.executable, __file__, "--worker", kind, "--model", model, "--views", str(n),
-                                      "--repeats", str(a.repeats), "--threads", str(a.threads), "--cache-dir",
-                                      a.cache_dir, "--examples", a.examples], capture_output=True, text=True,
-                                     env=env)
-                if out.returncode:
-                    print(f"| {variant} | {kind} | {n} | failed: {out.stderr.strip().splitlines()[-1]} |")
-                    continue
-                res[kind, n] = json.loads(out.stdout.strip().splitlines()[-1])
-        for (kind, n), r in res.items():
-            fwd, whole = r["rows"][str(n)]
-            api = res.get(("upstream_api", n), {}).get("rows", {}).get(str(n), [None, None])[1]
-            raw = res.get(("upstream_raw", n), {}).get("rows", {}).get(str(n), [None])[0]
-            print(f"| {variant} | {kind} | {n} | {'-' if fwd is None else f'{fwd * 1e3:.0f}'} | "
-                  f"{whole * 1e3:.0f} | {n / whole:.2f} | {'-' if not api else f'{whole / api:.2f}x'} | "
-                  f"{'-' if not raw or fwd is None else f'{fwd / raw:.2f}x'} | {r['peak_rss_mb']:.0f} | "
-                  f"{r['startup_s']:.1f} |", flush=True)
+    accuracy = []
+    with tempfile.TemporaryDirectory(prefix="bench-engine-") as dump:
+        for variant in a.variants.split(","):
+            model = f"random:{variant}@0"
+            _prepare_graphs(model, views, a.kinds.split(","), a.cache_dir)
+            res: dict[tuple[str, int], dict] = {}
+            for kind in a.kinds.split(","):
+                for n in views:  # one process per row: its peak RSS is that backend's at that N alone
+                    cmd = [sys.executable, __file__, "--worker", kind, "--model", model, "--views", str(n),
+                           "--repeats", str(a.repeats), "--threads", str(a.threads), "--cache-dir", a.cache_dir,
+                           "--examples", a.examples, "--dump", dump]
+                    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                    if out.returncode:
+                        print(f"| {variant} | {kind} | {n} | failed: {out.stderr.strip().splitlines()[-1]} |")
+                        continue
+                    res[kind, n] = json.loads(out.stdout.strip().splitlines()[-1])
+            _print_rows(variant, res)
+            accuracy += _accuracy_rows(variant, res, Path(dump))
+    if accuracy:
+        print("\n| variant | precision | N | field | correlation vs fp32 | max relative error vs fp32 |")
+        print("|---|---|---|---|---|---|")
+        print("\n".join(accuracy))
     return 0
 
 

@@ -70,7 +70,7 @@ def test_the_resolution_table(machine, backend, device, precision, want):
     (CPU, "triton", "cuda", "auto", "the server's"),
     (CPU, "triton", "auto", "fp16", "the server's"),
     (CPU, "torch", "gpu", "auto", "device must be"),
-    (CPU, "torch", "auto", "int8", "precision must be"),
+    (CPU, "torch", "auto", "int4", "precision must be"),
     (CPU, "jax", "auto", "auto", "backend must be"),
 ])
 def test_combinations_that_cannot_hold_are_refused_with_the_fix(machine, backend, device, precision, says):

@@ -31,6 +31,7 @@ class Precision(str, Enum):
     FP32 = "fp32"
     FP16 = "fp16"
     BF16 = "bf16"
+    INT8 = "int8"  # onnxruntime on the CPU only (export.int8)
 
 
 class PoseConditioning(str, Enum):
@@ -127,7 +128,8 @@ NODE_PARAMS: tuple[Param, ...] = (
           "cpu, cuda, cuda:<n> (cuda:<n> > 0: torch only); a device the backend cannot use stops the start"),
     Param("precision", "auto",
           "auto (torch: fp32 on CPU, bf16/fp16 on CUDA; onnxruntime: fp32; tensorrt: fp16), fp32, fp16 (the "
-          "mixed fp16 graph on onnxruntime/tensorrt), bf16 (torch only); said at start-up and in /diagnostics",
+          "mixed fp16 graph on onnxruntime/tensorrt), bf16 (torch only), int8 (onnxruntime on the CPU: weight "
+          "MatMuls quantized, opt-in, accuracy in BENCHMARKS.md); said at start-up and in /diagnostics",
           choices=choices(Precision)),
     Param("threads", 0, "CPU threads of the forward (0: the backend's default)", range=(0, 1024)),
     Param("engine_cache_dir", "", "exported ONNX graphs and TensorRT engines (default: ~/.cache/da3_ros)"),

@@ -107,12 +107,15 @@ def resolve_settings(backend: str, device: str = "auto", precision: str = "auto"
 
     torch: any device (auto: cpu), auto precision fp32 on CPU and bf16 (else fp16) on CUDA. onnxruntime: cpu,
     or its CUDA provider (onnxruntime-gpu; auto takes it when present), fp32 or the mixed fp16 graph (auto:
-    fp32). tensorrt: the CUDA GPU, fp32 or fp16 (auto: fp16). triton: the server's device and graph.
+    fp32), or the int8 graph (export.int8: CPU kernels, so always the CPU). tensorrt: the CUDA GPU, fp32 or
+    fp16 (auto: fp16). triton: the server's device and graph.
     """
     if precision not in PRECISIONS:
         raise EngineConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     hw = hw or Hardware()
     gpu = _gpu_index(device)
+    if precision == "int8" and backend == "auto" and hw.ort_providers():
+        backend = "onnxruntime"  # the only backend with an int8 graph (not TensorRT, even where it runs)
     backend = resolve_backend(backend, device, hw)
     if backend == "triton":
         if device != "auto" or precision != "auto":
@@ -125,12 +128,16 @@ def resolve_settings(backend: str, device: str = "auto", precision: str = "auto"
             raise EngineConfigError(f"device {device!r}: torch sees no CUDA device here; use device cpu (or auto), "
                                     "or install a CUDA build of torch")
         dev = "cpu" if gpu is None else device
+        if precision == "int8":
+            raise EngineConfigError("precision int8 runs on backend onnxruntime only (its dynamically quantized "
+                                    "graph, on the CPU): use backend onnxruntime, or fp32 / bf16 on torch")
         if precision == "auto":
             precision = "fp32" if gpu is None else ("bf16" if hw.torch_bf16() else "fp16")
         return EngineSettings("torch", dev, precision)
     if precision == "bf16":
         raise EngineConfigError(f"precision bf16 runs on backend torch only; backend {backend!r} takes fp32 or fp16 "
-                                f"(auto: {'fp16' if backend == 'tensorrt' else 'fp32'})")
+                                f"(auto: {'fp16' if backend == 'tensorrt' else 'fp32'})"
+                                f"{'' if backend == 'tensorrt' else ', or int8 on the CPU'}")
     if gpu is not None and gpu > 0:
         raise EngineConfigError(f"backend {backend!r} runs on the first visible GPU (device {device!r} given): set "
                                 f"CUDA_VISIBLE_DEVICES={gpu} and device cuda, or use backend torch")
@@ -138,7 +145,12 @@ def resolve_settings(backend: str, device: str = "auto", precision: str = "auto"
         if device == "cpu":
             raise EngineConfigError("backend tensorrt runs on a CUDA GPU (device 'cpu' given): use device auto or "
                                     "cuda, or backend onnxruntime / torch for the CPU")
+        if precision == "int8":
+            raise EngineConfigError("precision int8 on backend tensorrt needs calibration, which is not supported: "
+                                    "use fp16 (or fp32) on tensorrt, or int8 on backend onnxruntime with device cpu")
         return EngineSettings("tensorrt", "cuda", "fp16" if precision == "auto" else precision)
+    if precision == "int8":
+        return _ort_int8(device)
     on_gpu = any(p in hw.ort_providers() for p in GPU_PROVIDERS)
     if gpu is not None and not on_gpu:
         raise EngineConfigError(f"device {device!r} with backend onnxruntime needs its CUDA execution provider "
@@ -146,6 +158,15 @@ def resolve_settings(backend: str, device: str = "auto", precision: str = "auto"
                                 "(or auto), backend torch or tensorrt")
     dev = "cpu" if device == "cpu" or not on_gpu else "cuda"
     return EngineSettings("onnxruntime", dev, "fp32" if precision == "auto" else precision)
+
+
+def _ort_int8(device: str) -> EngineSettings:
+    """int8 on ONNX Runtime: its quantized MatMul kernels are CPU kernels, so device auto means the CPU."""
+    if device not in ("auto", "cpu"):
+        raise EngineConfigError(f"precision int8 runs on the CPU (ONNX Runtime's quantized MatMul kernels), device "
+                                f"{device!r} given: use device cpu (or auto), or fp16 / fp32 on the GPU")
+    return EngineSettings("onnxruntime", "cpu", "int8")
+
 
 def create_engine(backend: str, model: str, *, device: str = "auto", precision: str = "auto", threads: int = 0,
                   cache_dir: str | None = None, triton: Any = None, metric_model: str = "",
@@ -173,14 +194,17 @@ def create_engine(backend: str, model: str, *, device: str = "auto", precision: 
                                 metric_every_n_sets)
     settings = resolve_settings(backend, device, precision)
     if settings.backend in ("onnxruntime", "tensorrt") and model.endswith(".onnx"):
-        settings = _graph_file_settings(settings, model, precision)
+        settings = _graph_file_settings(settings, model, precision, device)
     engine = _build(settings, model, threads, cache_dir, triton, **kwargs)
     engine.runs_on = settings
     return engine
 
 
-def _graph_file_settings(settings: EngineSettings, path: str, precision: str) -> EngineSettings:
-    """A given .onnx runs at the precision it was exported with: auto takes it, another precision is refused."""
+def _graph_file_settings(settings: EngineSettings, path: str, precision: str, device: str) -> EngineSettings:
+    """A given .onnx runs at the precision it was exported with: auto takes it, another precision is refused.
+
+    An int8 graph runs on ONNX Runtime's CPU kernels only (``device``: the one asked, auto or cpu for int8).
+    """
     import dataclasses
     from pathlib import Path
 
@@ -189,6 +213,11 @@ def _graph_file_settings(settings: EngineSettings, path: str, precision: str) ->
     if not Path(path).expanduser().is_file():
         return settings  # the engine names the missing file
     exported = str(read_metadata(Path(path).expanduser()).get("precision", "fp32"))
+    if exported == "int8" and settings.backend != "onnxruntime":
+        raise EngineConfigError(f"{path} is an int8 graph (ONNX Runtime's dynamic quantization): run it on backend "
+                                "onnxruntime with device cpu, or export an fp16 / fp32 graph for tensorrt")
+    if exported == "int8":
+        settings = _ort_int8(device)  # its kernels are CPU kernels, whatever GPU provider is installed
     if precision not in ("auto", exported):
         raise EngineConfigError(f"{path} is a {exported} graph, precision {precision!r} was asked: set precision "
                                 f"auto (or {exported}), or export the graph with `da3-ros export --precision "

@@ -21,7 +21,7 @@ from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
 
 _LOG = logging.getLogger(__name__)
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-GRAPH_PRECISIONS = ("fp32", "fp16")
+GRAPH_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def import_onnxruntime() -> Any:
@@ -100,11 +100,15 @@ class OnnxRuntimeEngine(FixedShapeEngine):
                  cache_dir: str | None = None, precision: str = "fp32", **kwargs: Any) -> None:
         ort = import_onnxruntime()  # fail at construction, not at the first set
         if precision not in GRAPH_PRECISIONS:
-            raise EngineConfigError(f"backend onnxruntime takes precision fp32 or fp16 (the mixed fp16 graph), got "
-                                    f"{precision!r}; bf16 runs on backend torch only")
+            raise EngineConfigError(f"backend onnxruntime takes precision fp32 or fp16 (the mixed fp16 graph) or int8 "
+                                    f"(the dynamically quantized graph, CPU), got {precision!r}; bf16 runs on "
+                                    "backend torch only")
+        if precision == "int8":
+            providers = ["CPUExecutionProvider"]  # DynamicQuantizeMatMul has CPU kernels only
         self.threads = threads
         self.providers = providers
-        self.precision = precision  # the graph it runs: fp32, or fp16 (engines.fp16: fp32 where fp16 is unsafe)
+        # The graph it runs: fp32, fp16 (export.fp16: fp32 where fp16 is unsafe), int8 (export.int8).
+        self.precision = precision
         super().__init__(model, cache_dir, **kwargs)
         available = ort.get_available_providers()
         first = next((p for p in (providers or PREFERRED_PROVIDERS) if p in available), "CPUExecutionProvider")

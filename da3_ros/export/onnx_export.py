@@ -4,9 +4,10 @@ The graph is ``InferenceGraph`` (reference view first, no auxiliary ray branch, 
 traced with the TorchScript exporter under ``export_friendly()``; shapes are static, position grids and
 embeddings are constants. ``precision="fp16"`` writes a mixed-precision graph for TensorRT's strongly typed
 networks (see da3_ros.export.fp16): matrix work in fp16, normalisations, softmax, reductions and
-transcendental ops in fp32, inputs and outputs float32. Metadata in the file tells ONNX Runtime / TensorRT
-what it holds, so they need no torch. Run ``python -m da3_ros.export.onnx_export`` (what the torch-free backends
-call in a subprocess) or ``da3-ros export``.
+transcendental ops in fp32, inputs and outputs float32. ``precision="int8"`` writes ONNX Runtime's dynamically
+quantized graph for the CPU (see da3_ros.export.int8: weight MatMuls int8, the rest fp32). Metadata in the
+file tells ONNX Runtime / TensorRT what it holds, so they need no torch. Run ``python -m
+da3_ros.export.onnx_export`` (what the torch-free backends call in a subprocess) or ``da3-ros export``.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from da3_ros.engines.onnx_source import GRAPH_VERSION, META_KEY, PARENT_ENV
 
 _LOG = logging.getLogger(__name__)
 OPSET = 17
+EXPORT_PRECISIONS = ("fp32", "fp16", "int8")  # int8: ONNX Runtime (CPU) only
 LARGE_MODEL_BYTES = 1_800_000_000  # protobuf messages are limited to 2 GB: above this, weights go beside
 
 
@@ -39,8 +41,8 @@ def export_onnx(net, variant_name: str, out: Path, n_views: int, hw: tuple[int, 
     from da3_ros.export.export_patches import export_friendly
     from da3_ros.engines.graph import InferenceGraph
 
-    if precision not in ("fp32", "fp16"):
-        raise ValueError(f"precision must be fp32 or fp16 for export, got {precision!r}")
+    if precision not in EXPORT_PRECISIONS:
+        raise ValueError(f"precision must be one of {EXPORT_PRECISIONS} for export, got {precision!r}")
     if hw[0] % 14 or hw[1] % 14:
         raise ValueError(f"network size must be multiples of 14, got {hw}")
     graph = InferenceGraph(net.float().eval()).eval()
@@ -60,6 +62,12 @@ def export_onnx(net, variant_name: str, out: Path, n_views: int, hw: tuple[int, 
         if large:
             raise ValueError(f"{variant_name} is over 2 GB: its fp16 graph is not supported yet; export fp32")
         model = _to_mixed_fp16(model, out.parent)
+    elif precision == "int8":
+        if large:
+            raise ValueError(f"{variant_name} is over 2 GB: its int8 graph is not supported yet; export fp32")
+        from da3_ros.export.int8 import to_dynamic_int8
+
+        model = to_dynamic_int8(model, out.parent)
     meta = {"variant": variant_name, "n_views": n_views, "height": hw[0], "width": hw[1],
             "conditioned": conditioned, "precision": precision, "label": label, "trained": trained,
             "graph_version": GRAPH_VERSION, "inputs": list(feeds), "outputs": graph.names}
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--height", type=int, required=True)
     p.add_argument("--width", type=int, required=True)
     p.add_argument("--conditioned", action="store_true")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    p.add_argument("--precision", default="fp32", choices=list(EXPORT_PRECISIONS))
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")

@@ -230,8 +230,9 @@ def _add_export(sub: Any) -> None:
     """``da3-ros export``: the ONNX graph of a rig."""
     exp = sub.add_parser("export", help="write the ONNX graph of a model for a rig (N views, one network size)")
     _add_rig_args(exp)
-    exp.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
-                     help="fp16: mixed precision for TensorRT (normalisations and softmax stay fp32)")
+    exp.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+                     help="fp16: mixed precision for TensorRT (normalisations and softmax stay fp32); int8: "
+                          "ONNX Runtime CPU only (weight MatMuls dynamically quantized)")
     exp.add_argument("--out", help="the .onnx file (default: <variant>_<N>v_<W>x<H>_<precision>.onnx)")
     exp.add_argument("--triton-repo", metavar="DIR", help="write a Triton model repository instead of --out")
     exp.add_argument("--triton-name", default="da3", help="model name in the repository (the node's triton.model)")
@@ -247,7 +248,7 @@ def _add_serve(sub: Any) -> None:
     _add_rig_args(srv)
     srv.add_argument("--name", default="da3", help="model name clients ask for (the node's triton.model)")
     srv.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"])
-    srv.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
+    srv.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"])
     srv.add_argument("--threads", type=int, default=0, help="CPU threads (0: the backend's default)")
     srv.add_argument("--cache-dir", help="exported graphs and engines (default: ~/.cache/da3_ros)")
     srv.add_argument("--grpc-port", type=int, default=8001)
@@ -265,7 +266,7 @@ def _add_build_engine(sub: Any) -> None:
     bld = sub.add_parser("build-engine", help="export and build a rig's engine ahead of time into the cache")
     _add_rig_args(bld)
     bld.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime"])
-    bld.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"],
+    bld.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"],
                      help="auto: the backend's (tensorrt fp16, onnxruntime fp32), as the node resolves it")
     bld.add_argument("--cache-dir", help="where the node looks (default: ~/.cache/da3_ros)")
     bld.set_defaults(func=cmd_build_engine)
