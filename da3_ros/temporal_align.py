@@ -5,7 +5,8 @@ keyframe) see the same pixels of the same images twice. Each window has its own 
 same pixel lifted to 3-D (depth, K, pose of that window) gives a point in each window's world. The fit finds
 the similarity ``S_target_source`` (``X_target = s R X_source + t``) that maps the source window (the newer one)
 into the target window (the older one), as DA3-Streaming aligns its overlapping chunks: confidence-weighted
-Umeyama inside IRLS with Huber weights. A final refit on the points within ``trim_k`` robust standard deviations
+Umeyama inside IRLS with Huber weights, the Huber threshold a robust standard deviation (MAD) that may only
+shrink, started from the shared views' poses and median depth ratio. A final refit on the points within ``trim_k`` robust standard deviations
 gives gross outliers (corrupted pixels, even with a high confidence) zero rather than bounded influence, so a
 few of them do not move the result at all. Frames and ``T_a_b`` follow ``da3_ros.geometry``.
 """
@@ -29,7 +30,8 @@ class RobustConfig:
     trim_k: float = 4.0  # the final refit keeps points within this many robust standard deviations
     max_iterations: int = 50
     tolerance_rel: float = 1e-12  # stop when the transform changes by less than this (relative to the scene)
-    sigma_floor_rel: float = 1e-9  # robust std never below this x the target's median distance (exact data)
+    sigma_floor_rel: float = 1e-6  # robust std never below this x the scene size (log units for the scale):
+    # float32 depth is exact to ~6e-8, so smaller residuals are rounding, never outliers (trimming them is wrong)
     min_points: int = 100  # fewer valid shared pixels than this: no fit (AlignmentError)
     stride_px: int = 2  # use every stride-th row and column of the shared views (cost; the fit barely changes)
 
@@ -124,11 +126,13 @@ def _residuals(S: np.ndarray, src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
 
 
 def fit_sim3_robust(source: np.ndarray, target: np.ndarray, confidence: np.ndarray,
-                    depth_target: np.ndarray | None = None, cfg: RobustConfig = RobustConfig()) -> AlignmentFit:
+                    depth_target: np.ndarray | None = None, init: np.ndarray | None = None,
+                    cfg: RobustConfig = RobustConfig()) -> AlignmentFit:
     """Confidence-weighted Sim(3) inside IRLS with Huber weights, then one trimmed refit (see the module).
 
     source, target: (M, 3) corresponding points; confidence: (M,) > 0, the weight of each pair;
-    depth_target: (M,) the target points' depths, to make ``residual_rel`` (default: their distance to the origin).
+    depth_target: (M,) the target points' depths, to make ``residual_rel`` (default: their distance to the origin);
+    init: a (4, 4) first guess (default: the plain weighted fit, which outliers pull).
     """
     src, tgt = np.asarray(source, np.float64), np.asarray(target, np.float64)
     conf = np.asarray(confidence, np.float64)
@@ -136,12 +140,20 @@ def fit_sim3_robust(source: np.ndarray, target: np.ndarray, confidence: np.ndarr
         raise AlignmentError(f"{len(src)} shared valid points, the fit needs at least {cfg.min_points}")
     size = float(np.median(np.linalg.norm(tgt - np.median(tgt, axis=0), axis=1))) or 1.0  # target units
     floor = cfg.sigma_floor_rel * size
-    S = weighted_umeyama(src, tgt, conf)
+    S = weighted_umeyama(src, tgt, conf) if init is None else np.asarray(init, np.float64)
+    r = _residuals(S, src, tgt)
+    sigma = _robust_sigma(r, conf, floor)
+    # Huber's influence is bounded, not zero: far, confident outliers (with a lever arm on R and s) would still
+    # pull the fit, widen the threshold and pull harder. So the points beyond trim_k robust std of the first
+    # guess never enter the IRLS, and the robust std may only shrink.
+    pool = r <= cfg.trim_k * sigma
+    src_p, tgt_p, conf_p = src[pool], tgt[pool], conf[pool]
     it = 0
     while it < cfg.max_iterations:
         it += 1
-        r = _residuals(S, src, tgt)
-        S_new = weighted_umeyama(src, tgt, conf * _huber(r, cfg.huber_k * _robust_sigma(r, conf, floor)))
+        r = _residuals(S, src_p, tgt_p)
+        sigma = min(sigma, _robust_sigma(r, conf_p, floor))
+        S_new = weighted_umeyama(src_p, tgt_p, conf_p * _huber(r, cfg.huber_k * sigma))
         # change of s R relative to s, of t relative to the scene's size: both unit-free
         change = max(float(np.abs(S_new[:3, :3] - S[:3, :3]).max()) / abs(S[0, :3] @ S[0, :3]) ** 0.5,
                      float(np.abs(S_new[:3, 3] - S[:3, 3]).max()) / size)
@@ -149,7 +161,7 @@ def fit_sim3_robust(source: np.ndarray, target: np.ndarray, confidence: np.ndarr
         if change <= cfg.tolerance_rel:
             break
     r = _residuals(S, src, tgt)
-    keep = r <= cfg.trim_k * _robust_sigma(r, conf, floor)
+    keep = r <= cfg.trim_k * min(sigma, _robust_sigma(r[pool], conf_p, floor))
     S = weighted_umeyama(src[keep], tgt[keep], conf[keep])
     r = _residuals(S, src[keep], tgt[keep])
     scale, R, t = sim3_parts(S)
@@ -172,17 +184,18 @@ def fit_log_scale_robust(depth_target: np.ndarray, depth_source: np.ndarray, con
         raise AlignmentError(f"{len(conf)} shared valid depths, the fit needs at least {cfg.min_points}")
     log_ratio = np.log(np.asarray(depth_target, np.float64)) - np.log(np.asarray(depth_source, np.float64))
     mu = _weighted_median(log_ratio, conf)
-    it = 0
+    it, sigma = 0, np.inf
     while it < cfg.max_iterations:
         it += 1
         r = np.abs(log_ratio - mu)
-        w = conf * _huber(r, cfg.huber_k * _robust_sigma(r, conf, cfg.sigma_floor_rel))
+        sigma = min(sigma, _robust_sigma(r, conf, cfg.sigma_floor_rel))  # only shrinks, as for the Sim(3)
+        w = conf * _huber(r, cfg.huber_k * sigma)
         mu_new = float(w @ log_ratio / w.sum())
         change, mu = abs(mu_new - mu), mu_new
         if change <= cfg.tolerance_rel:
             break
     r = np.abs(log_ratio - mu)
-    keep = r <= cfg.trim_k * _robust_sigma(r, conf, cfg.sigma_floor_rel)
+    keep = r <= cfg.trim_k * min(sigma, _robust_sigma(r, conf, cfg.sigma_floor_rel))
     mu = float(conf[keep] @ log_ratio[keep] / conf[keep].sum())
     return float(np.exp(mu)), float(np.sqrt(np.mean((log_ratio[keep] - mu) ** 2))), float(keep.mean()), it
 
@@ -264,13 +277,17 @@ def align_windows(target: Prediction, source: Prediction, pairs: list[tuple[int,
                   cfg: RobustConfig = RobustConfig()) -> AlignmentFit:
     """Fit ``S_target_source`` from the shared views ``pairs`` of two window predictions (see the module).
 
-    ``method``: "sim3" fits on the point maps (all 7 degrees of freedom from the pixels); "scale" fits the
-    scale on depth ratios and takes R, t from the shared views' poses. Raises AlignmentError when impossible.
+    ``method``: "sim3" fits on the point maps (all 7 degrees of freedom from the pixels), starting from the
+    "scale" fit; "scale" fits the scale on depth ratios and takes R, t from the shared views' poses.
+    Raises AlignmentError when impossible.
     """
     if method not in ("sim3", "scale"):
         raise ValueError(f"alignment method must be 'sim3' or 'scale', got {method!r}")
     samples = shared_samples(target, source, pairs, cfg)
+    by_pose = scale_only_fit(target, source, pairs, samples, cfg)
     if method == "scale":
-        return scale_only_fit(target, source, pairs, samples, cfg)
+        return by_pose
+    # The poses and the median depth ratio are a first guess that outliers cannot pull (a weighted median breaks
+    # down only at half the weight), so Huber's bounded influence starts near the answer, not from a biased fit.
     return fit_sim3_robust(samples.points_source, samples.points_target, samples.confidence, samples.depth_target,
-                           cfg)
+                           by_pose.S_target_source, cfg)
