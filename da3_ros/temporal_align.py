@@ -5,10 +5,13 @@ keyframe) see the same pixels of the same images twice. Each window has its own 
 same pixel lifted to 3-D (depth, K, pose of that window) gives a point in each window's world. The fit finds
 the similarity ``S_target_source`` (``X_target = s R X_source + t``) that maps the source window (the newer one)
 into the target window (the older one), as DA3-Streaming aligns its overlapping chunks: confidence-weighted
-Umeyama inside IRLS with Huber weights, the Huber threshold a robust standard deviation (MAD) that may only
-shrink, started from the shared views' poses and median depth ratio. A final refit on the points within ``trim_k`` robust standard deviations
-gives gross outliers (corrupted pixels, even with a high confidence) zero rather than bounded influence, so a
-few of them do not move the result at all. Frames and ``T_a_b`` follow ``da3_ros.geometry``.
+Umeyama inside IRLS with Huber weights. The first guess is the shared views' own poses with the weighted median
+depth ratio as scale, which outliers cannot pull; points beyond ``trim_k`` robust standard deviations (MAD) of
+it never enter the IRLS, whose Huber threshold (a robust std) may only shrink; a final refit on the points
+within ``trim_k`` robust std gives gross outliers (corrupted pixels, even with a high confidence) zero rather
+than bounded influence, so they do not move the result at all. Breakdown: outliers holding half the
+confidence weight of the shared pixels, or a first guess the network's own poses get badly wrong.
+Frames and ``T_a_b`` follow ``da3_ros.geometry``.
 """
 from __future__ import annotations
 

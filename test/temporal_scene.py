@@ -98,6 +98,8 @@ class Run:
     steps: list[TemporalStep] = field(default_factory=list)
     windows: list[WindowLayout] = field(default_factory=list)
     scales: list[float] = field(default_factory=list)  # window units per true metre, per set
+    resets: list[object] = field(default_factory=list)  # Window.reset per set
+    true_ref: dict[int, np.ndarray] = field(default_factory=dict)  # the reference camera's true pose by stamp
     tracker: TemporalTracker | None = None
 
 
@@ -109,7 +111,7 @@ def drive(cfg: TemporalConfig, poses_ref: list[np.ndarray], rig: list[np.ndarray
     rig = rig or [np.eye(4)]
     run = run or Run(tracker=TemporalTracker(cfg))
     assert run.tracker is not None
-    true_ref: dict[int, np.ndarray] = {}
+    true_ref = run.true_ref
     for k, T_ref in enumerate(poses_ref):
         stamp = stamps_ns[k] if stamps_ns is not None else STAMP0_NS + k * PERIOD_NS
         cams = [T_ref @ T_rc for T_rc in rig]
@@ -122,14 +124,17 @@ def drive(cfg: TemporalConfig, poses_ref: list[np.ndarray], rig: list[np.ndarray
         scale = float(np.cbrt(np.linalg.det(G[:3, :3])))
         run.steps.append(run.tracker.update(window, pred, 1.0 / scale if metric else None))
         run.windows.append(window.layout)
+        run.resets.append(window.reset)
         run.scales.append(scale)
         true_ref[stamp] = T_ref
     return run
 
 
 def corrupt_pixels(fraction_low: float, fraction_high: float) -> Corruption:
-    """Corrupt the depth of random pixels of every reference-camera view: some with a near-zero confidence,
-    some with three times the highest confidence (the network sure of a wrong depth)."""
+    """Corrupt the depth of random pixels of every reference-camera view.
+
+    Some get a near-zero confidence, some three times the highest (the network sure of a wrong depth).
+    """
     def corrupt(pred: Prediction, layout: WindowLayout, rng: np.random.Generator) -> Prediction:
         depth, conf = pred.depth.copy(), pred.confidence.copy()
         for i in [0, *range(layout.n_current, layout.n_views)]:

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from temporal_scene import (PERIOD_NS, STAMP0_NS, corrupt_pixels, drive, pose, random_sim3, render_depth,
                             render_image, trajectory)
 
-from da3_ros.geometry import R_from_quaternion, invert_T
+from da3_ros.geometry import invert_T
 from da3_ros.temporal import (Keyframe, KeyframeRule, KeyframeStore, ResetReason, assemble_window, sharpness,
                               shared_views, split_prediction)
 from da3_ros.temporal_align import fit_log_scale_robust, fit_sim3_robust, sim3_parts, weighted_umeyama
-from da3_ros.temporal_chain import ChainConfig
+from da3_ros.temporal_chain import ChainConfig, TumWriter, format_tum_line, read_tum, write_tum
 from da3_ros.temporal_tracker import TemporalConfig, TemporalTracker
 
 RIG_2 = [np.eye(4), pose([0.25, 0.0, 0.02], 0.15)]  # a second camera 25 cm to the right, turned 8.6 degrees
@@ -211,3 +211,98 @@ def test_split_prediction_takes_views_apart():
     np.testing.assert_array_equal(keyframes.T_cam_world, pred.T_cam_world[2:])
     with pytest.raises(ValueError, match="5 views, the window 3"):
         split_prediction(pred, type(layout)(0, 2, (1,)))
+
+
+def test_resets_restart_the_chain_at_its_last_pose_and_are_counted_once():
+    poses = trajectory(12)
+    stamps = [STAMP0_NS + k * PERIOD_NS for k in range(6)] + [STAMP0_NS + 5 * PERIOD_NS + 3_000_000_000]  # paused
+    stamps += [STAMP0_NS + k * PERIOD_NS for k in range(5)]  # a looping bag: back in time
+    run = drive(config(3), poses, stamps_ns=stamps)
+    tracker = run.tracker
+    restarts = [s.chain.restart for s in run.steps]
+    assert restarts == [None] * 6 + [ResetReason.STREAM_PAUSED, ResetReason.STAMP_BACKWARDS] + [None] * 4
+    assert run.resets == restarts  # said by the window that follows it
+    assert dict(tracker.reset_counts) == {"stream_paused": 1, "stamp_backwards": 1}
+    assert [s.chain.chain_id for s in run.steps] == [0] * 6 + [1] + [2] * 5
+    assert run.windows[6].keyframe_stamps_ns == () and run.windows[7].keyframe_stamps_ns == ()
+    # no jump: the new chain's first pose is the old chain's last, with a covariance that says the link is unknown
+    np.testing.assert_allclose(run.steps[6].chain.T_chain_cam, run.steps[5].chain.T_chain_cam, atol=1e-12)
+    assert run.steps[6].chain.covariance[0, 0] > 100 * run.steps[5].chain.covariance[0, 0]
+    # after a restart the chain goes on exactly, relative to where it restarted
+    rel_got = invert_T(run.steps[7].chain.T_chain_cam) @ run.steps[11].chain.T_chain_cam
+    rel_true = invert_T(poses[7]) @ poses[11]
+    np.testing.assert_allclose(rel_got[:3, :3], rel_true[:3, :3], atol=1e-6)
+    tracker.reset(ResetReason.REFERENCE_SILENT)  # what only the caller knows
+    assert tracker.reset_counts["reference_silent"] == 1 and tracker.store.keyframes == []
+
+
+def test_a_window_that_cannot_be_aligned_restarts_the_chain_and_says_why():
+    def scramble_third(pred, layout, rng):
+        if layout.stamp_ns != STAMP0_NS + 3 * PERIOD_NS:
+            return pred
+        depth = rng.uniform(0.5, 20, pred.depth.shape).astype(np.float32)  # garbage everywhere
+        return type(pred)(depth, False, pred.K_proc, pred.K_source, pred.confidence, None, pred.T_cam_world)
+    run = drive(config(3), trajectory(8), corrupt=scramble_third)
+    step = run.steps[3].chain
+    assert step.restart == ResetReason.ALIGNMENT_FAILED and "inlier fraction" in step.restart_detail
+    # the next window is aligned to the garbage one and fails too (documented); then the chain goes on
+    assert [s.chain.restart for s in run.steps] == [None] * 3 + [ResetReason.ALIGNMENT_FAILED] * 2 + [None] * 3
+    assert run.tracker.reset_counts["alignment_failed"] == 2
+    assert run.windows[4].keyframe_stamps_ns == (STAMP0_NS + 3 * PERIOD_NS,)  # the store began afresh
+
+
+def test_a_metric_scale_arriving_later_restarts_a_relative_chain_in_metres():
+    run = drive(config(3), trajectory(4))
+    run = drive(config(3), trajectory(8)[4:], metric=True, run=run,
+                stamps_ns=[STAMP0_NS + k * PERIOD_NS for k in range(4, 8)])
+    assert run.steps[4].chain.restart == ResetReason.METRIC_ANCHOR
+    assert not run.steps[3].chain.is_metric and all(s.chain.is_metric for s in run.steps[4:])
+    np.testing.assert_allclose([s.chain.scale_drift for s in run.steps[4:]], 0, atol=1e-6)
+
+
+def test_the_covariance_grows_with_the_residual_and_never_shrinks():
+    def noisy(pred, layout, rng):
+        depth = pred.depth * (1 + 0.01 * rng.standard_normal(pred.depth.shape)).astype(np.float32)
+        return type(pred)(depth, False, pred.K_proc, pred.K_source, pred.confidence, None, pred.T_cam_world)
+    clean, dirty = drive(config(3), trajectory(10)), drive(config(3), trajectory(10), corrupt=noisy)
+    for run in clean, dirty:
+        cov = np.stack([s.chain.covariance for s in run.steps])
+        np.testing.assert_array_equal(cov, np.swapaxes(cov, 1, 2))
+        assert (np.diff(np.diagonal(cov, axis1=1, axis2=2), axis=0) > 0).all()
+    assert dirty.steps[-1].chain.covariance[0, 0] > 10 * clean.steps[-1].chain.covariance[0, 0]
+    assert dirty.steps[-1].chain.alignment.residual_rel == pytest.approx(0.01 * np.sqrt(2), rel=0.5)
+
+
+def test_a_tracker_needs_keyframes():
+    with pytest.raises(ValueError, match="temporal.keyframes: 0 is today's behaviour"):
+        TemporalTracker(config(0))
+
+
+def test_the_tum_trajectory_is_read_back_exactly_and_by_evo(tmp_path):
+    run = drive(config(3), trajectory(8), metric=True)
+    stamps = [s.chain.stamp_ns for s in run.steps]
+    poses = np.stack([s.chain.T_chain_cam for s in run.steps])
+    path = str(tmp_path / "odometry.tum")
+    write_tum(path, stamps, poses)
+    got_stamps, got_poses = read_tum(path)
+    assert got_stamps.tolist() == stamps  # every ns digit
+    np.testing.assert_allclose(got_poses, poses, atol=1e-12)
+    assert open(path).read().splitlines()[1].startswith("1700000000.123456789 ")
+    from evo.tools import file_interface  # the reader the issue names (evo + rosbags, requirements)
+    traj = file_interface.read_tum_trajectory_file(path)
+    np.testing.assert_allclose(traj.timestamps, np.array(stamps) / 1e9, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(traj.positions_xyz, poses[:, :3, 3], atol=1e-12)
+    np.testing.assert_allclose(traj.poses_se3, poses, atol=1e-9)
+
+
+def test_a_tum_file_cut_short_is_readable_and_bad_lines_are_named(tmp_path):
+    path = str(tmp_path / "cut.tum")
+    writer = TumWriter(path)
+    writer.write(5, np.eye(4))  # not closed: a run killed mid-way
+    assert read_tum(path)[0].tolist() == [5]
+    writer.close()
+    (tmp_path / "bad.tum").write_text("1.5 0 0 0 0 0 0\n")
+    with pytest.raises(ValueError, match="bad.tum:1: a TUM line has 8 fields"):
+        read_tum(str(tmp_path / "bad.tum"))
+    with pytest.raises(ValueError, match=">= 0 ns"):
+        format_tum_line(-1, np.eye(4))
