@@ -8,7 +8,7 @@ the chain frame (``da3_ros.temporal_chain``). Only the reference camera is store
 
 The keyframe rule (``KeyframeRule.decide``), applied once per processed set to its reference view, in order:
 
-1. ``max_keyframes == 0``: never (today's behaviour).
+1. ``max_keyframes == 0``: never (today's behaviour); a view without valid depth: never ("no_depth").
 2. an empty store: the view is stored (the first keyframe of a chain).
 3. a stamp not after the newest keyframe's: not stored (the caller resets on stamps going backward).
 4. less than ``min_interval_ns`` after the newest keyframe: not stored (bounds the store's churn).
@@ -61,7 +61,7 @@ class Keyframe:
     T_chain_cam: np.ndarray  # (4, 4) float64 pose in the chain frame, translation in chain units
     median_depth_chain: float  # median valid depth of the view, chain units
     sharpness: float  # variance of the Laplacian of the grey image (relative use only)
-    depth_chain: np.ndarray | None = None  # (H, W) float32 depth in chain units
+    depth_chain: np.ndarray | None = None  # (H, W) float32 depth in chain units, NaN where invalid
     confidence: np.ndarray | None = None  # (H, W) float32
     K_proc: np.ndarray | None = None  # (3, 3) float64 at the network resolution
 
@@ -97,7 +97,7 @@ class KeyframeDecision:
     """Whether a view becomes a keyframe, why, and which stored keyframe leaves for it (its stamp)."""
 
     add: bool
-    reason: str  # disabled, first, stamp_not_after_newest, too_soon, blurred, stationary, parallax
+    reason: str  # disabled, no_depth, first, stamp_not_after_newest, too_soon, blurred, stationary, parallax
     evict_stamp_ns: int | None = None
     translation_rel: float = math.nan
     rotation_deg: float = math.nan
@@ -125,6 +125,8 @@ class KeyframeRule:
         """Apply the rule to ``candidate`` against the ``stored`` keyframes (oldest first)."""
         if self.max_keyframes == 0:
             return KeyframeDecision(False, "disabled")
+        if not (math.isfinite(candidate.median_depth_chain) and candidate.median_depth_chain > 0):
+            return KeyframeDecision(False, "no_depth")  # nothing valid to measure parallax with, or to align on
         if not stored:
             return KeyframeDecision(True, "first")
         newest = stored[-1]

@@ -147,6 +147,7 @@ def test_the_rule_says_why_and_the_farthest_keyframe_leaves_first():
     assert store.consider(_keyframe(t0 + PERIOD_NS // 2, pose([0, 0, 1]))).reason == "too_soon"
     assert store.consider(_keyframe(t0 + PERIOD_NS, pose([0, 0, 1]), sharp=0.3)).reason == "blurred"
     assert store.consider(_keyframe(t0 - 1, pose([0, 0, 1]))).reason == "stamp_not_after_newest"
+    assert store.consider(_keyframe(t0 + PERIOD_NS, pose([0, 0, 1]), depth=float("nan"))).reason == "no_depth"
     d = store.consider(_keyframe(t0 + PERIOD_NS, pose([0, 0, 0]), depth=5.0))
     assert (d.reason, d.add) == ("stationary", False)
     d = store.consider(_keyframe(t0 + 2 * PERIOD_NS, pose([0, 0, 0], np.radians(6))))
