@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from da3_ros.geometry import R_from_quaternion, invert_T, pinhole_K
-from da3_ros.prediction import Prediction
-from da3_ros.temporal import WindowLayout
-from da3_ros.temporal_tracker import TemporalConfig, TemporalStep, TemporalTracker
+from da3_ros.core.geometry import R_from_quaternion, invert_T, pinhole_K
+from da3_ros.core.prediction import Prediction
+from da3_ros.core.temporal.keyframes import WindowLayout
+from da3_ros.core.temporal.tracker import TemporalConfig, TemporalStep, TemporalTracker
 
 BOX_LO, BOX_HI = np.array([-4.0, -3.0, -2.0]), np.array([4.0, 3.0, 7.0])
 H, W = 48, 64

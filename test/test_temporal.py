@@ -1,4 +1,4 @@
-"""Issue 18 (b), (c): the temporal window's core on an analytic scene (da3_ros.temporal*, no network, no ROS).
+"""Issue 18 (b), (c): the temporal window's core on an analytic scene (da3_ros.core.temporal, no network, no ROS).
 
 Windows are rendered from a textured box along a known trajectory, each in a random frame and unit of its own;
 the chained odometry must recover the trajectory and the scale exactly (to float32 depth's precision).
@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from temporal_scene import (PERIOD_NS, STAMP0_NS, corrupt_pixels, drive, pose, random_sim3, render_depth,
                             render_image, trajectory)
 
-from da3_ros.geometry import invert_T
-from da3_ros.temporal import (Keyframe, KeyframeRule, KeyframeStore, ResetReason, assemble_window, sharpness,
-                              shared_views, split_prediction)
-from da3_ros.temporal_align import fit_log_scale_robust, fit_sim3_robust, sim3_parts, weighted_umeyama
-from da3_ros.temporal_chain import ChainConfig, TumWriter, format_tum_line, read_tum, write_tum
-from da3_ros.temporal_tracker import TemporalConfig, TemporalTracker
+from da3_ros.core.geometry import invert_T
+from da3_ros.core.temporal.keyframes import (Keyframe, KeyframeRule, KeyframeStore, ResetReason, assemble_window,
+                                             sharpness, shared_views, split_prediction)
+from da3_ros.core.temporal.align import fit_log_scale_robust, fit_sim3_robust, sim3_parts, weighted_umeyama
+from da3_ros.core.temporal.chain import ChainConfig, TumWriter, format_tum_line, read_tum, write_tum
+from da3_ros.core.temporal.tracker import TemporalConfig, TemporalTracker
 
 RIG_2 = [np.eye(4), pose([0.25, 0.0, 0.02], 0.15)]  # a second camera 25 cm to the right, turned 8.6 degrees
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from da3_ros.geometry import valid_mask
-from da3_ros.prediction import Prediction
-from da3_ros.temporal import (Keyframe, KeyframeDecision, KeyframeRule, KeyframeStore, ResetReason, WindowLayout,
-                              assemble_window, sharpness, split_prediction)
-from da3_ros.temporal_chain import ChainConfig, ChainStep, WindowChain, in_chain_units, median_depth
+from da3_ros.core.geometry import valid_mask
+from da3_ros.core.prediction import Prediction
+from da3_ros.core.temporal.keyframes import (Keyframe, KeyframeDecision, KeyframeRule, KeyframeStore, ResetReason,
+                                             WindowLayout, assemble_window, sharpness, split_prediction)
+from da3_ros.core.temporal.chain import ChainConfig, ChainStep, WindowChain, in_chain_units, median_depth
 
 
 @dataclass(frozen=True)

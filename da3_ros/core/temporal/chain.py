@@ -4,7 +4,7 @@ Frames. The chain frame (``temporal.odom_frame``, default ``odom_da3``) is the r
 frame (x right, y down, z forward) at the chain's first set; its unit is that window's depth unit, or metres
 when the first window comes with ``metres_per_unit`` (a metric model, the pair, a calibrated rig). Each later
 window w is mapped into it by ``S_chain_window[w] = S_chain_window[w-1] @ S_{w-1,w}``, where ``S_{w-1,w}`` is
-the robust alignment of the views both windows hold (``da3_ros.temporal_align``). The reference camera's pose
+the robust alignment of the views both windows hold (``da3_ros.core.temporal.align``). The reference camera's pose
 ``T_chain_cam`` is rigid (rotation, translation in chain units).
 
 Covariance model (6x6, rows x y z rx ry rz, the layout of nav_msgs/Odometry's pose covariance, in the chain
@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from da3_ros.geometry import R_from_quaternion, invert_T, quaternion_from_R, valid_mask
-from da3_ros.prediction import Prediction
-from da3_ros.temporal import ResetReason, WindowLayout, shared_views
-from da3_ros.temporal_align import AlignmentError, AlignmentFit, RobustConfig, align_windows, sim3_parts
+from da3_ros.core.geometry import R_from_quaternion, invert_T, quaternion_from_R, valid_mask
+from da3_ros.core.prediction import Prediction
+from da3_ros.core.temporal.keyframes import ResetReason, WindowLayout, shared_views
+from da3_ros.core.temporal.align import AlignmentError, AlignmentFit, RobustConfig, align_windows, sim3_parts
 
 
 @dataclass(frozen=True)

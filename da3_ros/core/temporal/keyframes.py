@@ -3,7 +3,7 @@
 What is stored: for each keyframe, the REFERENCE camera's network-resolution input tensor (3, H, W) float32
 (exactly what the engine took), its stamp, and its prediction from the window that made it a keyframe: depth
 and confidence (H, W) in the chain's unit, K (3, 3) at the network resolution, and its pose ``T_chain_cam`` in
-the chain frame (``da3_ros.temporal_chain``). Only the reference camera is stored, so a window costs N + K views
+the chain frame (``da3_ros.core.temporal.chain``). Only the reference camera is stored, so a window costs N + K views
 (not N x (K + 1)) and every keyframe is a past pose of the one camera the chain tracks.
 
 The keyframe rule (``KeyframeRule.decide``), applied once per processed set to its reference view, in order:
@@ -36,7 +36,7 @@ from enum import Enum
 
 import numpy as np
 
-from da3_ros.prediction import Prediction
+from da3_ros.core.prediction import Prediction
 
 
 class ResetReason(str, Enum):

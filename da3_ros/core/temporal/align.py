@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from da3_ros.geometry import invert_T, nearest_rotation, valid_mask
-from da3_ros.prediction import Prediction
+from da3_ros.core.geometry import invert_T, nearest_rotation, valid_mask
+from da3_ros.core.prediction import Prediction
 
 MAD_TO_STD = 1.4826  # robust standard deviation of Gaussian residuals from their median absolute value
 
