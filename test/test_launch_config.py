@@ -18,8 +18,9 @@ YAML_FILES = sorted(CONFIG.glob("*.yaml"))
 
 
 def player_param_names() -> set[str]:
-    src = (REPO / "da3_ros" / "ros" / "player.py").read_text()
-    return set(re.findall(r"declare_parameter\(\s*['\"]([^'\"]+)['\"]", src))
+    from da3_ros.ros.player import PLAYER_PARAMS
+
+    return set(PLAYER_PARAMS)
 
 
 def node_output_topics() -> set[str]:

@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import LaserScan, PointCloud2
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image, LaserScan, PointCloud2
 from tf2_msgs.msg import TFMessage
 
 from da3_ros.ros import conversions as conv
@@ -119,20 +119,27 @@ def test_lifecycle_node_publishes_only_while_active_and_frees_the_engine(tmp_pat
     player_yaml = write_params(tmp_path / "player.yaml", "rig_player", STEREO_PHOTOS)
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     diags = checker.collect(DiagnosticArray, "/diagnostics")
+    # the witness of "nothing published": the player's frames keep arriving meanwhile (no fixed wait)
+    frames = checker.collect(Image, "left/image_raw", qos_profile_sensor_data)
+
+    def while_frames_arrive(n: int, what: str) -> None:
+        start = len(frames)
+        checker.spin_until(lambda: len(frames) >= start + n, 60, what)
+
     change = checker.node.create_client(ChangeState, "/da3_depth/change_state")
     get = checker.node.create_client(GetState, "/da3_depth/get_state")
     with process("depth_lifecycle_node", node_yaml, domain_id, tmp_path / "node.log"), \
             process("rig_player", player_yaml, domain_id, tmp_path / "player.log"):
         checker.spin_until(lambda: change.service_is_ready() and get.service_is_ready(), 60, "lifecycle services")
         assert _transition(checker, change, Transition.TRANSITION_CONFIGURE)
-        checker.spin_for(3.0)
+        while_frames_arrive(6, "6 camera frames while configured")
         assert not mv and not diags  # configured, not active: nothing published
         assert _transition(checker, change, Transition.TRANSITION_ACTIVATE)
         checker.spin_until(lambda: len(mv) >= 2 and diags, 90, "sets once active")
         assert _transition(checker, change, Transition.TRANSITION_DEACTIVATE)
-        checker.spin_for(0.5)  # what was in flight arrives
+        while_frames_arrive(1, "a camera frame after deactivate")  # what was in flight arrives
         n_sets, n_diags = len(mv), len(diags)
-        checker.spin_for(3.0)
+        while_frames_arrive(6, "6 camera frames while inactive")
         assert (len(mv), len(diags)) == (n_sets, n_diags)  # inactive: nothing more
         assert _transition(checker, change, Transition.TRANSITION_CLEANUP)
         future = get.call_async(GetState.Request())

@@ -163,9 +163,28 @@ def test_missing_backends_name_what_to_install():
 
 
 def test_auto_picks_onnxruntime_without_tensorrt():
-    from da3_ros.engines import resolve_backend
+    """The rule, on hardware described to it (not this machine's).
 
-    assert resolve_backend("auto") == "onnxruntime"
+    TensorRT if it starts (never for device cpu), else ONNX Runtime where it runs on the device, else torch.
+    """
+    from da3_ros.engines import Hardware, resolve_backend
+
+    class Described(Hardware):
+        def __init__(self, trt: bool, providers: list[str]):
+            self._trt, self._providers = trt, providers
+
+        def tensorrt(self) -> tuple[bool, str]:
+            return self._trt, "" if self._trt else "no CUDA context (described)"
+
+        def ort_providers(self) -> list[str]:
+            return self._providers
+
+    cpu_only = ["CPUExecutionProvider"]
+    assert resolve_backend("auto", hw=Described(False, cpu_only)) == "onnxruntime"
+    assert resolve_backend("auto", hw=Described(True, cpu_only)) == "tensorrt"
+    assert resolve_backend("auto", "cpu", hw=Described(True, cpu_only)) == "onnxruntime"  # never TensorRT on cpu
+    assert resolve_backend("auto", "cuda", hw=Described(False, cpu_only)) == "torch"  # ORT has no GPU provider
+    assert resolve_backend("auto", hw=Described(False, [])) == "torch"
 
 
 def test_a_large_graph_weights_file_is_verified_with_it(tmp_path):

@@ -48,19 +48,21 @@ class FrameSource:
         return frame
 
 
+# rig_player's parameters and defaults (examples_dir: the base of relative source paths)
+PLAYER_PARAMS: dict[str, object] = {
+    "camera_names": ["camera"], "sources": [""], "examples_dir": "", "rate_hz": 5.0, "hfov_deg": 60.0,
+    "jitter_s": 0.0, "max_frames": 0, "encoding": "rgb8", "publish_camera_info": True, "qos": "sensor_data",
+}
+
+
 class RigPlayer(Node):
     def __init__(self, **kwargs):
         super().__init__("rig_player", **kwargs)
-        names = self.declare_parameter("camera_names", ["camera"]).value
-        sources = self.declare_parameter("sources", [""]).value
-        examples_dir = self.declare_parameter("examples_dir", "").value  # base of relative source paths
-        self.rate_hz = self.declare_parameter("rate_hz", 5.0).value
-        self.hfov_deg = self.declare_parameter("hfov_deg", 60.0).value
-        self.jitter_s = self.declare_parameter("jitter_s", 0.0).value
-        self.max_frames = self.declare_parameter("max_frames", 0).value
-        self.encoding = self.declare_parameter("encoding", "rgb8").value
-        self.publish_info = self.declare_parameter("publish_camera_info", True).value
-        reliable = self.declare_parameter("qos", "sensor_data").value == "reliable"
+        p = {name: self.declare_parameter(name, default).value for name, default in PLAYER_PARAMS.items()}
+        names, sources, examples_dir = p["camera_names"], p["sources"], p["examples_dir"]
+        self.rate_hz, self.hfov_deg, self.jitter_s = p["rate_hz"], p["hfov_deg"], p["jitter_s"]
+        self.max_frames, self.encoding, self.publish_info = p["max_frames"], p["encoding"], p["publish_camera_info"]
+        reliable = p["qos"] == "reliable"
         if len(names) != len(sources):
             raise ConfigError(f"camera_names {names} and sources {sources} differ in length")
         self.sources = [FrameSource(s, examples_dir) for s in sources]
