@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from da3_ros.core import preprocess
+from da3_ros.core.image_io import read_rgb
 from da3_ros.engines import BACKENDS, PRECISIONS
 from da3_ros.offline.offline_cli import add_offline_parsers
 
@@ -26,10 +27,10 @@ _LOG = logging.getLogger("da3_ros.offline.cli")
 
 
 def _read_rgb(path: str) -> np.ndarray:
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise SystemExit(f"cannot read image {path!r}")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    try:
+        return read_rgb(path)
+    except FileNotFoundError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _parse_K(text: str | None, n: int) -> np.ndarray | None:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from mcap_ros2.writer import Writer as Ros2Writer
 
+from da3_ros.core.image_io import bgr_to_rgb, read_rgb
 from da3_ros.offline.mcap_io import message_definition
 from da3_ros.ros.player import pinhole_K
 
@@ -38,10 +39,7 @@ def _frames(examples: Path, n: int, scale: float):
     """Per tick, RGB frames of left (photo), right (photo) and front (the video, frame by frame)."""
     photos = {}
     for c, name in (("left", "SOH_000.png"), ("right", "SOH_010.png")):
-        bgr = cv2.imread(str(examples / name), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(f"example image {examples / name} missing")
-        photos[c] = _scaled(np.ascontiguousarray(bgr[:, :, ::-1]), scale)
+        photos[c] = _scaled(read_rgb(examples / name), scale)
     cap = cv2.VideoCapture(str(examples / "robot_unitree.mp4"))
     if not cap.isOpened():
         raise FileNotFoundError(f"example video {examples / 'robot_unitree.mp4'} missing")
@@ -51,7 +49,7 @@ def _frames(examples: Path, n: int, scale: float):
             if not ok:  # loop
                 cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                 ok, bgr = cap.read()
-            yield {**photos, "front": _scaled(np.ascontiguousarray(bgr[:, :, ::-1]), scale)}
+            yield {**photos, "front": _scaled(bgr_to_rgb(bgr), scale)}
     finally:
         cap.release()
 

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import yaml
 from da3_ros.core.geometry import intrinsics_problem
+from da3_ros.core.image_io import bgr_to_rgb, read_rgb
 from da3_ros.core.processor import Calibration, CameraFrame, Dropped
 from da3_ros.offline.setup import OfflineSetup
 from da3_ros.offline.ply import write_ply
@@ -50,14 +51,14 @@ class Source:
                     ok, bgr = cap.read()
                     if not ok:
                         return
-                    yield np.ascontiguousarray(bgr[:, :, ::-1])
+                    yield bgr_to_rgb(bgr)
             finally:
                 cap.release()
         for f in image_files(self.path):
-            bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise MediaError(f"cannot read image {str(f)!r}")
-            yield np.ascontiguousarray(bgr[:, :, ::-1])
+            try:
+                yield read_rgb(f)
+            except FileNotFoundError as exc:
+                raise MediaError(str(exc)) from None
 
     def fps(self) -> float | None:
         if self.kind != "video":

@@ -14,6 +14,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from da3_ros.core.image_io import bgr_to_rgb, read_rgb
 from da3_ros.ros import conversions as conv
 from da3_ros.core.errors import ConfigError
 from da3_ros.core.geometry import pinhole_K
@@ -32,20 +33,21 @@ class FrameSource:
             if not self._cap.isOpened():
                 raise ConfigError(f"cannot open video {path!r}")
         elif kind == "image":
-            self._img = cv2.imread(path, cv2.IMREAD_COLOR)
-            if self._img is None:
-                raise ConfigError(f"cannot read image {path!r}")
+            try:
+                self._img = read_rgb(path)
+            except FileNotFoundError as exc:
+                raise ConfigError(str(exc)) from None
         else:
             raise ConfigError(f"source must be video:<path> or image:<path>, got {spec!r}")
 
-    def next_bgr(self) -> np.ndarray:
+    def next_rgb(self) -> np.ndarray:
         if self._img is not None:
             return self._img
         ok, frame = self._cap.read()
         if not ok:  # loop
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, frame = self._cap.read()
-        return frame
+        return bgr_to_rgb(frame)
 
 
 # rig_player's parameters and defaults (examples_dir: the base of relative source paths)
@@ -83,8 +85,7 @@ class RigPlayer(Node):
         for i, (name, src) in enumerate(zip(self.names, self.sources)):
             jitter_ns = int(self._rng.uniform(-1, 1) * self.jitter_s * 1e9) if self.jitter_s else 0
             header = Header(stamp=conv.ns_to_stamp(now_ns + jitter_ns), frame_id=f"{name}_optical_frame")
-            bgr = src.next_bgr()
-            rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+            rgb = src.next_rgb()
             self.pub_img[i].publish(conv.rgb_to_image(rgb, header, self.encoding))
             if self.publish_info:
                 h, w = rgb.shape[:2]
