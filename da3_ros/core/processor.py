@@ -21,11 +21,11 @@ from da3_ros.core.config import CoreConfig
 from da3_ros.core.engine_api import DepthKind
 from da3_ros.core.results import SetResult, nav_inputs
 from da3_ros.core.rig import Rig, RigResult
+from da3_ros.core.stamps import NS_PER_S
 from da3_ros.core.static_tf import StaticTfBuffer
 
 _LOG = logging.getLogger(__name__)
 CAMERA_INFO_WAIT_S = 5.0  # an advertised camera_info that never arrives: go on without it after this
-NS_PER_S = 1_000_000_000
 
 
 @dataclass(frozen=True)

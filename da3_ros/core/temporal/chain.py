@@ -31,6 +31,7 @@ import numpy as np
 
 from da3_ros.core.geometry import R_from_quaternion, invert_T, quaternion_from_R, valid_mask
 from da3_ros.core.prediction import Prediction
+from da3_ros.core.stamps import NS_PER_S
 from da3_ros.core.temporal.keyframes import ResetReason, WindowLayout, shared_views
 from da3_ros.core.temporal.align import AlignmentError, AlignmentFit, RobustConfig, align_windows, sim3_parts
 
@@ -195,7 +196,7 @@ def format_tum_line(stamp_ns: int, T_world_cam: np.ndarray) -> str:
         raise ValueError(f"the pose must be a finite (4, 4) matrix, got shape {T.shape}")
     q = quaternion_from_R(T[:3, :3])
     values = " ".join(format(float(v), ".17g") for v in (*T[:3, 3], *q))
-    return f"{stamp_ns // 1_000_000_000}.{stamp_ns % 1_000_000_000:09d} {values}"
+    return f"{stamp_ns // NS_PER_S}.{stamp_ns % NS_PER_S:09d} {values}"
 
 
 class TumWriter:
@@ -239,7 +240,7 @@ def _parse_stamp_ns(text: str) -> int:
     whole, _, frac = text.partition(".")
     if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > 9:
         raise ValueError(f"not a TUM stamp in seconds with at most 9 decimals: {text!r}")
-    return int(whole) * 1_000_000_000 + int(frac.ljust(9, "0") or 0)
+    return int(whole) * NS_PER_S + int(frac.ljust(9, "0") or 0)
 
 
 def read_tum(path: str) -> tuple[np.ndarray, np.ndarray]:

@@ -3,10 +3,7 @@ from __future__ import annotations
 
 from builtin_interfaces.msg import Time
 
-
-
-
-NS_PER_S = 1_000_000_000
+from da3_ros.core.stamps import NS_PER_S
 
 
 class ConversionError(ValueError):
@@ -31,9 +28,9 @@ def stamp_ns_from_cdr(data: bytes) -> int:
     order = "little" if data[1] == 1 else "big"
     sec = int.from_bytes(data[4:8], order, signed=True)
     nanosec = int.from_bytes(data[8:12], order, signed=False)
-    if nanosec >= 1_000_000_000:
+    if nanosec >= NS_PER_S:
         raise ConversionError(f"stamp nanosec {nanosec} out of range in a serialized message")
-    return sec * 1_000_000_000 + nanosec
+    return sec * NS_PER_S + nanosec
 
 
 def ns_to_stamp(ns: int) -> Time:
