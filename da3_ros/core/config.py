@@ -15,6 +15,10 @@ from typing import Any
 from da3_ros.core import navigation as nav
 from da3_ros.core.errors import ConfigError
 from da3_ros.core.metric_scale import ScaleFilterConfig
+from da3_ros.core.stamps import NS_PER_S
+from da3_ros.core.temporal.chain import ChainConfig
+from da3_ros.core.temporal.keyframes import KeyframeRule
+from da3_ros.core.temporal.tracker import TemporalConfig
 from da3_ros.core.params import (CAMERA_PARAMS, NODE_PARAMS, PoseConditioning, TfMode, camera_param, check_values,
                                  fused_frame_problem, normalized, param_table)
 
@@ -35,6 +39,9 @@ class OutputConfig:
     tf_suffix: str = "_da3"
     fused_frame: str = ""  # "" = the reference camera's frame
     confidence_field: bool = False  # a per-point ``confidence`` field in the clouds
+    odom_frame: str = "odom_da3"  # temporal.odom_frame: the odometry's frame and TF root
+    odom_child_frame: str = ""  # temporal.child_frame; "" = the reference camera's frame + tf_suffix
+    odom_tf: bool = True  # temporal.publish_tf
 
     def __post_init__(self) -> None:
         modes = tuple(m.value for m in TfMode)
@@ -42,6 +49,9 @@ class OutputConfig:
             raise ConfigError(f"tf.mode must be one of {modes}, got {self.tf_mode!r}")
         if self.stride < 1:
             raise ConfigError(f"cloud.stride must be >= 1, got {self.stride}")
+        if not self.odom_frame or self.odom_frame == self.odom_child_frame:
+            raise ConfigError(f"temporal.odom_frame must name a frame other than temporal.child_frame, got "
+                              f"{self.odom_frame!r} and {self.odom_child_frame!r}")
 
 
 # The parameters OutputConfig is made of: the ones a parameter set applies to the next set
@@ -55,7 +65,24 @@ def output_config(param: Getter) -> OutputConfig:
         stride=param("cloud.stride"), min_confidence=param("cloud.min_confidence"),
         min_depth=param("cloud.min_depth"), max_depth=param("cloud.max_depth"), drop_sky=param("cloud.drop_sky"),
         sky_as_inf=param("depth.sky_as_inf"), tf_mode=param("tf.mode"), tf_suffix=param("tf.suffix"),
-        fused_frame=param("fused_frame"), confidence_field=param("cloud.confidence_field"))
+        fused_frame=param("fused_frame"), confidence_field=param("cloud.confidence_field"),
+        odom_frame=param("temporal.odom_frame"), odom_child_frame=param("temporal.child_frame"),
+        odom_tf=bool(param("temporal.publish_tf")))
+
+
+def temporal_config(param: Getter) -> TemporalConfig | None:
+    """The temporal window from ``param(name)``; None with ``temporal.keyframes`` 0 (each set alone)."""
+    k = int(param("temporal.keyframes"))
+    if k == 0:
+        return None
+    try:
+        rule = KeyframeRule(k, float(param("temporal.min_translation_rel")), float(param("temporal.min_rotation_deg")),
+                            int(round(float(param("temporal.min_interval_s")) * NS_PER_S)),
+                            float(param("temporal.min_sharpness_ratio")))
+    except ValueError as exc:
+        raise ConfigError(f"temporal.*: {exc}") from exc
+    return TemporalConfig(rule, ChainConfig(method=str(param("temporal.alignment"))),
+                          int(round(float(param("temporal.max_gap_s")) * NS_PER_S)))
 
 
 @dataclass(frozen=True)
@@ -133,6 +160,7 @@ class DepthConfig:
     out: OutputConfig
     nav: NavConfig
     scale_filter: ScaleFilterConfig
+    temporal: TemporalConfig | None = None  # temporal.*; None: temporal.keyframes 0
 
     @classmethod
     def from_getter(cls, get: Getter) -> DepthConfig:
@@ -147,10 +175,16 @@ class DepthConfig:
         overrides = [values[camera_param(c, "frame_id")] for c in cameras]
         if all(overrides):  # every frame known before the first image: check fused_frame now
             problems.append(fused_frame_problem(values["fused_frame"], overrides, values["tf.suffix"]))
+        if values["temporal.keyframes"] and values["pose_conditioning"] in ("params", "tf_static"):
+            problems.append(f"temporal.keyframes = {values['temporal.keyframes']} joins keyframes of unknown pose "
+                            f"to every forward, so no set is pose-conditioned: pose_conditioning "
+                            f"{values['pose_conditioning']!r} cannot hold; set it to auto or off, or "
+                            "temporal.keyframes 0")
         if any(problems):
             raise ConfigError("; ".join(p for p in problems if p))
-        return cls(values, cameras, cameras.index(ref_name), output_config(values.__getitem__),
-                   nav_config(values.__getitem__), scale_filter_config(values.__getitem__))
+        get = values.__getitem__
+        return cls(values, cameras, cameras.index(ref_name), output_config(get), nav_config(get),
+                   scale_filter_config(get), temporal_config(get))
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> DepthConfig:

@@ -5,6 +5,7 @@ so it never imports a runtime.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -48,6 +49,46 @@ class FrameBatch:
                              "for all views")
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A FrameBatch as the network takes it: every view at one network size, before the forward.
+
+    ``Engine.prepare_batch`` makes it; ``with_views`` appends views already at the network size (the temporal
+    window's keyframes, ``da3_ros.core.temporal``) after the batch's own; ``Engine.run_batch`` runs it.
+    """
+
+    images_chw: np.ndarray  # (V, 3, H, W) float32, normalised as the network takes it; V = N + appended
+    K_proc: np.ndarray | None  # (V, 3, 3) at the network size, all-NaN for an unknown one; None: none known
+    T_cam_world: np.ndarray | None  # (N, 4, 4) the batch's known poses (conditioning), as given
+    rgb_proc: np.ndarray  # (N, H, W, 3) uint8, the batch's own images as the network sees them
+    preprocess_s: float = 0.0
+
+    @property
+    def n_views(self) -> int:
+        return int(self.images_chw.shape[0])
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return int(self.images_chw.shape[2]), int(self.images_chw.shape[3])
+
+    def with_views(self, images_chw: np.ndarray, K_proc: np.ndarray | None) -> PreparedBatch:
+        """A copy with ``images_chw`` (M, 3, H, W) appended; ``K_proc`` (M, 3, 3) or None (unknown)."""
+        extra = np.asarray(images_chw, np.float32)
+        if extra.shape[0] == 0:
+            return self
+        if extra.ndim != 4 or extra.shape[1] != 3 or extra.shape[2:] != self.images_chw.shape[2:]:
+            raise ValueError(f"appended views must be (M, 3, {self.hw[0]}, {self.hw[1]}), got {extra.shape}")
+        if self.T_cam_world is not None:
+            raise ValueError("appended views have no known pose: a pose-conditioned batch takes none")
+        m = extra.shape[0]
+        K = None
+        if self.K_proc is not None or K_proc is not None:
+            own = self.K_proc if self.K_proc is not None else np.full((self.n_views, 3, 3), np.nan)
+            added = np.full((m, 3, 3), np.nan) if K_proc is None else np.asarray(K_proc, np.float64)
+            K = np.concatenate([own, added])
+        return dataclasses.replace(self, images_chw=np.concatenate([self.images_chw, extra]), K_proc=K)
+
+
 class VariantInfo(Protocol):
     """What a DA3 architecture predicts (``da3_ros.models.registry.Variant``)."""
 
@@ -74,7 +115,13 @@ class DepthEngine(Protocol):
     ref_view_strategy: str
 
     def infer(self, batch: FrameBatch) -> Prediction:
-        """One forward over every view of ``batch``."""
+        """One forward over every view of ``batch`` (``run_batch(prepare_batch(batch))``)."""
+
+    def prepare_batch(self, batch: FrameBatch) -> PreparedBatch:
+        """``batch`` at the network size, ready for ``run_batch`` (views may be appended in between)."""
+
+    def run_batch(self, prepared: PreparedBatch) -> Prediction:
+        """One forward over every view of ``prepared``; the Prediction has one view per view of it."""
 
     def health(self) -> tuple[bool, dict[str, str]]:
         """Whether the engine can run sets now, and what /diagnostics shows about it."""

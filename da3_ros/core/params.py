@@ -216,6 +216,30 @@ NODE_PARAMS: tuple[Param, ...] = (
     Param("depth.sky_as_inf", True, "publish sky pixels (sky probability >= 0.3, the sky/mask pixels) as +Inf "
           "(REP 118: too far), else upstream's sky fill (99th percentile of non-sky depth)", dynamic=True),
     Param("depth.publish_mm", False, "also publish depth/image_mm as 16UC1 millimetres (metric models)"),
+    Param("temporal.keyframes", 0,
+          "K: up to K stored keyframes of the reference camera join every forward (N + K views), the windows are "
+          "chained into one unit over time and the reference camera's pose is published on `odometry`; 0 = each "
+          "set alone (no odometry). Needs a model with poses; no pose conditioning with K > 0", range=(0, 16)),
+    Param("temporal.min_translation_rel", 0.05,
+          "keyframe rule: translation since the newest keyframe / the view's median depth that makes a new "
+          "keyframe", range=(1e-6, 100.0)),
+    Param("temporal.min_rotation_deg", 5.0, "keyframe rule: or a rotation since the newest keyframe of this many "
+          "degrees", range=(1e-6, 180.0)),
+    Param("temporal.min_interval_s", 0.1, "keyframe rule: at most one new keyframe per this many seconds of "
+          "stamps", range=(0.0, 3600.0)),
+    Param("temporal.min_sharpness_ratio", 0.5, "keyframe rule: a view blurrier than this x the stored "
+          "keyframes' median sharpness is not stored", range=(0.0, 1.0)),
+    Param("temporal.max_gap_s", 2.0, "a gap between processed sets longer than this (a paused stream) restarts "
+          "the chain", range=(0.001, 3600.0)),
+    Param("temporal.alignment", "sim3", "how consecutive windows are aligned on their shared keyframes: sim3 "
+          "(point maps, confidence-weighted, robust) or scale (depth ratios; poses from the windows)",
+          choices=("sim3", "scale")),
+    Param("temporal.publish_tf", True, "with temporal.keyframes > 0: TF temporal.odom_frame -> "
+          "temporal.child_frame at each set's stamp"),
+    Param("temporal.odom_frame", "odom_da3", "frame of `odometry` and the root of its TF: the reference "
+          "camera's optical frame at the chain's start (z forward, x right, y down); not the robot's odom"),
+    Param("temporal.child_frame", "", "child frame of `odometry` and its TF (default: the reference camera's "
+          "frame + tf.suffix, a frame nothing else parents)"),
     Param("qos.input", "sensor_data", "input QoS: sensor_data (best effort) or reliable",
           choices=choices(QosKind)),
     Param("qos.output", "reliable", "output QoS: reliable or sensor_data", choices=choices(QosKind)),

@@ -22,6 +22,7 @@ from da3_ros.core.engine_api import DepthKind
 from da3_ros.core.results import SetResult, nav_inputs
 from da3_ros.core.rig import Rig, RigResult
 from da3_ros.core.stamps import NS_PER_S
+from da3_ros.core.temporal.keyframes import ResetReason
 from da3_ros.core.static_tf import StaticTfBuffer
 
 _LOG = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ class FrameSetProcessor:
         self._info_wait_since_ns: int | None = None  # stamp of the first set that waited for camera_info
         self._subsets: dict[tuple[int, ...], FrameSetProcessor] = {}  # per set of present cameras
         self._fallback_prepared = not prepare_fallback
+        self._windows_prepared = not prepare_fallback  # the live node exports the N + k graphs ahead, too
+        self._reference_silent = False  # the temporal window was reset for the reference camera's silence
         self._sizes_seen: set[tuple[tuple[int, int], ...]] = set()  # size combinations already said
         self.without_K: list[str] = []  # cameras of the last set with no intrinsics at all (no camera_info,
         # no hfov_deg, a model that estimates none): their camera_info and clouds are not published
@@ -158,6 +161,7 @@ class FrameSetProcessor:
             return Dropped(DropReason.BAD_INPUT, "a set without any image")
         if len(present) < len(frames):
             return self._process_subset(present, frames, wants_nav)
+        self._reference_silent = False
         full = [f for f in frames if f is not None]
         self._info_ignored = []
         Ks, distortion = zip(*(self.intrinsics(i, f) for i, f in enumerate(full)))
@@ -170,8 +174,8 @@ class FrameSetProcessor:
         if blocked is not None:
             return blocked
         self._note_mixed_sizes([(int(f.rgb.shape[0]), int(f.rgb.shape[1])) for f in full])
-        t_s = full[self.rig.ref_index].stamp_ns / NS_PER_S  # the set's (reference) stamp
-        result = self.rig.process([f.rgb for f in full], list(Ks), known, stamp_s=t_s)
+        stamp_ns = full[self.rig.ref_index].stamp_ns  # the set's (reference) stamp
+        result = self.rig.process([f.rgb for f in full], list(Ks), known, stamp_ns=stamp_ns)
         self._note_missing_K(result)
         return Processed(self._result(result, full, frame_ids, list(distortion), wants_nav),
                          dict(result.prediction.timing_s), list(range(len(full))))
@@ -185,7 +189,20 @@ class FrameSetProcessor:
         if not self._fallback_prepared:
             self._fallback_prepared = True
             self.rig.engine.prepare_ahead(len(frames) - 1, result.prediction.hw, result.conditioned)
+        tracker = self.rig.temporal
+        if tracker is not None and not self._windows_prepared:
+            self._windows_prepared = True  # the windows grow to N + K views as the keyframes come
+            for k in range(1, tracker.cfg.rule.max_keyframes + 1):
+                self.rig.engine.prepare_ahead(len(frames) + k, result.prediction.hw, False)
         return out
+
+    def reset_temporal(self, reason: ResetReason, detail: str = "") -> None:
+        """Restart the temporal window (keyframes and chain) for what only the caller knows.
+
+        A lifecycle re-activation, a new offline run; nothing without a window or before its first set.
+        """
+        if self.rig.temporal is not None and self.rig.temporal.has_state:
+            self.rig.temporal.reset(reason, detail)
 
     def _camera_info_wait(self, frames: list[CameraFrame]) -> Dropped | None:
         """A Dropped while an advertised camera_info has not arrived, for at most CAMERA_INFO_WAIT_S.
@@ -231,6 +248,12 @@ class FrameSetProcessor:
         subset at once; its outputs keep the rig's pinned reference camera (TF and points_fused are skipped
         while that camera is silent, see ``SetResult.tf_withheld``).
         """
+        tracker = self.rig.temporal
+        if (tracker is not None and self.rig.ref_index not in present and not self._reference_silent
+                and tracker.has_state):
+            # no view 0 to chain: keyframes and chain restart (at the last pose) when the reference is back
+            tracker.reset(ResetReason.REFERENCE_SILENT, f"{self.cfg.camera_names[self.rig.ref_index]} silent")
+        self._reference_silent = self.rig.ref_index not in present
         key = tuple(present)
         if key not in self._subsets:
             sub = FrameSetProcessor(self.rig.subset(present), self.cfg.subset(present), self.static_tf, self._warn)

@@ -58,6 +58,19 @@ class Transform:
     T_parent_child: np.ndarray
 
 
+@dataclass(frozen=True)
+class OdometryArrays:
+    """The reference camera's pose on the window chain (temporal.keyframes > 0) at the set's reference stamp."""
+
+    frame: str  # temporal.odom_frame
+    child: str  # temporal.child_frame, else the reference camera's frame + tf.suffix
+    stamp_ns: int
+    T_odom_cam: np.ndarray  # (4, 4) float64, chain units (metres when is_metric)
+    covariance: np.ndarray  # (6, 6) float64, x y z rx ry rz (ROS order), chain units^2 and rad^2
+    is_metric: bool
+    restart: str  # why this set started a new chain ("" : it continued one)
+
+
 @dataclass
 class SetResult:
     """Everything publishable for one set, as arrays; per-camera lists are in the set's camera order."""
@@ -195,7 +208,19 @@ class SetResult:
         return None if any(c is None for c in clouds) else [c for c in clouds if c is not None]
 
     def transforms(self) -> list[Transform]:
-        """Each camera's estimated pose for TF, parented to the reference camera's frame; [] if withheld."""
+        """The set's TF: the cameras' estimated poses and, with a temporal window, the odometry.
+
+        Each camera's estimated pose is parented to the reference camera's frame (unless withheld); with
+        ``temporal.publish_tf`` the odometry ``odom_frame -> child`` is added, and replaces the reference's own
+        identity child when it is the same frame: one parent per frame.
+        """
+        rig = self._rig_transforms()
+        odom = self.odometry()
+        if odom is None or not self.cfg.odom_tf or self.odometry_tf_withheld() is not None:
+            return rig
+        return [t for t in rig if t.child != odom.child] + [Transform(odom.frame, odom.child, odom.T_odom_cam)]
+
+    def _rig_transforms(self) -> list[Transform]:
         T = self.result.T_ref_cam
         if T is None or self.cfg.tf_mode == TfMode.OFF.value or self.tf_withheld() is not None:
             return []
@@ -203,6 +228,29 @@ class SetResult:
         if self.cfg.tf_mode == TfMode.CAMERA_FRAMES.value:
             return [Transform(parent, self.frame_ids[i], T[i]) for i in range(len(T)) if i != self.ref]
         return [Transform(parent, self.frame_ids[i] + self.cfg.tf_suffix, T[i]) for i in range(len(T))]
+
+    # --- the temporal window -----------------------------------------------------------------------------
+    def odometry(self) -> OdometryArrays | None:
+        """The reference camera's chained pose (``odometry``); None without a temporal window."""
+        step = self.result.temporal
+        if step is None or not self.reference_in_set:
+            return None
+        chain = step.chain
+        child = self.cfg.odom_child_frame or self.frame_ids[self.ref] + self.cfg.tf_suffix
+        return OdometryArrays(self.cfg.odom_frame, child, self.stamps_ns[self.ref], chain.T_chain_cam,
+                              chain.covariance, chain.is_metric, "" if chain.restart is None else chain.restart.value)
+
+    def odometry_tf_withheld(self) -> Withheld | None:
+        """Why the odometry TF is not published, or None: its child may have no other parent."""
+        odom = self.odometry()
+        if odom is None:
+            return None
+        others = {t.child for t in self._rig_transforms()} - {self.frame_ids[self.ref] + self.cfg.tf_suffix}
+        if odom.child in others or odom.child in self.frame_ids or odom.frame in self.frame_ids + [odom.child]:
+            return "tf_second_parent", (f"temporal TF {odom.frame} -> {odom.child} would give a frame of the rig "
+                                        f"{self.frame_ids} a second parent: not published; set temporal.child_frame "
+                                        "to a frame nothing else parents (default: the reference frame + tf.suffix)")
+        return None
 
     # --- navigation ------------------------------------------------------------------------------------
     @cached_property

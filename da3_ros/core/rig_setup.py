@@ -14,6 +14,7 @@ from da3_ros.core.errors import ConfigError
 from da3_ros.core.geometry import R_from_quaternion, invert_T
 from da3_ros.core.params import PoseConditioning, choices
 from da3_ros.core.rig import Rig
+from da3_ros.core.temporal.tracker import TemporalTracker
 
 
 def known_extrinsics(mode: str, poses: list[list[float]], cameras: list[str], ref: int, has_pose: bool,
@@ -46,6 +47,16 @@ def build_rig(cfg: DepthConfig, engine: DepthEngine, warn: Callable[[str], None]
     """
     if not engine.trained:
         warn(f"{engine.label}: depth, poses and clouds are MEANINGLESS (untrained)")
+    tracker = None
+    if cfg.temporal is not None:
+        if not engine.variant.has_pose:
+            raise ConfigError(f"temporal.keyframes = {cfg.temporal.rule.max_keyframes} needs a model with camera "
+                              f"heads (poses) to chain windows; {engine.variant.name} has none: use "
+                              "da3-small/base/large/giant (or a pair with metric_model), or temporal.keyframes 0")
+        tracker = TemporalTracker(cfg.temporal)
+        if any(cfg.known_poses()):
+            warn("cameras.<name>.T_ref_cam ignored: with temporal.keyframes > 0 no set is pose-conditioned")
+        return Rig(engine, cfg.ref, None, cfg.scale_filter, tracker)
     T_ref_cam = known_extrinsics(cfg.value("pose_conditioning"), cfg.known_poses(), list(cfg.cameras), cfg.ref,
                                  engine.variant.has_pose, warn)
     return Rig(engine, cfg.ref, T_ref_cam, cfg.scale_filter)

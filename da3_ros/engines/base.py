@@ -18,7 +18,7 @@ from da3_ros.engines.graph_io import IN_EXTRINSICS, IN_IMAGES, IN_INTRINSICS, gr
 from da3_ros.core.errors import ConfigError
 from da3_ros.core.geometry import invert_T
 from da3_ros.models.registry import METRIC_CANONICAL_FOCAL_PX, DepthKind, Variant
-from da3_ros.core.engine_api import FrameBatch  # noqa: F401 (re-exported: engines take it)
+from da3_ros.core.engine_api import FrameBatch, PreparedBatch  # noqa: F401 (re-exported: engines take it)
 from da3_ros.core.prediction import Prediction
 
 _LOG = logging.getLogger(__name__)
@@ -105,6 +105,10 @@ class Engine:
 
     def infer(self, batch: FrameBatch) -> Prediction:
         """One forward over all views of ``batch``; the Prediction carries its stage times (``timing_s``)."""
+        return self.run_batch(self.prepare_batch(batch))
+
+    def prepare_batch(self, batch: FrameBatch) -> PreparedBatch:
+        """Preprocess ``batch`` to the network size; its intrinsics mapped there (NaN where unknown)."""
         t0 = time.perf_counter()
         x, plans, rgb_proc = preprocess.preprocess_batch(batch.images_rgb, self.process_res, self.process_res_method,
                                                          self.mixed_resolution)
@@ -112,21 +116,28 @@ class Engine:
         if batch.K_cam is not None:  # a view without K keeps its NaN matrix
             K_proc = np.stack([preprocess.K_cam_to_proc(K, p) if np.isfinite(K).all() else np.full((3, 3), np.nan)
                                for K, p in zip(batch.K_cam, plans)])
+        T = None if batch.T_cam_world is None else np.asarray(batch.T_cam_world, dtype=np.float64)
+        return PreparedBatch(x, K_proc, T, rgb_proc, time.perf_counter() - t0)
+
+    def run_batch(self, prepared: PreparedBatch) -> Prediction:
+        """The forward and post-processing of a prepared batch (every view, appended ones included)."""
+        t1 = time.perf_counter()
+        K_proc, T_in = prepared.K_proc, prepared.T_cam_world
         cond = None
-        if batch.T_cam_world is not None and self.variant.has_pose:
-            cond = _normalize_poses(np.asarray(batch.T_cam_world, dtype=np.float64))
-        elif batch.T_cam_world is not None:
+        if T_in is not None and self.variant.has_pose:
+            cond = _normalize_poses(T_in)
+        elif T_in is not None:
             _LOG.debug("%s takes no pose conditioning; ignoring T_cam_world", self.variant.name)
-        feeds = {IN_IMAGES: x[None]}
+        feeds = {IN_IMAGES: prepared.images_chw[None]}
         if cond is not None and K_proc is not None:  # FrameBatch guarantees K with poses
             feeds[IN_EXTRINSICS] = cond[0][None].astype(np.float32)
             feeds[IN_INTRINSICS] = K_proc[None].astype(np.float32)
-        t1 = time.perf_counter()
         out = self._forward(feeds)
         t2 = time.perf_counter()
-        pred = self._postprocess(out, K_proc, batch.T_cam_world if cond is not None else None, cond)
-        timing = {"preprocess": t1 - t0, "forward": t2 - t1, "postprocess": time.perf_counter() - t2}
-        return dataclasses.replace(pred, rgb_proc=rgb_proc, timing_s=timing)
+        pred = self._postprocess(out, K_proc, T_in if cond is not None else None, cond)
+        timing = {"preprocess": prepared.preprocess_s, "forward": t2 - t1,
+                  "postprocess": time.perf_counter() - t2}
+        return dataclasses.replace(pred, rgb_proc=prepared.rgb_proc, timing_s=timing)
 
     def _postprocess(self, out: dict[str, np.ndarray], K_proc: np.ndarray | None, T_in: np.ndarray | None,
                      cond: tuple[np.ndarray, float] | None) -> Prediction:

@@ -40,6 +40,7 @@ class FixedShapeEngine(Engine):
         super().__init__(self.source.variant, self.source.label, self.source.trained, **kwargs)
         self._runners: dict[Shape, Runner] = {}
         self._lock = threading.Lock()
+        self._ahead_lock = threading.Lock()
 
     def _make_runner(self, shape: Shape) -> Runner:
         raise NotImplementedError
@@ -61,7 +62,8 @@ class FixedShapeEngine(Engine):
 
         def export() -> None:
             try:
-                source.onnx_for(n_views, hw, conditioned)
+                with self._ahead_lock:  # one export at a time (each loads the model: memory, cores)
+                    source.onnx_for(n_views, hw, conditioned)
             except Exception as exc:  # a background nicety: the set that needs it will say what is wrong
                 _LOG.warning("could not prepare the %d-view graph ahead: %s", n_views, exc)
 

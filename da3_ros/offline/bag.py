@@ -12,19 +12,18 @@ import logging
 import signal
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tf2_msgs.msg import TFMessage
 
 from da3_ros.ros import conversions as conv
 from da3_ros.ros import emit
+from da3_ros.offline.bag_summary import BagSummary
 from da3_ros.offline.mcap_io import BagReader, BagReadError, BagTruncated, BagWriter
-from da3_ros.offline.setup import OfflineSetup, ros_type_name
+from da3_ros.offline.setup import OfflineSetup, TrajectoryFile, ros_type_name
 from da3_ros.core.params import camera_param
 from da3_ros.core.processor import Dropped
 from da3_ros.core.sync import SyncMode, TimeSynchronizer
@@ -47,72 +46,8 @@ class BagOptions:
     start_s: float = 0.0  # from the bag's first message
     duration_s: float = 0.0  # 0 = to the end
     nav: bool = False  # also points_obstacles and scan (needs nav.target_frame on /tf_static)
+    trajectory: str = ""  # a TUM file of the odometry (temporal.keyframes > 0); "" = none
     progress: bool = True
-
-
-@dataclass
-class BagSummary:
-    """What one run did; ``drops`` counts sets not processed, by reason."""
-
-    cameras: list[str]
-    sets_formed: int = 0
-    sets_processed: int = 0
-    skipped_every_n: int = 0
-    drops: Counter = field(default_factory=Counter)
-    drop_examples: dict[str, str] = field(default_factory=dict)
-    withheld: Counter = field(default_factory=Counter)  # processed sets that withheld an output, by reason
-    withheld_examples: dict[str, str] = field(default_factory=dict)
-    frames_in: Counter = field(default_factory=Counter)
-    frames_outside_window: int = 0
-    stage_s: dict[str, list[float]] = field(default_factory=dict)
-    messages_written: int = 0
-    truncated: str = ""
-    interrupted: bool = False
-    wall_s: float = 0.0
-    frames_dropped_by_sync: int = 0
-
-    def stage(self, name: str, seconds: float) -> None:
-        self.stage_s.setdefault(name, []).append(seconds)
-
-    def drop(self, reason: str, detail: str) -> None:
-        if reason not in self.drop_examples:
-            self.drop_examples[reason] = detail
-            _LOG.warning("set dropped (%s): %s", reason, detail)
-        self.drops[reason] += 1
-
-    def withhold(self, reason: str, detail: str) -> None:
-        """A processed set that did not emit some output (da3_ros.ros.emit), and why."""
-        if reason not in self.withheld_examples:
-            self.withheld_examples[reason] = detail
-            _LOG.warning("output withheld (%s): %s", reason, detail)
-        self.withheld[reason] += 1
-
-    def lines(self) -> list[str]:
-        """The summary printed at the end."""
-        n = len(self.cameras)
-        rate = self.sets_processed / self.wall_s if self.wall_s > 0 else 0.0
-        out = [f"sets processed: {self.sets_processed} of {self.sets_formed} synchronised "
-               f"({self.sets_processed * n} views, {n} per set, ONE forward each) in {self.wall_s:.1f} s = "
-               f"{rate:.2f} sets/s",
-               "frames in: " + ", ".join(f"{c} {self.frames_in[c]}" for c in self.cameras)
-               + f"; left unmatched by sync: {self.frames_dropped_by_sync}",
-               f"messages written: {self.messages_written}"]
-        if self.skipped_every_n:
-            out.append(f"skipped by --every-n: {self.skipped_every_n} sets")
-        if self.frames_outside_window:
-            out.append(f"frames outside --start/--duration: {self.frames_outside_window}")
-        for reason, count in sorted(self.drops.items()):
-            out.append(f"dropped ({reason}): {count} sets, e.g. {self.drop_examples[reason]}")
-        for reason, count in sorted(self.withheld.items()):
-            out.append(f"withheld ({reason}): {count} sets, e.g. {self.withheld_examples[reason]}")
-        for name, values in self.stage_s.items():
-            out.append(f"stage {name:<12} mean {1e3 * float(np.mean(values)):8.1f} ms   total "
-                       f"{float(np.sum(values)):7.1f} s")
-        if self.truncated:
-            out.append(f"INPUT TRUNCATED: {self.truncated}")
-        if self.interrupted:
-            out.append("INTERRUPTED (Ctrl-C): the output holds every set finished before it")
-        return out
 
 
 class _Progress:
@@ -261,6 +196,8 @@ class _BagRun:
     def run(self, out_path: str | Path) -> BagSummary:
         """Read every message, process the sets, write the output; the output is sealed whatever happens."""
         _LOG.info("cameras %s from %s; loading the model", self.setup.cameras, [t for t, _ in self.image_topics])
+        self.trajectory = TrajectoryFile(self.options.trajectory, self.setup.config) if self.options.trajectory \
+            else None  # before the model loads: a --trajectory without a window is refused at once
         self.setup.load()
         self.progress = progress = _Progress(self.expected_sets(), self.reader, self.options.progress)
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
@@ -278,6 +215,9 @@ class _BagRun:
         finally:
             writer.close()
             progress.close()
+            if self.trajectory is not None:
+                self.trajectory.close()
+                self.summary.trajectory_poses = self.trajectory.poses
             self.summary.messages_written = writer.messages_written
             self.summary.frames_dropped_by_sync = self.sync.stats.frames_dropped
             self.summary.wall_s = time.perf_counter() - t_start
@@ -320,27 +260,39 @@ class _BagRun:
             summary.skipped_every_n += 1
             return True
         try:
-            _process(frameset, self.setup, self.infos, self.info_topics, self.info.topics, writer, summary, o)
+            out = _process(frameset, self.setup, self.infos, self.info_topics, self.info.topics, writer, summary, o)
+            if out is not None:
+                self._record_temporal(out)
         except Exception as exc:  # as the node: one set's failure is counted, the run goes on
             summary.drop("error", f"{type(exc).__name__}: {exc}")
         self.progress.update(summary.sets_processed)
         return True
 
+    def _record_temporal(self, out) -> None:
+        """The set's odometry into the trajectory file; a restart of the window chain counted and said."""
+        if self.trajectory is not None:
+            self.trajectory.record(out)
+        step = out.result.temporal
+        if step is not None and step.chain.restart is not None:
+            self.summary.temporal_restarts[step.chain.restart.value] += 1
+            _LOG.info("temporal chain restarted (%s): %s", step.chain.restart.value, step.chain.restart_detail)
+
 
 def _process(frameset, setup: OfflineSetup, infos, info_topics, bag_topics, writer: BagWriter,
-             summary: BagSummary, options: BagOptions) -> None:
+             summary: BagSummary, options: BagOptions):
+    """One set: decoded, processed, written; its SetResult (None: dropped)."""
     t0 = time.perf_counter()
     try:
         images = [decode_image(kind, data) for kind, data in frameset.items]
     except conv.ConversionError as exc:
         summary.drop("bad_input", str(exc))
-        return
+        return None
     t_decode = time.perf_counter() - t0
     pending = [info is None and topic in bag_topics for info, topic in zip(infos, info_topics)]
     done = setup.core.process(images, list(infos), pending, wants_nav=options.nav)
     if isinstance(done, Dropped):
         summary.drop(done.reason.value, done.detail)
-        return
+        return None
     t1 = time.perf_counter()
     withheld = _write_set(writer, setup, done.outputs, frameset.stamps_ns[setup.ref], options.nav)
     for counter, text in emit.reasons(withheld).items():  # as the node: counted once per set and reason
@@ -351,6 +303,7 @@ def _process(frameset, setup: OfflineSetup, infos, info_topics, bag_topics, writ
         if k in done.timing_s:
             summary.stage(k, done.timing_s[k])
     summary.stage("write", time.perf_counter() - t1)
+    return done.outputs
 
 
 def cmd_bag(args) -> int:
@@ -362,7 +315,8 @@ def cmd_bag(args) -> int:
         for name in ("model", "backend"):
             if getattr(args, name):
                 values[name] = getattr(args, name)
-        options = BagOptions(args.every_n, args.start, args.duration, args.nav, not args.no_progress)
+        options = BagOptions(args.every_n, args.start, args.duration, args.nav, not args.no_progress,
+                             args.trajectory or "")
         summary = run_bag(args.input, args.out, values, options)
     except (BagReadError, BagInputError, ParamFileError, ValueError) as exc:  # ValueError: the node's checks
         raise SystemExit(f"da3-ros bag: {exc}") from None

@@ -20,7 +20,7 @@ import yaml
 from da3_ros.core.geometry import intrinsics_problem
 from da3_ros.core.image_io import bgr_to_rgb, read_rgb
 from da3_ros.core.processor import Calibration, CameraFrame, Dropped
-from da3_ros.offline.setup import OfflineSetup
+from da3_ros.offline.setup import OfflineSetup, TrajectoryFile
 from da3_ros.offline.ply import write_ply
 from da3_ros.offline.visualize import depth_panel
 
@@ -117,8 +117,13 @@ def read_calibration(path: str | Path) -> Calibration:
 
 
 def run_media(sources: list[Source], calibrations: dict[str, str], out_dir: Path, values: dict,
-              every_n: int = 1, start_s: float = 0.0, duration_s: float = 0.0, rate_hz: float = 10.0) -> dict:
-    """Process the sources as a rig; returns counts and per-stage times (also printed by the CLI)."""
+              every_n: int = 1, start_s: float = 0.0, duration_s: float = 0.0, rate_hz: float = 10.0,
+              trajectory: str | Path | None = None) -> dict:
+    """Process the sources as a rig; returns counts and per-stage times (also printed by the CLI).
+
+    With ``temporal.keyframes`` > 0 every set joins the window chain, in order, and the reference camera's
+    odometry goes to ``trajectory`` (default ``<out_dir>/trajectory.tum``) and into each set's npz.
+    """
     unknown = sorted(set(calibrations) - {s.name for s in sources})
     if unknown:
         raise MediaError(f"--camera-info for {unknown}, which are not cameras {[s.name for s in sources]}")
@@ -128,6 +133,9 @@ def run_media(sources: list[Source], calibrations: dict[str, str], out_dir: Path
     infos = [read_calibration(calibrations[s.name]) if s.name in calibrations else None for s in sources]
     fps = next((f for f in (s.fps() for s in sources) if f), None) or rate_hz
     setup = OfflineSetup(values, _LOG)
+    track = None
+    if trajectory is not None or setup.config.temporal is not None:
+        track = TrajectoryFile(trajectory or out_dir / "trajectory.tum", setup.config)  # before the model loads
     setup.load()
     label = setup.rig.engine.label
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -153,6 +161,8 @@ def run_media(sources: list[Source], calibrations: dict[str, str], out_dir: Path
             continue
         t0 = time.perf_counter()
         _write_set(out_dir / f"set_{k:06d}", done.outputs, [s.name for s in sources], k, label)
+        if track is not None:
+            track.record(done.outputs)
         stats["sets"] += 1
         stats["views"] += len(sources)
         for name, sec in {**done.timing_s, "write": time.perf_counter() - t0}.items():
@@ -160,6 +170,9 @@ def run_media(sources: list[Source], calibrations: dict[str, str], out_dir: Path
         print(f"[media] set {k}: {len(sources)} views -> {out_dir / f'set_{k:06d}'}.*  "
               f"(forward {done.timing_s.get('forward', float('nan')):.2f} s)", flush=True)
     stats["wall_s"] = time.perf_counter() - t_start
+    if track is not None:
+        track.close()
+        stats["trajectory"], stats["trajectory_poses"] = track.path, track.poses
     return stats
 
 
@@ -172,6 +185,9 @@ def _write_set(stem: Path, out, names: list[str], k: int, label: str) -> None:
                        ("T_ref_cam", out.result.T_ref_cam), ("depth_scale", pred.depth_scale)):
         if value is not None:
             arrays[key] = value
+    odom = out.odometry()
+    if odom is not None:  # the temporal window: the reference camera on the chain (frame odom.frame)
+        arrays.update(T_odom_ref=odom.T_odom_cam, odom_covariance=odom.covariance, odom_is_metric=odom.is_metric)
     np.savez_compressed(f"{stem}.npz", **arrays)
     units = "m" if pred.is_metric else "relative"
     for i, name in enumerate(names):
@@ -202,7 +218,7 @@ def cmd_media(args) -> int:
                 raise MediaError(f"--camera-info wants NAME=calibration.yaml, got {spec!r}")
             calibrations[name] = path
         stats = run_media(sources, calibrations, Path(args.out), values, args.every_n, args.start, args.duration,
-                          args.rate_hz)
+                          args.rate_hz, args.trajectory)
     except (MediaError, ParamFileError, ValueError) as exc:  # ValueError: the node's parameter checks
         raise SystemExit(f"da3-ros media: {exc}") from None
     n, wall = stats["sets"], stats["wall_s"]
@@ -210,5 +226,7 @@ def cmd_media(args) -> int:
           f"dropped {stats['dropped'] or 0}")
     for name, secs in stats["stage_s"].items():
         print(f"  stage {name:<12} mean {1e3 * float(np.mean(secs)):8.1f} ms")
+    if "trajectory" in stats:
+        print(f"[media] trajectory ({stats['trajectory_poses']} poses, TUM): {stats['trajectory']}")
     print(f"[media] wrote {args.out}")
     return 0

@@ -13,6 +13,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--every-n", type=int, default=1, help="process every n-th set (default: every set)")
     p.add_argument("--start", type=float, default=0.0, help="skip the first seconds of the input")
     p.add_argument("--duration", type=float, default=0.0, help="process this many seconds (0: to the end)")
+    p.add_argument("--trajectory", metavar="FILE.tum",
+                   help="with temporal.keyframes > 0: the reference camera's odometry per set as a TUM file "
+                        "(evo reads it); media writes <out>/trajectory.tum unless told otherwise")
 
 
 def _bag(args: argparse.Namespace) -> int:

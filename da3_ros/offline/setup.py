@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from da3_ros.core.config import DepthConfig
 from da3_ros.core.processor import FrameSetProcessor
 from da3_ros.core.param_file import ParamFileError, check_params, parse_override, read_params_file
 from da3_ros.core.rig import Rig
+from da3_ros.core.results import SetResult
 from da3_ros.core.rig_setup import build_rig
+from da3_ros.core.temporal.chain import TumWriter
 from da3_ros.core.static_tf import StaticTfBuffer
 from da3_ros.ros.pipeline import SetProcessor
 
-__all__ = ["OfflineSetup", "ParamFileError", "load_values", "ros_type_name"]
+__all__ = ["OfflineSetup", "ParamFileError", "TrajectoryFile", "load_values", "ros_type_name"]
 
 
 def load_values(params_file: str | None, overrides: list[str] | None = None,
@@ -84,6 +87,33 @@ class OfflineSetup:
 
         self.rig = build_rig(self.config, engine_from_config(self.config), self.warn)
         self.core = SetProcessor(self.rig, self.config.core_config(), self.static_tf, warn=self.warn)
+
+
+class TrajectoryFile:
+    """The reference camera's odometry of every processed set as a TUM file (``--trajectory``; evo reads it).
+
+    Needs ``temporal.keyframes`` > 0 (the window chain is the trajectory); flushed per line, so a run cut short
+    leaves a readable file.
+    """
+
+    def __init__(self, path: str | Path, config: DepthConfig):
+        if config.temporal is None:
+            raise ParamFileError(f"--trajectory {str(path)!r} needs the temporal window: set "
+                                 "-p temporal.keyframes:=K (K >= 1) to chain the sets into one trajectory")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = str(path)
+        self._writer = TumWriter(self.path)
+        self.poses = 0
+
+    def record(self, out: SetResult) -> None:
+        """Append the set's odometry (nothing for a set without one, e.g. the reference camera silent)."""
+        odom = out.odometry()
+        if odom is not None:
+            self._writer.write(odom.stamp_ns, odom.T_odom_cam)
+            self.poses += 1
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 def ros_type_name(msg_class: type) -> str:

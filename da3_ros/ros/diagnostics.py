@@ -16,7 +16,8 @@ WINDOW = 50  # sets kept for the latency statistics
 WITHHELD = {"nav_unavailable": "points_obstacles / scan could not be built (TF link, intrinsics, ground)",
             "nav_not_metric": "points_obstacles / scan withheld: depth is not metric",
             "tf_not_metric": "TF withheld: tf.mode camera_frames needs metric depth",
-            "reference_silent": "the reference camera is silent: TF and points_fused skipped"}
+            "reference_silent": "the reference camera is silent: TF and points_fused skipped",
+            "tf_second_parent": "the odometry TF withheld: temporal.child_frame has another parent"}
 COUNTERS = ("skipped_no_subscribers", "waiting_for_cameras", "bad_input", "errors", "incompatible_qos",
             "engine_unavailable", *WITHHELD)  # the event counters ``NodeStats.count`` adds to
 
@@ -42,6 +43,7 @@ class NodeStats:
         self.nav_not_metric = 0  # sets whose navigation outputs were withheld: relative depth
         self.tf_not_metric = 0  # sets whose TF was withheld: tf.mode camera_frames with relative depth
         self.reference_silent = 0  # sets without the reference camera: no TF, no points_fused
+        self.tf_second_parent = 0  # sets whose odometry TF was withheld: its child frame has another parent
         self._withheld_seen = dict.fromkeys(WITHHELD, 0)  # the counts at the last diagnostics message
         self.notes: dict[str, str] = {}  # the last set's metric scale and cameras without intrinsics
         self._stage_s = {s: deque(maxlen=WINDOW) for s in STAGES}
@@ -56,6 +58,17 @@ class NodeStats:
                 scale_source=pred.scale_source, scale_raw=f"{pred.scale_raw:.6g}", scale=f"{pred.scale:.6g}",
                 scale_held=str(scale_filter.held), scale_outliers=str(scale_filter.outliers),
                 scale_resets=str(scale_filter.resets), no_intrinsics=",".join(without_K))
+
+    def set_temporal(self, step, window_views: int, n_cameras: int, reset_counts: dict[str, int]) -> None:
+        """The last set's temporal window: its views, the chain, drift and residual, the restarts by reason."""
+        fit = step.chain.alignment
+        with self._lock:
+            self.notes.update(
+                temporal_window_views=str(window_views), temporal_keyframes=str(window_views - n_cameras),
+                temporal_chain_id=str(step.chain.chain_id), scale_drift=f"{step.chain.scale_drift:.6g}",
+                alignment_residual=f"{fit.residual_rel:.6g}" if fit is not None else "nan",
+                temporal_resets=str(sum(reset_counts.values())),
+                **{f"temporal_resets.{k}": str(v) for k, v in sorted(reset_counts.items())})
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``name`` under the lock (callbacks and the worker count concurrently)."""
@@ -91,6 +104,7 @@ class NodeStats:
                        incompatible_qos=self.incompatible_qos, nav_unavailable=self.nav_unavailable,
                        engine_unavailable=self.engine_unavailable, nav_not_metric=self.nav_not_metric,
                        tf_not_metric=self.tf_not_metric, reference_silent=self.reference_silent,
+                       tf_second_parent=self.tf_second_parent,
                        input_rate_hz=self._rate(self._in_t),
                        output_rate_hz=self._rate(self._done_t),
                        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

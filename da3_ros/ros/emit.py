@@ -23,6 +23,7 @@ PER_CAMERA_OUTPUTS = {  # output -> (topic under <camera>/, type)
     "sky": ("sky/mask", Image), "points": ("points", PointCloud2),
 }
 FUSED, MULTIVIEW, TF, OBSTACLES, SCAN = "points_fused", "multiview_depth", "/tf", "points_obstacles", "scan"
+ODOMETRY = "odometry"  # nav_msgs/Odometry of the temporal window (temporal.keyframes > 0)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def camera_topic(camera: str, key: str) -> str:
 
 
 def set_messages(out: SetResult, keys: list[str], wanted: Callable[[str], bool]) -> Iterator[Message | Withheld]:
-    """Per-camera outputs, the fused cloud, the set message and TF of ``out`` whose topic is ``wanted``."""
+    """Per-camera outputs, the fused cloud, the set message, odometry and TF of ``out`` whose topic is ``wanted``."""
     msgs = SetMessages(out)
     for j, camera in enumerate(out.camera_names):
         for key in keys:
@@ -66,10 +67,14 @@ def set_messages(out: SetResult, keys: list[str], wanted: Callable[[str], bool])
         yield from _fused(out, msgs)
     if wanted(MULTIVIEW):
         yield Message(MULTIVIEW, msgs.multiview())
+    if wanted(ODOMETRY):
+        odom = msgs.odometry()
+        if odom is not None:
+            yield Message(ODOMETRY, odom)
     if wanted(TF):
-        withheld = out.tf_withheld()
-        if withheld is not None:
-            yield Withheld(TF, *withheld)
+        for withheld in (out.tf_withheld(), out.odometry_tf_withheld()):
+            if withheld is not None:
+                yield Withheld(TF, *withheld)
         tf = msgs.tf()
         if tf is not None:
             yield Message(TF, tf)

@@ -8,13 +8,18 @@ by ``SetResult`` (its rules), not here.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
 from da3_ros.core.results import SetResult
 from da3_ros.ros import conversions as conv
+
+TWIST_UNKNOWN_VAR = 1e9  # the odometry's twist is not estimated: a variance no filter trusts
 
 
 class SetMessages:
@@ -97,6 +102,22 @@ class SetMessages:
         transforms = [conv.transform_stamped(t.T_parent_child, t.parent, t.child, stamp) for t in r.transforms()]
         return conv.tf_message(transforms) if transforms else None
 
+    def odometry(self) -> Odometry | None:
+        """``odometry``: the reference camera's chained pose and its covariance; None without a temporal window.
+
+        The twist is not estimated: zero, with a huge covariance on its diagonal (unknown: fuse the pose only,
+        see the README).
+        """
+        odom = self.result.odometry()
+        if odom is None:
+            return None
+        msg = Odometry(child_frame_id=odom.child)
+        msg.header.stamp, msg.header.frame_id = conv.ns_to_stamp(odom.stamp_ns), odom.frame
+        msg.pose.pose = conv.T_to_pose(odom.T_odom_cam)
+        msg.pose.covariance = [float(v) for v in odom.covariance.reshape(-1)]
+        msg.twist.covariance = [TWIST_UNKNOWN_VAR if i % 7 == 0 else 0.0 for i in range(36)]
+        return msg
+
     def multiview(self):
         """``multiview_depth``: every view's depth, confidence, camera_info and (when true) pose."""
         from da3_ros.msg import DepthView, MultiViewDepth
@@ -116,4 +137,17 @@ class SetMessages:
         return MultiViewDepth(header=self._header(r.ref), model=r.model_label, is_metric=r.pred.is_metric,
                               scale_source=r.pred.scale_source, scale_raw=float(r.pred.scale_raw),
                               scale=float(r.pred.scale),
-                              reference_camera=r.reference_camera or r.camera_names[r.ref], views=views)
+                              reference_camera=r.reference_camera or r.camera_names[r.ref], views=views,
+                              window_views=r.result.window_views or len(views), **_temporal_fields(r))
+
+
+def _temporal_fields(r: SetResult) -> dict[str, object]:
+    """MultiViewDepth's temporal fields of a set (NaN and zeros without a window)."""
+    step = r.result.temporal
+    if step is None:
+        return {"scale_drift": math.nan, "alignment_residual": math.nan}
+    chain, fit = step.chain, step.chain.alignment
+    return {"keyframes": max(r.result.window_views - len(r.camera_names), 0), "chain_id": chain.chain_id,
+            "chain_restart": "" if chain.restart is None else chain.restart.value,
+            "scale_drift": float(chain.scale_drift),
+            "alignment_residual": math.nan if fit is None else float(fit.residual_rel)}

@@ -15,6 +15,7 @@ from sensor_msgs.msg import CameraInfo
 
 from da3_ros.core.rig_setup import build_rig
 from da3_ros.core.static_tf import StaticTfBuffer
+from da3_ros.core.temporal.keyframes import ResetReason
 from da3_ros.core.sync import SyncMode, TimeSynchronizer
 from da3_ros.engines import engine_from_config
 from da3_ros.ros.diagnostics import NodeStats
@@ -70,6 +71,7 @@ class DepthPipeline(ParameterWiring, InputWiring, SetWorker):
         if self._worker is not None and self._worker.is_alive():  # never a second worker beside a busy one
             raise RuntimeError("activate while the previous worker is still running (deactivate refused it)")
         self._create_subscriptions()
+        self.core.frames.reset_temporal(ResetReason.REACTIVATED, "the node was activated again")
         self._start_worker()
         self._diag_timer = self.create_timer(self.config.value("diagnostics_period_s"), self._publish_diagnostics)
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import LaserScan, PointCloud2
 from tf2_msgs.msg import TFMessage
@@ -42,16 +43,17 @@ class SetPublishers:
         self.obstacles = node.create_publisher(PointCloud2, emit.OBSTACLES, qos)
         self.scan = node.create_publisher(LaserScan, emit.SCAN, qos)
         self.multiview = node.create_publisher(MultiViewDepth, emit.MULTIVIEW, qos)
+        self.odometry = node.create_publisher(Odometry, emit.ODOMETRY, qos)
         self.tf = node.create_publisher(TFMessage, emit.TF, QoSProfile(depth=100))
         self.diag = node.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
         self._by_topic = {emit.camera_topic(c, k): pub for c, pubs in zip(cameras, self.per_camera)
                           for k, pub in pubs.items()}
         self._by_topic.update({emit.FUSED: self.fused, emit.OBSTACLES: self.obstacles, emit.SCAN: self.scan,
-                               emit.MULTIVIEW: self.multiview, emit.TF: self.tf})
+                               emit.MULTIVIEW: self.multiview, emit.ODOMETRY: self.odometry, emit.TF: self.tf})
 
     def _all(self) -> list:
         return [p for pubs in self.per_camera for p in pubs.values()] + [
-            self.fused, self.obstacles, self.scan, self.multiview, self.tf, self.diag]
+            self.fused, self.obstacles, self.scan, self.multiview, self.odometry, self.tf, self.diag]
 
     def destroy(self) -> None:
         for pub in self._all():

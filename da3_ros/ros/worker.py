@@ -61,7 +61,9 @@ class SetWorker:
         return max(DEACTIVATE_WAIT_MIN_S, 2.0 * self._longest_set_s)
 
     def _wanted(self) -> bool:
-        return self.pubs.wanted(self.rig.engine.variant.has_pose and self.config.out.tf_mode != "off")
+        out = self.config.out
+        return self.pubs.wanted(self.rig.engine.variant.has_pose and (
+            out.tf_mode != "off" or (self.rig.temporal is not None and out.odom_tf)))
 
     def _should_stop(self) -> bool:
         """The worker's check: once it says True the worker exits, and a deactivate can no longer be refused."""
@@ -130,6 +132,13 @@ class SetWorker:
         timing = self.pubs.publish(out, wants_nav, self._output_failed)
         stamp_age_s = (self.get_clock().now().nanoseconds - frameset.newest_stamp_ns) / 1e9
         self.stats.set_scale(out.pred, self.rig.scale, self.core.without_K)
+        step = out.result.temporal
+        if step is not None and self.rig.temporal is not None:
+            self.stats.set_temporal(step, out.result.window_views, len(out.camera_names),
+                                    dict(self.rig.temporal.reset_counts))
+            if step.chain.restart is not None:
+                self.get_logger().warning(f"temporal chain restarted ({step.chain.restart.value}): "
+                                          f"{step.chain.restart_detail}", throttle_duration_sec=5.0)
         self.stats.set_done(sync_wait=(frameset.complete_ns - frameset.first_arrival_ns) / 1e9, **done.timing_s,
                             **timing, latency=stamp_age_s, clouds=out.clouds_built)
 

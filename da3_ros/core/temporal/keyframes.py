@@ -230,4 +230,7 @@ def split_prediction(pred: Prediction, layout: WindowLayout) -> tuple[Prediction
     current = pred.reordered(list(range(n)))
     if layout.n_views == n:
         return dataclasses.replace(current, timing_s=dict(pred.timing_s)), None
-    return current, pred.reordered(list(range(n, layout.n_views)))
+    # the keyframes' images are not the current set's: a prediction may carry rgb_proc of its N current views only
+    rest = pred if pred.rgb_proc is None or len(pred.rgb_proc) == layout.n_views else dataclasses.replace(
+        pred, rgb_proc=None)
+    return current, rest.reordered(list(range(n, layout.n_views)))

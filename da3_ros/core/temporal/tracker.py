@@ -67,6 +67,11 @@ class TemporalTracker:
         self._hw: tuple[int, int] | None = None
         self._reset_asked = False
 
+    @property
+    def has_state(self) -> bool:
+        """Whether anything would be forgotten by a reset (a set seen since the last one)."""
+        return self._last_stamp_ns is not None or bool(self.store.keyframes)
+
     def reset(self, reason: ResetReason, detail: str = "", keep_pose: bool = True) -> None:
         """Forget the keyframes and restart the chain (at its last pose unless ``keep_pose`` is False)."""
         self.store.reset()

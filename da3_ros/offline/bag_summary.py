@@ -1,0 +1,82 @@
+"""What one ``da3-ros bag`` run did: sets formed, processed, dropped and withheld (by reason), stage times."""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_LOG = logging.getLogger("da3_ros.offline.bag")
+
+
+@dataclass
+class BagSummary:
+    """What one run did; ``drops`` counts sets not processed, by reason."""
+
+    cameras: list[str]
+    sets_formed: int = 0
+    sets_processed: int = 0
+    skipped_every_n: int = 0
+    drops: Counter = field(default_factory=Counter)
+    drop_examples: dict[str, str] = field(default_factory=dict)
+    withheld: Counter = field(default_factory=Counter)  # processed sets that withheld an output, by reason
+    withheld_examples: dict[str, str] = field(default_factory=dict)
+    frames_in: Counter = field(default_factory=Counter)
+    frames_outside_window: int = 0
+    stage_s: dict[str, list[float]] = field(default_factory=dict)
+    messages_written: int = 0
+    truncated: str = ""
+    interrupted: bool = False
+    wall_s: float = 0.0
+    frames_dropped_by_sync: int = 0
+    temporal_restarts: Counter = field(default_factory=Counter)  # the window chain's restarts, by reason
+    trajectory_poses: int = 0
+
+    def stage(self, name: str, seconds: float) -> None:
+        self.stage_s.setdefault(name, []).append(seconds)
+
+    def drop(self, reason: str, detail: str) -> None:
+        if reason not in self.drop_examples:
+            self.drop_examples[reason] = detail
+            _LOG.warning("set dropped (%s): %s", reason, detail)
+        self.drops[reason] += 1
+
+    def withhold(self, reason: str, detail: str) -> None:
+        """A processed set that did not emit some output (da3_ros.ros.emit), and why."""
+        if reason not in self.withheld_examples:
+            self.withheld_examples[reason] = detail
+            _LOG.warning("output withheld (%s): %s", reason, detail)
+        self.withheld[reason] += 1
+
+    def lines(self) -> list[str]:
+        """The summary printed at the end."""
+        n = len(self.cameras)
+        rate = self.sets_processed / self.wall_s if self.wall_s > 0 else 0.0
+        out = [f"sets processed: {self.sets_processed} of {self.sets_formed} synchronised "
+               f"({self.sets_processed * n} views, {n} per set, ONE forward each) in {self.wall_s:.1f} s = "
+               f"{rate:.2f} sets/s",
+               "frames in: " + ", ".join(f"{c} {self.frames_in[c]}" for c in self.cameras)
+               + f"; left unmatched by sync: {self.frames_dropped_by_sync}",
+               f"messages written: {self.messages_written}"]
+        if self.skipped_every_n:
+            out.append(f"skipped by --every-n: {self.skipped_every_n} sets")
+        if self.frames_outside_window:
+            out.append(f"frames outside --start/--duration: {self.frames_outside_window}")
+        for reason, count in sorted(self.drops.items()):
+            out.append(f"dropped ({reason}): {count} sets, e.g. {self.drop_examples[reason]}")
+        for reason, count in sorted(self.withheld.items()):
+            out.append(f"withheld ({reason}): {count} sets, e.g. {self.withheld_examples[reason]}")
+        for name, values in self.stage_s.items():
+            out.append(f"stage {name:<12} mean {1e3 * float(np.mean(values)):8.1f} ms   total "
+                       f"{float(np.sum(values)):7.1f} s")
+        if self.temporal_restarts:
+            out.append("temporal chain restarts: " + ", ".join(f"{r} {n}" for r, n in
+                                                                sorted(self.temporal_restarts.items())))
+        if self.trajectory_poses:
+            out.append(f"trajectory: {self.trajectory_poses} poses")
+        if self.truncated:
+            out.append(f"INPUT TRUNCATED: {self.truncated}")
+        if self.interrupted:
+            out.append("INTERRUPTED (Ctrl-C): the output holds every set finished before it")
+        return out
