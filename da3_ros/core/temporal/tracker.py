@@ -50,6 +50,7 @@ class TemporalStep:
     current: Prediction  # the N current views, depth and translations in chain units
     chain: ChainStep
     keyframe: KeyframeDecision
+    layout: WindowLayout  # the window's views: the N current ones, then the keyframes (their stamps)
 
 
 class TemporalTracker:
@@ -121,4 +122,4 @@ class TemporalTracker:
                              None if K0 is None else K0.copy())
         decision = self.store.consider(candidate)
         current, _ = split_prediction(pred, window.layout)
-        return TemporalStep(in_chain_units(current, step), step, decision)
+        return TemporalStep(in_chain_units(current, step), step, decision, window.layout)
