@@ -46,8 +46,8 @@ class BagOptions:
     start_s: float = 0.0  # from the bag's first message
     duration_s: float = 0.0  # 0 = to the end
     nav: bool = False  # also points_obstacles and scan (needs nav.target_frame on /tf_static)
-    trajectory: str = ""  # a TUM file of the odometry (temporal.keyframes > 0); "" = none
     progress: bool = True
+    trajectory: str = ""  # a TUM file of the odometry (temporal.keyframes > 0); "" = none
 
 
 class _Progress:
