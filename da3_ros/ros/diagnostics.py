@@ -59,12 +59,13 @@ class NodeStats:
                 scale_held=str(scale_filter.held), scale_outliers=str(scale_filter.outliers),
                 scale_resets=str(scale_filter.resets), no_intrinsics=",".join(without_K))
 
-    def set_temporal(self, step, window_views: int, n_cameras: int, reset_counts: dict[str, int]) -> None:
+    def set_temporal(self, step, reset_counts: dict[str, int]) -> None:
         """The last set's temporal window: its views, the chain, drift and residual, the restarts by reason."""
         fit = step.chain.alignment
         with self._lock:
             self.notes.update(
-                temporal_window_views=str(window_views), temporal_keyframes=str(window_views - n_cameras),
+                temporal_window_views=str(step.layout.n_views),
+                temporal_keyframes=str(len(step.layout.keyframe_stamps_ns)),
                 temporal_chain_id=str(step.chain.chain_id), scale_drift=f"{step.chain.scale_drift:.6g}",
                 alignment_residual=f"{fit.residual_rel:.6g}" if fit is not None else "nan",
                 temporal_resets=str(sum(reset_counts.values())),

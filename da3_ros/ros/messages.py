@@ -147,7 +147,7 @@ def _temporal_fields(r: SetResult) -> dict[str, object]:
     if step is None:
         return {"scale_drift": math.nan, "alignment_residual": math.nan}
     chain, fit = step.chain, step.chain.alignment
-    return {"keyframes": max(r.result.window_views - len(r.camera_names), 0), "chain_id": chain.chain_id,
+    return {"keyframes": len(step.layout.keyframe_stamps_ns), "chain_id": chain.chain_id,
             "chain_restart": "" if chain.restart is None else chain.restart.value,
             "scale_drift": float(chain.scale_drift),
             "alignment_residual": math.nan if fit is None else float(fit.residual_rel)}

@@ -134,8 +134,7 @@ class SetWorker:
         self.stats.set_scale(out.pred, self.rig.scale, self.core.without_K)
         step = out.result.temporal
         if step is not None and self.rig.temporal is not None:
-            self.stats.set_temporal(step, out.result.window_views, len(out.camera_names),
-                                    dict(self.rig.temporal.reset_counts))
+            self.stats.set_temporal(step, dict(self.rig.temporal.reset_counts))
             if step.chain.restart is not None:
                 self.get_logger().warning(f"temporal chain restarted ({step.chain.restart.value}): "
                                           f"{step.chain.restart_detail}", throttle_duration_sec=5.0)
