@@ -1,9 +1,11 @@
 """Issue 18 (a), (d), (e): the temporal window on the real network, over DDS and offline.
 
-(a) a window's forward is upstream's forward on the same N + K images in the same order; (d) the node with
+(a) a window's forward is upstream's forward on the same N + K images in the same order, and ONNX Runtime's
+graphs for N + K views chain the same windows; (d) the node with
 ``temporal.keyframes`` > 0 publishes ``odometry`` and its TF with the sets' stamps, monotonic, one parent per
-frame, restarts the chain (said, counted) after a paused stream and a silent reference camera, and publishes
-no odometry with K = 0; (e) ``da3-ros bag`` writes ``/odometry`` and a TUM file evo reads; ``media`` too.
+frame, restarts the chain (said, counted) after a paused stream, a silent reference camera and a lifecycle
+re-activation (going on from its last pose), and publishes no odometry with K = 0; (e) ``da3-ros bag`` writes
+``/odometry`` and a TUM file evo reads; ``media`` too.
 The weights are random (untrained): these tests show the mechanics, exactly, not the quality.
 """
 from __future__ import annotations
@@ -83,6 +85,27 @@ def test_the_window_forward_is_upstreams_forward_on_the_same_views(video_path):
             assert np.abs(alone.depth[0] - ref.depth[0]).max() > 10 * max(ours_err, 1e-6)
     # the store fills to K = 2 (an alignment that fails on these random weights empties it: never above K)
     assert sizes[:3] == [1, 2, 3] and max(sizes) == 3
+
+
+
+def test_a_fixed_shape_engine_runs_the_same_windows(tmp_path, video_path):
+    """ONNX Runtime (graphs per window size N + K, torch-free at run time) chains the same windows as torch."""
+    from da3_ros.engines import create_engine
+
+    rule = KeyframeRule(1, min_translation_rel=1e-6, min_rotation_deg=1e-6, min_interval_ns=0)
+    rigs = [Rig(create_engine(b, "random:da3-small@0", process_res=140, cache_dir=str(tmp_path)),
+                temporal=TemporalTracker(TemporalConfig(rule))) for b in ("torch", "onnxruntime")]
+    for k, rgb in enumerate(video_frames(video_path, 4, scale=0.25)):
+        torch_out, ort_out = (rig.process([rgb], [None], stamp_ns=T0_NS + k * PERIOD_NS) for rig in rigs)
+        assert ort_out.window_views == torch_out.window_views == min(k + 1, 2)  # K = 1 joins from the 2nd set
+        a, b = ort_out.prediction, torch_out.prediction
+        scale = float(np.abs(b.depth).max())
+        assert float(np.abs(a.depth - b.depth).max()) < 1e-3 * scale
+        assert float(np.abs(a.confidence - b.confidence).max()) < 1e-3 * float(np.abs(b.confidence).max())
+        ta, tb = ort_out.temporal.chain, torch_out.temporal.chain
+        assert ta.chain_id == tb.chain_id and (ta.restart is None) == (tb.restart is None)
+        np.testing.assert_allclose(ta.T_chain_cam[:3, 3], tb.T_chain_cam[:3, 3], atol=1e-3 * scale)
+        np.testing.assert_allclose(ta.T_chain_cam[:3, :3], tb.T_chain_cam[:3, :3], atol=1e-3)
 
 
 # --- (d) over DDS ------------------------------------------------------------------------------------------
@@ -183,6 +206,54 @@ def test_without_keyframes_there_is_no_odometry(tmp_path, domain_id, checker, vi
     assert len(mv) >= 3
     assert not odom and all(m.window_views == 2 and m.keyframes == 0 and np.isnan(m.scale_drift) for m in mv)
     assert all(t.header.frame_id != "odom_da3" for msg in tf for t in msg.transforms)
+
+
+def test_a_reactivated_lifecycle_node_restarts_its_chain_where_it_stopped(tmp_path, domain_id, checker, video_path):
+    """Deactivate, activate: the chain restarts where it stopped.
+
+    The keyframes from before are forgotten (the robot may have moved meanwhile), the restart is said
+    ("reactivated") and counted, and the odometry goes on from its last pose.
+    """
+    from lifecycle_msgs.msg import Transition
+    from test_lifecycle import Managed
+
+    node = write_params(tmp_path / "node.yaml", "da3_depth", {
+        "model": "random:da3-small@0", "backend": "torch", "process_res": 140, "camera_names": ["left", "right"],
+        "sync.mode": "exact", "diagnostics_period_s": 0.25, "temporal.keyframes": 2, **EVERY_MOVE})
+    feed = _RigFeed(checker, video_frames(video_path, 8, scale=0.25))
+    mv = checker.collect(MultiViewDepth, "multiview_depth")
+    odom = checker.collect(Odometry, "odometry")
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+
+    def until(condition, what: str) -> None:
+        for _ in range(600):
+            if condition():
+                return
+            feed.send()
+            checker.spin_for(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    with process("depth_lifecycle_node", node, domain_id, tmp_path / "node.log") as proc:
+        managed = Managed(checker)
+        assert managed.transition(Transition.TRANSITION_CONFIGURE)[0]
+        assert managed.transition(Transition.TRANSITION_ACTIVATE)[0]
+        checker.spin_until(feed.subscribed, 60, "the node's subscriptions")
+        until(lambda: any(m.window_views == 4 for m in mv) and len(odom) >= 3, "full windows")
+        assert managed.transition(Transition.TRANSITION_DEACTIVATE)[0]
+        checker.spin_for(0.5)  # anything still in flight arrives now
+        before_mv, before_odom = len(mv), len(odom)
+        assert managed.transition(Transition.TRANSITION_ACTIVATE)[0]
+        until(lambda: len(odom) > before_odom and "temporal_resets.reactivated" in _diag(diags),
+              "odometry after re-activation")
+        assert proc.poll() is None
+    first_after = mv[before_mv]
+    assert first_after.chain_restart == "reactivated" and first_after.window_views == 2  # no keyframe kept
+    assert first_after.chain_id > mv[before_mv - 1].chain_id
+    assert int(_diag(diags)["temporal_resets.reactivated"]) == 1
+    last, nxt = odom[before_odom - 1], odom[before_odom]
+    assert stamp_ns(nxt.header) > stamp_ns(last.header)
+    np.testing.assert_allclose(conv.pose_to_T(nxt.pose.pose), conv.pose_to_T(last.pose.pose), atol=1e-6)
+    assert np.trace(np.reshape(nxt.pose.covariance, (6, 6))) > np.trace(np.reshape(last.pose.covariance, (6, 6)))
 
 
 # --- (e) offline -------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from da3_ros.engines.base import BackendUnavailable
 from da3_ros.engines.cache import ArtifactCache
+from da3_ros.engines.cpu_features import int8_weight_bits
 from da3_ros.core.errors import ConfigError
 from da3_ros.models import loading
 from da3_ros.models.registry import VARIANTS, Variant, get_variant
@@ -87,10 +88,13 @@ class OnnxSource:
             self.label = model if self.trained else f"{model} (UNTRAINED random weights)"
 
     def key(self, n_views: int, hw: tuple[int, int], conditioned: bool, precision: str) -> dict:
-        """Everything an exported graph depends on."""
-        return {"model": self.model, "weights": weights_fingerprint(self.model), "n_views": int(n_views),
-                "hw": [int(hw[0]), int(hw[1])], "conditioned": bool(conditioned), "precision": precision,
-                "graph_version": GRAPH_VERSION}
+        """Everything an exported graph depends on (an int8 graph: also its weight bits on this CPU)."""
+        key = {"model": self.model, "weights": weights_fingerprint(self.model), "n_views": int(n_views),
+               "hw": [int(hw[0]), int(hw[1])], "conditioned": bool(conditioned), "precision": precision,
+               "graph_version": GRAPH_VERSION}
+        if precision == "int8":
+            key["int8_weight_bits"] = int8_weight_bits()
+        return key
 
     def onnx_for(self, n_views: int, hw: tuple[int, int], conditioned: bool, precision: str = "fp32") -> Path:
         """The verified .onnx for this rig shape: the given file, the cached one, or a fresh export."""

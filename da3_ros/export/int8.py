@@ -5,6 +5,8 @@ fp32 graph: every MatMul whose second input is a weight becomes DynamicQuantizeL
 by ONNX Runtime's extended optimisations into DynamicQuantizeMatMul / MatMulIntegerToFloat), with weights int8
 (signed: the u8 x s8 kernels use AVX512-VNNI / AMX) per output channel, activations uint8 with a scale found
 per tensor on every run. No calibration data is needed, so the graph is exact to reproduce from the weights.
+On x86 CPUs without VNNI the weights use 7 bits (``reduce_range``: AVX2's kernels would saturate with 8; see
+``engines.cpu_features``); the graph cache keys on the bits, so each machine gets the graph made for it.
 
 What stays fp32, and why (measured on da3-small, 504x280, 2 threads, see BENCHMARKS.md):
 - Conv (the patch embedding and the DPT head): ONNX Runtime's ConvInteger is slower than its fp32 Conv here
@@ -30,11 +32,14 @@ def to_dynamic_int8(model, work_dir: Path):
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from da3_ros.engines.cpu_features import int8_weight_bits
+
     with tempfile.TemporaryDirectory(dir=work_dir, prefix=".int8-") as scratch:
         src, dst = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
         onnx.save(model, str(src))
         quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(INT8_OPS), per_channel=True,
-                         weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+                         weight_type=QuantType.QInt8, reduce_range=int8_weight_bits() == 7,
+                         extra_options={"MatMulConstBOnly": True})
         quantized = onnx.load(str(dst))
     if not any(n.op_type == "MatMulInteger" for n in quantized.graph.node):
         raise ValueError("int8 quantization found no weight MatMul to quantize in this graph")

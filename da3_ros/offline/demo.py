@@ -59,10 +59,10 @@ def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: flo
     sources = [f"{kind}:{examples / name}" for _, source in _RIG[:cameras] for kind, name in [source.split(":")]]
     _write_configs(out, names, sources, model, backend, rate_hz)
     t_start = time.monotonic()
-    procs = _start(out, domain_id)
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
     rclpy.init()
-    rec = _Recorder(names)
+    rec = _Recorder(names)  # subscribed before the player starts: the first sets' camera frames are recorded too
+    procs = _start(out, domain_id)
     print(f"[demo] player: {names} at {rate_hz} Hz; node: {model} on backend {backend}; "
           f"recording {seconds:.0f} s after the first set")
     try:
@@ -71,7 +71,7 @@ def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: flo
         _stop(procs)
     if not rec.sets or not rec.diags:
         raise SystemExit("no result arrived; see the logs in " + str(out))
-    _write_pictures(rec.sets[-1], rec.fused, out, rec.camera_frames)
+    _write_pictures(_picture_set(rec.sets, rec.camera_frames), rec.fused, out, rec.camera_frames)
     _print_summary(rec.sets, rec.latency_s, {kv.key: kv.value for kv in rec.diags[-1].status[0].values}, out,
                    startup_s)
     rec.node.destroy_node()
@@ -174,6 +174,17 @@ def _camera_images(m, camera_frames: dict[str, dict[int, bytes]]) -> list[np.nda
     plans = preprocess.plan_batch([r.shape[:2] for r in rgbs], 504)  # the demo node's process_res
     return [preprocess.resize_image(r, p) if p.proc_hw == (v.depth.height, v.depth.width) else None
             for r, p, v in zip(rgbs, plans, m.views)]
+
+
+def _picture_set(sets: list, camera_frames: dict[str, dict[int, bytes]]):
+    """The newest set whose camera frames the recorder also received; the last set if none qualifies.
+
+    Camera topics are best effort: under load the recorder can miss the very frames of the last set.
+    """
+    for m in reversed(sets):
+        if all(conv.stamp_to_ns(v.depth.header.stamp) in camera_frames.get(v.camera_name, {}) for v in m.views):
+            return m
+    return sets[-1]
 
 
 def _write_pictures(m, fused, out: Path, camera_frames: dict[str, dict[int, bytes]] | None = None) -> None:
