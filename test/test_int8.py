@@ -93,6 +93,25 @@ def test_each_precision_has_its_own_cached_graph(tmp_path):
     assert len({json.dumps(k, sort_keys=True) for k in keys.values()}) == len(paths) == 3
 
 
+def test_the_int8_graph_is_keyed_on_this_cpus_weight_bits(tmp_path, monkeypatch):
+    """x86 without VNNI quantizes to 7 bits (AVX2's u8 x s8 kernels saturate with 8): another graph, another key."""
+    import platform
+    from pathlib import Path
+
+    from da3_ros.engines import cpu_features, onnx_source
+
+    flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    vnni = any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    assert cpu_features.int8_weight_bits() == (7 if platform.machine() == "x86_64" and not vnni else 8)
+    src = OnnxSource(MODEL, ArtifactCache(tmp_path))
+    keys = {}
+    for bits in (7, 8):
+        monkeypatch.setattr(onnx_source, "int8_weight_bits", lambda bits=bits: bits)
+        keys[bits] = src.key(2, (154, 280), False, "int8")
+        assert "int8_weight_bits" not in src.key(2, (154, 280), False, "fp32")  # fp32 graphs stay shared
+    assert keys[7]["int8_weight_bits"] == 7 and keys[7] != keys[8]
+
+
 @pytest.mark.parametrize("machine, backend, device, want", [
     (CPU, "onnxruntime", "auto", ("onnxruntime", "cpu", "int8")),
     (CPU, "auto", "cpu", ("onnxruntime", "cpu", "int8")),

@@ -15,7 +15,8 @@ from temporal_scene import (PERIOD_NS, STAMP0_NS, corrupt_pixels, drive, pose, r
 from da3_ros.core.geometry import invert_T
 from da3_ros.core.temporal.keyframes import (Keyframe, KeyframeRule, KeyframeStore, ResetReason, assemble_window,
                                              sharpness, shared_views, split_prediction)
-from da3_ros.core.temporal.align import fit_log_scale_robust, fit_sim3_robust, sim3_parts, weighted_umeyama
+from da3_ros.core.temporal.align import (RobustConfig, fit_log_scale_robust, fit_sim3_robust, sim3_parts,
+                                        weighted_umeyama)
 from da3_ros.core.temporal.chain import ChainConfig, TumWriter, format_tum_line, read_tum, write_tum
 from da3_ros.core.temporal.tracker import TemporalConfig, TemporalTracker
 
@@ -94,6 +95,18 @@ def test_the_robust_sim3_ignores_outliers_that_move_a_plain_fit():
     assert fit.inlier_fraction == pytest.approx(1 - bad.mean(), abs=0.005)
     assert fit.residual_rms_units < 1e-9
     assert np.abs(weighted_umeyama(src, tgt, conf) - S).max() > 1e-2  # what the outliers do without IRLS/Huber
+
+
+def test_a_fit_over_many_pairs_uses_an_even_spread_of_them_and_still_ignores_outliers():
+    """4 shared 504x280 views are 140 k pairs: a fit takes at most ``max_points`` of them, the same ones each run."""
+    src, tgt, conf, S, bad = _points_with_outliers(np.random.default_rng(11), 140_000)
+    fits = [fit_sim3_robust(src, tgt, conf) for _ in range(2)]
+    assert fits[0].n_points == RobustConfig().max_points < len(src)
+    np.testing.assert_allclose(fits[0].S_target_source, S, atol=1e-9)
+    assert fits[0].inlier_fraction == pytest.approx(1 - bad.mean(), abs=0.01)
+    np.testing.assert_array_equal(fits[0].S_target_source, fits[1].S_target_source)  # deterministic
+    scale, _, _, _ = fit_log_scale_robust(np.full(140_000, 3.0), np.full(140_000, 1.5), np.ones(140_000))
+    assert scale == pytest.approx(2.0, rel=1e-12)
 
 
 def test_the_robust_scale_ignores_outliers():
