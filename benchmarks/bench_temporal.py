@@ -34,6 +34,8 @@ EVERY_MOVE = {"temporal.min_translation_rel": 1e-6, "temporal.min_rotation_deg":
 def _frames(n: int, step: int = 3) -> list[np.ndarray]:
     import cv2
 
+    from da3_ros.core.image_io import bgr_to_rgb
+
     cap = cv2.VideoCapture(str(VIDEO))
     out: list[np.ndarray] = []
     k = 0
@@ -42,7 +44,7 @@ def _frames(n: int, step: int = 3) -> list[np.ndarray]:
         if not ok:
             raise SystemExit(f"{VIDEO} has fewer than {n * step} frames")
         if k % step == 0:
-            out.append(np.ascontiguousarray(bgr[:, :, ::-1]))
+            out.append(bgr_to_rgb(bgr))
         k += 1
     cap.release()
     return out

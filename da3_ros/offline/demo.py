@@ -167,7 +167,7 @@ def _camera_images(m, camera_frames: dict[str, dict[int, bytes]]) -> list[np.nda
 
     from da3_ros.core import preprocess
 
-    msgs = [camera_frames.get(v.camera_name, {}).get(conv.stamp_to_ns(v.depth.header.stamp)) for v in m.views]
+    msgs = _set_frames(m, camera_frames)
     if any(d is None for d in msgs):
         return [None] * len(m.views)
     rgbs = [conv.image_to_rgb(deserialize_message(d, Image)) for d in msgs]
@@ -181,10 +181,12 @@ def _picture_set(sets: list, camera_frames: dict[str, dict[int, bytes]]):
 
     Camera topics are best effort: under load the recorder can miss the very frames of the last set.
     """
-    for m in reversed(sets):
-        if all(conv.stamp_to_ns(v.depth.header.stamp) in camera_frames.get(v.camera_name, {}) for v in m.views):
-            return m
-    return sets[-1]
+    return next((m for m in reversed(sets) if None not in _set_frames(m, camera_frames)), sets[-1])
+
+
+def _set_frames(m, camera_frames: dict[str, dict[int, bytes]]) -> list[bytes | None]:
+    """Each view's recorded camera message (raw CDR) by the view's stamp; None where it was not received."""
+    return [camera_frames.get(v.camera_name, {}).get(conv.stamp_to_ns(v.depth.header.stamp)) for v in m.views]
 
 
 def _write_pictures(m, fused, out: Path, camera_frames: dict[str, dict[int, bytes]] | None = None) -> None:
