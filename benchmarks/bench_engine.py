@@ -133,7 +133,7 @@ def _prepare_graphs(model: str, views: list[int], kinds: list[str], cache_dir: s
         backend, precision = ENGINE_KINDS.get(kind, ("", ""))
         if backend == "onnxruntime":
             for n in views:
-                optimized_for_cpu(src.onnx_for(n, (280, 504), False, precision), src.cache)
+                optimized_for_cpu(src.onnx_for(n, (280, 504), False, precision, fused_attention=True), src.cache)
 
 
 def _print_rows(variant: str, res: dict[tuple[str, int], dict]) -> None:

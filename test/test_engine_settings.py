@@ -130,6 +130,6 @@ def test_onnxruntime_honours_fp16(tmp_path, soh_images):
         assert engine.runs_on == EngineSettings("onnxruntime", "cpu", precision)
         preds[precision] = engine.infer(batch)
         (shape,) = engine._runners
-        assert read_metadata(engine.source.onnx_for(*shape, precision))["precision"] == precision
+        assert read_metadata(engine._graph_for(shape))["precision"] == precision
     a, b = preds["fp16"].depth.astype(np.float64), preds["fp32"].depth.astype(np.float64)
     assert not np.array_equal(a, b) and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99  # close, not the same graph

@@ -67,11 +67,12 @@ def test_int8_tracks_fp32_on_real_photos(soh_images, cache_dir, record_property)
     assert int8.health() == (True, {"device": "cpu", "precision": "int8"})  # what /diagnostics says
     assert int8.describe() == "onnxruntime (device cpu, precision int8)"  # the node's start-up line
     (shape,) = int8._runners
-    paths = {p: engines[p].source.onnx_for(*shape, p) for p in engines}
+    paths = {p: engines[p]._graph_for(shape) for p in engines}
     assert paths["int8"] != paths["fp32"]
     assert read_metadata(paths["int8"])["precision"] == "int8"
     ops = {n.op_type for n in onnx.load(str(paths["int8"])).graph.node}
     assert "MatMulInteger" in ops and "ConvInteger" not in ops
+    assert "MultiHeadAttention" in ops  # attention stays fp32, fused (export.fused_attention)
     assert paths["int8"].stat().st_size < 0.5 * paths["fp32"].stat().st_size  # the weights really are int8
     report = {}
     for field in ("depth", "confidence", "T_cam_world"):

@@ -145,7 +145,7 @@ def test_onnxruntime_engine_runs_without_torch(tmp_path, cache_dir):
             "p = e.infer(FrameBatch([img]))\n"
             "print('depth', p.depth.shape, 'torch' in sys.modules and sys.modules['torch'] is not None)\n")
     # the 1-view 504x280 graph is in cache_dir from the parity test above; make sure of it here too
-    OnnxSource("random:da3-small@3", ArtifactCache(cache_dir)).onnx_for(1, (280, 504), False)
+    create_engine("onnxruntime", "random:da3-small@3", cache_dir=cache_dir).prepare(1, (280, 504))
     res = _run_without("torch", code)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "depth (1, 280, 504) False" in res.stdout

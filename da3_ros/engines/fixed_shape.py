@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -45,6 +46,11 @@ class FixedShapeEngine(Engine):
     def _make_runner(self, shape: Shape) -> Runner:
         raise NotImplementedError
 
+    def _graph_for(self, shape: Shape, background: bool = False) -> Path:
+        """The graph file this backend runs for ``shape`` (resolved, exported if needed; see onnx_for)."""
+        n, hw, cond = shape
+        return self.source.onnx_for(n, hw, cond, background=background)
+
     def prepare(self, n_views: int, hw: tuple[int, int], conditioned: bool = False) -> None:
         """Resolve and load the graph for a shape ahead of the first set (exports / builds it if needed)."""
         self._runner((n_views, (int(hw[0]), int(hw[1])), conditioned))
@@ -63,7 +69,7 @@ class FixedShapeEngine(Engine):
         def export() -> None:
             try:
                 with self._ahead_lock:  # one export at a time (each loads the model: memory, cores)
-                    source.onnx_for(n_views, hw, conditioned)
+                    self._graph_for((n_views, (int(hw[0]), int(hw[1])), conditioned), background=True)
             except Exception as exc:  # a background nicety: the set that needs it will say what is wrong
                 _LOG.warning("could not prepare the %d-view graph ahead: %s", n_views, exc)
 

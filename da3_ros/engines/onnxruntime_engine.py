@@ -34,32 +34,44 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
-def optimize_graph(src: Path, dst: Path) -> None:
-    """Write ``src`` with ONNX Runtime's extended optimisations applied to ``dst`` (runs in a child process)."""
+def optimize_graph(src: Path, dst: Path, weights_name: str) -> None:
+    """Write ``src`` with ONNX Runtime's extended optimisations applied to ``dst`` (runs in a child process).
+
+    The weights go to ``weights_name`` beside ``dst``: a session then reads them from that file instead of
+    parsing a 100+ MB protobuf and copying every tensor out of it, which was the peak of a process's memory
+    (about +100 MB for da3-small) before its first forward.
+    """
     ort = import_onnxruntime()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     so.optimized_model_filepath = str(dst)
+    so.add_session_config_entry("session.optimized_model_external_initializers_file_name", weights_name)
+    so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
 
 
 def optimized_for_cpu(path: Path, cache: ArtifactCache) -> Path:
     """The cached optimised copy of ``path`` (it may hold ONNX Runtime's own fused ops: keyed on its version)."""
     ort = import_onnxruntime()
-    key = {"graph_sha256": sha256_file(path), "onnxruntime": ort.__version__, "level": "extended"}
+    key = {"graph_sha256": sha256_file(path), "onnxruntime": ort.__version__, "level": "extended",
+           "initializers": "external"}
     opt = cache.path_for("ort-cpu", key, "onnx")
-    if cache.verified(opt):
-        return opt
-    opt.parent.mkdir(parents=True, exist_ok=True)
-    tmp = opt.with_name(f".{opt.name}.partial")
-    proc = subprocess.run([sys.executable, "-m", "da3_ros.engines.onnxruntime_engine", str(path), str(tmp)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0 or not tmp.is_file():
-        tmp.unlink(missing_ok=True)
-        _LOG.warning("could not pre-optimise %s (%s); optimising at load instead", path.name, proc.stderr[-300:])
-        return path
-    tmp.replace(opt)
-    return cache.seal(opt, key)
+    weights = opt.with_name(opt.name + ".data")  # the name the graph refers to, so it is written in place
+    with cache.lock(opt):  # from the check to the seal: a second process waits, then loads it
+        if cache.verified(opt):
+            return opt
+        opt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = opt.with_name(f".{opt.name}.partial")
+        proc = subprocess.run([sys.executable, "-m", "da3_ros.engines.onnxruntime_engine", str(path), str(tmp),
+                               weights.name], capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or not tmp.is_file() or not weights.is_file():
+            tmp.unlink(missing_ok=True)
+            weights.unlink(missing_ok=True)
+            _LOG.warning("could not pre-optimise %s (exit %s: %s); optimising at load instead", path.name,
+                         proc.returncode, proc.stderr[-300:].strip() or "no weights file written")
+            return path
+        tmp.replace(opt)
+        return cache.seal(opt, key)  # the sidecar hashes the weights file too
 
 
 class OrtRunner:
@@ -114,11 +126,16 @@ class OnnxRuntimeEngine(FixedShapeEngine):
         first = next((p for p in (providers or PREFERRED_PROVIDERS) if p in available), "CPUExecutionProvider")
         self.runs_on = EngineSettings(self.backend, "cpu" if first == "CPUExecutionProvider" else "cuda", precision)
 
-    def _make_runner(self, shape: Shape) -> OrtRunner:
+    def _graph_for(self, shape: Shape, background: bool = False) -> Path:
         n, hw, cond = shape
-        return OrtRunner(self.source.onnx_for(n, hw, cond, self.precision), self.threads, self.providers,
-                         self.source.cache)
+        # fp32 and int8: attention as one MultiHeadAttention node (export.fused_attention: no score tensor,
+        # -110 MB at N = 2 for da3-small). fp16 is TensorRT's mixed graph, kept plain ONNX.
+        return self.source.onnx_for(n, hw, cond, self.precision, fused_attention=self.precision != "fp16",
+                                    background=background)
+
+    def _make_runner(self, shape: Shape) -> OrtRunner:
+        return OrtRunner(self._graph_for(shape), self.threads, self.providers, self.source.cache)
 
 
-if __name__ == "__main__":  # python -m da3_ros.engines.onnxruntime_engine SRC DST (see optimized_for_cpu)
-    optimize_graph(Path(sys.argv[1]), Path(sys.argv[2]))
+if __name__ == "__main__":  # python -m da3_ros.engines.onnxruntime_engine SRC DST WEIGHTS (optimized_for_cpu)
+    optimize_graph(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])

@@ -350,11 +350,15 @@ class TensorRTEngine(FixedShapeEngine):
         super().__init__(model, cache_dir, **kwargs)
         self.runs_on = EngineSettings(self.backend, "cuda", precision)
 
+    def _graph_for(self, shape: Shape, background: bool = False) -> Path:
+        n, hw, cond = shape  # plain ONNX: TensorRT's parser reads it
+        return self.source.onnx_for(n, hw, cond, self.precision, background=background)
+
     def _make_runner(self, shape: Shape) -> TensorRTRunner:
         from da3_ros.engines.onnxruntime_engine import OrtRunner
 
         n, hw, cond = shape
         reference = OrtRunner(self.source.onnx_for(n, hw, cond, "fp32"), providers=["CPUExecutionProvider"])
         min_corr, max_rel = (0.9999, 1e-3) if self.precision == "fp32" else (0.99, 0.05)
-        return TensorRTRunner(self.source.onnx_for(n, hw, cond, self.precision), self.source.cache, n, hw,
+        return TensorRTRunner(self._graph_for(shape), self.source.cache, n, hw,
                               self.precision, reference.run, min_corr, max_rel, self.workspace_gib)

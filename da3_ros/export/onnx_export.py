@@ -12,6 +12,7 @@ da3_ros.export.onnx_export`` (what the torch-free backends call in a subprocess)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import logging
@@ -33,16 +34,24 @@ LARGE_MODEL_BYTES = 1_800_000_000  # protobuf messages are limited to 2 GB: abov
 
 
 def export_onnx(net, variant_name: str, out: Path, n_views: int, hw: tuple[int, int], conditioned: bool = False,
-                precision: str = "fp32", label: str = "", trained: bool = True) -> Path:
-    """Write the ONNX graph of ``net`` for ``n_views`` views of size ``hw`` to ``out``; return ``out``."""
+                precision: str = "fp32", label: str = "", trained: bool = True, fused_attention: bool = False) -> Path:
+    """Write the ONNX graph of ``net`` for ``n_views`` views of size ``hw`` to ``out``; return ``out``.
+
+    ``fused_attention``: attention as ONNX Runtime's MultiHeadAttention (export.fused_attention), a graph only
+    ONNX Runtime runs; without it the graph is plain ONNX (TensorRT, Triton, any runtime).
+    """
     import onnx
     import torch
 
     from da3_ros.export.export_patches import export_friendly
+    from da3_ros.export import fused_attention as fa
     from da3_ros.engines.graph import InferenceGraph
 
     if precision not in EXPORT_PRECISIONS:
         raise ValueError(f"precision must be one of {EXPORT_PRECISIONS} for export, got {precision!r}")
+    if fused_attention and precision == "fp16":
+        raise ValueError("the fp16 graph is TensorRT's, whose parser has no MultiHeadAttention: export it "
+                         "without fused attention")
     if hw[0] % 14 or hw[1] % 14:
         raise ValueError(f"network size must be multiples of 14, got {hw}")
     graph = InferenceGraph(net.float().eval()).eval()
@@ -53,7 +62,8 @@ def export_onnx(net, variant_name: str, out: Path, n_views: int, hw: tuple[int, 
     # Trace into a scratch directory: a model over 2 GB (giant, nested) comes out as one file per tensor.
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as scratch:
         traced = Path(scratch) / out.name
-        with export_friendly(), torch.no_grad():
+        fusing = fa.fused_attention() if fused_attention else contextlib.nullcontext()
+        with export_friendly(), fusing, torch.no_grad():
             torch.onnx.export(graph, args, str(traced), input_names=list(feeds), output_names=graph.names,
                               opset_version=OPSET, dynamo=False, do_constant_folding=True)
         model = onnx.load(str(traced))  # with its external tensors, if any
@@ -70,7 +80,8 @@ def export_onnx(net, variant_name: str, out: Path, n_views: int, hw: tuple[int, 
         model = to_dynamic_int8(model, out.parent)
     meta = {"variant": variant_name, "n_views": n_views, "height": hw[0], "width": hw[1],
             "conditioned": conditioned, "precision": precision, "label": label, "trained": trained,
-            "graph_version": GRAPH_VERSION, "inputs": list(feeds), "outputs": graph.names}
+            "graph_version": GRAPH_VERSION, "inputs": list(feeds), "outputs": graph.names,
+            "attention": fa.MHA_OP if fused_attention else "onnx"}
     onnx.helper.set_model_props(model, {META_KEY: json.dumps(meta)})
     data = out.with_name(out.name + ".data")
     data.unlink(missing_ok=True)
@@ -129,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, required=True)
     p.add_argument("--conditioned", action="store_true")
     p.add_argument("--precision", default="fp32", choices=list(EXPORT_PRECISIONS))
+    p.add_argument("--fused-attention", action="store_true",
+                   help="attention as ONNX Runtime's MultiHeadAttention (a graph for ONNX Runtime only)")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
@@ -136,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = load_model(a.model)
     export_onnx(model.net, model.variant.name, Path(a.out), a.views, (a.height, a.width), a.conditioned,
-                a.precision, model.label, model.trained)
+                a.precision, model.label, model.trained, a.fused_attention)
     return 0
 
 

@@ -107,7 +107,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _export_triton_repo(args, model, views, hw)
     out = Path(args.out) if args.out else Path(f"{model.variant.name}_{views}v_{hw[1]}x{hw[0]}_{args.precision}.onnx")
     export_onnx(model.net, model.variant.name, out, views, hw, args.conditioned, args.precision, model.label,
-                model.trained)
+                model.trained, args.fused_attention)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {model.label}, {views} views at {hw[1]}x{hw[0]}, "
           f"{args.precision}{', pose-conditioned' if args.conditioned else ''}")
     return 0
@@ -234,6 +234,9 @@ def _add_export(sub: Any) -> None:
     exp.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
                      help="fp16: mixed precision for TensorRT (normalisations and softmax stay fp32); int8: "
                           "ONNX Runtime CPU only (weight MatMuls dynamically quantized)")
+    exp.add_argument("--fused-attention", action="store_true",
+                     help="attention as ONNX Runtime's MultiHeadAttention: less memory, ONNX Runtime only (not "
+                          "TensorRT, not fp16)")
     exp.add_argument("--out", help="the .onnx file (default: <variant>_<N>v_<W>x<H>_<precision>.onnx)")
     exp.add_argument("--triton-repo", metavar="DIR", help="write a Triton model repository instead of --out")
     exp.add_argument("--triton-name", default="da3", help="model name in the repository (the node's triton.model)")
