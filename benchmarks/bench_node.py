@@ -44,11 +44,13 @@ print(json.dumps({{"set_s": statistics.median(sets), "forward_s": statistics.med
     return {"views_s": n / res["set_s"], "forward_ms": 1000 * res["forward_s"]}
 
 
-def _node_views_per_s(model: str, n: int, seconds: float, rate_hz: float, examples: Path, domain: int) -> dict:
+def _node_views_per_s(model: str, n: int, seconds: float, rate_hz: float, examples: Path, domain: int,
+                      transport: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-node-") as out:
         res = subprocess.run(["da3-ros", "demo", "--examples", str(examples), "--cameras", str(n), "--backend",
                               "onnxruntime", "--model", model, "--seconds", str(seconds), "--rate-hz", str(rate_hz),
-                              "--out", out, "--domain-id", str(domain)], capture_output=True, text=True, check=True)
+                              "--out", out, "--domain-id", str(domain), "--transport", transport],
+                             capture_output=True, text=True, check=True)
     def field(name: str) -> float:
         m = re.search(rf"^\s*{re.escape(name)}\s+([0-9.]+)", res.stdout, re.MULTILINE)
         if not m:
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--rate-hz", type=float, default=10.0)
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--transport", default="both", choices=["raw", "compressed", "both"],
+                   help="the player's and node's image transport (compressed: JPEG of quality 90)")
     p.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "57")))
     p.add_argument("--examples", default=str(REPO.parent / "shared" / "data" / "da3_examples"))
     a = p.parse_args(argv)
@@ -80,16 +84,20 @@ def main(argv: list[str] | None = None) -> int:
     _prepare(a.model, a.cameras)
     print(f"# {platform.machine()} {os.cpu_count()} cores | {a.model} (UNTRAINED when random:) on onnxruntime | "
           f"{a.cameras} cameras of 1208x680 at {a.rate_hz} Hz | {time.strftime('%Y-%m-%d')}")
-    print("| round | engine alone views/s | node views/s | node / engine | engine forward ms | node forward p50 ms |")
-    print("|---|---|---|---|---|---|")
-    ratios = []
+    transports = ["raw", "compressed"] if a.transport == "both" else [a.transport]
+    print("| round | transport | engine alone views/s | node views/s | node / engine | engine forward ms | "
+          "node forward p50 ms |")
+    print("|---|---|---|---|---|---|---|")
+    ratios: dict[str, list[float]] = {t: [] for t in transports}
     for r in range(1, a.rounds + 1):
         eng = _engine_views_per_s(a.model, a.cameras, a.repeats, examples)
-        node = _node_views_per_s(a.model, a.cameras, a.seconds, a.rate_hz, examples, a.domain_id)
-        ratios.append(node["views_s"] / eng["views_s"])
-        print(f"| {r} | {eng['views_s']:.2f} | {node['views_s']:.2f} | {ratios[-1]:.0%} | {eng['forward_ms']:.0f} | "
-              f"{node['forward_ms']:.0f} |", flush=True)
-    print(f"median node / engine: {statistics.median(ratios):.0%} over {a.rounds} rounds")
+        for t in transports:
+            node = _node_views_per_s(a.model, a.cameras, a.seconds, a.rate_hz, examples, a.domain_id, t)
+            ratios[t].append(node["views_s"] / eng["views_s"])
+            print(f"| {r} | {t} | {eng['views_s']:.2f} | {node['views_s']:.2f} | {ratios[t][-1]:.0%} | "
+                  f"{eng['forward_ms']:.0f} | {node['forward_ms']:.0f} |", flush=True)
+    for t in transports:
+        print(f"median node / engine, {t}: {statistics.median(ratios[t]):.0%} over {a.rounds} rounds")
     return 0
 
 

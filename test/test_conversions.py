@@ -384,6 +384,25 @@ def test_stamp_from_serialized_bytes_without_deserialising():
             stamp_ns_from_cdr(bad)
 
 
+def test_a_serialized_image_restamped_deserialises_to_the_same_image_with_the_new_stamp():
+    """rig_player serializes a photo once and writes only the stamp at each tick."""
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    from da3_ros.ros.conversions import ConversionError, stamp_cdr, stamp_ns_from_cdr, stamp_to_ns
+
+    rgb = np.random.default_rng(3).integers(0, 255, (4, 5, 3), dtype=np.uint8)
+    msg = Image(height=4, width=5, encoding="rgb8", step=15, data=rgb.tobytes())
+    msg.header.frame_id = "left_optical_frame"
+    data = serialize_message(msg)
+    for ns in (0, 1_700_000_000_123_456_789, 5 * 1_000_000_000 - 1):
+        out = deserialize_message(stamp_cdr(data, ns), Image)
+        assert stamp_to_ns(out.header.stamp) == ns == stamp_ns_from_cdr(stamp_cdr(data, ns))
+        assert out.header.frame_id == "left_optical_frame" and bytes(out.data) == rgb.tobytes()
+    assert stamp_ns_from_cdr(data) == 0  # the original is not changed
+    with pytest.raises(ConversionError):
+        stamp_cdr(b"\x07\x07" + bytes(20), 1)
+
+
 # ------------------------------------------------------------------------------------- compressed images
 
 def _photo_small():

@@ -191,7 +191,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from da3_ros.offline.demo import run_demo
 
     return run_demo(Path(args.examples), Path(args.out), args.model, args.seconds, args.rate_hz, args.domain_id,
-                    args.cameras, args.backend)
+                    args.cameras, args.backend, args.transport)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,6 +287,8 @@ def _add_demo(sub: Any) -> None:
     demo.add_argument("--rate-hz", type=float, default=10.0, help="camera rate of the player")
     demo.add_argument("--domain-id", type=int, default=42)
     demo.add_argument("--cameras", type=int, default=3, help="1: left photo, 2: + right photo, 3: + front video")
+    demo.add_argument("--transport", default="raw", choices=["raw", "compressed"],
+                      help="compressed: the player streams JPEG on <camera>/image_raw/compressed, the node decodes")
     demo.set_defaults(func=cmd_demo)
 
 def main(argv: list[str] | None = None) -> int:

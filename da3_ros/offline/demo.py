@@ -47,7 +47,7 @@ _RIG = ("left", "image:SOH_000.png"), ("right", "image:SOH_010.png"), ("front", 
 
 
 def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: float, domain_id: int,
-             cameras: int = 3, backend: str = "auto") -> int:
+             cameras: int = 3, backend: str = "auto", transport: str = "raw") -> int:
     """Run the node and the player on the example rig, record ``seconds`` after the first set, summarise."""
     import rclpy
 
@@ -57,13 +57,13 @@ def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: flo
     # 1208x680 photos first (the size peers were measured at), then the robot video
     names = [n for n, _ in _RIG[:cameras]]
     sources = [f"{kind}:{examples / name}" for _, source in _RIG[:cameras] for kind, name in [source.split(":")]]
-    _write_configs(out, names, sources, model, backend, rate_hz)
+    _write_configs(out, names, sources, model, backend, rate_hz, transport)
     t_start = time.monotonic()
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
     rclpy.init()
-    rec = _Recorder(names)  # subscribed before the player starts: the first sets' camera frames are recorded too
+    rec = _Recorder(names, transport)  # subscribed before the player starts: the first sets' frames are recorded
     procs = _start(out, domain_id)
-    print(f"[demo] player: {names} at {rate_hz} Hz; node: {model} on backend {backend}; "
+    print(f"[demo] player: {names} at {rate_hz} Hz ({transport}); node: {model} on backend {backend}; "
           f"recording {seconds:.0f} s after the first set")
     try:
         startup_s = rec.record(seconds, procs, out) - t_start
@@ -71,7 +71,7 @@ def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: flo
         _stop(procs)
     if not rec.sets or not rec.diags:
         raise SystemExit("no result arrived; see the logs in " + str(out))
-    _write_pictures(_picture_set(rec.sets, rec.camera_frames), rec.fused, out, rec.camera_frames)
+    _write_pictures(_picture_set(rec.sets, rec.camera_frames), rec.fused, out, rec.camera_frames, rec.compressed)
     _print_summary(rec.sets, rec.latency_s, {kv.key: kv.value for kv in rec.diags[-1].status[0].values}, out,
                    startup_s)
     rec.node.destroy_node()
@@ -80,13 +80,14 @@ def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: flo
 
 
 def _write_configs(out: Path, names: list[str], sources: list[str], model: str, backend: str,
-                   rate_hz: float) -> None:
+                   rate_hz: float, transport: str = "raw") -> None:
     import yaml
 
+    cameras = {name: {"transport": transport} for name in names}
     (out / "node.yaml").write_text(yaml.safe_dump({"da3_depth": {"ros__parameters": {
-        "model": model, "backend": backend, "camera_names": names, "cloud": {"stride": 2}}}}))
+        "model": model, "backend": backend, "camera_names": names, "cloud": {"stride": 2}, "cameras": cameras}}}))
     (out / "player.yaml").write_text(yaml.safe_dump({"rig_player": {"ros__parameters": {
-        "camera_names": names, "sources": sources, "rate_hz": rate_hz}}}))
+        "camera_names": names, "sources": sources, "rate_hz": rate_hz, "transport": transport}}}))
 
 
 def _start(out: Path, domain_id: int) -> list[subprocess.Popen]:
@@ -110,11 +111,11 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 class _Recorder:
     """What the demo records: result messages (and their latency), fused clouds, diagnostics, camera frames."""
 
-    def __init__(self, names: list[str]):
+    def __init__(self, names: list[str], transport: str = "raw"):
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.node import Node
         from rclpy.qos import qos_profile_sensor_data
-        from sensor_msgs.msg import Image, PointCloud2
+        from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 
         from da3_ros.msg import MultiViewDepth
 
@@ -126,8 +127,10 @@ class _Recorder:
         # the camera images (raw CDR, deserialised only for the picture): the set's own frames by stamp
         self.camera_frames: dict[str, dict[int, bytes]] = {n: {} for n in names}
         self.node.create_subscription(MultiViewDepth, "multiview_depth", self._on_set, 5)
+        self.compressed = transport == "compressed"
+        suffix, kind = ("/compressed", CompressedImage) if self.compressed else ("", Image)
         for n in names:
-            self.node.create_subscription(Image, f"{n}/image_raw", lambda d, n=n: self._on_image(n, d),
+            self.node.create_subscription(kind, f"{n}/image_raw{suffix}", lambda d, n=n: self._on_image(n, d),
                                           qos_profile_sensor_data, raw=True)
         self.node.create_subscription(PointCloud2, "points_fused", self.fused.append, 5)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diags.append, 5)
@@ -160,17 +163,19 @@ class _Recorder:
         return first
 
 
-def _camera_images(m, camera_frames: dict[str, dict[int, bytes]]) -> list[np.ndarray | None]:
+def _camera_images(m, camera_frames: dict[str, dict[int, bytes]],
+                   compressed: bool = False) -> list[np.ndarray | None]:
     """Each view's camera image as the network saw it (resized like the node does); None if not received."""
     from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CompressedImage, Image
 
     from da3_ros.core import preprocess
 
     msgs = _set_frames(m, camera_frames)
     if any(d is None for d in msgs):
         return [None] * len(m.views)
-    rgbs = [conv.image_to_rgb(deserialize_message(d, Image)) for d in msgs]
+    rgbs = [conv.image_to_rgb(conv.compressed_to_image(deserialize_message(d, CompressedImage)) if compressed
+                              else deserialize_message(d, Image)) for d in msgs]
     plans = preprocess.plan_batch([r.shape[:2] for r in rgbs], 504)  # the demo node's process_res
     return [preprocess.resize_image(r, p) if p.proc_hw == (v.depth.height, v.depth.width) else None
             for r, p, v in zip(rgbs, plans, m.views)]
@@ -189,9 +194,10 @@ def _set_frames(m, camera_frames: dict[str, dict[int, bytes]]) -> list[bytes | N
     return [camera_frames.get(v.camera_name, {}).get(conv.stamp_to_ns(v.depth.header.stamp)) for v in m.views]
 
 
-def _write_pictures(m, fused, out: Path, camera_frames: dict[str, dict[int, bytes]] | None = None) -> None:
+def _write_pictures(m, fused, out: Path, camera_frames: dict[str, dict[int, bytes]] | None = None,
+                    compressed: bool = False) -> None:
     units = "m" if m.is_metric else "relative"
-    images = _camera_images(m, camera_frames or {})
+    images = _camera_images(m, camera_frames or {}, compressed)
     for v, rgb in zip(m.views, images):
         depth = conv.image_to_array(v.depth)
         tiles = [] if rgb is None else [np.ascontiguousarray(rgb[:, :, ::-1])]

@@ -9,7 +9,9 @@ returned in native order.
 """
 from __future__ import annotations
 
-from da3_ros.ros.conversions.stamps import NS_PER_S, ConversionError, ns_to_stamp, stamp_ns_from_cdr, stamp_to_ns
+from da3_ros.ros.conversions.stamps import (
+    NS_PER_S, ConversionError, ns_to_stamp, stamp_cdr, stamp_ns_from_cdr, stamp_to_ns
+)
 from da3_ros.ros.conversions.images import (
     MAX_16UC1_M, array_to_image, compressed_to_image, depth_to_image, depth_to_image_16uc1_mm,
     image_to_array, image_to_rgb, rgb_to_image
@@ -21,7 +23,7 @@ from da3_ros.ros.conversions.transforms import (
 )
 
 __all__ = [
-    "NS_PER_S", "ConversionError", "ns_to_stamp", "stamp_ns_from_cdr", "stamp_to_ns", "MAX_16UC1_M",
+    "NS_PER_S", "ConversionError", "ns_to_stamp", "stamp_cdr", "stamp_ns_from_cdr", "stamp_to_ns", "MAX_16UC1_M",
     "array_to_image", "compressed_to_image", "depth_to_image", "depth_to_image_16uc1_mm", "image_to_array",
     "image_to_rgb", "rgb_to_image", "camera_info_to_K", "make_camera_info", "laser_scan", "pointcloud2_field",
     "pointcloud2_to_xyz_rgb", "xyz_rgb_to_pointcloud2", "T_to_pose", "T_to_transform", "pose_to_T", "tf_message",

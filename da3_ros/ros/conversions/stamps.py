@@ -1,4 +1,4 @@
-"""Stamps: builtin_interfaces/Time <-> integer nanoseconds, and the stamp of a raw CDR image unread."""
+"""Stamps: builtin_interfaces/Time <-> integer nanoseconds, and the stamp of a raw CDR image read or written."""
 from __future__ import annotations
 
 from builtin_interfaces.msg import Time
@@ -31,6 +31,17 @@ def stamp_ns_from_cdr(data: bytes) -> int:
     if nanosec >= NS_PER_S:
         raise ConversionError(f"stamp nanosec {nanosec} out of range in a serialized message")
     return sec * NS_PER_S + nanosec
+
+
+def stamp_cdr(data: bytes, ns: int) -> bytes:
+    """A copy of serialized ``data`` (starting with a std_msgs/Header) with its stamp set to ``ns``.
+
+    The inverse of ``stamp_ns_from_cdr``: 8 bytes change, the megabytes of pixels are copied once.
+    """
+    stamp_ns_from_cdr(data)  # the same checks: a CDR message with a header
+    order = "little" if data[1] == 1 else "big"
+    sec, nanosec = divmod(int(ns), NS_PER_S)
+    return b"".join((data[:4], sec.to_bytes(4, order, signed=True), nanosec.to_bytes(4, order), data[12:]))
 
 
 def ns_to_stamp(ns: int) -> Time:
