@@ -4,7 +4,8 @@ Rows per variant and backend, columns per N views (the example photos and a vide
   upstream inference() : depth_anything_3.api.DepthAnything3.inference as shipped (autocasts fp16 even on CPU)
   upstream raw fp32    : upstream's network forward in fp32 (with its always-computed aux ray branch)
   torch                : da3_ros TorchEngine (InferenceGraph: no aux branch, cached embeddings), fp32
-  onnxruntime          : da3_ros OnnxRuntimeEngine on the exported graph (never imports torch)
+  onnxruntime          : da3_ros OnnxRuntimeEngine on the exported graph (never imports torch), attention fused
+  onnxruntime_plain    : the same on the plain-ONNX graph (attention as MatMul/Softmax/MatMul: TensorRT's graph)
   onnxruntime_int8     : the same on the int8 graph (precision int8: weight MatMuls dynamically quantized)
   torch_bf16           : TorchEngine in bf16 on the CPU (AVX512-BF16 / AMX where the CPU has them)
 Each row runs in its own process, so peak RSS is that backend's at that N alone. Forward ms and whole-set ms
@@ -33,8 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 T_PROCESS = time.perf_counter()
 KINDS = ("upstream_api", "upstream_raw", "torch", "onnxruntime")
 ENGINE_KINDS = {"torch": ("torch", "fp32"), "torch_bf16": ("torch", "bf16"), "onnxruntime": ("onnxruntime", "fp32"),
-                "onnxruntime_int8": ("onnxruntime", "int8")}  # kind -> (backend, precision)
-REFERENCE = {"onnxruntime_int8": "onnxruntime", "torch_bf16": "torch"}  # lower precision -> its fp32 kind
+                "onnxruntime_int8": ("onnxruntime", "int8"),
+                "onnxruntime_plain": ("onnxruntime", "fp32")}  # kind -> (backend, precision)
+PLAIN = "onnxruntime_plain"  # runs the given plain graph file
+REFERENCE = {"onnxruntime_int8": "onnxruntime", "torch_bf16": "torch",
+             "onnxruntime_plain": "onnxruntime"}  # lower precision (or the plain graph) -> its fp32 kind
 
 
 def _images(examples: Path, n: int) -> list[np.ndarray]:
@@ -73,8 +77,9 @@ def worker(kind: str, model: str, views: list[int], repeats: int, threads: int, 
         from da3_ros.engines import FrameBatch, create_engine
 
         backend, precision = ENGINE_KINDS[kind]
-        engine = create_engine(backend, model, precision=precision, threads=threads, cache_dir=cache_dir)
         for n in views:
+            engine = create_engine(backend, _plain_graph(model, n, cache_dir) if kind == PLAIN else model,
+                                   precision=precision, threads=threads, cache_dir=cache_dir)
             batch = FrameBatch(_images(examples, n))
             pred = engine.infer(batch)  # warm-up (and, for the first N, the start-up figure)
             startup = startup if startup is not None else time.perf_counter() - T_PROCESS
@@ -122,6 +127,13 @@ def worker(kind: str, model: str, views: list[int], repeats: int, threads: int, 
         resource.RUSAGE_SELF).ru_maxrss / 1024, "startup_s": startup, "torch_loaded": "torch" in sys.modules}
 
 
+def _plain_graph(model: str, n: int, cache_dir: str) -> str:
+    from da3_ros.engines.cache import ArtifactCache
+    from da3_ros.engines.onnx_source import OnnxSource
+
+    return str(OnnxSource(model, ArtifactCache(cache_dir)).onnx_for(n, (280, 504), False))
+
+
 def _prepare_graphs(model: str, views: list[int], kinds: list[str], cache_dir: str) -> None:
     """Export and optimise the graphs once, outside the timed processes."""
     from da3_ros.engines.cache import ArtifactCache
@@ -133,7 +145,8 @@ def _prepare_graphs(model: str, views: list[int], kinds: list[str], cache_dir: s
         backend, precision = ENGINE_KINDS.get(kind, ("", ""))
         if backend == "onnxruntime":
             for n in views:
-                optimized_for_cpu(src.onnx_for(n, (280, 504), False, precision, fused_attention=True), src.cache)
+                graph = src.onnx_for(n, (280, 504), False, precision, fused_attention=kind != PLAIN)
+                optimized_for_cpu(graph, src.cache)
 
 
 def _print_rows(variant: str, res: dict[tuple[str, int], dict]) -> None:
