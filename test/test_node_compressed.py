@@ -117,3 +117,33 @@ def test_corrupt_jpeg_is_counted_and_the_next_good_frame_is_processed(tmp_path, 
     log = (tmp_path / "node.log").read_text()
     assert "dropped a set: CompressedImage" in log or "dropped a set: cannot decode CompressedImage" in log, log
     assert "Traceback" not in log
+
+
+def test_rig_player_streams_each_photo_as_it_is_with_a_fresh_stamp_raw_and_jpeg(tmp_path, domain_id, checker):
+    """rig_player serializes a photo once and rewrites only its stamp at each tick.
+
+    Every message must still be the photo (raw: exactly; JPEG: within its loss), with its own, increasing
+    stamp and the camera's frame.
+    """
+    from rclpy.qos import qos_profile_sensor_data
+
+    photo_rgb = cv2.imread(str(EXAMPLES / "SOH_000.png"), cv2.IMREAD_COLOR)[:, :, ::-1]
+    for transport, kind, topic in (("raw", Image, "left/image_raw"),
+                                   ("compressed", CompressedImage, "left/image_raw/compressed")):
+        got = checker.collect(kind, topic, qos_profile_sensor_data)
+        yaml = write_params(tmp_path / f"player_{transport}.yaml", "rig_player", {
+            "camera_names": ["left"], "sources": [f"image:{EXAMPLES / 'SOH_000.png'}"], "rate_hz": 20.0,
+            "transport": transport})
+        with process("rig_player", yaml, domain_id, tmp_path / f"player_{transport}.log"):
+            checker.spin_until(lambda got=got: len(got) >= 4, 30, f"4 {transport} frames")
+        stamps = [conv.stamp_to_ns(m.header.stamp) for m in got]
+        assert all(b > a for a, b in zip(stamps, stamps[1:])), stamps
+        assert {m.header.frame_id for m in got} == {"left_optical_frame"}
+        for m in got[:2]:
+            if transport == "raw":
+                assert np.array_equal(conv.image_to_rgb(m), photo_rgb)
+            else:
+                assert m.format == "rgb8; jpeg compressed bgr8"
+                rgb = conv.image_to_rgb(conv.compressed_to_image(m))
+                assert rgb.shape == photo_rgb.shape
+                assert np.abs(rgb.astype(np.int16) - photo_rgb).mean() < 3.0  # JPEG quality 90

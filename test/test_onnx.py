@@ -220,3 +220,15 @@ def test_fixed_shape_engines_keep_at_most_two_runners(tmp_path):
         e._runner(shape)
     assert MAX_RUNNERS == 2 and len(e._runners) == 2
     assert e.made == [a, b, c, b]  # a stayed loaded (used last), b was evicted by c and made again
+
+
+def test_an_export_prepared_ahead_runs_at_a_lower_priority(tmp_path):
+    """The N-1 graph and the temporal windows are exported beside a running forward: niceness +10 for them."""
+    from da3_ros.engines.onnx_source import AHEAD_NICE, _run_export
+
+    code = "import os, sys, time; time.sleep(0.5); sys.stderr.write(str(os.nice(0)))"  # after the parent's renice
+    ours = os.nice(0)
+    rc, err = _run_export([sys.executable, "-c", code], tmp_path, AHEAD_NICE)
+    assert rc == 0 and int(err.strip()) == min(19, ours + AHEAD_NICE) and AHEAD_NICE >= 5
+    rc, err = _run_export([sys.executable, "-c", code], tmp_path)  # a graph needed now: our own priority
+    assert rc == 0 and int(err.strip()) == ours
