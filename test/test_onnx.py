@@ -151,6 +151,14 @@ def test_onnxruntime_engine_runs_without_torch(tmp_path, cache_dir):
     assert "depth (1, 280, 504) False" in res.stdout
     res = _run_without("torch", code.replace(repr(cache_dir), repr(str(tmp_path / "empty"))))
     assert res.returncode != 0 and "torch is not installed" in res.stderr and "da3-ros export" in res.stderr
+    assert "--fused-attention" in res.stderr  # the graph it would run: the command writes exactly that one
+    # A cache filled before attention was fused holds the plain graph only: it still runs (and says so).
+    old = tmp_path / "plain_only"
+    OnnxSource("random:da3-small@3", ArtifactCache(old)).onnx_for(1, (84, 140), False)
+    res = _run_without("torch", code.replace(repr(cache_dir), repr(str(old))).replace(
+        "cache_dir=", "process_res=140, cache_dir="))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "depth (1, 84, 140) False" in res.stdout and "running the plain graph" in res.stderr
 
 
 def test_missing_backends_name_what_to_install():

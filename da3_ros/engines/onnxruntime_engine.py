@@ -128,10 +128,21 @@ class OnnxRuntimeEngine(FixedShapeEngine):
 
     def _graph_for(self, shape: Shape, background: bool = False) -> Path:
         n, hw, cond = shape
-        # fp32 and int8: attention as one MultiHeadAttention node (export.fused_attention: no score tensor,
-        # -110 MB at N = 2 for da3-small). fp16 is TensorRT's mixed graph, kept plain ONNX.
-        return self.source.onnx_for(n, hw, cond, self.precision, fused_attention=self.precision != "fp16",
-                                    background=background)
+        # fp32 and int8: attention as one MultiHeadAttention node (export.fused_attention: no score tensors).
+        # fp16 is TensorRT's mixed graph, kept plain ONNX.
+        if self.precision == "fp16":
+            return self.source.onnx_for(n, hw, cond, self.precision, background=background)
+        try:
+            return self.source.onnx_for(n, hw, cond, self.precision, fused_attention=True, background=background)
+        except BackendUnavailable as missing:  # no torch here to export it: a cache made before may hold the
+            try:                               # plain graph of this shape, which computes the same
+                plain = self.source.onnx_for(n, hw, cond, self.precision, background=background)
+            except BackendUnavailable:
+                raise missing from None
+            _LOG.warning("no fused-attention graph for %d views in the cache and no torch to export it: running "
+                         "the plain graph (more memory); `da3-ros build-engine --backend onnxruntime` where torch "
+                         "is installed writes it", n)
+            return plain
 
     def _make_runner(self, shape: Shape) -> OrtRunner:
         return OrtRunner(self._graph_for(shape), self.threads, self.providers, self.source.cache)
