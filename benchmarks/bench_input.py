@@ -82,7 +82,7 @@ def main() -> int:
     from da3_ros.ros.diagnostics import numeric_values
     from da3_ros.msg import MultiViewDepth
     from da3_ros.ros.ros_main import package_executable
-    from da3_ros.ros.transport import input_transport
+    from da3_ros.ros.transport import JPEG_FORMAT, input_transport
 
     rgb = np.ascontiguousarray(cv2.imread(str(Path(a.examples) / "SOH_000.png"))[:, :, ::-1])
     names = [f"cam{i}" for i in range(a.cameras)]
@@ -99,7 +99,7 @@ def main() -> int:
     sets: list = []
     ok, jpeg = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, a.jpeg_quality])
     templates = {"raw": conv.rgb_to_image(rgb, Header(frame_id="cam")),
-                 "compressed": CompressedImage(header=Header(frame_id="cam"), format="rgb8; jpeg compressed bgr8",
+                 "compressed": CompressedImage(header=Header(frame_id="cam"), format=JPEG_FORMAT,
                                                data=jpeg.tobytes())}
     pubs = {t: [node.create_publisher(type(templates[t]), input_transport(t).topic(f"{n}/image_raw"),
                                       qos_profile_sensor_data) for n in names] for t in transports}

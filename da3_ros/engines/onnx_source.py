@@ -37,6 +37,7 @@ from da3_ros.models.registry import VARIANTS, Variant, get_variant
 _LOG = logging.getLogger(__name__)
 GRAPH_VERSION = 2  # 2: no NonZero (mat_to_quat), no default ScatterND reduction; old cached graphs are re-exported
 META_KEY = "da3_ros"
+FUSED_ATTENTION_OP = "com.microsoft::MultiHeadAttention"  # ONNX Runtime's fused attention (export.fused_attention)
 PARENT_ENV = "DA3_EXPORT_PARENT_PID"  # tells the export child whose death must end it
 SCRATCH_PREFIX = ".export-"
 OWNER_LOCK = ".owner.lock"  # in a scratch folder, flock-ed by its live owner
@@ -101,7 +102,7 @@ class OnnxSource:
         if precision == "int8":
             key["int8_weight_bits"] = int8_weight_bits()
         if fused_attention:  # absent for plain graphs: their keys (and caches) stay as they were
-            key["attention"] = "com.microsoft::MultiHeadAttention"
+            key["attention"] = FUSED_ATTENTION_OP
         return key
 
     def onnx_for(self, n_views: int, hw: tuple[int, int], conditioned: bool, precision: str = "fp32",

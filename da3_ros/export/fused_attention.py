@@ -21,9 +21,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-MHA_OP = "com.microsoft::MultiHeadAttention"
-MHA_DOMAIN = "com.microsoft"
-OPSET = 17  # the exporter's opset the symbolic is registered for (onnx_export.OPSET)
+from da3_ros.engines.onnx_source import FUSED_ATTENTION_OP as MHA_OP
+from da3_ros.export.onnx_export import OPSET  # the exporter's opset, which the symbolic is registered for
+
+MHA_DOMAIN = MHA_OP.split("::")[0]
 _ORIGINAL_SDPA = F.scaled_dot_product_attention
 
 

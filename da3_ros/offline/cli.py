@@ -20,6 +20,7 @@ import numpy as np
 
 from da3_ros.core import preprocess
 from da3_ros.core.image_io import read_rgb
+from da3_ros.core.params import Transport, choices
 from da3_ros.engines import BACKENDS, PRECISIONS
 from da3_ros.offline.offline_cli import add_offline_parsers
 
@@ -287,7 +288,7 @@ def _add_demo(sub: Any) -> None:
     demo.add_argument("--rate-hz", type=float, default=10.0, help="camera rate of the player")
     demo.add_argument("--domain-id", type=int, default=42)
     demo.add_argument("--cameras", type=int, default=3, help="1: left photo, 2: + right photo, 3: + front video")
-    demo.add_argument("--transport", default="raw", choices=["raw", "compressed"],
+    demo.add_argument("--transport", default="raw", choices=choices(Transport),
                       help="compressed: the player streams JPEG on <camera>/image_raw/compressed, the node decodes")
     demo.set_defaults(func=cmd_demo)
 

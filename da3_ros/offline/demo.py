@@ -17,6 +17,7 @@ import numpy as np
 
 from da3_ros.ros import conversions as conv
 from da3_ros.ros.ros_main import package_executable
+from da3_ros.ros.transport import RAW, InputTransport, input_transport
 from da3_ros.offline.visualize import caption, colorize
 
 
@@ -71,7 +72,7 @@ def run_demo(examples: Path, out: Path, model: str, seconds: float, rate_hz: flo
         _stop(procs)
     if not rec.sets or not rec.diags:
         raise SystemExit("no result arrived; see the logs in " + str(out))
-    _write_pictures(_picture_set(rec.sets, rec.camera_frames), rec.fused, out, rec.camera_frames, rec.compressed)
+    _write_pictures(_picture_set(rec.sets, rec.camera_frames), rec.fused, out, rec.camera_frames, rec.transport)
     _print_summary(rec.sets, rec.latency_s, {kv.key: kv.value for kv in rec.diags[-1].status[0].values}, out,
                    startup_s)
     rec.node.destroy_node()
@@ -115,7 +116,7 @@ class _Recorder:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.node import Node
         from rclpy.qos import qos_profile_sensor_data
-        from sensor_msgs.msg import CompressedImage, Image, PointCloud2
+        from sensor_msgs.msg import PointCloud2
 
         from da3_ros.msg import MultiViewDepth
 
@@ -127,11 +128,10 @@ class _Recorder:
         # the camera images (raw CDR, deserialised only for the picture): the set's own frames by stamp
         self.camera_frames: dict[str, dict[int, bytes]] = {n: {} for n in names}
         self.node.create_subscription(MultiViewDepth, "multiview_depth", self._on_set, 5)
-        self.compressed = transport == "compressed"
-        suffix, kind = ("/compressed", CompressedImage) if self.compressed else ("", Image)
+        self.transport = input_transport(transport)  # what the player sends and the node takes
         for n in names:
-            self.node.create_subscription(kind, f"{n}/image_raw{suffix}", lambda d, n=n: self._on_image(n, d),
-                                          qos_profile_sensor_data, raw=True)
+            self.node.create_subscription(self.transport.msg_type, self.transport.topic(f"{n}/image_raw"),
+                                          lambda d, n=n: self._on_image(n, d), qos_profile_sensor_data, raw=True)
         self.node.create_subscription(PointCloud2, "points_fused", self.fused.append, 5)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diags.append, 5)
 
@@ -164,18 +164,14 @@ class _Recorder:
 
 
 def _camera_images(m, camera_frames: dict[str, dict[int, bytes]],
-                   compressed: bool = False) -> list[np.ndarray | None]:
+                   transport: InputTransport = RAW) -> list[np.ndarray | None]:
     """Each view's camera image as the network saw it (resized like the node does); None if not received."""
-    from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import CompressedImage, Image
-
     from da3_ros.core import preprocess
 
     msgs = _set_frames(m, camera_frames)
     if any(d is None for d in msgs):
         return [None] * len(m.views)
-    rgbs = [conv.image_to_rgb(conv.compressed_to_image(deserialize_message(d, CompressedImage)) if compressed
-                              else deserialize_message(d, Image)) for d in msgs]
+    rgbs = [conv.image_to_rgb(transport.decode(d)) for d in msgs]
     plans = preprocess.plan_batch([r.shape[:2] for r in rgbs], 504)  # the demo node's process_res
     return [preprocess.resize_image(r, p) if p.proc_hw == (v.depth.height, v.depth.width) else None
             for r, p, v in zip(rgbs, plans, m.views)]
@@ -195,9 +191,9 @@ def _set_frames(m, camera_frames: dict[str, dict[int, bytes]]) -> list[bytes | N
 
 
 def _write_pictures(m, fused, out: Path, camera_frames: dict[str, dict[int, bytes]] | None = None,
-                    compressed: bool = False) -> None:
+                    transport: InputTransport = RAW) -> None:
     units = "m" if m.is_metric else "relative"
-    images = _camera_images(m, camera_frames or {}, compressed)
+    images = _camera_images(m, camera_frames or {}, transport)
     for v, rgb in zip(m.views, images):
         depth = conv.image_to_array(v.depth)
         tiles = [] if rgb is None else [np.ascontiguousarray(rgb[:, :, ::-1])]

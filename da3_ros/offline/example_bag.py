@@ -18,6 +18,7 @@ from mcap_ros2.writer import Writer as Ros2Writer
 from da3_ros.core.image_io import bgr_to_rgb, read_rgb
 from da3_ros.offline.mcap_io import message_definition
 from da3_ros.ros.player import pinhole_K
+from da3_ros.ros.transport import JPEG_FORMAT
 
 CAMERAS = ["left", "right", "front"]
 # T_rig_<camera optical frame>: translations in metres, identity rotations
@@ -95,7 +96,7 @@ def write_example_bag(path: str | Path, examples: str | Path, n_sets: int = 20, 
                     ok, jpg = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
                     assert ok
                     w.write_message(f"/{c}/image_raw/compressed", schemas["sensor_msgs/msg/CompressedImage"],
-                                    {"header": header, "format": "rgb8; jpeg compressed bgr8", "data": jpg.tobytes()},
+                                    {"header": header, "format": JPEG_FORMAT, "data": jpg.tobytes()},
                                     log_time=stamp + 2 * 10**6)
                     rgb = np.ascontiguousarray(cv2.imdecode(jpg, cv2.IMREAD_COLOR)[:, :, ::-1])
                 else:

@@ -22,6 +22,7 @@ from da3_ros.ros import conversions as conv
 from da3_ros.core.errors import ConfigError
 from da3_ros.core.geometry import pinhole_K
 from da3_ros.ros.ros_main import run
+from da3_ros.ros.transport import COMPRESSED, JPEG_FORMAT, input_transport
 
 
 class FrameSource:
@@ -59,7 +60,6 @@ PLAYER_PARAMS: dict[str, object] = {
     "jitter_s": 0.0, "max_frames": 0, "encoding": "rgb8", "publish_camera_info": True, "qos": "sensor_data",
     "transport": "raw", "jpeg_quality": 90,
 }
-JPEG_FORMAT = "rgb8; jpeg compressed bgr8"  # image_transport's compressed format string for an rgb8 camera
 
 
 class SerializedFrames:
@@ -98,9 +98,11 @@ class RigPlayer(Node):
         self.rate_hz, self.hfov_deg, self.jitter_s = p["rate_hz"], p["hfov_deg"], p["jitter_s"]
         self.max_frames, self.encoding, self.publish_info = p["max_frames"], p["encoding"], p["publish_camera_info"]
         reliable = p["qos"] == "reliable"
-        if p["transport"] not in ("raw", "compressed"):
-            raise ConfigError(f"transport must be raw or compressed, got {p['transport']!r}")
-        compressed = p["transport"] == "compressed"
+        try:
+            transport = input_transport(p["transport"])  # the node's own transports: the same topics and types
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        compressed = transport is COMPRESSED
         if len(names) != len(sources):
             raise ConfigError(f"camera_names {names} and sources {sources} differ in length")
         self.sources = [FrameSource(s, examples_dir) for s in sources]
@@ -108,8 +110,8 @@ class RigPlayer(Node):
         self.names = names
         self.frames = [SerializedFrames(f"{n}_optical_frame", self.encoding, p["jpeg_quality"] if compressed else None)
                        for n in names]
-        self.pub_img = [self.create_publisher(CompressedImage, f"{n}/image_raw/compressed", qos) if compressed
-                        else self.create_publisher(Image, f"{n}/image_raw", qos) for n in names]
+        self.pub_img = [self.create_publisher(transport.msg_type, transport.topic(f"{n}/image_raw"), qos)
+                        for n in names]
         # a camera without calibration advertises no camera_info at all (as drivers do)
         self.pub_info = [self.create_publisher(CameraInfo, f"{n}/camera_info", qos) for n in names] \
             if self.publish_info else []

@@ -36,6 +36,7 @@ class InputTransport:
         return msg if self.msg_type is Image else conv.compressed_to_image(msg)
 
 
+JPEG_FORMAT = "rgb8; jpeg compressed bgr8"  # image_transport's format string of a JPEG from an rgb8 camera
 RAW = InputTransport("raw", Image, "")
 COMPRESSED = InputTransport("compressed", CompressedImage, "/compressed")
 _BY_NAME = {t.name: t for t in (RAW, COMPRESSED)}
