@@ -234,9 +234,13 @@ def test_an_export_prepared_ahead_runs_at_a_lower_priority(tmp_path):
     """The N-1 graph and the temporal windows are exported beside a running forward: niceness +10 for them."""
     from da3_ros.engines.onnx_source import AHEAD_NICE, _run_export
 
-    code = "import os, sys, time; time.sleep(0.5); sys.stderr.write(str(os.nice(0)))"  # after the parent's renice
     ours = os.nice(0)
-    rc, err = _run_export([sys.executable, "-c", code], tmp_path, AHEAD_NICE)
+    # the parent renices the child after starting it: wait (up to 60 s on a loaded machine) for that to land
+    waits = ("import os, sys, time\nt = time.monotonic()\n"
+             f"while os.nice(0) == {ours} and time.monotonic() - t < 60: time.sleep(0.01)\n"
+             "sys.stderr.write(str(os.nice(0)))")
+    rc, err = _run_export([sys.executable, "-c", waits], tmp_path, AHEAD_NICE)
     assert rc == 0 and int(err.strip()) == min(19, ours + AHEAD_NICE) and AHEAD_NICE >= 5
+    code = "import os, sys, time; time.sleep(0.5); sys.stderr.write(str(os.nice(0)))"
     rc, err = _run_export([sys.executable, "-c", code], tmp_path)  # a graph needed now: our own priority
     assert rc == 0 and int(err.strip()) == ours
