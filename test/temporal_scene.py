@@ -105,8 +105,12 @@ class Run:
 
 def drive(cfg: TemporalConfig, poses_ref: list[np.ndarray], rig: list[np.ndarray] | None = None,
           metric: bool = False, corrupt: Corruption | None = None, seed: int = 0,
-          stamps_ns: list[int] | None = None, run: Run | None = None) -> Run:
-    """Each set as the node would: window -> the scene's network on exactly those views -> update."""
+          stamps_ns: list[int] | None = None, run: Run | None = None,
+          metres_factor: Callable[[int], float] | None = None) -> Run:
+    """Each set as the node would: window -> the scene's network on exactly those views -> update.
+
+    ``metres_factor(stamp)``: the metric source's error on that set (its metres per unit x this; default 1).
+    """
     rng = np.random.default_rng(seed)
     rig = rig or [np.eye(4)]
     run = run or Run(tracker=TemporalTracker(cfg))
@@ -122,7 +126,8 @@ def drive(cfg: TemporalConfig, poses_ref: list[np.ndarray], rig: list[np.ndarray
         if corrupt is not None:
             pred = corrupt(pred, window.layout, rng)
         scale = float(np.cbrt(np.linalg.det(G[:3, :3])))
-        run.steps.append(run.tracker.update(window, pred, 1.0 / scale if metric else None))
+        factor = 1.0 if metres_factor is None else metres_factor(stamp)
+        run.steps.append(run.tracker.update(window, pred, factor / scale if metric else None))
         run.windows.append(window.layout)
         run.resets.append(window.reset)
         run.scales.append(scale)

@@ -13,6 +13,7 @@ from temporal_scene import (PERIOD_NS, STAMP0_NS, corrupt_pixels, drive, pose, r
                             render_image, trajectory)
 
 from da3_ros.core.geometry import invert_T
+from da3_ros.core.metric_scale import ScaleFilter
 from da3_ros.core.temporal.keyframes import (Keyframe, KeyframeRule, KeyframeStore, ResetReason, assemble_window,
                                              sharpness, shared_views, split_prediction)
 from da3_ros.core.temporal.align import (RobustConfig, fit_log_scale_robust, fit_sim3_robust, sim3_parts,
@@ -62,6 +63,49 @@ def test_a_metric_anchor_puts_the_chain_in_metres_and_drift_is_measured():
         assert step.current.is_metric
     relative = drive(config(2), poses)
     assert np.isnan([s.chain.scale_drift for s in relative.steps]).all()
+
+
+@pytest.mark.parametrize("method", ["sim3", "scale"])
+def test_a_metric_chain_follows_its_metric_source_not_the_first_windows_metres(method):
+    """Issue 23 item 4: the first set's metric scale 20 % off, the later ones right.
+
+    The chain must publish the later sets' depth and the odometry in the right metres (the first set's own
+    depth is what it measured), and ``scale_drift`` says the disagreement once, where it happened.
+    """
+    poses = trajectory(10)
+    off = {STAMP0_NS: 1.2}  # the metric source's first value: metres per unit 20 % too large
+    run = drive(config(3, method), poses, metric=True, metres_factor=lambda stamp: off.get(stamp, 1.0))
+    got = np.stack([s.chain.T_chain_cam for s in run.steps])
+    np.testing.assert_allclose(got, expected_poses(poses, 1.0), atol=1e-5)  # metres from the first step on
+    np.testing.assert_allclose(run.steps[0].current.depth[0], 1.2 * render_depth(poses[0]), rtol=1e-6)
+    for step, pose_k, scale_k in zip(run.steps[1:], poses[1:], run.scales[1:]):
+        np.testing.assert_allclose(step.current.depth[0], render_depth(pose_k), rtol=1e-5)
+        assert step.chain.chain_per_window_unit * scale_k == pytest.approx(1.0, rel=1e-9)
+    drift = [s.chain.scale_drift for s in run.steps]
+    assert drift[1] == pytest.approx(0.2, rel=1e-4)  # the alignment carried 1.2: the source says 1.0
+    np.testing.assert_allclose(drift[0:1] + drift[2:], 0.0, atol=1e-5)
+    assert [s.chain.restart for s in run.steps] == [None] * 10
+
+
+def test_a_metric_chain_follows_the_scale_filter_as_it_converges():
+    """The metric source as the rig gives it: the scale filter's output, starting 20 % off, then right."""
+    scale_filter = ScaleFilter()
+    values: dict[int, float] = {}
+
+    def filtered(stamp: int) -> float:
+        values[stamp] = scale_filter.update(1.2 if stamp == STAMP0_NS else 1.0, stamp / 1e9)
+        return values[stamp]
+    poses = trajectory(16)
+    run = drive(config(3), poses, metric=True, metres_factor=filtered)
+    for step, pose_k in zip(run.steps, poses):
+        np.testing.assert_allclose(step.current.depth[0], values[step.chain.stamp_ns] * render_depth(pose_k),
+                                   rtol=1e-5)
+    assert values[run.steps[-1].chain.stamp_ns] == pytest.approx(1.0, abs=1e-9)  # the filter converged
+    np.testing.assert_allclose(run.steps[-1].current.depth[0], render_depth(poses[-1]), rtol=1e-5)
+    # the odometry's last steps in true metres
+    steps_got = np.diff(np.stack([s.chain.T_chain_cam[:3, 3] for s in run.steps[-4:]]), axis=0)
+    steps_true = np.diff(expected_poses(poses, 1.0)[-4:, :3, 3], axis=0)
+    np.testing.assert_allclose(steps_got, steps_true, atol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["sim3", "scale"])

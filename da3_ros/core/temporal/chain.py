@@ -7,6 +7,13 @@ window w is mapped into it by ``S_chain_window[w] = S_chain_window[w-1] @ S_{w-1
 the robust alignment of the views both windows hold (``da3_ros.core.temporal.align``). The reference camera's pose
 ``T_chain_cam`` is rigid (rotation, translation in chain units).
 
+Metres. A metric chain follows its metric source set by set: a window that comes with ``metres_per_unit`` is put
+at exactly that scale (its depth and the step from the previous reference camera are in this set's metres), the
+rotation and the previous camera's place taken from the alignment. A first window whose metres were off is not
+kept for good: ``scale_drift`` says how far the alignment's chained scale disagreed with the source's
+(``prev metres x alignment scale / metres - 1``), per window. A window without a metric value (the source had
+none) continues on the alignment alone.
+
 Covariance model (6x6, rows x y z rx ry rz, the layout of nav_msgs/Odometry's pose covariance, in the chain
 frame; isotropic per block, so the same in any rotated frame). Each alignment adds an independent error:
 translation std = the alignment's RMS residual in chain units, rotation std = its residual relative to depth
@@ -76,6 +83,16 @@ def pose_in_chain(S_chain_window: np.ndarray, T_window_cam: np.ndarray) -> np.nd
     return T
 
 
+def rescaled_about(S: np.ndarray, scale: float, pivot: np.ndarray) -> np.ndarray:
+    """The similarity ``S`` with its scale replaced by ``scale``, mapping ``pivot`` (3,) where ``S`` maps it."""
+    _, R, _ = sim3_parts(S)
+    p = np.asarray(pivot, np.float64)
+    out = np.eye(4)
+    out[:3, :3] = scale * R
+    out[:3, 3] = (S[:3, :3] @ p + S[:3, 3]) - scale * R @ p
+    return out
+
+
 def median_depth(pred: Prediction, view: int = 0) -> float:
     """Median valid depth of one view (the prediction's unit); NaN when it has none."""
     d = pred.depth[view]
@@ -136,11 +153,19 @@ class WindowChain:
             return self._start(pred, layout, metres)
         S = prev.S_chain_window @ fit.S_target_source
         scale = sim3_parts(S)[0]
+        drift = self._drift(prev.is_metric, scale, metres)
+        if prev.is_metric and metres is not None:
+            # a metric chain follows its metric source set by set (the scale filter's output), never the first
+            # window's metres for good: the new window at the source's metres, pivoted on the previous reference
+            # camera (its published pose stays; the step from it is measured in this set's metres)
+            c_prev = invert_T(prev_pred.T_cam_world[0])[:3, 3] if prev_pred.T_cam_world is not None else np.zeros(3)
+            S = rescaled_about(S, metres, (np.linalg.inv(fit.S_target_source) @ np.append(c_prev, 1.0))[:3])
+            scale = metres
         depth_chain = median_depth(pred) * scale
         std_t = max(fit.residual_rms_units * prev.chain_per_window_unit, self.cfg.min_std_rel * depth_chain)
         cov = prev.covariance + _step_covariance(std_t, max(fit.residual_rel, self.cfg.min_std_rel))
         step = ChainStep(layout.stamp_ns, pose_in_chain(S, invert_T(pred.T_cam_world[0])), cov, scale, S,
-                         prev.is_metric, self._drift(prev.is_metric, scale, metres), fit, self.chain_id,
+                         prev.is_metric, drift, fit, self.chain_id,
                          prev.window_index + 1)
         self._prev = (pred, layout, step)
         return step
@@ -169,6 +194,7 @@ class WindowChain:
 
     @staticmethod
     def _drift(is_metric: bool, chain_per_unit: float, metres: float | None) -> float:
+        """The chain's scale (the alignment's, before it follows the metric source) against the source's, - 1."""
         if not is_metric or metres is None:
             return math.nan
         return chain_per_unit / metres - 1.0
