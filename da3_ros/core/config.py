@@ -20,7 +20,7 @@ from da3_ros.core.temporal.chain import ChainConfig
 from da3_ros.core.temporal.keyframes import KeyframeRule
 from da3_ros.core.temporal.tracker import TemporalConfig
 from da3_ros.core.params import (CAMERA_PARAMS, NODE_PARAMS, PoseConditioning, TfMode, camera_param, check_values,
-                                 fused_frame_problem, normalized, param_table)
+                                 fused_frame_problem, normalized, param_table, tf_suffix_problem)
 
 Getter = Callable[[str], Any]  # a parameter's value by full name; None for a typed one declared without value
 
@@ -42,6 +42,9 @@ class OutputConfig:
     odom_frame: str = "odom_da3"  # temporal.odom_frame: the odometry's frame and TF root
     odom_child_frame: str = ""  # temporal.child_frame; "" = the reference camera's frame + tf_suffix
     odom_tf: bool = True  # temporal.publish_tf
+    # the tf.suffix of the default odometry child, fixed at start-up: a runtime tf.suffix renames the cameras'
+    # estimated frames, never the chain's child mid-run ("" = tf_suffix, i.e. as at start-up)
+    odom_child_suffix: str = ""
 
     def __post_init__(self) -> None:
         modes = tuple(m.value for m in TfMode)
@@ -52,6 +55,10 @@ class OutputConfig:
         if not self.odom_frame or self.odom_frame == self.odom_child_frame:
             raise ConfigError(f"temporal.odom_frame must name a frame other than temporal.child_frame, got "
                               f"{self.odom_frame!r} and {self.odom_child_frame!r}")
+
+    def odom_child(self, reference_frame: str) -> str:
+        """The odometry's child frame: temporal.child_frame, else the reference frame + the start-up tf.suffix."""
+        return self.odom_child_frame or reference_frame + (self.odom_child_suffix or self.tf_suffix)
 
 
 # The parameters OutputConfig is made of: the ones a parameter set applies to the next set
@@ -175,6 +182,8 @@ class DepthConfig:
         overrides = [values[camera_param(c, "frame_id")] for c in cameras]
         if all(overrides):  # every frame known before the first image: check fused_frame now
             problems.append(fused_frame_problem(values["fused_frame"], overrides, values["tf.suffix"]))
+            if values["tf.suffix"]:  # "" is named by check_values
+                problems.append(tf_suffix_problem(values["tf.suffix"], overrides))
         if values["temporal.keyframes"] and values["pose_conditioning"] in ("params", "tf_static"):
             problems.append(f"temporal.keyframes = {values['temporal.keyframes']} joins keyframes of unknown pose "
                             f"to every forward, so no set is pose-conditioned: pose_conditioning "
@@ -204,9 +213,26 @@ class DepthConfig:
         return self.values[name]
 
     def with_values(self, changes: Mapping[str, Any]) -> DepthConfig:
-        """A copy with ``changes`` applied and validated again (a runtime parameter set)."""
+        """A copy with ``changes`` applied and validated again (a runtime parameter set).
+
+        The odometry's default child keeps the start-up ``tf.suffix`` (``OutputConfig.odom_child``): a chain's
+        child frame is never renamed mid-run.
+        """
         merged = {**self.values, **changes}
-        return DepthConfig.from_getter(lambda name: merged.get(name))
+        new = DepthConfig.from_getter(lambda name: merged.get(name))
+        pinned = self.out.odom_child_suffix or self.out.tf_suffix
+        return dataclasses.replace(new, out=dataclasses.replace(new.out, odom_child_suffix=pinned))
+
+    def odom_child_renamed(self, changes: Mapping[str, Any]) -> str:
+        """'' or the log line for a runtime ``tf.suffix`` that leaves the odometry's child frame as it was."""
+        if "tf.suffix" not in changes or not self.temporal or self.out.odom_child_frame:
+            return ""
+        pinned = self.out.odom_child_suffix or self.out.tf_suffix
+        if changes["tf.suffix"] == pinned:
+            return ""
+        return (f"tf.suffix {changes['tf.suffix']!r} renames the cameras' estimated frames; the odometry's child "
+                f"frame stays <reference frame>{pinned} (fixed at start-up, the chain goes on); restart, or set "
+                "temporal.child_frame, to name it otherwise")
 
     @property
     def reference_camera(self) -> str:

@@ -295,7 +295,28 @@ def normalized(name: str, value: Any) -> Any:
 def check_values(values: dict[str, Any], camera_names: list[str] | None = None) -> list[str]:
     """What is wrong with these values, one line each (names the parameter, the value, the allowed values)."""
     table = param_table(camera_names)
-    return [problem for name, value in values.items() if name in table and (problem := table[name].problem(value))]
+    problems = [problem for name, value in values.items()
+                if name in table and (problem := table[name].problem(value))]
+    if "tf.suffix" in values and (problem := tf_suffix_problem(values["tf.suffix"], [])):
+        problems.append(problem)
+    return problems
+
+
+def tf_suffix_problem(suffix: Any, frames: list[str]) -> str:
+    """'' if ``suffix`` makes no estimated frame (``<frame><suffix>``) equal a camera frame of ``frames``, else why.
+
+    An empty suffix names every camera's own frame: a self-transform for the reference and a second parent for
+    the robot's camera frames (the same rule as ``fused_frame``: the robot's TF tree is never fought).
+    """
+    if not isinstance(suffix, str) or not suffix:
+        return (f"tf.suffix = {suffix!r} is not allowed: the estimated frames <camera frame><tf.suffix> would be "
+                "the cameras' own frames (a self-transform, a second parent for the robot's camera frames); give "
+                "a non-empty suffix such as '_da3', or tf.mode camera_frames to move the cameras' own frames")
+    clash = sorted(f + suffix for f in frames if f + suffix in frames)
+    if clash:
+        return (f"tf.suffix = {suffix!r} is not allowed: estimated frame(s) {clash} would be camera frames of this "
+                f"rig {frames}; choose a suffix no camera frame ends with (e.g. '_da3')")
+    return ""
 
 
 def fused_frame_problem(fused_frame: str, frames: list[str], suffix: str) -> str:

@@ -17,7 +17,7 @@ from da3_ros.core import geometry as geo
 from da3_ros.core import navigation as nav
 from da3_ros.core.config import NavConfig, OutputConfig
 from da3_ros.core.errors import ConfigError
-from da3_ros.core.params import TfMode
+from da3_ros.core.params import TfMode, tf_suffix_problem
 from da3_ros.core.prediction import Prediction
 from da3_ros.core.rig import RigResult
 from da3_ros.core.static_tf import StaticTfBuffer
@@ -112,6 +112,9 @@ class SetResult:
             return "tf_not_metric", ("tf.mode camera_frames moves the cameras' own frames, which are in metres, "
                                      "but this set's depth is relative (is_metric false): TF skipped; use "
                                      "estimated_children, or a metric model, pair or calibrated rig")
+        if self.cfg.tf_mode == TfMode.ESTIMATED_CHILDREN.value and (
+                clash := tf_suffix_problem(self.cfg.tf_suffix, self.frame_ids)):  # frames from the image headers
+            return "tf_second_parent", f"TF skipped: {clash}"
         return None
 
     def fused_withheld(self) -> Withheld | None:
@@ -236,7 +239,7 @@ class SetResult:
         if step is None or not self.reference_in_set:
             return None
         chain = step.chain
-        child = self.cfg.odom_child_frame or self.frame_ids[self.ref] + self.cfg.tf_suffix
+        child = self.cfg.odom_child(self.frame_ids[self.ref])
         return OdometryArrays(self.cfg.odom_frame, child, self.stamps_ns[self.ref], chain.T_chain_cam,
                               chain.covariance, chain.is_metric, "" if chain.restart is None else chain.restart.value)
 

@@ -17,7 +17,7 @@ WITHHELD = {"nav_unavailable": "points_obstacles / scan could not be built (TF l
             "nav_not_metric": "points_obstacles / scan withheld: depth is not metric",
             "tf_not_metric": "TF withheld: tf.mode camera_frames needs metric depth",
             "reference_silent": "the reference camera is silent: TF and points_fused skipped",
-            "tf_second_parent": "the odometry TF withheld: temporal.child_frame has another parent"}
+            "tf_second_parent": "TF withheld: a frame would get a second parent (temporal.child_frame, tf.suffix)"}
 COUNTERS = ("skipped_no_subscribers", "waiting_for_cameras", "bad_input", "errors", "incompatible_qos",
             "engine_unavailable", *WITHHELD)  # the event counters ``NodeStats.count`` adds to
 

@@ -69,7 +69,10 @@ class ParameterWiring:
     def _apply_set(self, params: list[Parameter]) -> None:
         if not {p.name for p in params} & set(OUTPUT_PARAMS):
             return
-        self.config = self.config.with_values({p.name: normalized(p.name, p.value) for p in params})
+        changes = {p.name: normalized(p.name, p.value) for p in params}
+        if renamed := self.config.odom_child_renamed(changes):
+            self.get_logger().warning(renamed)
+        self.config = self.config.with_values(changes)
         if getattr(self, "core", None) is not None:  # configured: the worker's next set uses it
             self.core.cfg = dataclasses.replace(self.core.cfg, out_cfg=self.config.out)
         self.get_logger().info(f"applied {', '.join(p.name for p in params)}")
