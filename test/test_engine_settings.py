@@ -133,3 +133,37 @@ def test_onnxruntime_honours_fp16(tmp_path, soh_images):
         assert read_metadata(engine._graph_for(shape))["precision"] == precision
     a, b = preds["fp16"].depth.astype(np.float64), preds["fp32"].depth.astype(np.float64)
     assert not np.array_equal(a, b) and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99  # close, not the same graph
+
+
+# What an onnxruntime-gpu build with TensorRT offers (its get_available_providers(), in its own order)
+ORT_GPU_WITH_TRT = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize("device, available, want", [
+    ("cuda", ORT_GPU_WITH_TRT, ["CUDAExecutionProvider", "CPUExecutionProvider"]),  # never TensorRT's provider
+    ("auto", ORT_GPU_WITH_TRT, ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    ("cpu", ORT_GPU_WITH_TRT, ["CPUExecutionProvider"]),
+    ("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    ("cuda", ["TensorrtExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"]),
+    ("auto", ["CPUExecutionProvider"], ["CPUExecutionProvider"]),
+    ("cpu", ["CPUExecutionProvider"], ["CPUExecutionProvider"]),
+])
+def test_onnxruntime_providers_are_chosen_for_the_device_never_tensorrts(device, available, want):
+    """Issue 23 item 3: CUDA then CPU on a GPU, the CPU for cpu; TensorRT only through backend tensorrt."""
+    from da3_ros.engines.onnxruntime_engine import _session_providers, choose_providers
+
+    assert choose_providers(device, available) == want
+    # a session given a list (or none) never gets TensorRT's provider either
+    assert "TensorrtExecutionProvider" not in _session_providers(ORT_GPU_WITH_TRT, available)
+    assert _session_providers(None, available) == choose_providers("auto", available)
+    with pytest.raises(EngineConfigError, match="cuda:1"):
+        choose_providers("cuda:1", available)
+
+
+def test_onnxruntime_on_the_gpu_means_its_cuda_provider():
+    """A build whose only GPU provider is TensorRT's does not count as ONNX Runtime on the GPU (issue 23 item 3)."""
+    trt_ep_only = Machine(ort=("TensorrtExecutionProvider", "CPUExecutionProvider"))
+    assert resolve_settings("onnxruntime", "auto", "auto", trt_ep_only) == EngineSettings("onnxruntime", "cpu",
+                                                                                          "fp32")
+    with pytest.raises(EngineConfigError, match="CUDA execution provider"):
+        resolve_settings("onnxruntime", "cuda", "auto", trt_ep_only)

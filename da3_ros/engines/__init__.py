@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 _LOG = logging.getLogger(__name__)
 BACKENDS = choices(Backend)
 PRECISIONS = choices(Precision)
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")  # ONNX Runtime on a GPU
+GPU_PROVIDERS = ("CUDAExecutionProvider",)  # ONNX Runtime on a GPU (never its TensorRT provider: choose_providers)
 
 
 class Hardware:
@@ -263,9 +263,9 @@ def _build_torch(settings: EngineSettings, model: str, threads: int, cache_dir: 
 
 def _build_onnxruntime(settings: EngineSettings, model: str, threads: int, cache_dir: str | None, triton: Any,
                        **kwargs: Any) -> Engine:
-    from da3_ros.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from da3_ros.engines.onnxruntime_engine import OnnxRuntimeEngine, choose_providers, import_onnxruntime
 
-    providers = ["CPUExecutionProvider"] if settings.device == "cpu" else None  # None: GPU providers first
+    providers = choose_providers(settings.device, import_onnxruntime().get_available_providers())
     return OnnxRuntimeEngine(model, threads=threads, providers=providers, cache_dir=cache_dir,
                              precision=settings.precision, **kwargs)
 

@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: exported DA3 graphs on CPU (or CUDA / TensorRT execution providers where installed).
+"""ONNX Runtime backend: exported DA3 graphs on CPU, or on the GPU through the CUDA execution provider.
 
 Never imports torch: preprocessing is numpy, graphs come from ``da3-ros export`` or are exported on demand
 in a separate process (see onnx_source). On CPU the graph is optimised once (constant folding, fusions) by a
@@ -11,7 +11,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from da3_ros.engines.cache import ArtifactCache, sha256_file
 from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
 
 _LOG = logging.getLogger(__name__)
-PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+CPU_EP, CUDA_EP, TENSORRT_EP = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 GRAPH_PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -32,6 +32,34 @@ def import_onnxruntime() -> Any:
         raise BackendUnavailable("backend onnxruntime needs ONNX Runtime: `pip install onnxruntime` "
                                  "(or onnxruntime-gpu for CUDA)") from exc
     return onnxruntime
+
+
+def choose_providers(device: str, available: Sequence[str]) -> list[str]:
+    """ONNX Runtime's execution providers for ``device``, in order, from those this build has (``available``).
+
+    ``cpu``: the CPU provider only. ``cuda`` (or ``auto``): the CUDA provider, then the CPU provider (the CPU
+    alone where the build has no CUDA provider). Never TensorRT's execution provider, even where the build has
+    it: it would build its own engines with no cache of ours, no parity gate and one TensorRT partition per
+    fused-attention node; TensorRT runs only through backend tensorrt (gated, cached). EngineConfigError for
+    another device.
+    """
+    if device == "cpu":
+        wanted = [CPU_EP]
+    elif device in ("auto", "cuda"):
+        wanted = [CUDA_EP, CPU_EP]
+    else:
+        raise EngineConfigError(f"ONNX Runtime's providers are chosen for device cpu, cuda or auto, got {device!r}")
+    return [p for p in wanted if p in available] or [CPU_EP]
+
+
+def _session_providers(providers: Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    """The providers a session gets, never TensorRT's (see ``choose_providers``).
+
+    ``providers`` (default: ``choose_providers('auto')``) that this build has; the CPU provider when none is left.
+    """
+    if providers is None:
+        return choose_providers("auto", available)
+    return [p for p in providers if p in available and p != TENSORRT_EP] or [CPU_EP]
 
 
 def optimize_graph(src: Path, dst: Path, weights_name: str) -> None:
@@ -80,11 +108,10 @@ class OrtRunner:
     def __init__(self, path: Path, threads: int = 0, providers: list[str] | None = None,
                  cache: ArtifactCache | None = None):
         ort = import_onnxruntime()
-        available = ort.get_available_providers()
-        chosen = [p for p in (providers or PREFERRED_PROVIDERS) if p in available] or ["CPUExecutionProvider"]
+        chosen = _session_providers(providers, ort.get_available_providers())
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if chosen == ["CPUExecutionProvider"] and cache is not None:
+        if chosen == [CPU_EP] and cache is not None:
             path = optimized_for_cpu(path, cache)  # the remaining (layout) passes run at load
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.intra_op_num_threads = threads  # 0: ONNX Runtime's default, one per physical core
@@ -116,15 +143,14 @@ class OnnxRuntimeEngine(FixedShapeEngine):
                                     f"(the dynamically quantized graph, CPU), got {precision!r}; bf16 runs on "
                                     "backend torch only")
         if precision == "int8":
-            providers = ["CPUExecutionProvider"]  # DynamicQuantizeMatMul has CPU kernels only
+            providers = [CPU_EP]  # DynamicQuantizeMatMul has CPU kernels only
         self.threads = threads
         self.providers = providers
         # The graph it runs: fp32, fp16 (export.fp16: fp32 where fp16 is unsafe), int8 (export.int8).
         self.precision = precision
         super().__init__(model, cache_dir, **kwargs)
-        available = ort.get_available_providers()
-        first = next((p for p in (providers or PREFERRED_PROVIDERS) if p in available), "CPUExecutionProvider")
-        self.runs_on = EngineSettings(self.backend, "cpu" if first == "CPUExecutionProvider" else "cuda", precision)
+        first = _session_providers(providers, ort.get_available_providers())[0]
+        self.runs_on = EngineSettings(self.backend, "cpu" if first == CPU_EP else "cuda", precision)
 
     def _graph_for(self, shape: Shape, background: bool = False) -> Path:
         n, hw, cond = shape
