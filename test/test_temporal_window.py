@@ -32,6 +32,8 @@ from ros_harness import process, write_params
 T0_NS = 1_700_000_000 * 10**9
 PERIOD_NS = 100_000_000
 EVERY_MOVE = {"temporal.min_translation_rel": 1e-6, "temporal.min_rotation_deg": 1e-6, "temporal.min_interval_s": 0.0}
+# random weights give a relative chain: its odometry goes out only with the opt-in (issue 23.6)
+RELATIVE_ODOMETRY = {"temporal.publish_relative_odometry": True}
 
 
 def video_frames(video_path, n: int, step: int = 5, scale: float = 1.0) -> list[np.ndarray]:
@@ -138,7 +140,7 @@ def test_the_node_publishes_odometry_and_restarts_its_chain_cleanly(tmp_path, do
     node = write_params(tmp_path / "node.yaml", "da3_depth", {
         "model": "random:da3-small@0", "backend": "torch", "process_res": 140, "camera_names": ["left", "right"],
         "sync.mode": "exact", "sync.camera_timeout_s": 0.6, "diagnostics_period_s": 0.25,
-        "temporal.keyframes": 2, "temporal.max_gap_s": 2.5, **EVERY_MOVE})
+        "temporal.keyframes": 2, "temporal.max_gap_s": 2.5, **EVERY_MOVE, **RELATIVE_ODOMETRY})
     feed = _RigFeed(checker, video_frames(video_path, 12, scale=0.25))
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     odom = checker.collect(Odometry, "odometry")
@@ -219,7 +221,8 @@ def test_a_reactivated_lifecycle_node_restarts_its_chain_where_it_stopped(tmp_pa
 
     node = write_params(tmp_path / "node.yaml", "da3_depth", {
         "model": "random:da3-small@0", "backend": "torch", "process_res": 140, "camera_names": ["left", "right"],
-        "sync.mode": "exact", "diagnostics_period_s": 0.25, "temporal.keyframes": 2, **EVERY_MOVE})
+        "sync.mode": "exact", "diagnostics_period_s": 0.25, "temporal.keyframes": 2, **EVERY_MOVE,
+        **RELATIVE_ODOMETRY})
     feed = _RigFeed(checker, video_frames(video_path, 8, scale=0.25))
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     odom = checker.collect(Odometry, "odometry")
@@ -274,7 +277,7 @@ def test_the_bag_has_odometry_and_a_trajectory_evo_reads(tmp_path, front_bag):
     from da3_ros.offline.bag import BagOptions, run_bag
 
     values = {"model": "random:da3-small@0", "backend": "torch", "process_res": 140, "camera_names": ["front"],
-              "temporal.keyframes": 2, **EVERY_MOVE}
+              "temporal.keyframes": 2, **EVERY_MOVE, **RELATIVE_ODOMETRY}
     tum = tmp_path / "front.tum"
     summary = run_bag(front_bag, tmp_path / "out.mcap", values, BagOptions(progress=False, trajectory=str(tum)))
     assert summary.sets_processed == 6 and summary.trajectory_poses == 6

@@ -39,6 +39,7 @@ class OutputConfig:
     tf_suffix: str = "_da3"
     fused_frame: str = ""  # "" = the reference camera's frame
     confidence_field: bool = False  # a per-point ``confidence`` field in the clouds
+    odom_relative: bool = False  # temporal.publish_relative_odometry: odometry from a chain not in metres
     odom_frame: str = "odom_da3"  # temporal.odom_frame: the odometry's frame and TF root
     odom_child_frame: str = ""  # temporal.child_frame; "" = the reference camera's frame + tf_suffix
     odom_tf: bool = True  # temporal.publish_tf
@@ -74,7 +75,8 @@ def output_config(param: Getter) -> OutputConfig:
         sky_as_inf=param("depth.sky_as_inf"), tf_mode=param("tf.mode"), tf_suffix=param("tf.suffix"),
         fused_frame=param("fused_frame"), confidence_field=param("cloud.confidence_field"),
         odom_frame=param("temporal.odom_frame"), odom_child_frame=param("temporal.child_frame"),
-        odom_tf=bool(param("temporal.publish_tf")))
+        odom_tf=bool(param("temporal.publish_tf")),
+        odom_relative=bool(param("temporal.publish_relative_odometry")))
 
 
 def temporal_config(param: Getter) -> TemporalConfig | None:

@@ -236,6 +236,9 @@ NODE_PARAMS: tuple[Param, ...] = (
           choices=("sim3", "scale")),
     Param("temporal.publish_tf", True, "with temporal.keyframes > 0: TF temporal.odom_frame -> "
           "temporal.child_frame at each set's stamp"),
+    Param("temporal.publish_relative_odometry", False, "publish `odometry` from a chain that is not in metres "
+          "(a relative model: pose and covariance in an arbitrary unit of the chain's first window); false: "
+          "withheld, counted as odom_not_metric, /diagnostics WARN"),
     Param("temporal.odom_frame", "odom_da3", "frame of `odometry` and the root of its TF: the reference "
           "camera's optical frame at the chain's start (z forward, x right, y down); not the robot's odom"),
     Param("temporal.child_frame", "", "child frame of `odometry` and its TF (default: the reference camera's "

@@ -243,6 +243,15 @@ class SetResult:
         return OdometryArrays(self.cfg.odom_frame, child, self.stamps_ns[self.ref], chain.T_chain_cam,
                               chain.covariance, chain.is_metric, "" if chain.restart is None else chain.restart.value)
 
+    def odometry_withheld(self) -> Withheld | None:
+        """Why ``odometry`` (nav_msgs/Odometry) is not published, or None: it needs a chain in metres."""
+        odom = self.odometry()
+        if odom is None or odom.is_metric or self.cfg.odom_relative:
+            return None
+        return "odom_not_metric", ("odometry needs metres, but this set's chain is relative (is_metric false: pose "
+                                   "and covariance in the unit of the chain's first window): not published; use a "
+                                   "metric model or pair, or opt in with temporal.publish_relative_odometry")
+
     def odometry_tf_withheld(self) -> Withheld | None:
         """Why the odometry TF is not published, or None: its child may have no other parent."""
         odom = self.odometry()

@@ -17,6 +17,7 @@ WITHHELD = {"nav_unavailable": "points_obstacles / scan could not be built (TF l
             "nav_not_metric": "points_obstacles / scan withheld: depth is not metric",
             "tf_not_metric": "TF withheld: tf.mode camera_frames needs metric depth",
             "reference_silent": "the reference camera is silent: TF and points_fused skipped",
+            "odom_not_metric": "odometry withheld: the temporal chain is not in metres",
             "tf_second_parent": "TF withheld: a frame would get a second parent (temporal.child_frame, tf.suffix)"}
 COUNTERS = ("skipped_no_subscribers", "waiting_for_cameras", "bad_input", "errors", "incompatible_qos",
             "engine_unavailable", *WITHHELD)  # the event counters ``NodeStats.count`` adds to
@@ -42,6 +43,7 @@ class NodeStats:
         self.engine_unavailable = 0  # sets dropped because a remote engine was down or too slow
         self.nav_not_metric = 0  # sets whose navigation outputs were withheld: relative depth
         self.tf_not_metric = 0  # sets whose TF was withheld: tf.mode camera_frames with relative depth
+        self.odom_not_metric = 0  # sets whose odometry was withheld: a relative chain, no opt-in
         self.reference_silent = 0  # sets without the reference camera: no TF, no points_fused
         self.tf_second_parent = 0  # sets whose odometry TF was withheld: its child frame has another parent
         self._withheld_seen = dict.fromkeys(WITHHELD, 0)  # the counts at the last diagnostics message
@@ -105,6 +107,7 @@ class NodeStats:
                        incompatible_qos=self.incompatible_qos, nav_unavailable=self.nav_unavailable,
                        engine_unavailable=self.engine_unavailable, nav_not_metric=self.nav_not_metric,
                        tf_not_metric=self.tf_not_metric, reference_silent=self.reference_silent,
+                       odom_not_metric=self.odom_not_metric,
                        tf_second_parent=self.tf_second_parent,
                        input_rate_hz=self._rate(self._in_t),
                        output_rate_hz=self._rate(self._done_t),

@@ -68,8 +68,11 @@ def set_messages(out: SetResult, keys: list[str], wanted: Callable[[str], bool])
     if wanted(MULTIVIEW):
         yield Message(MULTIVIEW, msgs.multiview())
     if wanted(ODOMETRY):
-        odom = msgs.odometry()
-        if odom is not None:
+        odom_withheld = out.odometry_withheld()
+        odom = None if odom_withheld is not None else msgs.odometry()
+        if odom_withheld is not None:
+            yield Withheld(ODOMETRY, *odom_withheld)
+        elif odom is not None:
             yield Message(ODOMETRY, odom)
     if wanted(TF):
         for withheld in (out.tf_withheld(), out.odometry_tf_withheld()):
