@@ -377,7 +377,7 @@ def test_a_silent_camera_is_left_out_and_taken_back():
         t += PERIOD_NS
         add(sync, 0, t)
         add(sync, 1, t)
-    fs = sync.take()
+    fs = sync.take(t + MS + sync.partial_hold_ns)
     assert fs.present == (0, 1) and fs.stamps_ns[2] is None and fs.items[2] is None
     assert fs.stamps_ns[:2] == (t, t) and sync.stats.silent == [2] and sync.stats.partial_sets >= 1
     assert all(stale not in q for q in sync.queued_stamps_ns())
@@ -395,7 +395,8 @@ def test_a_camera_that_never_publishes_is_left_out_after_the_timeout():
     for k in range(1, 4):  # camera 0 at 30 Hz for 100 ms: camera 1 is not silent yet
         assert not add(sync, 0, k * PERIOD_NS)
     assert add(sync, 0, 4 * PERIOD_NS)  # 133 ms of camera 0 sending: camera 1 has never sent a frame
-    assert sync.take().present == (0,) and sync.silent_streams(4 * PERIOD_NS) == [1]
+    assert sync.take(4 * PERIOD_NS + MS + sync.partial_hold_ns).present == (0,)
+    assert sync.silent_streams(4 * PERIOD_NS) == [1]
     sync_off = TimeSynchronizer(2, slop_ns=5 * MS)  # timeout 0: every set needs every camera, forever
     for k in range(20):
         assert not add(sync_off, 0, k * PERIOD_NS)
@@ -493,14 +494,17 @@ def test_partial_sets_only_after_real_silence(segments, timeout_frames, seed):
             # arrival order varies per trigger; the synchroniser's clock (the arrival) never goes back
             for arrival, s in sorted((stamp + rng.randint(1 * MS, 4 * MS), s) for s in active):
                 arrivals[s].append(arrival)
-                if not add(sync, s, stamp, arrival):
+                add(sync, s, stamp, arrival)
+                fs = sync.take(arrival)  # the consumer takes what it may at every arrival
+                if fs is None:
                     continue
-                fs = sync.take()
                 assert fs.spread_ns <= slop_ns
+                formed = fs.complete_ns
                 for gone in set(range(3)) - set(fs.present):
-                    assert not [a for a in arrivals[gone] if arrival - timeout_ns <= a <= arrival]
-                    quiet_since = max([a for a in arrivals[gone] if a <= arrival], default=None)
-                    assert any(_sending_since(arrivals[p], arrival, timeout_ns, quiet_since) for p in fs.present)
+                    # silent for the timeout before the set formed, and still silent when it is taken
+                    assert not [a for a in arrivals[gone] if formed - timeout_ns <= a <= arrival]
+                    quiet_since = max([a for a in arrivals[gone] if a <= formed], default=None)
+                    assert any(_sending_since(arrivals[p], formed, timeout_ns, quiet_since) for p in fs.present)
     assert_accounted(sync)
 
 
@@ -514,3 +518,97 @@ def _sending_since(arrivals: list[int], now: int, timeout_ns: int, quiet_since: 
         start = earlier
     first = min(a for stream in [mine] for a in stream)
     return now - max(start, quiet_since if quiet_since is not None else first) > timeout_ns
+
+
+# A camera back from a silence in a burst (issue 28)
+
+
+def _burst_after_silence(first: int, seed: int) -> tuple[TimeSynchronizer, list[FrameSet], int]:
+    """Run issue 28's sequence and return the synchroniser, the sets taken from the burst on, cam_b's return.
+
+    cam_a (0) and cam_b (1) together, cam_b silent 3 s while cam_a sends at 4-9 Hz, then 30 whole sets in 0.5 s
+    whose two frames arrive 0-3 ms apart, ``first`` first. The consumer takes at every arrival (idle).
+    """
+    rng = random.Random(seed)
+    sync = TimeSynchronizer(2, slop_ns=20 * MS, queue_size=5, camera_timeout_ns=2_000 * MS)
+    t = arrival = 0
+    for _ in range(10):
+        t, arrival = t + 100 * MS, arrival + 100 * MS
+        add(sync, 0, t, arrival)
+        add(sync, 1, t, arrival + 2 * MS)
+        sync.take()
+    silence_end = arrival + 3_000 * MS
+    while arrival < silence_end:
+        gap = rng.randint(110, 250) * MS
+        t, arrival = t + gap, arrival + gap
+        sync.take(arrival)
+        add(sync, 0, t, arrival)
+    assert sync.stats.silent == [1] and sync.stats.partial_sets > 0  # cam_a went on alone: real silence
+    taken, back = [], None
+    for _ in range(30):
+        t, arrival = t + 16 * MS, arrival + rng.randint(14, 19) * MS
+        second = arrival + rng.randint(0, 3) * MS
+        for stream, at in ((first, arrival), (1 - first, second)):
+            fs = sync.take(at)  # what an idle consumer took by now (it wakes when a held set's hold ends)
+            add(sync, stream, t, at)
+            back = at if back is None and stream == 1 else back
+            taken += [s for s in (fs, sync.take(at)) if s is not None]
+    return sync, taken, back
+
+
+@pytest.mark.parametrize("first", [0, 1], ids=["cam_a_first", "cam_b_first"])
+@pytest.mark.parametrize("seed", range(5))
+def test_a_camera_back_from_silence_in_a_burst_never_goes_out_alone_nor_leaves_its_partner_alone(first, seed):
+    """The burst right after cam_b's silence: every set handed out has both cameras.
+
+    It failed on main before issue 28: the first frames of the burst went out as 1-view sets while the partner's
+    frame of the same stamp arrived milliseconds later.
+    """
+    sync, taken, back = _burst_after_silence(first, seed)
+    assert taken, "the burst produced no set"
+    assert [fs.present for fs in taken] == [(0, 1)] * len(taken)
+    assert all(fs.spread_ns <= sync.slop_ns for fs in taken)
+    assert len(taken) >= 10  # whole sets go on through the burst (the consumer takes at every arrival)
+    assert sync.stats.silent == []
+    assert_accounted(sync)
+
+
+def test_a_set_held_for_a_silent_camera_goes_out_after_the_hold_if_the_camera_stays_silent():
+    """The hold costs latency only: a camera that really stays silent leaves its partner's sets to go out.
+
+    Newer sets keep the first held set's deadline, so a 30 Hz camera is never starved by its own frames.
+    """
+    sync = TimeSynchronizer(2, slop_ns=5 * MS, camera_timeout_ns=200 * MS)
+    k = 0
+    while sync.peek() is None:
+        add(sync, 0, k * PERIOD_NS)
+        k += 1
+    first = sync.peek()
+    assert first.present == (0,) and sync.ready_in_ns(first.complete_ns) == sync.partial_hold_ns
+    deadline = first.complete_ns + sync.partial_hold_ns
+    taken = []
+    for j in range(k, k + 30):  # 1 s more of camera 0 at 30 Hz; the consumer looks between frames
+        now = (j - 1) * PERIOD_NS + MS + PERIOD_NS // 2
+        if (fs := sync.take(now)) is not None:
+            taken.append((now, fs))
+        add(sync, 0, j * PERIOD_NS)
+    assert taken and deadline <= taken[0][0] < deadline + PERIOD_NS  # not before the hold ends, nor long after
+    assert taken[0][1].complete_ns > first.complete_ns  # the newest set by then, not the first held one
+    assert len(taken) >= 30 * PERIOD_NS // (sync.partial_hold_ns + 2 * PERIOD_NS)  # one per hold: delayed, not starved
+    assert sync.stats.partial_sets == len(taken)
+
+
+def test_a_returning_frame_that_cannot_complete_the_held_set_keeps_it_from_going_out():
+    """A camera back with an older frame (out of the slop): the held 1-view set never goes out; the next is whole."""
+    sync = TimeSynchronizer(2, slop_ns=5 * MS, camera_timeout_ns=200 * MS)
+    for k in range(12):
+        add(sync, 0, k * PERIOD_NS)
+    held = sync.peek()
+    assert held is not None and held.present == (0,)
+    add(sync, 1, 10 * PERIOD_NS, held.complete_ns + MS)  # cam 1 is back, with a frame older than the held set
+    assert sync.ready_in_ns(held.complete_ns + 10 * sync.partial_hold_ns) is None
+    assert sync.take(held.complete_ns + 10 * sync.partial_hold_ns) is None
+    add(sync, 0, 12 * PERIOD_NS)
+    add(sync, 1, 12 * PERIOD_NS)
+    assert sync.take().present == (0, 1) and sync.stats.partial_sets == 0
+    assert_accounted(sync)

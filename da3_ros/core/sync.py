@@ -66,7 +66,7 @@ class SyncStats:
     stale_rejected: int = 0  # frames older than the newest formed set on their stream
     resets: int = 0  # state cleared: time jumped backwards, or reset() was called
     frames_taken: int = 0  # frames handed to the consumer in taken sets
-    partial_sets: int = 0  # sets formed without the silent streams
+    partial_sets: int = 0  # sets handed to the consumer without the silent streams
     silent: list[int] = dataclasses.field(default_factory=list)  # streams silent at the last offered frame
 
 
@@ -78,6 +78,13 @@ class _Frame(NamedTuple):
 
 def _stamp_ns(frame: _Frame) -> int:
     return frame.stamp_ns
+
+
+# A set formed without a silent stream waits this long (capped at half the camera timeout) before the consumer
+# may take it: a returning camera's frame of the same stamp, arriving milliseconds after its partner's (a
+# driver flushing its buffer after a reconnect, a bag replayed fast), completes it instead (issue 28). Newer
+# sets that supersede a held one keep its deadline, so a fast camera's sets are delayed, never starved.
+PARTIAL_HOLD_NS = 50_000_000
 
 
 class TimeSynchronizer:
@@ -110,6 +117,7 @@ class TimeSynchronizer:
         self._active_since_ns: list[int | None] = [None] * num_streams
         self._first_arrival_ns: int | None = None
         self._match_ns = 0 if self.mode is SyncMode.EXACT else slop_ns
+        self.partial_hold_ns = min(PARTIAL_HOLD_NS, camera_timeout_ns // 2)
         self._lock = threading.Lock()
         self._stats = SyncStats(frames_in=[0] * num_streams)
         self._clear()
@@ -117,6 +125,7 @@ class TimeSynchronizer:
     def _clear(self) -> None:
         self._queues: list[list[_Frame]] = [[] for _ in range(self.num_streams)]  # sorted by stamp
         self._pending: FrameSet | None = None
+        self._pending_ready_ns = 0  # arrival clock: when the consumer may take the pending set (see take)
         # Per stream, the stamp of the newest set formed: nothing at or before it may join a later set.
         self._formed_ns: list[int | None] = [None] * self.num_streams
         # Per stream, the newest stamp offered: the reference for detecting time jumping backwards.
@@ -126,6 +135,7 @@ class TimeSynchronizer:
         # is silent only while another one has been sending for the whole timeout (see ``_silent_locked``).
         self._active_since_ns = [None] * self.num_streams
         self._first_arrival_ns = None
+        self._clock_ns: int | None = None  # the newest arrival offered: ``take``'s clock when it is given none
 
     def add(self, stream: int, stamp_ns: int, item: Any, arrival_ns: int) -> bool:
         """Offer one frame; returns True if a (new) complete set is now pending."""
@@ -144,6 +154,7 @@ class TimeSynchronizer:
             self._last_arrival_ns[stream] = arrival_ns
             if self._first_arrival_ns is None:
                 self._first_arrival_ns = arrival_ns
+            self._clock_ns = arrival_ns if self._clock_ns is None else max(self._clock_ns, arrival_ns)
             self._newest_ns[stream] = stamp_ns if newest is None else max(newest, stamp_ns)
             formed = self._formed_ns[stream]
             if formed is not None and stamp_ns <= formed:
@@ -157,6 +168,9 @@ class TimeSynchronizer:
                 st.frames_dropped += 1  # duplicate: the queued copy may already be paired up, keep it
                 return False
             frame = _Frame(stamp_ns, arrival_ns, item)
+            if self._completes_pending(stream, stamp_ns):
+                self._complete_pending(stream, frame)  # a returning camera joins the set formed without it
+                return True
             queue.insert(i, frame)
             silent = self._silent_locked(stream, arrival_ns)
             members = self._match(stream, frame, silent)
@@ -243,6 +257,28 @@ class TimeSynchronizer:
                     best, best_key = members, key
         return best
 
+    def _completes_pending(self, stream: int, stamp_ns: int) -> bool:
+        """Whether a frame of ``stream`` fits the pending set that was formed without it (within the slop)."""
+        pending = self._pending
+        if pending is None or pending.stamps_ns[stream] is not None:
+            return False
+        stamps = [t for t in pending.stamps_ns if t is not None] + [stamp_ns]
+        return max(stamps) - min(stamps) <= self._match_ns
+
+    def _complete_pending(self, stream: int, frame: _Frame) -> None:
+        """Put ``frame`` into the pending set in its stream's place; queued frames at or before it are dropped."""
+        pending = self._pending
+        assert pending is not None
+        queue = self._queues[stream]
+        n = bisect_right(queue, frame.stamp_ns, key=_stamp_ns)
+        self._stats.frames_dropped += n
+        del queue[:n]
+        self._formed_ns[stream] = frame.stamp_ns
+        stamps, items = list(pending.stamps_ns), list(pending.items)
+        stamps[stream], items[stream] = frame.stamp_ns, frame.item
+        self._pending = FrameSet(tuple(stamps), tuple(items), min(pending.first_arrival_ns, frame.arrival_ns),
+                                 max(pending.complete_ns, frame.arrival_ns))
+
     def _form(self, members: list[_Frame | None]) -> None:
         """Make ``members`` the pending set and drop every queued frame at or before them."""
         st = self._stats
@@ -253,24 +289,52 @@ class TimeSynchronizer:
             st.frames_dropped += n - 1  # the member itself moves into the set
             del queue[:n]
             self._formed_ns[s] = member.stamp_ns
+        arrivals_ns = [f.arrival_ns for f in members if f is not None]
+        ready_ns = max(arrivals_ns) + (self.partial_hold_ns if None in members else 0)
         if self._pending is not None:
             st.sets_superseded += 1
             st.frames_dropped += len(self._pending.present)
-        arrivals_ns = [f.arrival_ns for f in members if f is not None]
+            if None in members and len(self._pending.present) < self.num_streams:
+                ready_ns = min(ready_ns, self._pending_ready_ns)  # a held set's deadline is kept: never starved
+        self._pending_ready_ns = ready_ns
         self._pending = FrameSet(tuple(None if f is None else f.stamp_ns for f in members),
                                  tuple(None if f is None else f.item for f in members),
                                  min(arrivals_ns), max(arrivals_ns))
         st.sets_formed += 1
-        st.partial_sets += any(f is None for f in members)
 
-    def take(self) -> FrameSet | None:
-        """Hand the newest pending complete set to the consumer (None if none); pending becomes empty."""
+    def take(self, now_ns: int | None = None) -> FrameSet | None:
+        """Hand the newest pending set to the consumer (None if none, or none it may take yet).
+
+        A set formed without a silent stream goes out only after ``partial_hold_ns`` and only while every
+        stream missing from it has still sent nothing since: a camera that came back meanwhile either completed
+        the set (see ``add``) or gets the next one whole. ``now_ns`` is on the arrival clock (default: the
+        newest arrival offered).
+        """
         with self._lock:
-            pending, self._pending = self._pending, None
-            if pending is not None:
-                self._stats.sets_taken += 1
-                self._stats.frames_taken += len(pending.present)
+            pending = self._pending
+            if pending is None or self._ready_in_locked(pending, now_ns) != 0:
+                return None
+            self._pending = None
+            st = self._stats
+            st.sets_taken += 1
+            st.frames_taken += len(pending.present)
+            st.partial_sets += len(pending.present) < self.num_streams
             return pending
+
+    def ready_in_ns(self, now_ns: int | None = None) -> int | None:
+        """Nanoseconds until ``take`` hands out the pending set: 0 now, None with no set it will hand out."""
+        with self._lock:
+            return None if self._pending is None else self._ready_in_locked(self._pending, now_ns)
+
+    def _ready_in_locked(self, pending: FrameSet, now_ns: int | None) -> int | None:
+        missing = [s for s, t in enumerate(pending.stamps_ns) if t is None]
+        if not missing:
+            return 0
+        last = [self._last_arrival_ns[s] for s in missing]
+        if any(a is not None and a >= pending.complete_ns for a in last):
+            return None  # a missing camera is back: this set waits for it, or for the next (whole) set
+        now = self._clock_ns if now_ns is None else now_ns
+        return max(0, self._pending_ready_ns - (now if now is not None else 0))
 
     def peek(self) -> FrameSet | None:
         """Return the pending set without taking it."""

@@ -85,12 +85,14 @@ class SetWorker:
 
     def _work_loop(self) -> None:
         while not self._should_stop():
-            if not self._wake.wait(timeout=0.2):
-                continue
+            # A set without a silent camera is held briefly (a returning camera may still complete it): come
+            # back when its hold ends, not only when woken.
+            held_ns = self.sync.ready_in_ns(time.monotonic_ns())
+            self._wake.wait(timeout=0.2 if held_ns is None else min(0.2, held_ns / 1e9))
             self._wake.clear()
             if self._stop.is_set():  # woken to stop: decided at the loop's top
                 continue
-            frameset = self.sync.take()
+            frameset = self.sync.take(time.monotonic_ns())
             if frameset is None:
                 continue
             if not self._wanted():
