@@ -195,6 +195,8 @@ def create_engine(backend: str, model: str, *, device: str = "auto", precision: 
     settings = resolve_settings(backend, device, precision)
     if settings.backend in ("onnxruntime", "tensorrt") and model.endswith(".onnx"):
         settings = _graph_file_settings(settings, model, precision, device)
+    if settings.backend == "tensorrt":  # auto: a shape TensorRT refuses runs on ONNX Runtime instead
+        kwargs["fallback"] = backend == "auto"
     engine = _build(settings, model, threads, cache_dir, triton, **kwargs)
     engine.runs_on = settings
     return engine

@@ -24,7 +24,7 @@ from da3_ros.engines.base import BackendUnavailable, EngineConfigError, EngineSe
 from da3_ros.engines.cache import ArtifactCache, sha256_file
 from da3_ros.engines.graph_io import example_inputs
 from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
-from da3_ros.engines.parity import check_parity, default_parity_names, version_tuple
+from da3_ros.engines.parity import EngineParityError, check_parity, default_parity_names, version_tuple
 
 _LOG = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16")
@@ -125,8 +125,13 @@ def engine_key(onnx_sha256: str, n_views: int, hw: tuple[int, int], precision: s
 
 
 def plan_path(cache: ArtifactCache, key: dict) -> Path:
-    """Where the plan built for ``key`` is cached."""
+    """Where the plan built for ``key`` is cached (once it passed the parity gate)."""
     return cache.path_for(PLAN_KIND, key, "plan")
+
+
+def pending_plan_path(cache: ArtifactCache, key: dict) -> Path:
+    """Where a plan built for ``key`` waits for its parity gate (its execution context had no GPU memory)."""
+    return cache.path_for(PLAN_KIND, {**key, "gate": "pending"}, "plan")
 
 
 def flags_to_clear(precision: str) -> tuple[str, ...]:
@@ -212,7 +217,11 @@ class TensorRTRunner:
     precision, TensorRT version and GPU; otherwise it is built, and cached only once its outputs on
     ``export.example_inputs()`` match ``reference`` (a callable mapping the same feeds to outputs of the same names and
     shapes, e.g. the ONNX Runtime session or the torch network) on ``parity_outputs`` (default:
-    ``default_parity_names()``). A failing engine raises EngineParityError and is not cached.
+    ``default_parity_names()``). The reference is called only on that build path: pass a lazy one
+    (``LazyReference``) so that a cached plan never loads it. A failing engine raises EngineParityError and is
+    not cached. A plan built or loaded whose execution context cannot be created (TensorRTOutOfMemory) is kept
+    in the cache as not yet gated (``pending_plan_path``): the next runner for it deserialises it and runs the
+    gate instead of building it again.
     """
 
     def __init__(self, onnx_path: Path, cache: ArtifactCache, n_views: int, hw: tuple[int, int], precision: str,
@@ -221,38 +230,70 @@ class TensorRTRunner:
         ok, info = tensorrt_status()
         if not ok:
             raise unavailable_error(info)
-        import tensorrt as trt
-
-        self.trt_version = str(trt.__version__)
+        self.trt_version = info  # tensorrt_status() answers the version when TensorRT starts
         key = engine_key(sha256_file(onnx_path), n_views, hw, precision, self.trt_version, _gpu_identity())
         self.plan_path = plan_path(cache, key)
-        self._runtime = trt.Runtime(_trt_logger())  # kept: the engine must not outlive its runtime
-        plan = cache.load_verified(self.plan_path)  # hash-verified bytes only; a corrupted plan is deleted
-        engine = None if plan is None else self._runtime.deserialize_cuda_engine(plan)
-        if plan is not None and engine is None:  # e.g. a driver update: drop it and rebuild
-            _LOG.warning("cached TensorRT plan %s does not deserialize; rebuilding it", self.plan_path)
-            cache.discard(self.plan_path)
-        built = engine is None
-        if built:
+        pending = pending_plan_path(cache, key)
+        self.built = False  # whether this runner built its plan (tests and logs)
+        engine, plan, gated = self._load(cache, self.plan_path), None, True
+        if engine is None:  # a plan built before whose gate could not run yet (no memory for its context)
+            plan = cache.load_verified(pending)
+            engine, gated = (None if plan is None else self._deserialize(plan)), False
+            if plan is not None and engine is None:
+                cache.discard(pending)
+        if engine is None:
             t0 = time.perf_counter()
-            plan = build_plan(Path(onnx_path), workspace_gib, precision)
+            plan = self._build(Path(onnx_path), workspace_gib, precision)
+            self.built = True
             _LOG.info("built TensorRT %s %s engine for %d views at %dx%d in %.1f s", self.trt_version, precision,
                       n_views, hw[0], hw[1], time.perf_counter() - t0)
-            engine = self._runtime.deserialize_cuda_engine(plan)
+            engine = self._deserialize(plan)
             if engine is None:
                 raise RuntimeError("TensorRT could not deserialize the engine it just built")
-        self._bind(engine, n_views, hw)
-        if not built:
+        try:
+            self._bind(engine, n_views, hw)
+        except TensorRTOutOfMemory:
+            if plan is not None and self.built:  # minutes of building: kept, gated when it can run
+                cache.store(pending, plan, {**key, "gate": "pending"})
+            raise
+        if gated:
             return
-        if reference is None:
-            _LOG.warning("no reference network given: caching the TensorRT engine without a parity check")
-        else:
-            feeds = example_inputs(n_views, hw, "extrinsics" in self.input_shapes)
-            names = list(parity_outputs) if parity_outputs is not None else default_parity_names(self.output_names)
-            stats = check_parity(self.run(feeds), reference(feeds), names, min_corr, max_rel, self.trt_version)
-            _LOG.info("TensorRT engine parity (correlation, max relative error): %s", stats)
-        assert plan is not None  # built above
+        assert plan is not None  # built or loaded above
+        try:
+            if reference is None:
+                _LOG.warning("no reference network given: caching the TensorRT engine without a parity check")
+            else:
+                feeds = example_inputs(n_views, hw, "extrinsics" in self.input_shapes)
+                names = (list(parity_outputs) if parity_outputs is not None
+                         else default_parity_names(self.output_names))
+                stats = check_parity(self.run(feeds), reference(feeds), names, min_corr, max_rel, self.trt_version)
+                _LOG.info("TensorRT engine parity (correlation, max relative error): %s", stats)
+        except EngineParityError:
+            cache.discard(pending)  # refused: never cached, pending or not
+            raise
         cache.store(self.plan_path, plan, key)  # only a plan that passed the gate is ever cached
+        cache.discard(pending)
+
+    def _load(self, cache: ArtifactCache, path: Path) -> Any:
+        """The deserialised engine of the gated plan cached at ``path``, or None (none, corrupt, or stale)."""
+        plan = cache.load_verified(path)  # hash-verified bytes only; a corrupted plan is deleted
+        engine = None if plan is None else self._deserialize(plan)
+        if plan is not None and engine is None:  # e.g. a driver update: drop it and rebuild
+            _LOG.warning("cached TensorRT plan %s does not deserialize; rebuilding it", path)
+            cache.discard(path)
+        return engine
+
+    def _deserialize(self, plan: bytes) -> Any:
+        """``plan`` as an ICudaEngine (None when TensorRT cannot deserialise it); the runtime is kept with it."""
+        import tensorrt as trt
+
+        if getattr(self, "_runtime", None) is None:
+            self._runtime = trt.Runtime(_trt_logger())  # kept: the engine must not outlive its runtime
+        return self._runtime.deserialize_cuda_engine(plan)
+
+    def _build(self, onnx_path: Path, workspace_gib: float, precision: str) -> bytes:
+        """Build the plan (``build_plan``): minutes on a robot."""
+        return build_plan(onnx_path, workspace_gib, precision)
 
     def _bind(self, engine: Any, n_views: int, hw: tuple[int, int]) -> None:
         """One persistent torch CUDA buffer per I/O tensor, registered with the execution context."""
@@ -329,16 +370,61 @@ def _parser_error_text(err: Any) -> str:
     return f"{err.code()}{where}: {err.desc()}"
 
 
+class TensorRTRefused(BackendUnavailable):
+    """Explicit ``backend: tensorrt``: TensorRT refused an engine (parity gate, or no GPU memory for its context).
+
+    Remembered for the process: later sets of that shape raise it again at once, nothing is rebuilt.
+    """
+
+
+# (model, shape, precision) -> why TensorRT refused it, for the life of the process: a refused engine is never
+# built again here (a build takes minutes; TensorRT's version, the GPU and the graph do not change meanwhile)
+_REFUSED: dict[tuple[str, Shape, str], str] = {}
+_REFUSED_LOCK = threading.Lock()
+
+
+def refused_reason(model: str, shape: Shape, precision: str) -> str | None:
+    """Why TensorRT refused this engine earlier in this process, or None."""
+    with _REFUSED_LOCK:
+        return _REFUSED.get((model, shape, precision))
+
+
+class LazyReference:
+    """The parity gate's reference, the fp32 graph on ONNX Runtime (CPU), loaded on its first call only.
+
+    A runner whose plan comes from the cache never calls it: no fp32 session is loaded (host RAM is GPU memory
+    on a Jetson). ``graph``: a callable that returns the fp32 graph's path (it may export it).
+    """
+
+    def __init__(self, graph: Callable[[], Path]):
+        self._graph = graph
+        self.runner: Any = None  # the OrtRunner, once called
+
+    def __call__(self, feeds: Feeds) -> Feeds:
+        """The reference's outputs for ``feeds`` (the session is created on the first call)."""
+        if self.runner is None:
+            from da3_ros.engines.onnxruntime_engine import CPU_EP, OrtRunner
+
+            self.runner = OrtRunner(self._graph(), providers=[CPU_EP])
+        outputs: Feeds = self.runner.run(feeds)
+        return outputs
+
+
 class TensorRTEngine(FixedShapeEngine):
     """The TensorRT backend: per rig shape, the ``precision`` ONNX graph built into a cached, parity-gated plan.
 
-    The gate's reference is the fp32 graph on ONNX Runtime (CPU), run on the same fixed input.
+    The gate's reference is the fp32 graph on ONNX Runtime (CPU), run on the same fixed input, loaded only when
+    a plan is built. An engine TensorRT refuses (the gate, or no GPU memory for its context) is remembered for
+    the process and never rebuilt: with ``fallback`` (``backend: auto``) that shape runs on ONNX Runtime
+    instead (the fp32 graph, CUDA then CPU; said once in the log, in ``describe()`` and in ``health()`` for
+    /diagnostics); without it (``backend: tensorrt``) every set of that shape raises TensorRTRefused naming the
+    gate's figures and the fix.
     """
 
     backend = "tensorrt"
 
     def __init__(self, model: str, precision: str = "fp16", cache_dir: str | None = None,
-                 workspace_gib: float = 4.0, **kwargs: Any) -> None:
+                 workspace_gib: float = 4.0, fallback: bool = False, **kwargs: Any) -> None:
         ok, info = tensorrt_status()
         if not ok:
             raise unavailable_error(info)
@@ -347,6 +433,8 @@ class TensorRTEngine(FixedShapeEngine):
                                     "on backend torch only)")
         self.precision = precision
         self.workspace_gib = workspace_gib
+        self.fallback = fallback
+        self.fallbacks: dict[Shape, str] = {}  # shapes running on ONNX Runtime instead, and why
         super().__init__(model, cache_dir, **kwargs)
         self.runs_on = EngineSettings(self.backend, "cuda", precision)
 
@@ -354,11 +442,61 @@ class TensorRTEngine(FixedShapeEngine):
         n, hw, cond = shape  # plain ONNX: TensorRT's parser reads it
         return self.source.onnx_for(n, hw, cond, self.precision, background=background)
 
-    def _make_runner(self, shape: Shape) -> TensorRTRunner:
-        from da3_ros.engines.onnxruntime_engine import OrtRunner
-
+    def _fp32_graph(self, shape: Shape) -> Path:
         n, hw, cond = shape
-        reference = OrtRunner(self.source.onnx_for(n, hw, cond, "fp32"), providers=["CPUExecutionProvider"])
+        return self.source.onnx_for(n, hw, cond, "fp32")
+
+    def _make_runner(self, shape: Shape) -> Any:
+        why = refused_reason(self.source.model, shape, self.precision)
+        if why is None:
+            try:
+                return self._tensorrt_runner(shape)
+            except (EngineParityError, TensorRTOutOfMemory) as exc:
+                why = f"{type(exc).__name__}: {exc}"
+                with _REFUSED_LOCK:
+                    _REFUSED[(self.source.model, shape, self.precision)] = why
+        return self._refused(shape, why)
+
+    def _tensorrt_runner(self, shape: Shape) -> TensorRTRunner:
+        n, hw, cond = shape
+        reference = LazyReference(lambda: self._fp32_graph(shape))  # loaded only if a plan is built
         min_corr, max_rel = (0.9999, 1e-3) if self.precision == "fp32" else (0.99, 0.05)
         return TensorRTRunner(self._graph_for(shape), self.source.cache, n, hw,
-                              self.precision, reference.run, min_corr, max_rel, self.workspace_gib)
+                              self.precision, reference, min_corr, max_rel, self.workspace_gib)
+
+    def _refused(self, shape: Shape, why: str) -> Any:
+        """The runner for a shape TensorRT refused: ONNX Runtime under ``fallback``, else TensorRTRefused."""
+        n, hw, cond = shape
+        what = f"the {n}-view {hw[1]}x{hw[0]} {self.precision} engine"
+        if not self.fallback:
+            raise TensorRTRefused(
+                f"backend tensorrt: TensorRT refused {what} ({why}). Not rebuilt: remembered until the process "
+                "restarts. Fix: backend auto (runs this shape on ONNX Runtime instead) or onnxruntime; or "
+                "upgrade TensorRT (10.14+ fixes JetPack 6's depth scale), or, for memory, fewer views, a smaller "
+                "process_res or precision fp16")
+        from da3_ros.engines.onnxruntime_engine import OrtRunner, choose_providers, import_onnxruntime
+
+        graph = self._fp32_graph(shape)  # the gate's reference graph: exported once, usually already there
+        runner = OrtRunner(graph, providers=choose_providers("cuda", import_onnxruntime().get_available_providers()),
+                           cache=self.source.cache)
+        if shape not in self.fallbacks:
+            _LOG.warning("backend auto: TensorRT refused %s (%s); running it on ONNX Runtime (fp32 graph) instead, "
+                         "for the life of this process", what, why)
+        self.fallbacks[shape] = why
+        return runner
+
+    def describe(self) -> str:
+        """The start-up line's backend, plus the shapes that fell back to ONNX Runtime and why."""
+        text = super().describe()
+        for (n, hw, _), why in self.fallbacks.items():
+            text += f"; {n}-view {hw[1]}x{hw[0]} on ONNX Runtime (TensorRT refused it: {why})"
+        return text
+
+    def health(self) -> tuple[bool, dict[str, str]]:
+        """Device and precision, and ``tensorrt_fallback`` naming each shape on ONNX Runtime and why."""
+        ok, values = super().health()
+        if self.fallbacks:
+            values["tensorrt_fallback"] = "; ".join(f"{n}-view {hw[1]}x{hw[0]} on ONNX Runtime: {why}"
+                                                    for (n, hw, _), why in self.fallbacks.items())
+        return ok, values
+
