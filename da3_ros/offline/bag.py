@@ -15,12 +15,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rclpy.serialization import deserialize_message, serialize_message
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tf2_msgs.msg import TFMessage
 
 from da3_ros.ros import conversions as conv
 from da3_ros.ros import emit
+from da3_ros.ros.cdr_padding import serialize_message  # rclpy's bytes, padding zero: reproducible files
 from da3_ros.offline.bag_summary import BagSummary
 from da3_ros.offline.mcap_io import BagReader, BagReadError, BagTruncated, BagWriter
 from da3_ros.offline.setup import OfflineSetup, TrajectoryFile, ros_type_name
