@@ -5,6 +5,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +234,52 @@ def test_a_silent_camera_does_not_stop_the_rig_and_is_taken_back(tmp_path, domai
         assert max(stamps) - min(stamps) <= slop_s + 1e-9
         assert m.reference_camera == "left" and views(m)[0] == "left"
     assert int(float(_values(diags)["partial_sets"])) >= 1 and _values(diags)["errors"] == "0"
+    assert "Traceback" not in (tmp_path / "node.log").read_text()
+
+
+def test_a_camera_back_from_silence_in_a_burst_is_processed_with_its_partner(tmp_path, domain_id, checker):
+    """Issue 28 over DDS: `cam_b` silent past the timeout while `cam_a` sends, then 30 whole sets in 0.5 s.
+
+    Every set the node processes from the burst on has both cameras (on the old synchroniser the first frames of
+    the burst went out as 1-view sets while the partner's frame of the same stamp was milliseconds behind).
+    """
+    node = write_params(tmp_path / "node.yaml", "da3_depth", {
+        "model": "random:da3-small@0", "backend": "torch", "process_res": 56,
+        "camera_names": ["cam_a", "cam_b"], "sync.camera_timeout_s": 1.0, "diagnostics_period_s": 0.3})
+    mv = checker.collect(MultiViewDepth, "multiview_depth")
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    pubs = {c: checker.node.create_publisher(Image, f"{c}/image_raw", qos_profile_sensor_data)
+            for c in ("cam_a", "cam_b")}
+    rgb = {c: np.random.default_rng(k).integers(0, 255, (48, 64, 3), np.uint8) for k, c in enumerate(pubs)}
+
+    def publish(cams) -> int:
+        stamp_ns = checker.node.get_clock().now().nanoseconds
+        for c in cams:
+            pubs[c].publish(conv.rgb_to_image(rgb[c], Header(stamp=conv.ns_to_stamp(stamp_ns), frame_id=c)))
+        return stamp_ns
+
+    with process("depth_node", node, domain_id, tmp_path / "node.log"):
+        checker.spin_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), 60, "subscribed")
+        end = time.monotonic() + 120
+        while not any(len(m.views) == 2 for m in mv):
+            assert time.monotonic() < end, "no 2-camera set"
+            publish(("cam_a", "cam_b"))
+            checker.spin_for(0.2)
+        end = time.monotonic() + 60  # cam_b silent, cam_a at ~6 Hz: 1-view sets, cam_b named silent
+        while not (mv and len(mv[-1].views) == 1 and _values(diags).get("silent_cameras") == "cam_b"):
+            assert time.monotonic() < end, "no 1-view set while cam_b is silent"
+            publish(("cam_a",))
+            checker.spin_for(0.16)
+        burst_start_ns = publish(("cam_a",))
+        checker.spin_for(0.1)
+        last_ns = 0
+        for k in range(30):  # 30 whole sets in 0.5 s, both images of each set with one stamp
+            last_ns = publish(("cam_a", "cam_b") if k % 2 == 0 else ("cam_b", "cam_a"))
+            checker.spin_for(0.016)
+        checker.spin_until(lambda: any(conv.stamp_to_ns(m.header.stamp) == last_ns for m in mv), 60,
+                           "the burst's last set processed")
+    burst = [m for m in mv if conv.stamp_to_ns(m.header.stamp) > burst_start_ns]
+    assert burst and [[v.camera_name for v in m.views] for m in burst] == [["cam_a", "cam_b"]] * len(burst)
     assert "Traceback" not in (tmp_path / "node.log").read_text()
 
 
