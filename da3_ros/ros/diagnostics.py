@@ -19,6 +19,9 @@ WITHHELD = {"nav_unavailable": "points_obstacles / scan could not be built (TF l
             "reference_silent": "the reference camera is silent: TF and points_fused skipped",
             "odom_not_metric": "odometry withheld: the temporal chain is not in metres",
             "tf_second_parent": "TF withheld: a frame would get a second parent (temporal.child_frame, tf.suffix)"}
+# Events that WARN while they grew since the last /diagnostics message (their counters stay cumulative in the
+# values): one bad frame is one WARN message, not a WARN for good
+EVENTS = {"errors": "errors", "bad_input": "bad input", "incompatible_qos": "incompatible QoS"}
 COUNTERS = ("skipped_no_subscribers", "waiting_for_cameras", "bad_input", "errors", "incompatible_qos",
             "engine_unavailable", *WITHHELD)  # the event counters ``NodeStats.count`` adds to
 
@@ -46,7 +49,8 @@ class NodeStats:
         self.odom_not_metric = 0  # sets whose odometry was withheld: a relative chain, no opt-in
         self.reference_silent = 0  # sets without the reference camera: no TF, no points_fused
         self.tf_second_parent = 0  # sets whose odometry TF was withheld: its child frame has another parent
-        self._withheld_seen = dict.fromkeys(WITHHELD, 0)  # the counts at the last diagnostics message
+        self._seen = dict.fromkeys([*WITHHELD, *EVENTS], 0)  # the counts at the last diagnostics message
+        self._qos_warn_sets: int | None = None  # sets_done when an incompatible QoS last grew (WARN until one more)
         self.notes: dict[str, str] = {}  # the last set's metric scale and cameras without intrinsics
         self._stage_s = {s: deque(maxlen=WINDOW) for s in STAGES}
         self._done_t = deque(maxlen=WINDOW)
@@ -119,28 +123,47 @@ class NodeStats:
                     out[f"{k}_ms.max"] = float(np.max(v)) * 1e3
         return out
 
-    def _withheld_now(self) -> list[str]:
-        """The withheld-output reasons that grew since the last call (what is wrong now, not once)."""
+    def _grew_now(self) -> dict[str, int]:
+        """The withheld reasons and events that grew since the last call, by how much (what is wrong now)."""
         with self._lock:
-            grew = [k for k, seen in self._withheld_seen.items() if getattr(self, k) > seen]
-            self._withheld_seen = {k: getattr(self, k) for k in WITHHELD}
+            grew = {k: getattr(self, k) - seen for k, seen in self._seen.items() if getattr(self, k) > seen}
+            self._seen = {k: getattr(self, k) for k in self._seen}
+            if "incompatible_qos" in grew:
+                self._qos_warn_sets = self.sets_done
+            elif self._qos_warn_sets is not None and self.sets_done > self._qos_warn_sets:
+                self._qos_warn_sets = None  # a set went through since: the mismatch cost nothing more
         return grew
+
+    def events_now(self) -> tuple[list[str], str]:
+        """(withheld reasons grown, event text or '') since the last call: what the next /diagnostics says.
+
+        Errors and bad input WARN only in the message after they grew; an incompatible QoS (one event per
+        mismatched match, not per lost frame) until a set is processed after it.
+        """
+        grew = self._grew_now()
+        if self._qos_warn_sets is not None and "incompatible_qos" not in grew:
+            grew["incompatible_qos"] = 0  # still nothing processed since the mismatch
+        events = [f"{EVENTS[k]} +{grew[k]}" if grew[k] else f"{EVENTS[k]} (no set since)"
+                  for k in EVENTS if k in grew]
+        text = f"{', '.join(events)} since the last message (see values)" if events else ""
+        return [k for k in WITHHELD if k in grew], text
 
     def diagnostics(self, node_name: str, sync_stats, engine_health: tuple[bool, dict[str, str]] = (True, {}),
                     silent_cameras: list[str] | None = None, reference_camera: str = "") -> DiagnosticArray:
-        """One DiagnosticStatus; WARN on errors, bad input, incompatible QoS, silent cameras, a stopped engine.
+        """One DiagnosticStatus; WARN on silent cameras, a stopped engine, and what grew since the last message.
 
-        Also WARN for outputs withheld since the last message (no metres for navigation, a silent reference).
+        Errors, bad input, incompatible QoS and withheld outputs (no metres for navigation, a silent reference)
+        WARN in the message after they grew (``events_now``), never for good: the counters stay in the values.
         """
         engine_ok, engine_values = engine_health
         silent_cameras = silent_cameras or []
-        withheld = self._withheld_now()
+        withheld, events = self.events_now()
         values: dict[str, float | str] = {"backend": self.backend, **self.summary(), **engine_values}
         with self._lock:
             values.update(self.notes)
         values.update(silent_cameras=",".join(silent_cameras), partial_sets=sync_stats.partial_sets,
                       reference_silent_now=str(reference_camera in silent_cameras).lower(),
-                      withheld_now=",".join(withheld))
+                      withheld_now=",".join(withheld), events_now=events)
         values.update(sets_superseded=sync_stats.sets_superseded, frames_dropped=sync_stats.frames_dropped,
                       stale_rejected=sync_stats.stale_rejected, sync_resets=sync_stats.resets)
         level, message = DiagnosticStatus.OK, "ok"
@@ -155,8 +178,8 @@ class NodeStats:
             level, message = DiagnosticStatus.WARN, f"silent camera(s) {silent_cameras}: sets go on without them"
         elif withheld:
             level, message = DiagnosticStatus.WARN, "; ".join(WITHHELD[k] for k in withheld)
-        elif self.errors or self.bad_input or self.incompatible_qos:
-            level, message = DiagnosticStatus.WARN, "errors, bad input or incompatible QoS (see values)"
+        elif events:
+            level, message = DiagnosticStatus.WARN, events
         elif not self.sets_done:
             message = "waiting for synchronized sets" if not self.skipped_no_subscribers else "no subscribers"
         status = DiagnosticStatus(level=level, name=f"{node_name}: depth", message=message, hardware_id=node_name,
