@@ -134,7 +134,7 @@ def test_int8_elsewhere_is_refused_with_the_fix(machine, backend, device, says):
         resolve_settings(backend, device, "int8", machine)
 
 
-def test_da3_ros_export_writes_an_int8_graph_that_only_onnxruntime_takes(tmp_path, soh_images):
+def test_da3_ros_export_writes_an_int8_graph_that_only_onnxruntime_takes(tmp_path, soh_images, monkeypatch):
     """`da3-ros export --precision int8`: the file says int8, runs as int8 on auto, and tensorrt refuses it."""
     out = tmp_path / "small_int8.onnx"
     proc = subprocess.run(["da3-ros", "export", "--model", MODEL, "--views", "1", "--height", "140", "--width",
@@ -142,10 +142,48 @@ def test_da3_ros_export_writes_an_int8_graph_that_only_onnxruntime_takes(tmp_pat
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert read_metadata(out)["precision"] == "int8"
+    from da3_ros.engines import cpu_features
+
+    # the file records its weight bits (issue 23 item 11): this CPU's, what its quantizer used
+    assert read_metadata(out)["int8_weight_bits"] == cpu_features.int8_weight_bits()
     engine = create_engine("onnxruntime", str(out), process_res=252)
     assert engine.runs_on == EngineSettings("onnxruntime", "cpu", "int8")
     assert engine.infer(FrameBatch(soh_images[:1])).depth.shape == (1, 140, 252)
     with pytest.raises(EngineConfigError, match="int8 graph"):
         create_engine("tensorrt", str(out))
+    if cpu_features.int8_weight_bits() == 8:  # an 8-bit graph, loaded where the kernels saturate: refused at load
+        monkeypatch.setattr(cpu_features, "int8_weight_bits", lambda: 7)  # the robot's CPU: x86 without VNNI
+        with pytest.raises(EngineConfigError, match="8-bit weights .* no VNNI"):
+            create_engine("onnxruntime", str(out))
     with pytest.raises(EngineConfigError, match="int8 graph, precision 'fp32' was asked"):
         create_engine("onnxruntime", str(out), precision="fp32")
+
+
+@pytest.mark.parametrize("graph_bits, cpu_bits, refused", [
+    (8, 8, False), (7, 8, False), (None, 8, False),  # a CPU with VNNI (or ARM) runs any of them exactly
+    (7, 7, False),  # x86 without VNNI: 7-bit weights cannot saturate
+    (8, 7, True),  # an 8-bit graph from a VNNI workstation on an AVX2-only robot: refused with the fix
+    (None, 7, False),  # bits not recorded (an older export): warned at load, not refused
+])
+def test_an_int8_graph_is_checked_against_this_cpus_kernels_at_load(graph_bits, cpu_bits, refused, tmp_path,
+                                                                    caplog):
+    """Issue 23 item 11: an 8-bit int8 graph on x86 without VNNI saturates: refused at load, naming the fix."""
+    import logging
+
+    from da3_ros.engines.onnxruntime_engine import check_int8_graph, int8_graph_problem
+
+    meta = {"precision": "int8", **({} if graph_bits is None else {"int8_weight_bits": graph_bits})}
+    assert (int8_graph_problem(graph_bits, cpu_bits) is None) == (not refused and not (graph_bits is None
+                                                                                     and cpu_bits == 7))
+    with caplog.at_level(logging.WARNING, logger="da3_ros.engines"):
+        if refused:
+            with pytest.raises(EngineConfigError) as e:
+                check_int8_graph(tmp_path / "g.onnx", meta, cpu_bits)
+            msg = str(e.value)
+            assert "8-bit weights" in msg and "no VNNI" in msg and "da3-ros export --precision int8" in msg
+            assert str(tmp_path / "g.onnx") in msg
+        else:
+            check_int8_graph(tmp_path / "g.onnx", meta, cpu_bits)
+    warned = [r.getMessage() for r in caplog.records if "not recorded" in r.getMessage()]
+    assert len(warned) == (1 if graph_bits is None and cpu_bits == 7 else 0)
+    check_int8_graph(tmp_path / "g.onnx", {**meta, "precision": "fp32"}, cpu_bits)  # only int8 graphs

@@ -122,3 +122,21 @@ def test_the_fp32_reference_session_is_created_only_when_a_plan_is_built(monkeyp
     assert runner.builds == [] and len(runner.references) == 1
     assert isinstance(runner.references[0], trt_engine.LazyReference)
     assert runner.references[0].runner is None  # never loaded
+
+
+def test_a_fused_attention_graph_given_to_tensorrt_is_refused_at_load_with_the_fix(monkeypatch, shared_cache):
+    """Issue 23 item 11: refused when the engine is made (start-up), not by the parser at every set."""
+    from da3_ros.engines import EngineConfigError
+    from da3_ros.engines.cache import ArtifactCache
+
+    runner = install(monkeypatch)
+    fused = OnnxSource(MODEL, ArtifactCache(shared_cache)).onnx_for(1, HW, False, "fp32", fused_attention=True)
+    for make in (lambda: create_engine("tensorrt", str(fused), cache_dir=shared_cache),
+                 lambda: trt_engine.TensorRTEngine(str(fused), "fp32", shared_cache)):
+        with pytest.raises(EngineConfigError) as e:
+            make()
+        assert "MultiHeadAttention" in str(e.value) and "without --fused-attention" in str(e.value)
+        assert str(fused) in str(e.value)
+    assert runner.builds == [] and runner.references == []  # nothing was parsed or built
+    # backend auto takes ONNX Runtime for it (the only backend that runs it), even where TensorRT runs
+    assert create_engine("auto", str(fused), cache_dir=shared_cache).runs_on.backend == "onnxruntime"

@@ -194,7 +194,7 @@ def create_engine(backend: str, model: str, *, device: str = "auto", precision: 
                                 metric_every_n_sets)
     settings = resolve_settings(backend, device, precision)
     if settings.backend in ("onnxruntime", "tensorrt") and model.endswith(".onnx"):
-        settings = _graph_file_settings(settings, model, precision, device)
+        settings = _graph_file_settings(settings, model, precision, device, backend)
     if settings.backend == "tensorrt":  # auto: a shape TensorRT refuses runs on ONNX Runtime instead
         kwargs["fallback"] = backend == "auto"
     engine = _build(settings, model, threads, cache_dir, triton, **kwargs)
@@ -202,19 +202,29 @@ def create_engine(backend: str, model: str, *, device: str = "auto", precision: 
     return engine
 
 
-def _graph_file_settings(settings: EngineSettings, path: str, precision: str, device: str) -> EngineSettings:
+def _graph_file_settings(settings: EngineSettings, path: str, precision: str, device: str,
+                         backend: str = "auto") -> EngineSettings:
     """A given .onnx runs at the precision it was exported with: auto takes it, another precision is refused.
 
     An int8 graph runs on ONNX Runtime's CPU kernels only (``device``: the one asked, auto or cpu for int8).
+    A fused-attention graph (``--fused-attention``) is ONNX Runtime's only: ``backend`` auto takes onnxruntime
+    for it, an explicit tensorrt is refused with the fix (``backend``: the one asked).
     """
     import dataclasses
     from pathlib import Path
 
-    from da3_ros.engines.onnx_source import read_metadata
+    from da3_ros.engines.onnx_source import FUSED_ATTENTION_OP, read_metadata
 
     if not Path(path).expanduser().is_file():
         return settings  # the engine names the missing file
-    exported = str(read_metadata(Path(path).expanduser()).get("precision", "fp32"))
+    meta = read_metadata(Path(path).expanduser())
+    if settings.backend == "tensorrt" and meta.get("attention") == FUSED_ATTENTION_OP:
+        if backend != "auto":
+            from da3_ros.engines.tensorrt_engine import refuse_fused_attention_graph
+
+            refuse_fused_attention_graph(Path(path), meta)
+        settings = resolve_settings("onnxruntime", device, precision)
+    exported = str(meta.get("precision", "fp32"))
     if exported == "int8" and settings.backend != "onnxruntime":
         raise EngineConfigError(f"{path} is an int8 graph (ONNX Runtime's dynamic quantization): run it on backend "
                                 "onnxruntime with device cpu, or export an fp16 / fp32 graph for tensorrt")

@@ -62,6 +62,46 @@ def _session_providers(providers: Sequence[str] | None, available: Sequence[str]
     return [p for p in providers if p in available and p != TENSORRT_EP] or [CPU_EP]
 
 
+def int8_graph_problem(graph_bits: int | None, cpu_bits: int) -> str | None:
+    """What is wrong with running an int8 graph of ``graph_bits``-bit weights on a CPU that needs ``cpu_bits``.
+
+    ``cpu_bits``: ``cpu_features.int8_weight_bits()`` (7 on x86 without VNNI, else 8); ``graph_bits``: the
+    graph's ``int8_weight_bits`` metadata (None: exported before it was recorded). None when it runs as meant
+    (7-bit weights run exactly everywhere, 8-bit ones where the kernels do not saturate).
+    """
+    if cpu_bits >= 8 or graph_bits == 7:
+        return None
+    if graph_bits is None:
+        return ("its weight bits are not recorded (exported before they were), and this x86 CPU has no VNNI: "
+                "if its weights are 8-bit, ONNX Runtime's AVX2 kernels saturate (depth correlation 0.996 "
+                "against fp32 measured on such a CPU)")
+    return (f"it was quantized with {graph_bits}-bit weights (on a CPU with VNNI), and this x86 CPU has no VNNI: "
+            "ONNX Runtime's AVX2 int8 kernels saturate with 8-bit weights (depth correlation 0.996 against fp32 "
+            "measured on such a CPU); 7-bit weights do not")
+
+
+def check_int8_graph(path: Path, meta: dict, cpu_bits: int | None = None) -> None:
+    """Refuse (EngineConfigError) an 8-bit int8 graph on a CPU whose kernels saturate; warn for unknown bits.
+
+    ``meta``: the graph's da3_ros metadata; ``cpu_bits``: default, this CPU's (``cpu_features``).
+    """
+    from da3_ros.engines.cpu_features import int8_weight_bits
+
+    if meta.get("precision") != "int8":
+        return
+    bits = meta.get("int8_weight_bits")
+    problem = int8_graph_problem(None if bits is None else int(bits), int8_weight_bits() if cpu_bits is None
+                                 else cpu_bits)
+    if problem is None:
+        return
+    fix = ("export it again on this machine (`da3-ros export --precision int8 ...` writes 7-bit weights here), "
+           "or set model to the checkpoint (the cache quantizes for this CPU), or use precision fp32")
+    if bits is None:
+        _LOG.warning("int8 graph %s: %s. To be sure, %s", path, problem, fix)
+        return
+    raise EngineConfigError(f"int8 graph {path}: {problem}. To run int8 here, {fix}")
+
+
 def optimize_graph(src: Path, dst: Path, weights_name: str) -> None:
     """Write ``src`` with ONNX Runtime's extended optimisations applied to ``dst`` (runs in a child process).
 
@@ -149,6 +189,8 @@ class OnnxRuntimeEngine(FixedShapeEngine):
         # The graph it runs: fp32, fp16 (export.fp16: fp32 where fp16 is unsafe), int8 (export.int8).
         self.precision = precision
         super().__init__(model, cache_dir, **kwargs)
+        if self.source.file is not None:
+            check_int8_graph(self.source.file, self.source.meta)  # refused at load, not saturated at run time
         first = _session_providers(providers, ort.get_available_providers())[0]
         self.runs_on = EngineSettings(self.backend, "cpu" if first == CPU_EP else "cuda", precision)
 

@@ -436,6 +436,8 @@ class TensorRTEngine(FixedShapeEngine):
         self.fallback = fallback
         self.fallbacks: dict[Shape, str] = {}  # shapes running on ONNX Runtime instead, and why
         super().__init__(model, cache_dir, **kwargs)
+        if self.source.file is not None:  # a given file: refused at load, not at every set's parse
+            refuse_fused_attention_graph(self.source.file, self.source.meta)
         self.runs_on = EngineSettings(self.backend, "cuda", precision)
 
     def _graph_for(self, shape: Shape, background: bool = False) -> Path:
@@ -500,3 +502,13 @@ class TensorRTEngine(FixedShapeEngine):
                                                     for (n, hw, _), why in self.fallbacks.items())
         return ok, values
 
+
+def refuse_fused_attention_graph(file: Path | None, meta: dict) -> None:
+    """EngineConfigError for a given .onnx whose attention is ONNX Runtime's fused op (TensorRT cannot parse it)."""
+    from da3_ros.engines.onnx_source import FUSED_ATTENTION_OP
+
+    if file is not None and meta.get("attention") == FUSED_ATTENTION_OP:
+        raise EngineConfigError(
+            f"{file} runs attention as ONNX Runtime's fused {FUSED_ATTENTION_OP}, which TensorRT cannot parse: "
+            "export it again without --fused-attention (`da3-ros export ... --precision fp16`) for backend "
+            "tensorrt, or run this file on backend onnxruntime")

@@ -82,6 +82,10 @@ def export_onnx(net, variant_name: str, out: Path, n_views: int, hw: tuple[int, 
             "conditioned": conditioned, "precision": precision, "label": label, "trained": trained,
             "graph_version": GRAPH_VERSION, "inputs": list(feeds), "outputs": graph.names,
             "attention": fa.MHA_OP if fused_attention else "onnx"}
+    if precision == "int8":  # what its kernels need from the CPU that loads it (engines.onnxruntime_engine)
+        from da3_ros.engines.cpu_features import int8_weight_bits
+
+        meta["int8_weight_bits"] = int8_weight_bits()  # the bits to_dynamic_int8 quantized to, on this CPU
     onnx.helper.set_model_props(model, {META_KEY: json.dumps(meta)})
     data = out.with_name(out.name + ".data")
     data.unlink(missing_ok=True)
