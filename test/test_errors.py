@@ -98,3 +98,53 @@ def test_the_projects_user_errors_are_typed():
         known_extrinsics("sometimes", [[]], ["a"], 0, True)
     with pytest.raises(ConfigError, match="needs cameras.<name>.T_ref_cam"):
         known_extrinsics("params", [[1.0, 2.0]], ["a"], 0, True)
+
+
+def _raised(exc: BaseException) -> BaseException:
+    """``exc`` as caught from a frame of ours (with a traceback, as the worker and the bag catch it)."""
+    def forward_of_one_set():
+        raise exc
+    try:
+        forward_of_one_set()
+    except BaseException as caught:  # noqa: BLE001
+        return caught
+    raise AssertionError("not raised")
+
+
+def test_a_failed_sets_log_is_one_line_for_typed_errors_and_a_traceback_for_bugs():
+    """Issue 23.13: the worker's and the bag's per-set log.
+
+    The project's typed errors and out of memory in one line; anything else (a bug) with its traceback, which
+    names where it happened.
+    """
+    from da3_ros.core.errors import ConfigError
+    from da3_ros.engines.base import BackendUnavailable
+    from da3_ros.ros.ros_main import set_failure_text
+
+    for typed in (ConfigError("fused_frame 'x' is not a camera frame"), BackendUnavailable("no GPU: install x"),
+                  RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")):
+        text = set_failure_text(_raised(typed))
+        assert "\n" not in text and "Traceback" not in text and type(typed).__name__ in text, text
+    bug = set_failure_text(_raised(KeyError("views")))
+    first, *rest = bug.splitlines()
+    assert first.startswith("KeyError: 'views'") and "traceback follows" in first
+    assert "Traceback (most recent call last)" in bug and "forward_of_one_set" in bug and len(rest) >= 3
+    shape = set_failure_text(_raised(ValueError("operands could not be broadcast")))  # a plain ValueError: a bug
+    assert "Traceback" in shape
+
+
+def test_the_bag_logs_its_first_error_with_the_bugs_traceback_and_keeps_one_line_in_the_summary(caplog):
+    import logging
+
+    from da3_ros.offline.bag_summary import BagSummary
+    from da3_ros.core.processor import failure_text
+    from da3_ros.ros.ros_main import set_failure_text
+
+    summary = BagSummary(["a"])
+    exc = _raised(IndexError("list index out of range"))
+    with caplog.at_level(logging.WARNING, logger="da3_ros.offline.bag"):
+        summary.drop("error", failure_text(exc), log=set_failure_text(exc))
+        summary.drop("error", failure_text(exc), log=set_failure_text(exc))  # once per reason, as before
+    (record,) = caplog.records
+    assert "Traceback" in record.getMessage() and "forward_of_one_set" in record.getMessage()
+    assert summary.drop_examples["error"] == "IndexError: list index out of range" and summary.drops["error"] == 2

@@ -22,11 +22,12 @@ from tf2_msgs.msg import TFMessage
 from da3_ros.ros import conversions as conv
 from da3_ros.ros import emit
 from da3_ros.ros.cdr_padding import serialize_message  # rclpy's bytes, padding zero: reproducible files
+from da3_ros.ros.ros_main import set_failure_text
 from da3_ros.offline.bag_summary import BagSummary
 from da3_ros.offline.mcap_io import BagReader, BagReadError, BagTruncated, BagWriter
 from da3_ros.offline.setup import OfflineSetup, TrajectoryFile, ros_type_name
 from da3_ros.core.params import camera_param
-from da3_ros.core.processor import Dropped
+from da3_ros.core.processor import Dropped, failure_text
 from da3_ros.core.sync import SyncMode, TimeSynchronizer
 from da3_ros.ros.transport import COMPRESSED, RAW
 
@@ -265,7 +266,7 @@ class _BagRun:
             if out is not None:
                 self._record_temporal(out)
         except Exception as exc:  # as the node: one set's failure is counted, the run goes on
-            summary.drop("error", f"{type(exc).__name__}: {exc}")
+            summary.drop("error", failure_text(exc), log=set_failure_text(exc))  # a bug's traceback logged
         self.progress.update(summary.sets_processed)
         return True
 

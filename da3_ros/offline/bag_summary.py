@@ -36,10 +36,14 @@ class BagSummary:
     def stage(self, name: str, seconds: float) -> None:
         self.stage_s.setdefault(name, []).append(seconds)
 
-    def drop(self, reason: str, detail: str) -> None:
+    def drop(self, reason: str, detail: str, log: str = "") -> None:
+        """A set not processed, and why; the first of each reason is logged.
+
+        ``log``: a longer text to log (e.g. with a bug's traceback) than the one-line ``detail`` of the summary.
+        """
         if reason not in self.drop_examples:
             self.drop_examples[reason] = detail
-            _LOG.warning("set dropped (%s): %s", reason, detail)
+            _LOG.warning("set dropped (%s): %s", reason, log or detail)
         self.drops[reason] += 1
 
     def withhold(self, reason: str, detail: str) -> None:

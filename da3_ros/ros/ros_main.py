@@ -45,6 +45,22 @@ def say_failure(exc: BaseException, say: Callable[[str], None], what: str) -> No
         say(f"{tb}\n{what}: unexpected {type(exc).__name__} (traceback above)")
 
 
+def set_failure_text(exc: BaseException) -> str:
+    """What to log for a set that failed (worker, bag): a line, and a bug's traceback.
+
+    One line for the project's typed errors (``user_error_types``) and out of memory (``failure_text``); any
+    other exception is a bug: the line, then its traceback (the report a user can file).
+    """
+    from da3_ros.core.processor import OUT_OF_MEMORY_SIGNS, failure_text
+
+    text = failure_text(exc)
+    if isinstance(exc, (*user_error_types(), MemoryError)) or any(
+            sign in str(exc).lower() for sign in OUT_OF_MEMORY_SIGNS):
+        return text
+    tb = "".join(traceback.format_exception(exc)).rstrip()
+    return f"{text} (a bug: traceback follows)\n{tb}"
+
+
 def run(node_factory: Callable[[], Node], args=None, name: str = "da3_ros") -> int:
     """Init rclpy, build the node, spin until Ctrl-C or shutdown; a node that cannot start exits 1.
 

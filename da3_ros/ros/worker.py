@@ -11,8 +11,8 @@ import time
 
 from da3_ros.engines.base import EngineUnavailable
 from da3_ros.ros import conversions as conv
-from da3_ros.core.processor import DropReason, Dropped, failure_text
-from da3_ros.ros.ros_main import abandon_on_exit
+from da3_ros.core.processor import DropReason, Dropped
+from da3_ros.ros.ros_main import abandon_on_exit, set_failure_text
 
 DEACTIVATE_WAIT_MIN_S = 5.0  # deactivate waits at least this long for a set in flight before refusing
 
@@ -111,7 +111,7 @@ class SetWorker:
                 if not self.context.ok():  # shutting down (Ctrl-C): publishers are gone, nothing to report
                     return
                 self.stats.count("errors")
-                self.get_logger().error(f"set failed: {failure_text(exc)}", throttle_duration_sec=5.0)
+                self.get_logger().error(f"set failed: {set_failure_text(exc)}", throttle_duration_sec=5.0)
             self._longest_set_s = max(self._longest_set_s, time.monotonic() - t0)
 
     def _process(self, frameset) -> None:
