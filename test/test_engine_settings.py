@@ -167,3 +167,46 @@ def test_onnxruntime_on_the_gpu_means_its_cuda_provider():
                                                                                           "fp32")
     with pytest.raises(EngineConfigError, match="CUDA execution provider"):
         resolve_settings("onnxruntime", "cuda", "auto", trt_ep_only)
+
+
+NEEDS_GPU = "needs a GPU"  # a shipped config whose file says this may refuse a machine without one
+
+
+def _shipped_node_configs():
+    from conftest import REPO
+
+    return [p for p in sorted((REPO / "config").glob("*.yaml")) if "sources:" not in p.read_text()]  # not players
+
+
+@pytest.mark.parametrize("path", _shipped_node_configs(), ids=lambda p: p.name)
+def test_every_shipped_config_starts_on_this_machine(path):
+    """Issue 23.17: a shipped config loads into the node's config and resolves its engine here (CPU-only).
+
+    Only a file that says it needs a GPU may refuse a machine without one.
+    """
+    from da3_ros.core.config import DepthConfig
+    from da3_ros.core.param_file import check_params, read_params_file
+
+    values, unknown = check_params(read_params_file(path))
+    assert not unknown, f"{path.name}: names the node does not have: {unknown}"
+    cfg = DepthConfig.from_values(values)
+    if NEEDS_GPU in path.read_text() and not Hardware().torch_cuda():
+        pytest.skip(f"{path.name} says it needs a GPU")
+    settings = resolve_settings(cfg.value("backend"), cfg.value("device"), cfg.value("precision"))
+    assert settings.backend in ("onnxruntime", "torch", "tensorrt", "triton")
+
+
+def test_an_impossible_device_under_auto_names_what_auto_found_and_would_run():
+    """``device: cuda`` under backend auto on a CPU machine: each backend's reason and what device auto runs.
+
+    Not "torch sees no CUDA device" alone: torch was only auto's last resort, ONNX Runtime is what runs here.
+    """
+    with pytest.raises(EngineConfigError) as err:
+        resolve_settings("auto", "cuda", "auto", CPU)
+    text = str(err.value)
+    assert "no backend sees a CUDA device" in text and "tensorrt not usable: no tensorrt here" in text
+    assert "device auto runs backend onnxruntime on cpu here" in text and "use device auto" in text
+    with pytest.raises(EngineConfigError, match="device auto runs backend torch on cpu here"):
+        resolve_settings("auto", "cuda", "auto", NO_ORT)
+    with pytest.raises(EngineConfigError, match=r"^device 'cuda': torch sees no CUDA device"):
+        resolve_settings("torch", "cuda", "auto", CPU)  # torch asked for: torch named

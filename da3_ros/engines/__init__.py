@@ -116,7 +116,7 @@ def resolve_settings(backend: str, device: str = "auto", precision: str = "auto"
     gpu = _gpu_index(device)
     if precision == "int8" and backend == "auto" and hw.ort_providers():
         backend = "onnxruntime"  # the only backend with an int8 graph (not TensorRT, even where it runs)
-    backend = resolve_backend(backend, device, hw)
+    asked, backend = backend, resolve_backend(backend, device, hw)
     if backend == "triton":
         if device != "auto" or precision != "auto":
             raise EngineConfigError(f"backend triton runs on the server's device and graph (device {device!r}, "
@@ -125,6 +125,8 @@ def resolve_settings(backend: str, device: str = "auto", precision: str = "auto"
         return EngineSettings("triton", "server", "server")
     if backend == "torch":
         if gpu is not None and not hw.torch_cuda():
+            if asked == "auto":  # torch was only the last resort: say what auto found, and what auto would run
+                raise EngineConfigError(_no_gpu_for_auto(device, precision, hw))
             raise EngineConfigError(f"device {device!r}: torch sees no CUDA device here; use device cpu (or auto), "
                                     "or install a CUDA build of torch")
         dev = "cpu" if gpu is None else device
@@ -158,6 +160,20 @@ def resolve_settings(backend: str, device: str = "auto", precision: str = "auto"
                                 "(or auto), backend torch or tensorrt")
     dev = "cpu" if device == "cpu" or not on_gpu else "cuda"
     return EngineSettings("onnxruntime", dev, "fp32" if precision == "auto" else precision)
+
+
+def _no_gpu_for_auto(device: str, precision: str, hw: Hardware) -> str:
+    """Why backend auto has nothing for a CUDA ``device`` here: each backend's reason, and what device auto runs."""
+    trt_ok, trt_why = hw.tensorrt()
+    try:
+        here = resolve_settings("auto", "auto", precision, hw)
+        instead = f"device auto runs backend {here.backend} on {here.device} here"
+    except EngineConfigError as exc:
+        instead = f"device auto cannot run here either ({exc})"
+    return (f"device {device!r}: no backend sees a CUDA device here (backend auto: tensorrt "
+            f"{'runs only on GPU 0' if trt_ok else 'not usable: ' + trt_why}; onnxruntime has no CUDA provider "
+            f"(providers: {hw.ort_providers()}); torch sees no CUDA device); {instead}: use device auto (or cpu), "
+            "or install a CUDA build (onnxruntime-gpu, torch with CUDA)")
 
 
 def _ort_int8(device: str) -> EngineSettings:
