@@ -236,7 +236,7 @@ def _graph_file_settings(settings: EngineSettings, path: str, precision: str, de
     meta = read_metadata(Path(path).expanduser())
     if settings.backend == "tensorrt" and meta.get("attention") == FUSED_ATTENTION_OP:
         if backend != "auto":
-            from da3_ros.engines.tensorrt_engine import refuse_fused_attention_graph
+            from da3_ros.engines.tensorrt_plan import refuse_fused_attention_graph
 
             refuse_fused_attention_graph(Path(path), meta)
         settings = resolve_settings("onnxruntime", device, precision)

@@ -25,22 +25,18 @@ from da3_ros.engines.cache import ArtifactCache, sha256_file
 from da3_ros.engines.graph_io import example_inputs
 from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
 from da3_ros.engines.parity import EngineParityError, check_parity, default_parity_names, version_tuple
+from da3_ros.engines.tensorrt_plan import (PRECISIONS, Feeds, LazyReference, TensorRTOutOfMemory, build_plan,
+                                           create_context, refuse_fused_attention_graph)
+from da3_ros.engines.tensorrt_plan import flags_to_clear as flags_to_clear  # re-exported (the CLI, the tests)
 
 _LOG = logging.getLogger(__name__)
-PRECISIONS = ("fp32", "fp16")
 PLAN_KIND = "trt"
 MIN_TENSORRT = (10, 0)  # the I/O-tensor API (execute_async_v3) and strongly typed networks
 JETSON_RELEASE_FILE = Path("/etc/nv_tegra_release")  # present on every Jetson (L4T)
 
-Feeds = dict[str, np.ndarray]
-
 
 class TensorRTUnavailable(BackendUnavailable):
     """TensorRT or a CUDA device is missing; the message says what to install."""
-
-
-class TensorRTOutOfMemory(BackendUnavailable):
-    """The engine was built but TensorRT could not create its execution context (GPU memory exhausted)."""
 
 
 def install_hint(cuda_version: str | None = None, jetson: bool | None = None) -> str:
@@ -132,82 +128,6 @@ def plan_path(cache: ArtifactCache, key: dict) -> Path:
 def pending_plan_path(cache: ArtifactCache, key: dict) -> Path:
     """Where a plan built for ``key`` waits for its parity gate (its execution context had no GPU memory)."""
     return cache.path_for(PLAN_KIND, {**key, "gate": "pending"}, "plan")
-
-
-def flags_to_clear(precision: str) -> tuple[str, ...]:
-    """The ``trt.BuilderFlag`` names switched off for a graph of ``precision``.
-
-    fp32: TF32, which TensorRT 10.x and 11.x enable by default: on Ampere and newer it rounds fp32 matrix inputs
-    to a 10-bit mantissa, which would fail the fp32 parity gate (max relative error 1e-3) that fp32 is chosen for.
-    fp16: none (its matrix work is fp16 already; its fp32 parts are normalisations).
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return ("TF32",) if precision == "fp32" else ()
-
-
-def build_plan(onnx_path: Path, workspace_gib: float = 4.0, precision: str | None = None) -> bytes:
-    """Parse ``onnx_path`` into a strongly typed network and build a serialized engine (plan) from it.
-
-    ``precision``: the graph's (default: read from its da3_ros metadata); fp32 builds without TF32. Raises
-    TensorRTUnavailable when TensorRT cannot start, RuntimeError listing every ONNX parser error, or when the
-    builder returns no plan.
-    """
-    import tensorrt as trt
-
-    if precision is None:
-        from da3_ros.engines.onnx_source import read_metadata
-
-        precision = str(read_metadata(Path(onnx_path)).get("precision", "fp32"))
-    clear = flags_to_clear(precision)
-    logger = _trt_logger()
-    builder = trt.Builder(logger)
-    if builder is None:
-        raise unavailable_error(f"trt.Builder(logger) returned None (TensorRT {trt.__version__} has no CUDA context)")
-    # Strongly typed: layer precisions follow the ONNX graph. The flag is ignored (but kept) in 11.x, where
-    # strong typing is always on; check the attribute so a later release that drops it still works.
-    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    network = builder.create_network(0 if strongly_typed is None else 1 << int(strongly_typed))
-    parser = trt.OnnxParser(network, logger)
-    # From the file, not from bytes: the parser then finds external weight files beside a >2 GB graph.
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "\n".join(f"  {_parser_error_text(parser.get_error(i))}" for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT could not parse {onnx_path} ({parser.num_errors} errors):\n{errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-    for name in clear:
-        if hasattr(trt.BuilderFlag, name):  # present in 10.0 through 11.4
-            config.clear_flag(getattr(trt.BuilderFlag, name))
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}; its log above says why")
-    return bytes(plan)
-
-
-def create_context(engine: Any, what: str) -> Any:
-    """``engine.create_execution_context()``, or TensorRTOutOfMemory naming the memory it needed.
-
-    TensorRT returns None (no exception) when it cannot allocate the context's activation memory.
-    """
-    context = engine.create_execution_context()
-    if context is not None:
-        return context
-    need = getattr(engine, "device_memory_size_v2", None) or getattr(engine, "device_memory_size", None)
-    need_text = f"{int(need) / 2**20:.0f} MiB of activations" if isinstance(need, (int, float)) else "its memory"
-    raise TensorRTOutOfMemory(
-        f"TensorRT could not create an execution context for {what} (create_execution_context() returned None): "
-        f"the GPU has no room for {need_text}{_free_gpu_text()}. Free GPU memory (other processes), or use fewer "
-        "views, a smaller process_res, precision fp16, or backend onnxruntime")
-
-
-def _free_gpu_text() -> str:
-    try:
-        import torch
-
-        free, total = torch.cuda.mem_get_info()
-    except Exception:  # no torch or no CUDA here: the message goes without the numbers
-        return ""
-    return f" ({free / 2**20:.0f} of {total / 2**20:.0f} MiB free)"
 
 
 class TensorRTRunner:
@@ -365,11 +285,6 @@ def _gpu_identity() -> str:
     return f"{torch.cuda.get_device_name()} (sm_{major}{minor})"
 
 
-def _parser_error_text(err: Any) -> str:
-    where = f" in node {err.node_name()!r} ({err.node_operator()})" if hasattr(err, "node_name") else ""
-    return f"{err.code()}{where}: {err.desc()}"
-
-
 class TensorRTRefused(BackendUnavailable):
     """Explicit ``backend: tensorrt``: TensorRT refused an engine (parity gate, or no GPU memory for its context).
 
@@ -387,27 +302,6 @@ def refused_reason(model: str, shape: Shape, precision: str) -> str | None:
     """Why TensorRT refused this engine earlier in this process, or None."""
     with _REFUSED_LOCK:
         return _REFUSED.get((model, shape, precision))
-
-
-class LazyReference:
-    """The parity gate's reference, the fp32 graph on ONNX Runtime (CPU), loaded on its first call only.
-
-    A runner whose plan comes from the cache never calls it: no fp32 session is loaded (host RAM is GPU memory
-    on a Jetson). ``graph``: a callable that returns the fp32 graph's path (it may export it).
-    """
-
-    def __init__(self, graph: Callable[[], Path]):
-        self._graph = graph
-        self.runner: Any = None  # the OrtRunner, once called
-
-    def __call__(self, feeds: Feeds) -> Feeds:
-        """The reference's outputs for ``feeds`` (the session is created on the first call)."""
-        if self.runner is None:
-            from da3_ros.engines.onnxruntime_engine import CPU_EP, OrtRunner
-
-            self.runner = OrtRunner(self._graph(), providers=[CPU_EP])
-        outputs: Feeds = self.runner.run(feeds)
-        return outputs
 
 
 class TensorRTEngine(FixedShapeEngine):
@@ -502,13 +396,3 @@ class TensorRTEngine(FixedShapeEngine):
                                                     for (n, hw, _), why in self.fallbacks.items())
         return ok, values
 
-
-def refuse_fused_attention_graph(file: Path | None, meta: dict) -> None:
-    """EngineConfigError for a given .onnx whose attention is ONNX Runtime's fused op (TensorRT cannot parse it)."""
-    from da3_ros.engines.onnx_source import FUSED_ATTENTION_OP
-
-    if file is not None and meta.get("attention") == FUSED_ATTENTION_OP:
-        raise EngineConfigError(
-            f"{file} runs attention as ONNX Runtime's fused {FUSED_ATTENTION_OP}, which TensorRT cannot parse: "
-            "export it again without --fused-attention (`da3-ros export ... --precision fp16`) for backend "
-            "tensorrt, or run this file on backend onnxruntime")

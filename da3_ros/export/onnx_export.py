@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 
+from da3_ros.engines.cpu_features import int8_weight_bits
 from da3_ros.engines.graph_io import IN_EXTRINSICS, IN_IMAGES, IN_INTRINSICS, example_inputs
 from da3_ros.engines.onnx_source import GRAPH_VERSION, META_KEY, PARENT_ENV
 
@@ -81,11 +82,8 @@ def export_onnx(net, variant_name: str, out: Path, n_views: int, hw: tuple[int, 
     meta = {"variant": variant_name, "n_views": n_views, "height": hw[0], "width": hw[1],
             "conditioned": conditioned, "precision": precision, "label": label, "trained": trained,
             "graph_version": GRAPH_VERSION, "inputs": list(feeds), "outputs": graph.names,
-            "attention": fa.MHA_OP if fused_attention else "onnx"}
-    if precision == "int8":  # what its kernels need from the CPU that loads it (engines.onnxruntime_engine)
-        from da3_ros.engines.cpu_features import int8_weight_bits
-
-        meta["int8_weight_bits"] = int8_weight_bits()  # the bits to_dynamic_int8 quantized to, on this CPU
+            "attention": fa.MHA_OP if fused_attention else "onnx",  # int8: its weight bits, checked at load
+            **({"int8_weight_bits": int8_weight_bits()} if precision == "int8" else {})}
     onnx.helper.set_model_props(model, {META_KEY: json.dumps(meta)})
     data = out.with_name(out.name + ".data")
     data.unlink(missing_ok=True)
