@@ -12,7 +12,7 @@ import pytest
 from da3_ros.core import preprocess
 from da3_ros.engines import FrameBatch, create_engine
 from da3_ros.ros.messages import SetMessages
-from da3_ros.engines.base import Engine
+from da3_ros.engines.base import IN_IMAGES, Engine
 from da3_ros.engines.metric_pair import MetricPairEngine
 from da3_ros.engines.postprocess import align_nested
 from da3_ros.core.metric_scale import ScaleFilter, ScaleFilterConfig, apply_scale
@@ -267,3 +267,73 @@ def test_the_pair_s_sky_does_not_flicker_between_metric_sets(soh_images):
         assert np.array_equal(masks[k], masks[0]) and np.array_equal(infs[k], infs[0]), f"set {k}"
         assert points[k] == points[0], f"set {k}: {points[k]} points, set 0 had {points[0]}"
     assert np.array_equal(infs[0], masks[0])
+
+
+def _pair_processor(every_n_sets: int, temporal_keyframes: int = 0):
+    """Two cameras (left, right) through the per-set processor, the pair's metric model on every k-th set."""
+    from da3_ros.core.config import CoreConfig, OutputConfig
+    from da3_ros.core.processor import FrameSetProcessor
+    from da3_ros.core.static_tf import StaticTfBuffer
+    from da3_ros.core.temporal.keyframes import KeyframeRule
+    from da3_ros.core.temporal.tracker import TemporalConfig, TemporalTracker
+
+    main = create_engine("torch", "random:da3-small@0", process_res=140)
+    metric = create_engine("torch", "random:da3metric-large@0", process_res=140)
+    forward = metric._forward
+
+    def with_sky(feeds):  # random weights predict no sky: each view's sky is its brighter half (its own image's)
+        out = dict(forward(feeds))
+        grey = feeds[IN_IMAGES][0].mean(axis=1)
+        out["sky"] = (grey > np.median(grey, axis=(1, 2), keepdims=True)).astype(np.float32)
+        return out
+    metric._forward = with_sky
+    tracker = (TemporalTracker(TemporalConfig(KeyframeRule(max_keyframes=temporal_keyframes)))
+               if temporal_keyframes else None)
+    rig = Rig(MetricPairEngine(main, metric, every_n_sets=every_n_sets), 0,
+              scale_filter=ScaleFilterConfig(enabled=False), temporal=tracker)
+    return FrameSetProcessor(rig, CoreConfig(["left", "right"], ["", ""], "off", OutputConfig()), StaticTfBuffer())
+
+
+def _sky_run(processor, images, present_per_set):
+    """Each set's sky mask per camera name (None: sky unknown), and its window's view count."""
+    from da3_ros.core.processor import CameraFrame, Processed
+
+    out = []
+    for k, present in enumerate(present_per_set):
+        frames = [CameraFrame(img, 1_000_000_000 + k * 100_000_000, f"{c}_optical_frame") if c in present else None
+                  for c, img in zip(("left", "right"), images)]
+        done = processor.process(frames)
+        assert isinstance(done, Processed), done
+        pred, names = done.outputs.pred, done.outputs.camera_names
+        out.append(({c: None if pred.sky_mask is None else pred.sky_mask[i] for i, c in enumerate(names)},
+                    done.outputs.result.window_views or len(names)))
+    return out
+
+
+def test_the_pair_s_sky_does_not_flicker_while_a_camera_is_silent(soh_images):
+    """Issue 23 item 8: a silent camera changes the view count; each camera keeps its own last sky.
+
+    Before, the last sky was reused only at an unchanged view count: a set without one camera had no sky.
+    """
+    images = [soh_images[0], np.ascontiguousarray(soh_images[1][::-1])]  # two different views
+    sets = [("left", "right"), ("right",), ("left",), ("right",)]  # the metric model on set 0 only (every 4th)
+    skies = _sky_run(_pair_processor(every_n_sets=4), images, sets)
+    first = skies[0][0]
+    assert first["left"] is not None and first["right"] is not None
+    assert first["left"].any() and first["right"].any() and not np.array_equal(first["left"], first["right"])
+    for k, (sky, _) in enumerate(skies[1:], 1):
+        for camera, mask in sky.items():
+            assert mask is not None, f"set {k}: {camera}'s sky unknown"
+            assert np.array_equal(mask, first[camera]), f"set {k}: {camera} took another camera's sky"
+
+
+def test_the_pair_s_sky_does_not_flicker_while_the_temporal_window_fills(soh_images):
+    """Issue 23 item 8: N -> N + K views as keyframes join; the current views keep their cameras' sky."""
+    images = [soh_images[0], np.ascontiguousarray(soh_images[1][::-1])]
+    skies = _sky_run(_pair_processor(every_n_sets=3, temporal_keyframes=2), images, [("left", "right")] * 5)
+    views = [views for _, views in skies]
+    assert views[0] == 2 and views[1] == 3 and len(set(views)) >= 2  # the window fills: 2 -> 2 + keyframes
+    first = skies[0][0]
+    for k, (sky, _) in enumerate(skies[1:], 1):  # sets 1, 2 and 4 without the metric model; 3 with it
+        for camera in ("left", "right"):
+            assert sky[camera] is not None and np.array_equal(sky[camera], first[camera]), f"set {k}: {camera}"

@@ -36,9 +36,14 @@ class FrameBatch:
     images_rgb: list[np.ndarray]
     K_cam: np.ndarray | None = None
     T_cam_world: np.ndarray | None = None
+    # who each view is (its camera's name), for an engine that keeps per-view state over sets (the metric pair's
+    # last sky per camera); None: not said (views are then known by their place in the batch)
+    view_ids: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images_rgb)
+        if self.view_ids is not None and len(self.view_ids) != n:
+            raise ValueError(f"view_ids names {len(self.view_ids)} views, the batch has {n}")
         for name in ("K_cam", "T_cam_world"):
             a = getattr(self, name)
             want = (n, 3, 3) if name == "K_cam" else (n, 4, 4)
@@ -62,6 +67,7 @@ class PreparedBatch:
     T_cam_world: np.ndarray | None  # (N, 4, 4) the batch's known poses (conditioning), as given
     rgb_proc: np.ndarray  # (N, H, W, 3) uint8, the batch's own images as the network sees them
     preprocess_s: float = 0.0
+    view_ids: tuple[str | None, ...] | None = None  # FrameBatch.view_ids; an appended view's is None
 
     @property
     def n_views(self) -> int:
@@ -86,7 +92,8 @@ class PreparedBatch:
             own = self.K_proc if self.K_proc is not None else np.full((self.n_views, 3, 3), np.nan)
             added = np.full((m, 3, 3), np.nan) if K_proc is None else np.asarray(K_proc, np.float64)
             K = np.concatenate([own, added])
-        return dataclasses.replace(self, images_chw=np.concatenate([self.images_chw, extra]), K_proc=K)
+        ids = None if self.view_ids is None else (*self.view_ids, *[None] * m)
+        return dataclasses.replace(self, images_chw=np.concatenate([self.images_chw, extra]), K_proc=K, view_ids=ids)
 
 
 class VariantInfo(Protocol):

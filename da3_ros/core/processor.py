@@ -175,7 +175,8 @@ class FrameSetProcessor:
             return blocked
         self._note_mixed_sizes([(int(f.rgb.shape[0]), int(f.rgb.shape[1])) for f in full])
         stamp_ns = full[self.rig.ref_index].stamp_ns  # the set's (reference) stamp
-        result = self.rig.process([f.rgb for f in full], list(Ks), known, stamp_ns=stamp_ns)
+        result = self.rig.process([f.rgb for f in full], list(Ks), known, stamp_ns=stamp_ns,
+                                  view_ids=list(self.cfg.camera_names))
         self._note_missing_K(result)
         return Processed(self._result(result, full, frame_ids, list(distortion), wants_nav),
                          dict(result.prediction.timing_s), list(range(len(full))))

@@ -77,12 +77,13 @@ class Rig:
 
     def process(self, images_rgb: list[np.ndarray], K_cam: list[np.ndarray | None],
                 T_ref_cam_known: np.ndarray | None = None, stamp_s: float | None = None,
-                stamp_ns: int | None = None) -> RigResult:
+                stamp_ns: int | None = None, view_ids: list[str] | None = None) -> RigResult:
         """Images and (possibly missing) intrinsics in camera order -> RigResult in camera order.
 
         ``T_ref_cam_known`` (N, 4, 4), e.g. from /tf_static, overrides the extrinsics given at construction.
         ``stamp_ns`` (or ``stamp_s``): the set's stamp, which bounds how fast the metric scale may change
         (default: this machine's monotonic clock) and orders the temporal window (needed with one).
+        ``view_ids``: each camera's name, in camera order (``FrameBatch.view_ids``: per-camera engine state).
         """
         if stamp_ns is not None:
             stamp_s = stamp_ns / NS_PER_S
@@ -99,7 +100,8 @@ class Rig:
         T_cam_world = None
         if (K is not None and np.isfinite(K).all() and known is not None and self.takes_conditioning(n)):
             T_cam_world = invert_T(known[order])  # world = reference camera frame
-        batch = FrameBatch([images_rgb[i] for i in order], K, T_cam_world)
+        batch = FrameBatch([images_rgb[i] for i in order], K, T_cam_world,
+                           None if view_ids is None else tuple(view_ids[i] for i in order))
         pred, step, views = self._forward(batch, stamp_s, stamp_ns)
         pred = pred.reordered(inverse)
         T_ref_cam = None if pred.T_cam_world is None else relative_poses(pred.T_cam_world, self.ref_index)

@@ -117,7 +117,7 @@ class Engine:
             K_proc = np.stack([preprocess.K_cam_to_proc(K, p) if np.isfinite(K).all() else np.full((3, 3), np.nan)
                                for K, p in zip(batch.K_cam, plans)])
         T = None if batch.T_cam_world is None else np.asarray(batch.T_cam_world, dtype=np.float64)
-        return PreparedBatch(x, K_proc, T, rgb_proc, time.perf_counter() - t0)
+        return PreparedBatch(x, K_proc, T, rgb_proc, time.perf_counter() - t0, batch.view_ids)
 
     def run_batch(self, prepared: PreparedBatch) -> Prediction:
         """The forward and post-processing of a prepared batch (every view, appended ones included)."""

@@ -8,16 +8,22 @@ the second and is applied to depth and pose translations (engines.postprocess.al
 license-clean pairing: DA3-SMALL/BASE/LARGE and DA3METRIC-LARGE are Apache-2.0, the nested checkpoint is
 CC BY-NC. The metric model costs a large forward per view, so it can run on every k-th set only
 (``every_n_sets``); the sets in between carry no measured scale and take the filtered one
-(da3_ros.core.metric_scale), and the last metric set's sky (of the same shape; else sky is unknown for that set),
-so that the sky mask, +Inf sky and cloud.drop_sky do not come and go between sets. Torch-free as far as its
-two engines are.
+(da3_ros.core.metric_scale), and each view's last sky, so that the sky mask, +Inf sky and cloud.drop_sky do not
+come and go between sets, whatever the set's view count (a temporal window filling N -> N + K, a silent camera):
+a view whose network input was in the last forward (a temporal keyframe is an exact copy of an earlier view)
+keeps its own sky; a camera's current view takes that camera's last sky (``FrameBatch.view_ids``; views not
+named are known by their place in the batch); a view seen on no metric set has no sky (probability 0). Torch-free
+as far as its two engines are.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import numpy as np
 
+from da3_ros.core.engine_api import PreparedBatch
+from da3_ros.core.prediction import Prediction
 from da3_ros.engines.base import IN_IMAGES, Engine
 from da3_ros.core.errors import ConfigError
 from da3_ros.models.registry import DepthKind
@@ -49,20 +55,44 @@ class MetricPairEngine(Engine):
         self.metric_source = "metric_model"
         self.align_with_camera_K = True
         self.sets = 0  # forwards so far; the metric model runs on sets 0, k, 2k, ...
-        self._last_sky: np.ndarray | None = None  # the last metric set's sky probabilities, (N, H, W)
+        self._sky_by_camera: dict[str, np.ndarray] = {}  # each camera's last sky probabilities, (H, W)
+        self._sky_by_input: dict[bytes, np.ndarray] = {}  # the last forward's skies by the view's network input
+        self._view_ids: tuple[str | None, ...] | None = None  # the views of the batch being run
+
+    def run_batch(self, prepared: PreparedBatch) -> Prediction:
+        """As every engine; the batch's view ids say whose last sky a view takes on a set without the metric model."""
+        self._view_ids = prepared.view_ids
+        try:
+            return super().run_batch(prepared)
+        finally:
+            self._view_ids = None
 
     def _forward(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = dict(self.main._forward(feeds))
+        images = feeds[IN_IMAGES][0]
+        ids = self._view_ids or tuple(f"#{i}" for i in range(len(images)))  # not named: by place
+        keys = [hashlib.blake2b(np.ascontiguousarray(v).tobytes(), digest_size=16).digest() for v in images]
+        sky: np.ndarray | None
         if self.sets % self.every_n_sets == 0:
             metric = self.metric._forward({IN_IMAGES: feeds[IN_IMAGES]})  # mono: no pose conditioning
-            out["metric_depth"], out["sky"] = metric["depth"], metric["sky"]
-            self._last_sky = metric["sky"]
-        elif self._last_sky is not None and self._last_sky.shape == out["depth"].shape:
-            # no metric forward: the last sky, filled and masked as on a metric set (no flicker); another
-            # shape (a camera left out) has no sky of its own: unknown for that set
-            out["sky"] = self._last_sky
+            out["metric_depth"], sky = metric["depth"], metric["sky"]
+        else:  # no metric forward: each view's last sky, filled and masked as on a metric set (no flicker)
+            sky = self._last_skies(keys, ids, out["depth"].shape)
+        if sky is not None:
+            out["sky"] = sky
+            self._sky_by_input = dict(zip(keys, sky))
+            self._sky_by_camera.update((i, s) for i, s in zip(ids, sky) if i is not None)
         self.sets += 1
         return out
+
+    def _last_skies(self, keys: list[bytes], ids: tuple[str | None, ...], shape: tuple[int, ...]) -> np.ndarray | None:
+        """(V, H, W) skies for a set without the metric model (see the module); None when no view has one."""
+        found = [self._sky_by_input.get(k) if k in self._sky_by_input else
+                 self._sky_by_camera.get(i) if i is not None else None for k, i in zip(keys, ids)]
+        found = [s if s is not None and s.shape == tuple(shape[1:]) else None for s in found]
+        if all(s is None for s in found):
+            return None
+        return np.stack([np.zeros(shape[1:], np.float32) if s is None else s for s in found])
 
     def health(self) -> tuple[bool, dict[str, str]]:
         """Both engines' health (a remote one may be down)."""
