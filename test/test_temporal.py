@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from temporal_scene import (PERIOD_NS, STAMP0_NS, corrupt_pixels, drive, pose, random_sim3, render_depth,
+from temporal_scene import (PERIOD_NS, STAMP0_NS, Run, corrupt_pixels, drive, pose, random_sim3, render_depth,
                             render_image, trajectory)
 
 from da3_ros.core.geometry import invert_T
@@ -364,3 +364,27 @@ def test_a_tum_file_cut_short_is_readable_and_bad_lines_are_named(tmp_path):
         read_tum(str(tmp_path / "bad.tum"))
     with pytest.raises(ValueError, match=">= 0 ns"):
         format_tum_line(-1, np.eye(4))
+
+
+def test_sets_skipped_on_purpose_are_no_gap_but_real_silence_still_is():
+    """Issue 23 item 9: ``--every-n`` processes every n-th set; the skipped ones are heard, not a paused stream."""
+    cfg = TemporalConfig(KeyframeRule(max_keyframes=3), ChainConfig(), max_gap_ns=150_000_000)  # 1.5 periods
+    poses = trajectory(13)
+
+    def run_every_third(hear: bool, silent: tuple[int, ...] = ()):
+        run = Run(tracker=TemporalTracker(cfg))
+        for k in range(0, 13, 3):  # processed 300 ms apart: more than max_gap
+            for s in range(max(k - 2, 0), k):
+                if hear and s not in silent:
+                    run.tracker.heard(STAMP0_NS + s * PERIOD_NS)
+            drive(cfg, [poses[k]], stamps_ns=[STAMP0_NS + k * PERIOD_NS], run=run)
+        return [s.chain.restart for s in run.steps], dict(run.tracker.reset_counts)
+
+    assert run_every_third(hear=True) == ([None] * 5, {})
+    assert run_every_third(hear=False) == ([None] + [ResetReason.STREAM_PAUSED] * 4, {"stream_paused": 4})
+    # what was heard last counts: sets 7 and 8 silent, the set at 900 ms comes 300 ms after set 6
+    restarts, counts = run_every_third(hear=True, silent=(7, 8))
+    assert restarts == [None] * 3 + [ResetReason.STREAM_PAUSED, None] and counts == {"stream_paused": 1}
+    tracker = TemporalTracker(cfg)
+    tracker.heard(STAMP0_NS)  # before the chain's first set: nothing to bridge
+    assert not tracker.has_state

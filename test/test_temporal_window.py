@@ -299,6 +299,21 @@ def test_the_bag_has_odometry_and_a_trajectory_evo_reads(tmp_path, front_bag):
     np.testing.assert_allclose(traj.poses_se3, poses, atol=1e-9)
 
 
+def test_every_n_skips_are_no_gap_for_the_chain(tmp_path, front_bag):
+    """Issue 23 item 9: --every-n 2 at 10 Hz processes sets 200 ms apart; temporal.max_gap_s 0.15 s.
+
+    The skipped sets are heard (not silence): one chain, no ``stream_paused`` restart. Before, every set
+    restarted it.
+    """
+    from da3_ros.offline.bag import BagOptions, run_bag
+
+    values = {"model": "random:da3-small@0", "backend": "torch", "process_res": 140, "camera_names": ["front"],
+              "temporal.keyframes": 2, "temporal.max_gap_s": 0.15, **EVERY_MOVE}
+    summary = run_bag(front_bag, tmp_path / "out.mcap", values, BagOptions(every_n=2, progress=False))
+    assert summary.sets_processed == 3 and summary.skipped_every_n == 3
+    assert "stream_paused" not in summary.temporal_restarts, dict(summary.temporal_restarts)
+
+
 def test_media_chains_every_set_and_writes_the_trajectory(tmp_path, video_path):
     from da3_ros.offline.media import parse_sources, run_media
     from da3_ros.offline.setup import ParamFileError

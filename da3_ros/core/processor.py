@@ -197,6 +197,14 @@ class FrameSetProcessor:
                 self.rig.engine.prepare_ahead(len(frames) + k, result.prediction.hw, False)
         return out
 
+    def skipped(self, stamp_ns: int) -> None:
+        """A set left out on purpose (``--every-n``), stamped ``stamp_ns`` by its reference camera.
+
+        Not a gap for the temporal window: its gap rule measures real silence (``TemporalTracker.heard``).
+        """
+        if self.rig.temporal is not None:
+            self.rig.temporal.heard(stamp_ns)
+
     def reset_temporal(self, reason: ResetReason, detail: str = "") -> None:
         """Restart the temporal window (keyframes and chain) for what only the caller knows.
 

@@ -260,6 +260,9 @@ class _BagRun:
         summary.sets_formed += 1
         if (summary.sets_formed - 1) % o.every_n:
             summary.skipped_every_n += 1
+            ref_stamp_ns = frameset.stamps_ns[self.setup.ref]
+            if ref_stamp_ns is not None:  # skipped, not silent: no gap for the temporal window
+                self.setup.frames.skipped(ref_stamp_ns)
             return True
         try:
             out = _process(frameset, self.setup, self.infos, self.info_topics, self.info.topics, writer, summary, o)

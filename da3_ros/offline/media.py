@@ -147,6 +147,7 @@ def run_media(sources: list[Source], calibrations: dict[str, str], out_dir: Path
         if last is not None and k >= last:
             break
         if k < first or (k - first) % every_n:
+            setup.frames.skipped(int(round(k / fps * 1e9)))  # not silence: no gap for the temporal window
             continue
         stamp_ns = int(round(k / fps * 1e9))
         for cal, rgb, s in zip(infos, frames, sources):

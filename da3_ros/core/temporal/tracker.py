@@ -67,6 +67,7 @@ class TemporalTracker:
         self._last_stamp_ns: int | None = None
         self._hw: tuple[int, int] | None = None
         self._reset_asked = False
+        self._heard_ns: int | None = None  # newest stamp of a set seen but not processed since the last one
 
     @property
     def has_state(self) -> bool:
@@ -78,15 +79,27 @@ class TemporalTracker:
         self.store.reset()
         self.chain.restart(reason, detail, keep_pose)
         self.reset_counts[reason.value] += 1
-        self._last_stamp_ns = None
+        self._last_stamp_ns = self._heard_ns = None
         self._reset_asked = True  # the chain's next step says this restart; counted here, once
+
+    def heard(self, stamp_ns: int) -> None:
+        """A set of the reference camera seen but not processed on purpose (``--every-n``): no silence.
+
+        The gap rule (``max_gap_ns``) measures from the newest set seen, processed or not: sets skipped by
+        choice are not a paused stream. Before the chain's first set, or with an older stamp, nothing changes.
+        """
+        stamp_ns = int(stamp_ns)
+        last = self._last_stamp_ns
+        if last is not None and stamp_ns > max(last, self._heard_ns or last):
+            self._heard_ns = stamp_ns
 
     def _auto_reset(self, stamp_ns: int, hw: tuple[int, int]) -> ResetReason | None:
         last = self._last_stamp_ns
         reason = None
+        since = last if self._heard_ns is None or last is None else max(last, self._heard_ns)
         if last is not None and stamp_ns <= last:
             reason = ResetReason.STAMP_BACKWARDS
-        elif last is not None and stamp_ns - last > self.cfg.max_gap_ns:
+        elif since is not None and stamp_ns - since > self.cfg.max_gap_ns:
             reason = ResetReason.STREAM_PAUSED
         elif self._hw is not None and hw != self._hw:
             reason = ResetReason.NETWORK_SIZE_CHANGED
@@ -100,7 +113,7 @@ class TemporalTracker:
         hw = (int(current_chw.shape[-2]), int(current_chw.shape[-1]))
         reason = self._auto_reset(stamp_ns, hw)
         batch, layout = assemble_window(current_chw, stamp_ns, self.store)
-        self._last_stamp_ns, self._hw = stamp_ns, hw
+        self._last_stamp_ns, self._hw, self._heard_ns = stamp_ns, hw, None
         return Window(batch, layout, reason)
 
     def update(self, window: Window, pred: Prediction, metres_per_unit: float | None = None) -> TemporalStep:
