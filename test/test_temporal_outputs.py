@@ -75,3 +75,21 @@ def test_odometry_from_a_metric_chain_is_published_without_the_opt_in():
     assert [m.topic for m in messages].count(emit.ODOMETRY) == 1 and not withheld
     relative = _set_result(metric=False, cfg=dataclasses.replace(OutputConfig(), odom_relative=True))
     assert relative.odometry_withheld() is None
+
+
+def test_a_temporal_window_on_triton_is_refused_at_start_up_with_the_fix():
+    """Issue 23 item 5: a window sends N .. N + K views; a Triton server answers only the counts it was started with.
+
+    Decided: refused at start-up (the node cannot check the server's view counts; a refused set never adds a
+    keyframe, so every set after the first failed). The same values on a local backend, or K = 0, start.
+    """
+    import pytest
+
+    from da3_ros.core.config import DepthConfig
+    from da3_ros.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"temporal.keyframes = 2 with backend triton.*local backend.*"
+                                          r"temporal.keyframes 0"):
+        DepthConfig.from_values({"backend": "triton", "temporal.keyframes": 2})
+    assert DepthConfig.from_values({"backend": "triton", "temporal.keyframes": 0}).temporal is None
+    assert DepthConfig.from_values({"backend": "onnxruntime", "temporal.keyframes": 2}).temporal is not None

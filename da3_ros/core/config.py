@@ -191,6 +191,12 @@ class DepthConfig:
                             f"to every forward, so no set is pose-conditioned: pose_conditioning "
                             f"{values['pose_conditioning']!r} cannot hold; set it to auto or off, or "
                             "temporal.keyframes 0")
+        if values["temporal.keyframes"] and values["backend"] == "triton":
+            problems.append(f"temporal.keyframes = {values['temporal.keyframes']} with backend triton: the window "
+                            "sends N, N + 1, ... N + K views as keyframes join, a Triton server answers only the view "
+                            "counts it was started with (which the node cannot check at start-up), and a refused set "
+                            "never adds a keyframe, so every set after the first would fail; run the window on a local "
+                            "backend (onnxruntime, tensorrt, torch), or set temporal.keyframes 0 with triton")
         if any(problems):
             raise ConfigError("; ".join(p for p in problems if p))
         get = values.__getitem__
