@@ -7,4 +7,4 @@ source "$ROOT/scripts/env.sh"
 # Segments left by Fast DDS processes killed hard; safe to remove when none of ours is running.
 if ! pgrep -f 'da3_ros|rig_player' >/dev/null; then rm -f /dev/shm/fastdds_* /dev/shm/sem.fastdds_* 2>/dev/null || true; fi
 cd "$ROOT"  # tests import the installed package, never the source tree (pytest, not python -m pytest)
-exec "$VIRTUAL_ENV/bin/pytest" -p no:cacheprovider "$@"
+exec "$VIRTUAL_ENV/bin/pytest" -p no:cacheprovider --durations=30 "$@"
