@@ -104,6 +104,8 @@ EXCLUDED = {
     "temporal.alignment": "alignment maths: test_temporal.py",
     "temporal.publish_tf": "the odometry TF: test_temporal_window.py", "temporal.odom_frame": "as above",
     "temporal.child_frame": "as above",
+    "tf.publish_alone": "which sets run for whom (a /tf listener alone), not what a set emits: "
+                        "test_node.py::test_a_tf_listener_alone_runs_forwards_only_with_tf_publish_alone",
     "qos.input": "DDS wiring, not logic: test_node.py", "qos.output": "as qos.input", "qos.depth": "as qos.input",
     "diagnostics_period_s": "DDS wiring: test_diagnostics.py",
     "cameras.<name>.image_topic": "topic wiring: test_node.py",

@@ -123,18 +123,41 @@ def test_newest_sets_when_inputs_outrun_the_engine(tmp_path, domain_id, checker)
 
 
 def test_outputs_without_subscribers_cost_nothing(tmp_path, domain_id, checker):
+    """No output subscribed: no forward, even with a /tf listener (as RViz or Nav2 always are; issue 23.15).
+
+    A depth subscriber makes it run, and the TF of those sets goes out to the /tf listener.
+    """
     player = {"camera_names": ["front"], "sources": [VIDEO], "rate_hz": 5.0}
     diags = checker.collect(DiagnosticArray, "/diagnostics")
-    node_cm, player_cm = _start(tmp_path, domain_id, {"camera_names": ["front"], "tf.mode": "off"}, player)
+    tf = checker.collect(TFMessage, "/tf", 100)  # a /tf listener from the start
+    node_cm, player_cm = _start(tmp_path, domain_id, {"camera_names": ["front"]}, player)
     with node_cm, player_cm:
         checker.spin_until(lambda: _latest_diag(diags).get("skipped_no_subscribers", 0) >= 3, 60, "skipped sets")
         idle = _latest_diag(diags)
-        assert idle["sets_done"] == 0 and idle["clouds_built"] == 0
+        assert idle["sets_done"] == 0 and idle["clouds_built"] == 0 and not tf
         depth = checker.collect(Image, "front/depth/image")
-        checker.spin_until(lambda: len(depth) >= 2, 60, "depth after subscribing")
+        checker.spin_until(lambda: len(depth) >= 2 and tf, 60, "depth and TF after subscribing to depth")
         checker.spin_for(1.2)
         busy = _latest_diag(diags)
     assert busy["sets_done"] >= 2 and busy["clouds_built"] == 0  # depth only: no cloud was computed
+    assert {t.child_frame_id for m in tf for t in m.transforms} == {"front_optical_frame_da3"}
+
+
+@pytest.mark.parametrize("alone", [False, True])
+def test_a_tf_listener_alone_runs_forwards_only_with_tf_publish_alone(alone):
+    """The worker's decision (OutputConfig.forward_wanted): /tf alone runs nothing unless tf.publish_alone.
+
+    Old rule: any /tf listener ran every forward (a robot always has one).
+    """
+    from da3_ros.core.config import OutputConfig
+
+    out = OutputConfig(tf_publish_alone=alone)
+    assert out.forward_wanted(outputs_listened=True, tf_listened=False, tf_applies=False)
+    assert out.forward_wanted(outputs_listened=True, tf_listened=True, tf_applies=True)
+    assert out.forward_wanted(outputs_listened=False, tf_listened=True, tf_applies=True) is alone
+    # a set that publishes no TF (tf.mode off, a model without poses) is never run for /tf
+    assert not out.forward_wanted(outputs_listened=False, tf_listened=True, tf_applies=False)
+    assert not out.forward_wanted(outputs_listened=False, tf_listened=False, tf_applies=True)
 
 
 def test_pose_conditioning_with_two_cameras(tmp_path, domain_id, checker):

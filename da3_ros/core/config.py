@@ -37,6 +37,7 @@ class OutputConfig:
     sky_as_inf: bool = True
     tf_mode: str = TfMode.ESTIMATED_CHILDREN.value
     tf_suffix: str = "_da3"
+    tf_publish_alone: bool = False  # a /tf listener alone runs forwards (see forward_wanted)
     fused_frame: str = ""  # "" = the reference camera's frame
     confidence_field: bool = False  # a per-point ``confidence`` field in the clouds
     odom_relative: bool = False  # temporal.publish_relative_odometry: odometry from a chain not in metres
@@ -57,6 +58,15 @@ class OutputConfig:
             raise ConfigError(f"temporal.odom_frame must name a frame other than temporal.child_frame, got "
                               f"{self.odom_frame!r} and {self.odom_child_frame!r}")
 
+    def forward_wanted(self, outputs_listened: bool, tf_listened: bool, tf_applies: bool) -> bool:
+        """Whether a set is worth a forward, from who listens: an output other than /tf has a subscriber.
+
+        A /tf listener alone counts only with ``tf.publish_alone`` and when the set publishes TF (``tf_applies``:
+        poses and tf.mode not off, or the temporal odometry's TF): RViz, Nav2 and robot_localization listen to
+        /tf all the time, so by default TF goes out from the sets computed for another subscriber.
+        """
+        return outputs_listened or (self.tf_publish_alone and tf_listened and tf_applies)
+
     def odom_child(self, reference_frame: str) -> str:
         """The odometry's child frame: temporal.child_frame, else the reference frame + the start-up tf.suffix."""
         return self.odom_child_frame or reference_frame + (self.odom_child_suffix or self.tf_suffix)
@@ -64,7 +74,8 @@ class OutputConfig:
 
 # The parameters OutputConfig is made of: the ones a parameter set applies to the next set
 OUTPUT_PARAMS = ("cloud.stride", "cloud.min_confidence", "cloud.min_depth", "cloud.max_depth", "cloud.drop_sky",
-                 "depth.sky_as_inf", "tf.mode", "tf.suffix", "fused_frame", "cloud.confidence_field")
+                 "depth.sky_as_inf", "tf.mode", "tf.suffix", "fused_frame", "cloud.confidence_field",
+                 "tf.publish_alone")
 
 
 def output_config(param: Getter) -> OutputConfig:
@@ -75,7 +86,7 @@ def output_config(param: Getter) -> OutputConfig:
         sky_as_inf=param("depth.sky_as_inf"), tf_mode=param("tf.mode"), tf_suffix=param("tf.suffix"),
         fused_frame=param("fused_frame"), confidence_field=param("cloud.confidence_field"),
         odom_frame=param("temporal.odom_frame"), odom_child_frame=param("temporal.child_frame"),
-        odom_tf=bool(param("temporal.publish_tf")),
+        odom_tf=bool(param("temporal.publish_tf")), tf_publish_alone=bool(param("tf.publish_alone")),
         odom_relative=bool(param("temporal.publish_relative_odometry")))
 
 

@@ -183,6 +183,9 @@ NODE_PARAMS: tuple[Param, ...] = (
           "unquoted off, read as false, is off)", choices=choices(TfMode),
           dynamic=True, false_means="off"),
     Param("tf.suffix", "_da3", "suffix of the estimated child frames", dynamic=True),
+    Param("tf.publish_alone", False, "true: a /tf listener alone makes the node run forwards, for the poses "
+          "only; false: TF comes from the sets computed for another output's subscriber (RViz, Nav2 and "
+          "robot_localization listen to /tf all the time)", dynamic=True),
     Param("fused_frame", "", "frame of points_fused (default: the reference camera's frame)", dynamic=True),
     Param("cloud.stride", 2, "use every n-th pixel row and column for clouds", range=(1, 64), dynamic=True),
     Param("cloud.min_confidence", 0.0, "drop points whose confidence is below this", range=(0.0, 1e6), dynamic=True),

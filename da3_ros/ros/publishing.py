@@ -14,6 +14,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import LaserScan, PointCloud2
 from tf2_msgs.msg import TFMessage
 
+from da3_ros.core.config import OutputConfig
 from da3_ros.ros import emit
 from da3_ros.ros.emit import PER_CAMERA_OUTPUTS
 from da3_ros.msg import MultiViewDepth
@@ -59,10 +60,10 @@ class SetPublishers:
         for pub in self._all():
             self.node.destroy_publisher(pub)
 
-    def wanted(self, tf_applies: bool) -> bool:
-        """Does anybody listen to an output of a set? (no: the forward is skipped)."""
-        pubs = [p for p in self._all() if p not in (self.tf, self.diag)] + ([self.tf] if tf_applies else [])
-        return any(p.get_subscription_count() for p in pubs)
+    def wanted(self, out: OutputConfig, tf_applies: bool) -> bool:
+        """Is a set worth a forward for who listens? (no: it is skipped; ``OutputConfig.forward_wanted``)."""
+        outputs = any(p.get_subscription_count() for p in self._all() if p not in (self.tf, self.diag))
+        return out.forward_wanted(outputs, self.tf.get_subscription_count() > 0, tf_applies)
 
     def wants_nav(self) -> bool:
         return bool(self.obstacles.get_subscription_count() or self.scan.get_subscription_count())

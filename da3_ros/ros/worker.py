@@ -62,7 +62,7 @@ class SetWorker:
 
     def _wanted(self) -> bool:
         out = self.config.out
-        return self.pubs.wanted(self.rig.engine.variant.has_pose and (
+        return self.pubs.wanted(out, self.rig.engine.variant.has_pose and (
             out.tf_mode != "off" or (self.rig.temporal is not None and out.odom_tf)))
 
     def _should_stop(self) -> bool:
