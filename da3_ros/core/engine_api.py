@@ -110,16 +110,28 @@ class VariantInfo(Protocol):
 
 
 class DepthEngine(Protocol):
-    """One forward over a set of views (``da3_ros.engines.Engine`` and its backends)."""
+    """One forward over a set of views (``da3_ros.engines.Engine`` and its backends).
 
-    variant: VariantInfo
-    label: str
-    backend: str
-    trained: bool
-    process_res: int
-    process_res_method: str
-    mixed_resolution: str
-    ref_view_strategy: str
+    What the core reads is read-only here (an engine may hold a narrower type, e.g. its variant's dataclass);
+    ``da3_ros/engines/contract.py`` makes the type check prove that every engine class satisfies it.
+    """
+
+    @property
+    def variant(self) -> VariantInfo: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def backend(self) -> str: ...
+    @property
+    def trained(self) -> bool: ...
+    @property
+    def process_res(self) -> int: ...
+    @property
+    def process_res_method(self) -> str: ...
+    @property
+    def mixed_resolution(self) -> str: ...
+    @property
+    def ref_view_strategy(self) -> str: ...
 
     def infer(self, batch: FrameBatch) -> Prediction:
         """One forward over every view of ``batch`` (``run_batch(prepare_batch(batch))``)."""

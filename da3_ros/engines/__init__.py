@@ -15,10 +15,11 @@ from da3_ros.core.errors import ConfigError
 from da3_ros.core.params import Backend, Precision, choices
 
 __all__ = ["BACKENDS", "PRECISIONS", "BackendUnavailable", "Engine", "EngineConfigError", "EngineSettings",
-           "EngineUnavailable", "FrameBatch", "Hardware", "create_engine", "engine_from_config", "resolve_backend",
-           "resolve_settings"]
+           "EngineUnavailable", "FrameBatch", "Hardware", "create_engine", "create_fixed_shape_engine",
+           "engine_from_config", "resolve_backend", "resolve_settings"]
 if TYPE_CHECKING:
     from da3_ros.core.config import DepthConfig
+    from da3_ros.engines.fixed_shape import FixedShapeEngine
 
 _LOG = logging.getLogger(__name__)
 BACKENDS = choices(Backend)
@@ -215,6 +216,22 @@ def create_engine(backend: str, model: str, *, device: str = "auto", precision: 
         kwargs["fallback"] = backend == "auto"
     engine = _build(settings, model, threads, cache_dir, triton, **kwargs)
     engine.runs_on = settings
+    return engine
+
+
+def create_fixed_shape_engine(backend: str, model: str, **kwargs: Any) -> FixedShapeEngine:
+    """``create_engine`` for a backend that runs exported fixed-shape graphs (onnxruntime, tensorrt).
+
+    What ``da3-ros build-engine`` prepares and ``da3-ros serve`` hosts: it answers ``prepare`` (the graph and
+    runner of a shape, ahead) and holds its ``source`` (checkpoint or graph file, artifact cache), which the
+    core's DepthEngine does not declare. EngineConfigError for a backend that runs no such graph.
+    """
+    from da3_ros.engines.fixed_shape import FixedShapeEngine
+
+    engine = create_engine(backend, model, **kwargs)
+    if not isinstance(engine, FixedShapeEngine):
+        raise EngineConfigError(f"backend {backend!r} ({engine.backend}) runs no exported fixed-shape graph; "
+                                "use backend onnxruntime or tensorrt")
     return engine
 
 

@@ -1,5 +1,7 @@
 """What every backend shares: camera frames in, Prediction out. Backends only implement ``_forward``.
 
+``Engine`` satisfies the core's ``DepthEngine`` protocol (checked by mypy: engines/contract.py).
+
 Torch-free: preprocessing and post-processing are numpy, so a backend that needs no torch (ONNX Runtime,
 TensorRT's runtime, a remote server) never loads it. Stage timings come back with each Prediction.
 """
@@ -90,6 +92,13 @@ class Engine:
         Feeds: ``images`` (1, N, 3, H, W) float32, optional ``extrinsics`` (1, N, 4, 4), ``intrinsics`` (1, N, 3, 3).
         """
         raise NotImplementedError
+
+    def forward(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The backend's raw forward (``_forward``): graph feeds in, graph outputs without the batch axis out.
+
+        No pre- or post-processing: what an engine built from others (the metric pair) runs on each of them.
+        """
+        return self._forward(feeds)
 
     def health(self) -> tuple[bool, dict[str, str]]:
         """Whether the engine can run sets now, and what /diagnostics should show about it (device, precision)."""

@@ -68,13 +68,13 @@ class MetricPairEngine(Engine):
             self._view_ids = None
 
     def _forward(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = dict(self.main._forward(feeds))
+        out = dict(self.main.forward(feeds))
         images = feeds[IN_IMAGES][0]
         ids = self._view_ids or tuple(f"#{i}" for i in range(len(images)))  # not named: by place
         keys = [hashlib.blake2b(np.ascontiguousarray(v).tobytes(), digest_size=16).digest() for v in images]
         sky: np.ndarray | None
         if self.sets % self.every_n_sets == 0:
-            metric = self.metric._forward({IN_IMAGES: feeds[IN_IMAGES]})  # mono: no pose conditioning
+            metric = self.metric.forward({IN_IMAGES: feeds[IN_IMAGES]})  # mono: no pose conditioning
             out["metric_depth"], sky = metric["depth"], metric["sky"]
         else:  # no metric forward: each view's last sky, filled and masked as on a metric set (no flicker)
             sky = self._last_skies(keys, ids, out["depth"].shape)

@@ -142,11 +142,11 @@ def _export_triton_repo(args: argparse.Namespace, model, views: int, hw: tuple[i
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from da3_ros.engines import create_engine
+    from da3_ros.engines import create_fixed_shape_engine
     from da3_ros.export.triton_serve import ServeShapeError, serve
 
-    engine = create_engine(args.backend, args.model, precision=args.precision, threads=args.threads,
-                           cache_dir=args.cache_dir)
+    engine = create_fixed_shape_engine(args.backend, args.model, precision=args.precision, threads=args.threads,
+                                       cache_dir=args.cache_dir)
     prepare = []  # the shapes served; a graph file brings its own
     if args.views or args.camera_size or args.height or args.width:
         hw = _rig_shape(args)
@@ -162,12 +162,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_build_engine(args: argparse.Namespace) -> int:
-    from da3_ros.engines import BackendUnavailable, create_engine
+    from da3_ros.engines import BackendUnavailable, create_fixed_shape_engine
 
     hw = _rig_shape(args)
     views = args.views or max(1, len(args.camera_size or []))
     try:
-        engine = create_engine(args.backend, args.model, precision=args.precision, cache_dir=args.cache_dir)
+        engine = create_fixed_shape_engine(args.backend, args.model, precision=args.precision,
+                                           cache_dir=args.cache_dir)
     except BackendUnavailable as exc:
         raise SystemExit(str(exc)) from None
     t0 = time.perf_counter()
