@@ -257,25 +257,35 @@ def variant_of(model: str) -> Variant:
 
 
 def weights_fingerprint(model: str) -> str:
-    """Identify the weights behind a spec cheaply.
+    """Identify the weights behind a spec cheaply, with the same answer before and after a download.
 
     The spec for random weights, else the weights file's path, size and modification time (a re-downloaded or
-    replaced checkpoint gets a new graph).
+    replaced checkpoint gets a new graph). A Hugging Face id (or a variant name: its repository) is resolved
+    first through the loader (``loading.download``: the local cache, else the download the export needs
+    anyway), so the key a graph is exported under is the key every later process computes. Only when that
+    fails (offline without the files, no hub library) is the spec the key, said once in the log: the graph
+    is then exported again once the weights are there.
     """
     if model.startswith(loading.RANDOM_PREFIX):
         return model
     path = Path(model).expanduser()
-    weights = path / loading.WEIGHTS_NAME if path.is_dir() else None
-    if weights is None:
+    if path.is_dir():
+        weights = path / loading.WEIGHTS_NAME
+    else:
+        repo = VARIANTS[model].hf_repo if model in VARIANTS else model
         try:
-            from huggingface_hub import try_to_load_from_cache
-
-            repo = VARIANTS[model].hf_repo if model in VARIANTS else model
-            cached = try_to_load_from_cache(repo, loading.WEIGHTS_NAME)
-            weights = Path(cached) if isinstance(cached, str) else None
-        except Exception:  # not a repo id, or no hub library: the spec alone identifies it
-            weights = None
-    if weights is None or not weights.is_file():
+            weights = loading.download(repo) / loading.WEIGHTS_NAME
+        except (loading.CheckpointError, ImportError) as exc:
+            if model not in _SPEC_KEYED:
+                _SPEC_KEYED.add(model)
+                _LOG.warning("cannot resolve the weights of %s (%s): its graphs are cached under the name alone, "
+                             "so once the weights are downloaded the key changes and each graph is exported "
+                             "again", model, exc)
+            return f"spec:{model}"
+    if not weights.is_file():
         return f"spec:{model}"
     st = weights.resolve().stat()
     return f"{weights.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+_SPEC_KEYED: set[str] = set()  # the specs whose weights could not be resolved (warned once each)
