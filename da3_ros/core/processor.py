@@ -92,8 +92,9 @@ class FrameSetProcessor:
     """One synchronised set of ``CameraFrame`` (camera order; None = a silent camera) -> Processed / Dropped.
 
     ``warn`` receives non-fatal notes, each once (e.g. a camera_info whose size does not match its images).
-    ``prepare_fallback``: after the first set, have a fixed-shape engine export its (N-1)-view graph in the
-    background (the live node, whose cameras can go silent); the offline commands take complete sets.
+    ``prepare_fallback``: after the first set, have a fixed-shape engine export in the background every other
+    graph the live node may need (``shapes_ahead``: the temporal window's sizes, each silent camera's subset
+    and its window); the offline commands take complete sets.
     """
 
     def __init__(self, rig: Rig, cfg: CoreConfig, static_tf: StaticTfBuffer,
@@ -106,8 +107,7 @@ class FrameSetProcessor:
         self._info_ignored: list[str] = []  # cameras of the current set whose camera_info size is not the image's
         self._info_wait_since_ns: int | None = None  # stamp of the first set that waited for camera_info
         self._subsets: dict[tuple[int, ...], FrameSetProcessor] = {}  # per set of present cameras
-        self._fallback_prepared = not prepare_fallback
-        self._windows_prepared = not prepare_fallback  # the live node exports the N + k graphs ahead, too
+        self._ahead_prepared = not prepare_fallback  # the live node asks for its other graphs after its first set
         self._reference_silent = False  # the temporal window was reset for the reference camera's silence
         self._sizes_seen: set[tuple[tuple[int, int], ...]] = set()  # size combinations already said
         self.without_K: list[str] = []  # cameras of the last set with no intrinsics at all (no camera_info,
@@ -178,6 +178,10 @@ class FrameSetProcessor:
         result = self.rig.process([f.rgb for f in full], list(Ks), known, stamp_ns=stamp_ns,
                                   view_ids=list(self.cfg.camera_names))
         self._note_missing_K(result)
+        if not self._ahead_prepared:
+            self._ahead_prepared = True
+            for n, conditioned in self.shapes_ahead(list(Ks), frame_ids, result.conditioned):
+                self.rig.engine.prepare_ahead(n, result.prediction.hw, conditioned)
         return Processed(self._result(result, full, frame_ids, list(distortion), wants_nav),
                          dict(result.prediction.timing_s), list(range(len(full))))
 
@@ -187,15 +191,36 @@ class FrameSetProcessor:
         out = SetResult(result, list(self.cfg.camera_names), frame_ids, [f.stamp_ns for f in frames],
                         self.cfg.out_cfg, self.rig.engine.label, distortion, nav,
                         reference_camera=self.cfg.camera_names[self.rig.ref_index])
-        if not self._fallback_prepared:
-            self._fallback_prepared = True
-            self.rig.engine.prepare_ahead(len(frames) - 1, result.prediction.hw, result.conditioned)
-        tracker = self.rig.temporal
-        if tracker is not None and not self._windows_prepared:
-            self._windows_prepared = True  # the windows grow to N + K views as the keyframes come
-            for k in range(1, tracker.cfg.rule.max_keyframes + 1):
-                self.rig.engine.prepare_ahead(len(frames) + k, result.prediction.hw, False)
         return out
+
+    def shapes_ahead(self, Ks: list[np.ndarray | None], frame_ids: list[str],
+                     conditioned: bool) -> list[tuple[int, bool]]:
+        """(views, conditioned) of every other forward this rig's sets may need, the most urgent first.
+
+        For a full set of these intrinsics and frames (which ran ``conditioned``): the temporal window's sizes
+        N + 1 .. N + K (the next keyframe needs the next one), then per camera that may go silent its subset's
+        N - 1 views (conditioned only as that subset would be: never one view alone, never with a window) and
+        that subset's windows. Only one silent camera at a time is prepared for.
+        """
+        n = len(Ks)
+        shapes = self.window_shapes(n)
+        for silent in range(n) if n > 1 else ():
+            present = [i for i in range(n) if i != silent]
+            sub = self._subset(present)
+            shapes.append((n - 1, sub.would_condition([Ks[i] for i in present], [frame_ids[i] for i in present])))
+            shapes += sub.window_shapes(n - 1)
+        unique = list(dict.fromkeys(shapes))
+        return [s for s in unique if s != (n, conditioned)]
+
+    def would_condition(self, Ks: list[np.ndarray | None], frame_ids: list[str]) -> bool:
+        """Whether a set of cameras with these intrinsics and frames runs pose-conditioned (as ``Rig.process``)."""
+        return (self.rig.takes_conditioning(len(Ks)) and all(K is not None for K in Ks)
+                and (self.rig.T_ref_cam_known is not None or self.tf_extrinsics(frame_ids) is not None))
+
+    def window_shapes(self, n: int) -> list[tuple[int, bool]]:
+        """The temporal window's sizes beyond ``n`` current views (never conditioned); none without a window."""
+        tracker = self.rig.temporal
+        return [] if tracker is None else [(n + k, False) for k in range(1, tracker.cfg.rule.max_keyframes + 1)]
 
     def skipped(self, stamp_ns: int) -> None:
         """A set left out on purpose (``--every-n``), stamped ``stamp_ns`` by its reference camera.
@@ -263,6 +288,16 @@ class FrameSetProcessor:
             # no view 0 to chain: keyframes and chain restart (at the last pose) when the reference is back
             tracker.reset(ResetReason.REFERENCE_SILENT, f"{self.cfg.camera_names[self.rig.ref_index]} silent")
         self._reference_silent = self.rig.ref_index not in present
+        sub = self._subset(present)
+        done = sub.process([frames[i] for i in present], wants_nav)
+        if isinstance(done, Processed):
+            done.cameras = present
+            done.outputs.reference_camera = self.cfg.camera_names[self.rig.ref_index]
+            self.without_K = sub.without_K
+        return done
+
+    def _subset(self, present: list[int]) -> FrameSetProcessor:
+        """The processor of the rig of the ``present`` cameras (made once), with this one's current config."""
         key = tuple(present)
         if key not in self._subsets:
             sub = FrameSetProcessor(self.rig.subset(present), self.cfg.subset(present), self.static_tf, self._warn)
@@ -270,12 +305,7 @@ class FrameSetProcessor:
             self._subsets[key] = sub
         sub = self._subsets[key]
         sub.cfg = self.cfg.subset(present)
-        done = sub.process([frames[i] for i in present], wants_nav)
-        if isinstance(done, Processed):
-            done.cameras = present
-            done.outputs.reference_camera = self.cfg.camera_names[self.rig.ref_index]
-            self.without_K = sub.without_K
-        return done
+        return sub
 
     def _note_mixed_sizes(self, hws: list[tuple[int, int]]) -> None:
         """Cameras of different sizes: say once per size combination what each keeps of its field of view."""

@@ -41,7 +41,6 @@ class FixedShapeEngine(Engine):
         super().__init__(self.source.variant, self.source.label, self.source.trained, **kwargs)
         self._runners: dict[Shape, Runner] = {}
         self._lock = threading.Lock()
-        self._ahead_lock = threading.Lock()
 
     def _make_runner(self, shape: Shape) -> Runner:
         raise NotImplementedError
@@ -58,22 +57,14 @@ class FixedShapeEngine(Engine):
     def prepare_ahead(self, n_views: int, hw: tuple[int, int], conditioned: bool) -> None:
         """Export the graph of ``n_views`` views in the background (e.g. for when a camera goes silent).
 
-        Only the graph file is made ahead (in a child process, into the cache); its runner is built on the
-        first set that needs it. A given .onnx holds exactly its N: a silent camera then fails its sets with
-        an error naming the export command.
+        Only the graph file is made ahead (in a child process, into the cache), by the process's one ahead
+        worker (``AHEAD``: one export at a time, in the order asked); its runner is built on the first set that
+        needs it. A given .onnx holds exactly its N: a silent camera then fails its sets with an error naming the
+        export command.
         """
-        source = self.source
-        if n_views < 1 or source.file is not None:
+        if n_views < 1 or self.source.file is not None:
             return
-
-        def export() -> None:
-            try:
-                with self._ahead_lock:  # one export at a time (each loads the model: memory, cores)
-                    self._graph_for((n_views, (int(hw[0]), int(hw[1])), conditioned), background=True)
-            except Exception as exc:  # a background nicety: the set that needs it will say what is wrong
-                _LOG.warning("could not prepare the %d-view graph ahead: %s", n_views, exc)
-
-        threading.Thread(target=export, name="da3_prepare_ahead", daemon=True).start()
+        AHEAD.put(self, (n_views, (int(hw[0]), int(hw[1])), bool(conditioned)))
 
     def _runner(self, shape: Shape) -> Runner:
         with self._lock:
@@ -98,3 +89,56 @@ class FixedShapeEngine(Engine):
 
     def _forward(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: np.asarray(v[0], dtype=np.float32) for name, v in self.run_graph(feeds).items()}
+
+
+class AheadQueue:
+    """The process's graphs to prepare ahead of need: one worker thread, one export at a time, first asked first.
+
+    One export at a time because each loads its model (memory, cores); in order because the caller asks for
+    the most urgent first (the temporal window's next size before a silent camera's). A request already
+    pending is not queued twice.
+    """
+
+    THREAD_NAME = "da3_prepare_ahead"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[tuple[FixedShapeEngine, Shape]] = []  # the first one is being prepared
+        self._thread: threading.Thread | None = None
+
+    def put(self, engine: FixedShapeEngine, shape: Shape) -> None:
+        """Queue ``shape`` of ``engine``; start the worker if it is not running."""
+        with self._lock:
+            if any(e is engine and s == shape for e, s in self._pending):
+                return
+            self._pending.append((engine, shape))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._drain, name=self.THREAD_NAME, daemon=True)
+                self._thread.start()
+
+    def pending(self) -> list[tuple[FixedShapeEngine, Shape]]:
+        """What is still to be prepared, the one in progress first."""
+        with self._lock:
+            return list(self._pending)
+
+    def cancel(self, engine: FixedShapeEngine | None = None) -> None:
+        """Forget the queued requests (of ``engine``; all: None); an export in progress goes on to its end."""
+        with self._lock:
+            self._pending[1:] = [(e, s) for e, s in self._pending[1:] if engine is not None and e is not engine]
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._thread = None
+                    return
+                engine, shape = self._pending[0]
+            try:
+                engine._graph_for(shape, background=True)
+            except Exception as exc:  # a background nicety: the set that needs it will say what is wrong
+                _LOG.warning("could not prepare the %d-view graph ahead: %s", shape[0], exc)
+            with self._lock:
+                self._pending.pop(0)
+
+
+AHEAD = AheadQueue()

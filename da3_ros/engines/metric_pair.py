@@ -94,6 +94,11 @@ class MetricPairEngine(Engine):
             return None
         return np.stack([np.zeros(shape[1:], np.float32) if s is None else s for s in found])
 
+    def prepare_ahead(self, n_views: int, hw: tuple[int, int], conditioned: bool) -> None:
+        """Both engines get ready for sets of ``n_views`` views: the metric model's graph is plain (mono)."""
+        self.main.prepare_ahead(n_views, hw, conditioned)
+        self.metric.prepare_ahead(n_views, hw, False)
+
     def health(self) -> tuple[bool, dict[str, str]]:
         """Both engines' health (a remote one may be down)."""
         ok_main, main = self.main.health()

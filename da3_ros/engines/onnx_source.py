@@ -82,6 +82,8 @@ class OnnxSource:
         self.model = model
         self.cache = cache
         self.file = Path(model).expanduser() if model.endswith(".onnx") else None
+        # graphs this source exported: on a set's path (it waited for them) and ahead of need (in the background)
+        self.exports = {"live": 0, "ahead": 0}
         if self.file is not None:
             if not self.file.is_file():
                 raise FileNotFoundError(f"ONNX file {self.file} does not exist; write one with `da3-ros export`")
@@ -131,6 +133,7 @@ class OnnxSource:
                     f"no exported graph for {self.model} ({n_views} views, {hw[1]}x{hw[0]}, {precision}) in "
                     f"{self.cache.root}, and torch is not installed here to export it. Run, where torch is: "
                     f"`{' '.join(cmd)}` and set model to that file")
+            self.exports["ahead" if background else "live"] += 1
             self._export(path, n_views, hw, conditioned, precision, fused_attention, background)
             return self.cache.seal(path, key)
 

@@ -18,6 +18,7 @@ from da3_ros.core.static_tf import StaticTfBuffer
 from da3_ros.core.temporal.keyframes import ResetReason
 from da3_ros.core.sync import SyncMode, TimeSynchronizer
 from da3_ros.engines import engine_from_config
+from da3_ros.engines.fixed_shape import AHEAD
 from da3_ros.ros.diagnostics import NodeStats
 from da3_ros.ros.inputs import InputWiring
 from da3_ros.ros.pipeline import SetProcessor
@@ -92,6 +93,7 @@ class DepthPipeline(ParameterWiring, InputWiring, SetWorker):
 
     def _cleanup(self) -> None:
         self.pubs.destroy()
+        AHEAD.cancel()  # graphs queued ahead for the engine released here (an export in progress ends by itself)
         self.rig = self.core = None  # the engine (weights, sessions) goes with them
         gc.collect()
         self.get_logger().info("engine released")
@@ -103,7 +105,7 @@ class DepthPipeline(ParameterWiring, InputWiring, SetWorker):
         """The per-set policy (da3_ros.ros.pipeline), shared with ``da3-ros bag``."""
         return SetProcessor(self.rig, self.config.core_config(), self.static_tf,
                             warn=self.get_logger().warning,  # each note said once
-                            prepare_fallback=True)  # a camera may go silent: its (N-1)-view graph ahead
+                            prepare_fallback=True)  # its other graphs ahead: silent cameras, window sizes
 
     # --- diagnostics -----------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
