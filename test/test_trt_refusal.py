@@ -140,3 +140,59 @@ def test_a_fused_attention_graph_given_to_tensorrt_is_refused_at_load_with_the_f
     assert runner.builds == [] and runner.references == []  # nothing was parsed or built
     # backend auto takes ONNX Runtime for it (the only backend that runs it), even where TensorRT runs
     assert create_engine("auto", str(fused), cache_dir=shared_cache).runs_on.backend == "onnxruntime"
+
+
+def test_a_node_whose_tensorrt_engine_is_refused_falls_back_under_auto_with_one_export(tmp_path, domain_id,
+                                                                                     checker):
+    """Issue 23 item 1 as a node: `backend: auto`, TensorRT 10.3 "starts" and its engine is refused by the gate.
+
+    The node publishes depth from ONNX Runtime, builds the engine once (not per set), exports one graph, and
+    /diagnostics says why it runs on ONNX Runtime.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from da3_ros.ros import conversions as conv
+    from ros_harness import ros_env, write_params
+
+    cache = tmp_path / "cache"
+    params = write_params(tmp_path / "node.yaml", "da3_depth", {
+        "model": MODEL, "backend": "auto", "process_res": 42, "camera_names": ["cam"], "engine_cache_dir": str(cache),
+        "diagnostics_period_s": 0.3})
+    depth = checker.collect(Image, "cam/depth/image")
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    pub = checker.node.create_publisher(Image, "cam/image_raw", 5)
+    rgb = np.random.default_rng(0).integers(0, 255, (28, 42, 3), np.uint8)
+    launcher = Path(__file__).with_name("trt_standin_node.py")
+    with open(tmp_path / "node.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, str(launcher), "1.5", "--ros-args", "--params-file", str(params)],
+                                env=ros_env(domain_id), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        checker.spin_until(lambda: pub.get_subscription_count() > 0, 60, "the node subscribed")
+
+        def frame():
+            stamp = conv.ns_to_stamp(checker.node.get_clock().now().nanoseconds)
+            return conv.rgb_to_image(rgb, Header(stamp=stamp, frame_id="cam"))
+
+        checker.publish_until(pub, frame, lambda: len(depth) >= 5, 120, "five depth images", period_s=0.3)
+        checker.spin_until(lambda: any("tensorrt_fallback" in {kv.key for s in d.status for kv in s.values}
+                                       for d in diags), 30, "tensorrt_fallback in /diagnostics")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    log = (tmp_path / "node.log").read_text()
+    import json
+
+    graphs = [json.loads(p.read_text())["key"] for p in cache.glob("onnx-*.onnx.meta.json")]
+    # the engine's fp16 graph (built once, refused) and the gate's fp32 reference, which the fallback runs: no
+    # export and no build per set
+    assert sorted(g["precision"] for g in graphs) == ["fp16", "fp32"], graphs
+    assert all(g["n_views"] == 1 for g in graphs)
+    assert not list(cache.rglob("trt-*.plan"))  # the refused plan is not cached
+    assert log.count("TensorRT refused") == 1, log  # said once, not per set (and not rebuilt per set)
+    assert "Traceback" not in log
