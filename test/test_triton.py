@@ -415,6 +415,68 @@ def test_a_shape_the_server_was_not_started_with_is_refused_at_once(served, cach
     assert sorted(cache.iterdir()) == graphs
 
 
+def test_a_conditioned_rig_and_its_lone_camera_are_served_by_one_server(cache, tmp_path, soh_images):
+    """Issue 23.16: ``serve --conditioned --also-views 1`` serves a conditioned rig through a silent camera.
+
+    It answers the rig's conditioned 2-view sets AND the plain 1-view sets left while one camera is silent (a
+    single camera is never pose-conditioned).
+    Before, ``--conditioned`` made the 1-view graph conditioned too: every 1-view set was refused for the whole
+    silence. A set the server does not serve is said in health() (WARN naming its shape) until an answer.
+    Tiny network size (56x28) to keep it cheap.
+    """
+    import tritonclient.grpc as grpcclient
+
+    hw = (28, 56)
+    rig = ["--views", "2", "--height", str(hw[0]), "--width", str(hw[1]), "--conditioned"]
+    K = np.tile(np.array([[900.0, 0, 604], [0, 900.0, 340], [0, 0, 1]]), (2, 1, 1))
+    T = np.tile(np.eye(4), (2, 1, 1))
+    T[1, 0, 3] = -0.5
+    with triton_server(cache, tmp_path / "cond.log", rig=rig, extra=["--also-views", "1"]) as srv:
+        remote = create_engine("triton", MODEL, triton=TritonSettings(url=srv.url, timeout_s=60.0), process_res=56)
+        local = create_engine("onnxruntime", MODEL, cache_dir=str(cache), process_res=56)
+        for batch in (FrameBatch(soh_images, K_cam=K, T_cam_world=T), FrameBatch(soh_images[:1], K_cam=K[:1])):
+            a, b = remote.infer(batch), local.infer(batch)  # the conditioned rig set, then the lone camera
+            assert a.depth.shape == (len(batch.images_rgb), *hw)
+            np.testing.assert_allclose(a.depth, b.depth, rtol=1e-6)
+        assert remote.health()[0] and remote.health()[1]["triton.refused"] == "0"
+        config = grpcclient.InferenceServerClient(srv.url).get_model_config("da3", as_json=True)["config"]
+        inputs = {i["name"]: (i["dims"], i.get("optional", False)) for i in config["input"]}
+        assert inputs["extrinsics"] == (["1", "-1", "4", "4"], True)  # plain 1-view requests leave them out
+        assert "2 view(s) at 56x28, pose-conditioned; 1 view(s) at 56x28, plain" in (tmp_path / "cond.log").read_text()
+
+        # a shape it does not serve: refused with options that can be followed, and /diagnostics says so
+        with pytest.raises(TritonModelError, match=r"--views 3 --height 28 --width 56 --conditioned"):
+            remote.infer(FrameBatch(soh_images + soh_images[:1], K_cam=np.concatenate([K, K[:1]]),
+                                    T_cam_world=np.concatenate([T, T[:1]])))
+        ok, values = remote.health()
+        assert not ok and values["triton.refused"] == "1"
+        assert "refuses the 3 view(s) at 56x28, pose-conditioned sets" in values["triton.state"], values
+        status = NodeStats(["a", "b", "c"], "triton").diagnostics(
+            "da3_depth", SyncStats(frames_in=[0, 0, 0]), (ok, values), ["c"]).status[0]
+        assert status.level == DiagnosticStatus.WARN and "sets go on" not in status.message
+        assert "refuses the 3 view(s) at 56x28, pose-conditioned" in status.message, status.message
+        remote.infer(FrameBatch(soh_images[:1]))  # an answer: OK again
+        assert remote.health()[0] and remote.health()[1]["triton.state"] == "connected"
+
+
+def test_the_advice_for_a_lone_camera_can_be_followed():
+    """Issue 23.16: the advice for a plain 1-view set is ``--also-views 1`` beside the rig's ``--conditioned``.
+
+    Against a server of conditioned 2-view sets only: not a ``--views 1`` server of its own (which one server of
+    the rig could not be).
+    """
+    from da3_ros.export.triton_serve import rig_shapes
+
+    server = ServerModel("da3", {"images": ([1, 2, 3, 28, 56], False), "extrinsics": ([1, 2, 4, 4], False),
+                                 "intrinsics": ([1, 2, 3, 3], False)}, ["depth"])
+    with pytest.raises(TritonModelError) as err:
+        server.check({"images": np.zeros((1, 1, 3, 28, 56), np.float32)})
+    assert "--views 2 --height 28 --width 56 --conditioned --also-views 1" in str(err.value), err.value
+    assert "`--views 1" not in str(err.value)
+    assert rig_shapes([2, 1], (28, 56), True) == [(2, (28, 56), True), (1, (28, 56), False)]
+    assert rig_shapes([3, 2], (28, 56), True) == [(3, (28, 56), True), (2, (28, 56), True)]
+
+
 def _listening(ports) -> dict[int, set[str]]:
     """Addresses listening on ``ports`` (TCP, IPv4 and IPv6; v4-mapped as IPv4), from /proc/net/tcp{,6}."""
     out: dict[int, set[str]] = {}

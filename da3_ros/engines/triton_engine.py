@@ -135,13 +135,28 @@ class ServerModel:
                                    + f". {serve_hint(feeds)}")
 
 
-def serve_hint(feeds: dict[str, np.ndarray]) -> str:
-    """What to run on the server for the rig shape of ``feeds`` (views, network size, pose conditioning)."""
+def set_shape(feeds: dict[str, np.ndarray]) -> str:
+    """``feeds``' rig shape in words: view count, network size (WxH), pose-conditioned or plain."""
     n, h, w = feeds["images"].shape[1], feeds["images"].shape[3], feeds["images"].shape[4]
-    shape = f"--views {n} --height {h} --width {w}" + (" --conditioned" if "extrinsics" in feeds else "")
-    return (f"This set is {n} views at {w}x{h}{', pose-conditioned' if 'extrinsics' in feeds else ''}: export "
-            f"the model for it (`da3-ros export --triton-repo DIR {shape}`) or start `da3-ros serve` with "
-            f"`{shape}`")
+    return f"{n} view(s) at {w}x{h}, {'pose-conditioned' if 'extrinsics' in feeds else 'plain'}"
+
+
+def serve_hint(feeds: dict[str, np.ndarray]) -> str:
+    """What to run on the server for the rig shape of ``feeds`` (views, network size, pose conditioning).
+
+    One ``da3-ros serve`` serves every count the rig sends: the rig's own with ``--views`` (conditioned with
+    ``--conditioned``) and those left while a camera is silent with ``--also-views``; 1 view is always plain.
+    """
+    n, h, w = feeds["images"].shape[1], feeds["images"].shape[3], feeds["images"].shape[4]
+    size = f"--height {h} --width {w}"
+    if n == 1:  # a lone camera, e.g. a 2-camera rig with one silent: never pose-conditioned (Rig.takes_conditioning)
+        return (f"This set is {set_shape(feeds)} (a single camera is never pose-conditioned; e.g. a 2-camera rig "
+                f"with one camera silent): start `da3-ros serve` with the rig's options plus `--also-views 1`, "
+                f"e.g. `--views 2 {size} --conditioned --also-views 1` (1 view is served plain)")
+    shape = f"--views {n} {size}" + (" --conditioned" if "extrinsics" in feeds else "")
+    return (f"This set is {set_shape(feeds)}: start `da3-ros serve` with `{shape}` (or give it as `--also-views "
+            f"{n}` beside the rig's own `--views`, one server serves every count), or export the model for it "
+            f"(`da3-ros export --triton-repo DIR {shape}`)")
 
 
 def triton_settings(param: Callable[[str], Any]) -> TritonSettings:
@@ -185,7 +200,8 @@ class TritonEngine(Engine):
         self._ever_connected = False
         self._abandoned: _Request | None = None  # a request given up on that the server may still be running
         self._late_since: float | None = None  # first timeout since the last answer
-        self.reconnects = self.timeouts = self.dropped_busy = 0
+        self.reconnects = self.timeouts = self.dropped_busy = self.refused = 0
+        self._refused_now = ""  # why the last set sent was refused (its shape and the fix); "" after an answer
         self.last_request_bytes = self.last_reply_bytes = 0
         try:
             self._connect()
@@ -260,6 +276,17 @@ class TritonEngine(Engine):
     # --- inference -------------------------------------------------------------------------------------
     def _forward(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         server = self._connect()
+        try:
+            out = self._run(server, feeds)
+        except TritonModelError as exc:  # a shape the server's model does not serve: said in health() until an answer
+            self.refused += 1
+            self._refused_now = f"its model refuses the {set_shape(feeds)} sets sent now ({exc})"
+            raise
+        self._refused_now = ""
+        return out
+
+    def _run(self, server: ServerModel, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One request for a connected server: checked against its config, sent, waited for."""
         server.check(feeds)
         self._check_abandoned()
         s = self.settings
@@ -341,11 +368,13 @@ class TritonEngine(Engine):
             state = (f"every request timed out for {time.monotonic() - self._late_since:.0f} s ({self.timeouts} "
                      f"timeouts so far): the server is slower than triton.timeout_s ({self.settings.timeout_s:g} "
                      "s); raise it or give the server faster hardware")
+        elif ok and self._refused_now:  # connected, but the sets of the rig's present shape are refused
+            ok, state = False, f"connected, but {self._refused_now}"
         values = {
             **super().health()[1],  # device and precision, as every engine says them
             "triton.url": self.settings.url, "triton.model": self.settings.model_name, "triton.state": state,
             "triton.reconnects": str(self.reconnects), "triton.timeouts": str(self.timeouts),
-            "triton.dropped_busy": str(self.dropped_busy),
+            "triton.dropped_busy": str(self.dropped_busy), "triton.refused": str(self.refused),
             "triton.request_bytes": str(self.last_request_bytes), "triton.reply_bytes": str(self.last_reply_bytes)}
         if not ok:
             values["triton.problem"] = f"Triton server {self.settings.url}: {state}"

@@ -4,11 +4,14 @@ For trying the ``triton`` backend out and for the tests: pytriton starts the rea
 binds one model whose forward is the local ONNX Runtime (or TensorRT) engine's raw graph.
 
 It serves exactly the shapes it was started with, all loaded (exported into the cache when missing) BEFORE
-it listens: a checkpoint spec serves the given view counts at one network size, with or without pose
-conditioning; a ``.onnx`` from ``da3-ros export`` serves its own shape. A request of any other shape is
-refused at once with an error naming the ``serve`` options for it; nothing is ever exported inside a request
-(an export takes 10-20 s and would block the rig). The model's config says the shapes (views -1 only when
-several counts are served), so the ``triton`` backend already refuses most such sets before sending them.
+it listens: a checkpoint spec serves the given view counts at one network size, pose-conditioned or not as
+the node sends them (``rig_shapes``: ``--conditioned`` conditions every count of 2 views or more; 1 view is
+always plain, since a single camera is never conditioned); a ``.onnx`` from ``da3-ros export`` serves its own
+shape. A request of another shape that the model's config lets through is refused at once with an error
+naming the ``serve`` options for it; nothing is ever exported inside a request (an export takes 10-20 s and
+would block the rig). The config says the shapes (views -1 when several counts are served; the conditioning
+inputs optional when some counts are plain): Triton itself refuses raw requests outside it with its own
+message, and the ``triton`` backend checks every set against it before sending.
 
 It listens on ``bind`` (default 127.0.0.1: gRPC, HTTP and metrics, with the statistics endpoint open for
 monitoring); SIGTERM stops it as SIGINT does: tritonserver stopped, its workspace removed, exit 0.
@@ -36,8 +39,17 @@ class ServeShapeError(ValueError):
     """The shapes asked of ``serve`` cannot be served as given; the message names what to pass instead."""
 
 
+def rig_shapes(views: Sequence[int], hw: tuple[int, int], conditioned: bool) -> list[Shape]:
+    """The shapes a rig sends for these view counts: conditioned at 2 views or more, 1 view always plain.
+
+    The node's rule (``Rig.takes_conditioning``): a lone camera (the rig's, or what a silent camera leaves of
+    a 2-camera rig) is never pose-conditioned, so ``--conditioned --also-views 1`` serves a plain 1-view graph.
+    """
+    return [(n, hw, conditioned and n >= 2) for n in views]
+
+
 def served_shapes(engine: FixedShapeEngine, shapes: Sequence[Shape]) -> list[Shape]:
-    """The shapes ``serve`` answers: a graph file's own, else ``shapes`` (one network size and kind)."""
+    """The shapes ``serve`` answers: a graph file's own, else ``shapes`` (one network size)."""
     meta = engine.source.meta if engine.source.file is not None else None
     if meta is not None:
         own = (int(meta["n_views"]), (int(meta["height"]), int(meta["width"])), bool(meta["conditioned"]))
@@ -49,26 +61,32 @@ def served_shapes(engine: FixedShapeEngine, shapes: Sequence[Shape]) -> list[Sha
     if not shapes:
         raise ServeShapeError("give the rig shape to serve (--views N --height H --width W, or --camera-size): graphs "
                          "are exported before serving, never inside a request")
-    if len({(hw, cond) for _, hw, cond in shapes}) != 1:
-        raise ServeShapeError(f"serve takes one network size and kind (view counts may differ), got "
+    if len({hw for _, hw, _ in shapes}) != 1:
+        raise ServeShapeError(f"serve takes one network size (view counts may differ), got "
                               f"{[_describe(s) for s in shapes]}")
+    if len(set(shapes)) != len({n for n, _, _ in shapes}):
+        raise ServeShapeError(f"serve takes one kind per view count, got {[_describe(s) for s in shapes]}")
     return shapes
 
 
 def tensor_specs(engine: FixedShapeEngine, shapes: Sequence[Shape]) -> tuple[list[tuple[str, tuple, bool]], list[str]]:
-    """Inputs as (name, shape with -1 for any, optional) and output names of the model serving ``shapes``."""
+    """Inputs as (name, shape with -1 for any, optional) and output names of the model serving ``shapes``.
+
+    The pose-conditioning inputs are there when some shape is conditioned, optional when another is plain.
+    """
     views = {n for n, _, _ in shapes}
     n = views.pop() if len(views) == 1 else -1
-    (h, w), conditioned = shapes[0][1], shapes[0][2]
+    (h, w), kinds = shapes[0][1], {cond for _, _, cond in shapes}
     inputs: list[tuple[str, tuple[int, ...], bool]] = [(IN_IMAGES, (1, n, 3, h, w), False)]
-    if conditioned:
-        inputs += [(IN_EXTRINSICS, (1, n, 4, 4), False), (IN_INTRINSICS, (1, n, 3, 3), False)]
+    if True in kinds:
+        optional = False in kinds
+        inputs += [(IN_EXTRINSICS, (1, n, 4, 4), optional), (IN_INTRINSICS, (1, n, 3, 3), optional)]
     return inputs, graph_outputs(engine.variant)
 
 
 def _describe(shape: Shape) -> str:
     n, (h, w), cond = shape
-    return f"{n} view(s) at {w}x{h}{', pose-conditioned' if cond else ''}"
+    return f"{n} view(s) at {w}x{h}, {'pose-conditioned' if cond else 'plain'}"
 
 
 def run_served(runners: dict[Shape, Runner], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

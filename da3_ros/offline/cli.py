@@ -143,7 +143,7 @@ def _export_triton_repo(args: argparse.Namespace, model, views: int, hw: tuple[i
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from da3_ros.engines import create_fixed_shape_engine
-    from da3_ros.export.triton_serve import ServeShapeError, serve
+    from da3_ros.export.triton_serve import ServeShapeError, rig_shapes, serve
 
     engine = create_fixed_shape_engine(args.backend, args.model, precision=args.precision, threads=args.threads,
                                        cache_dir=args.cache_dir)
@@ -151,7 +151,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.views or args.camera_size or args.height or args.width:
         hw = _rig_shape(args)
         views = args.views or max(1, len(args.camera_size or []))  # as export: 1 view unless told
-        prepare = [(n, hw, args.conditioned) for n in [views, *(args.also_views or [])]]
+        prepare = rig_shapes([views, *(args.also_views or [])], hw, args.conditioned)  # 1 view: plain
     try:
         serve(engine, args.name, args.grpc_port, args.http_port, args.metrics_port, prepare, bind=args.bind,
               on_ready=lambda: print(f"ready: model {args.name!r} ({engine.label}) on gRPC {args.bind}:"
@@ -261,7 +261,9 @@ def _add_serve(sub: Any) -> None:
     srv.add_argument("--http-port", type=int, default=8000)
     srv.add_argument("--metrics-port", type=int, default=8002)
     srv.add_argument("--also-views", type=int, nargs="+", metavar="N",
-                     help="also serve these view counts at the same size (e.g. N-1 for a silent camera)")
+                     help="also serve these view counts at the same size (e.g. N-1 for a silent camera); "
+                          "--conditioned applies to each count of 2 or more, 1 view is always served plain "
+                          "(a single camera is never pose-conditioned)")
     srv.add_argument("--bind", default="127.0.0.1",
                      help="address gRPC, HTTP and metrics listen on (0.0.0.0: every interface, for other machines)")
     srv.set_defaults(func=cmd_serve)

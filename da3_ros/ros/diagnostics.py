@@ -170,6 +170,8 @@ class NodeStats:
         if not engine_ok:  # the engine's own reason(s) when it gives them (an engine's ``*.problem`` values)
             why = "; ".join(v for k, v in engine_values.items() if k.rpartition(".")[2] == "problem") or "see values"
             level, message = DiagnosticStatus.WARN, f"the engine cannot run sets now ({why}); retrying"
+            if silent_cameras:  # the sets it refuses may be what the silent cameras leave (a triton shape)
+                message += f"; silent camera(s) {silent_cameras}"
         elif reference_camera and reference_camera in silent_cameras:
             level, message = DiagnosticStatus.WARN, (
                 f"reference camera {reference_camera!r} silent (silent: {silent_cameras}): sets go on without it, "
