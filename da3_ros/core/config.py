@@ -67,9 +67,14 @@ class OutputConfig:
         """
         return outputs_listened or (self.tf_publish_alone and tf_listened and tf_applies)
 
+    @property
+    def odom_suffix(self) -> str:
+        """The tf.suffix of the odometry's default child: the one at start-up (``odom_child_suffix``)."""
+        return self.odom_child_suffix or self.tf_suffix
+
     def odom_child(self, reference_frame: str) -> str:
         """The odometry's child frame: temporal.child_frame, else the reference frame + the start-up tf.suffix."""
-        return self.odom_child_frame or reference_frame + (self.odom_child_suffix or self.tf_suffix)
+        return self.odom_child_frame or reference_frame + self.odom_suffix
 
 
 # The parameters OutputConfig is made of: the ones a parameter set applies to the next set
@@ -239,14 +244,13 @@ class DepthConfig:
         """
         merged = {**self.values, **changes}
         new = DepthConfig.from_getter(lambda name: merged.get(name))
-        pinned = self.out.odom_child_suffix or self.out.tf_suffix
-        return dataclasses.replace(new, out=dataclasses.replace(new.out, odom_child_suffix=pinned))
+        return dataclasses.replace(new, out=dataclasses.replace(new.out, odom_child_suffix=self.out.odom_suffix))
 
     def odom_child_renamed(self, changes: Mapping[str, Any]) -> str:
         """'' or the log line for a runtime ``tf.suffix`` that leaves the odometry's child frame as it was."""
         if "tf.suffix" not in changes or not self.temporal or self.out.odom_child_frame:
             return ""
-        pinned = self.out.odom_child_suffix or self.out.tf_suffix
+        pinned = self.out.odom_suffix
         if changes["tf.suffix"] == pinned:
             return ""
         return (f"tf.suffix {changes['tf.suffix']!r} renames the cameras' estimated frames; the odometry's child "

@@ -79,10 +79,15 @@ class Processed:
 OUT_OF_MEMORY_SIGNS = ("can't allocate memory", "out of memory", "failed to allocate memory", "bad_alloc")
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether a set failed for memory (Python's MemoryError, or a runtime's allocation failure in its text)."""
+    return isinstance(exc, MemoryError) or any(sign in str(exc).lower() for sign in OUT_OF_MEMORY_SIGNS)
+
+
 def failure_text(exc: BaseException) -> str:
     """What to log for a set that failed: out of memory said as such, with what to change; else the error."""
     text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, MemoryError) or any(sign in str(exc).lower() for sign in OUT_OF_MEMORY_SIGNS):
+    if is_out_of_memory(exc):
         return (f"out of memory in this set ({text.splitlines()[0][:200]}): the set is dropped; fewer cameras, a "
                 "lower process_res or a smaller model need less")
     return text
@@ -213,9 +218,8 @@ class FrameSetProcessor:
         return [s for s in unique if s != (n, conditioned)]
 
     def would_condition(self, Ks: list[np.ndarray | None], frame_ids: list[str]) -> bool:
-        """Whether a set of cameras with these intrinsics and frames runs pose-conditioned (as ``Rig.process``)."""
-        return (self.rig.takes_conditioning(len(Ks)) and all(K is not None for K in Ks)
-                and (self.rig.T_ref_cam_known is not None or self.tf_extrinsics(frame_ids) is not None))
+        """Whether a set of cameras with these intrinsics and frames runs pose-conditioned (``Rig.conditions``)."""
+        return self.rig.conditions(Ks, self.tf_extrinsics(frame_ids))
 
     def window_shapes(self, n: int) -> list[tuple[int, bool]]:
         """The temporal window's sizes beyond ``n`` current views (never conditioned); none without a window."""

@@ -75,6 +75,16 @@ class Rig:
         """
         return n_views >= 2 and self.engine.variant.has_pose and self.temporal is None
 
+    def conditions(self, K_cam: list[np.ndarray | None], T_ref_cam_known: np.ndarray | None = None) -> bool:
+        """Whether a set with these intrinsics (camera order) runs pose-conditioned; one rule for all callers.
+
+        Poses known (``T_ref_cam_known``, else the rig's own), every K known and finite, and a set that takes
+        conditioning (``takes_conditioning``).
+        """
+        known = self.T_ref_cam_known if T_ref_cam_known is None else T_ref_cam_known
+        return (known is not None and self.takes_conditioning(len(K_cam))
+                and all(K is not None and np.isfinite(K).all() for K in K_cam))
+
     def process(self, images_rgb: list[np.ndarray], K_cam: list[np.ndarray | None],
                 T_ref_cam_known: np.ndarray | None = None, stamp_s: float | None = None,
                 stamp_ns: int | None = None, view_ids: list[str] | None = None) -> RigResult:
@@ -98,7 +108,8 @@ class Rig:
             K = np.stack([np.full((3, 3), np.nan) if K_cam[i] is None else np.asarray(K_cam[i], np.float64)
                           for i in order])
         T_cam_world = None
-        if (K is not None and np.isfinite(K).all() and known is not None and self.takes_conditioning(n)):
+        if self.conditions(K_cam, known):
+            assert known is not None
             T_cam_world = invert_T(known[order])  # world = reference camera frame
         batch = FrameBatch([images_rgb[i] for i in order], K, T_cam_world,
                            None if view_ids is None else tuple(view_ids[i] for i in order))

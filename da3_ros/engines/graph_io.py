@@ -8,6 +8,18 @@ from da3_ros.models.registry import DepthKind, Variant
 IN_IMAGES, IN_EXTRINSICS, IN_INTRINSICS = "images", "extrinsics", "intrinsics"
 
 
+def feeds_shape(feeds: dict[str, np.ndarray]) -> tuple[int, tuple[int, int], bool]:
+    """The rig shape of graph feeds: (views, network (H, W), pose-conditioned)."""
+    images = feeds[IN_IMAGES]
+    return int(images.shape[1]), (int(images.shape[3]), int(images.shape[4])), IN_EXTRINSICS in feeds
+
+
+def describe_shape(shape: tuple[int, tuple[int, int], bool]) -> str:
+    """A rig shape in words: view count, network size (WxH), pose-conditioned or plain (node, serve, errors)."""
+    n, (h, w), conditioned = shape
+    return f"{n} view(s) at {w}x{h}, {'pose-conditioned' if conditioned else 'plain'}"
+
+
 def graph_outputs(variant: Variant) -> list[str]:
     """The outputs an exported graph of ``variant`` has, in order (= engines.graph.output_names of its network)."""
     if variant.depth_kind is DepthKind.METRIC and variant.has_pose:  # nested: any-view + metric branch

@@ -71,7 +71,9 @@ class MetricPairEngine(Engine):
         out = dict(self.main.forward(feeds))
         images = feeds[IN_IMAGES][0]
         ids = self._view_ids or tuple(f"#{i}" for i in range(len(images)))  # not named: by place
-        keys = [hashlib.blake2b(np.ascontiguousarray(v).tobytes(), digest_size=16).digest() for v in images]
+        # each view's network input, to know a keyframe again; only where a later set may reuse a sky
+        keys = ([hashlib.blake2b(np.ascontiguousarray(v).tobytes(), digest_size=16).digest() for v in images]
+                if self.every_n_sets > 1 else [])
         sky: np.ndarray | None
         if self.sets % self.every_n_sets == 0:
             metric = self.metric.forward({IN_IMAGES: feeds[IN_IMAGES]})  # mono: no pose conditioning

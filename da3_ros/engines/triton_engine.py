@@ -32,6 +32,7 @@ import numpy as np
 
 from da3_ros.engines.base import BackendUnavailable, Engine, EngineUnavailable, graph_outputs
 from da3_ros.engines.cache import ArtifactCache
+from da3_ros.engines.graph_io import describe_shape, feeds_shape
 from da3_ros.engines.onnx_source import OnnxSource
 from da3_ros.core.errors import ConfigError
 
@@ -136,9 +137,8 @@ class ServerModel:
 
 
 def set_shape(feeds: dict[str, np.ndarray]) -> str:
-    """``feeds``' rig shape in words: view count, network size (WxH), pose-conditioned or plain."""
-    n, h, w = feeds["images"].shape[1], feeds["images"].shape[3], feeds["images"].shape[4]
-    return f"{n} view(s) at {w}x{h}, {'pose-conditioned' if 'extrinsics' in feeds else 'plain'}"
+    """``feeds``' rig shape in words (``graph_io.describe_shape``)."""
+    return describe_shape(feeds_shape(feeds))
 
 
 def serve_hint(feeds: dict[str, np.ndarray]) -> str:
@@ -147,7 +147,7 @@ def serve_hint(feeds: dict[str, np.ndarray]) -> str:
     One ``da3-ros serve`` serves every count the rig sends: the rig's own with ``--views`` (conditioned with
     ``--conditioned``) and those left while a camera is silent with ``--also-views``; 1 view is always plain.
     """
-    n, h, w = feeds["images"].shape[1], feeds["images"].shape[3], feeds["images"].shape[4]
+    n, (h, w), _ = feeds_shape(feeds)
     size = f"--height {h} --width {w}"
     if n == 1:  # a lone camera, e.g. a 2-camera rig with one silent: never pose-conditioned (Rig.takes_conditioning)
         return (f"This set is {set_shape(feeds)} (a single camera is never pose-conditioned; e.g. a 2-camera rig "

@@ -30,6 +30,7 @@ import numpy as np
 
 from da3_ros.engines.base import IN_EXTRINSICS, IN_IMAGES, IN_INTRINSICS, graph_outputs
 from da3_ros.engines.fixed_shape import FixedShapeEngine, Runner, Shape
+from da3_ros.engines.graph_io import describe_shape
 from da3_ros.engines.triton_engine import UNSERVED_MARK, serve_hint
 
 _LOG = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def served_shapes(engine: FixedShapeEngine, shapes: Sequence[Shape]) -> list[Sha
     if meta is not None:
         own = (int(meta["n_views"]), (int(meta["height"]), int(meta["width"])), bool(meta["conditioned"]))
         if shapes and list(shapes) != [own]:
-            raise ServeShapeError(f"{engine.source.file} holds {_describe(own)} only; leave out the rig options "
+            raise ServeShapeError(f"{engine.source.file} holds {describe_shape(own)} only; leave out the rig options "
                              "or serve a checkpoint")
         return [own]
     shapes = list(dict.fromkeys(shapes))
@@ -63,9 +64,9 @@ def served_shapes(engine: FixedShapeEngine, shapes: Sequence[Shape]) -> list[Sha
                          "are exported before serving, never inside a request")
     if len({hw for _, hw, _ in shapes}) != 1:
         raise ServeShapeError(f"serve takes one network size (view counts may differ), got "
-                              f"{[_describe(s) for s in shapes]}")
+                              f"{[describe_shape(s) for s in shapes]}")
     if len(set(shapes)) != len({n for n, _, _ in shapes}):
-        raise ServeShapeError(f"serve takes one kind per view count, got {[_describe(s) for s in shapes]}")
+        raise ServeShapeError(f"serve takes one kind per view count, got {[describe_shape(s) for s in shapes]}")
     return shapes
 
 
@@ -84,11 +85,6 @@ def tensor_specs(engine: FixedShapeEngine, shapes: Sequence[Shape]) -> tuple[lis
     return inputs, graph_outputs(engine.variant)
 
 
-def _describe(shape: Shape) -> str:
-    n, (h, w), cond = shape
-    return f"{n} view(s) at {w}x{h}, {'pose-conditioned' if cond else 'plain'}"
-
-
 def run_served(runners: dict[Shape, Runner], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """One request: the graph's outputs for a served shape; ValueError naming the fix for any other shape."""
     images = feeds[IN_IMAGES]
@@ -97,8 +93,8 @@ def run_served(runners: dict[Shape, Runner], feeds: dict[str, np.ndarray]) -> di
     shape = (images.shape[1], (images.shape[3], images.shape[4]), IN_EXTRINSICS in feeds)
     runner = runners.get(shape)
     if runner is None:  # refuse at once: exporting here would block the rig for many seconds
-        raise ValueError(f"{UNSERVED_MARK} {_describe(shape)} (it serves {'; '.join(map(_describe, runners))}). "
-                         + serve_hint(feeds))
+        served = "; ".join(map(describe_shape, runners))
+        raise ValueError(f"{UNSERVED_MARK} {describe_shape(shape)} (it serves {served}). " + serve_hint(feeds))
     return runner.run(feeds)
 
 
@@ -159,7 +155,7 @@ def _serve(engine: FixedShapeEngine, runners: dict[Shape, Runner], name: str, po
                     outputs=[Tensor(name=k, dtype=np.float32, shape=(-1,) * 4) for k in outputs],
                     config=ModelConfig(batching=False))
         _LOG.info("serving %s as model %r for %s: gRPC %s:%d, HTTP %s:%d, metrics %s:%d", engine.label, name,
-                  "; ".join(map(_describe, shapes)), bind, grpc_port, bind, http_port, bind, metrics_port)
+                  "; ".join(map(describe_shape, shapes)), bind, grpc_port, bind, http_port, bind, metrics_port)
         if on_ready is not None:
             on_ready()
         triton.serve()  # returns after SIGINT/SIGTERM (KeyboardInterrupt, caught there) with Triton stopped

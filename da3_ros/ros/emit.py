@@ -69,10 +69,9 @@ def set_messages(out: SetResult, keys: list[str], wanted: Callable[[str], bool])
         yield Message(MULTIVIEW, msgs.multiview())
     if wanted(ODOMETRY):
         odom_withheld = out.odometry_withheld()
-        odom = None if odom_withheld is not None else msgs.odometry()
         if odom_withheld is not None:
             yield Withheld(ODOMETRY, *odom_withheld)
-        elif odom is not None:
+        elif (odom := msgs.odometry()) is not None:
             yield Message(ODOMETRY, odom)
     if wanted(TF):
         for withheld in (out.tf_withheld(), out.odometry_tf_withheld()):

@@ -51,11 +51,10 @@ def set_failure_text(exc: BaseException) -> str:
     One line for the project's typed errors (``user_error_types``) and out of memory (``failure_text``); any
     other exception is a bug: the line, then its traceback (the report a user can file).
     """
-    from da3_ros.core.processor import OUT_OF_MEMORY_SIGNS, failure_text
+    from da3_ros.core.processor import failure_text, is_out_of_memory
 
     text = failure_text(exc)
-    if isinstance(exc, (*user_error_types(), MemoryError)) or any(
-            sign in str(exc).lower() for sign in OUT_OF_MEMORY_SIGNS):
+    if isinstance(exc, user_error_types()) or is_out_of_memory(exc):
         return text
     tb = "".join(traceback.format_exception(exc)).rstrip()
     return f"{text} (a bug: traceback follows)\n{tb}"

@@ -67,7 +67,8 @@ class TemporalTracker:
         self._last_stamp_ns: int | None = None
         self._hw: tuple[int, int] | None = None
         self._reset_asked = False
-        self._heard_ns: int | None = None  # newest stamp of a set seen but not processed since the last one
+        # the newest stamp of a set seen but not processed since the last one (always newer than it), or None
+        self._heard_ns: int | None = None
 
     @property
     def has_state(self) -> bool:
@@ -89,14 +90,18 @@ class TemporalTracker:
         choice are not a paused stream. Before the chain's first set, or with an older stamp, nothing changes.
         """
         stamp_ns = int(stamp_ns)
-        last = self._last_stamp_ns
-        if last is not None and stamp_ns > max(last, self._heard_ns or last):
+        since = self._gap_start_ns()
+        if since is not None and stamp_ns > since:
             self._heard_ns = stamp_ns
+
+    def _gap_start_ns(self) -> int | None:
+        """Where the gap rule measures from: the newest set seen (heard, else the last processed)."""
+        return self._last_stamp_ns if self._heard_ns is None else self._heard_ns
 
     def _auto_reset(self, stamp_ns: int, hw: tuple[int, int]) -> ResetReason | None:
         last = self._last_stamp_ns
         reason = None
-        since = last if self._heard_ns is None or last is None else max(last, self._heard_ns)
+        since = self._gap_start_ns()
         if last is not None and stamp_ns <= last:
             reason = ResetReason.STAMP_BACKWARDS
         elif since is not None and stamp_ns - since > self.cfg.max_gap_ns:
