@@ -66,10 +66,8 @@ MATRIX: dict[str, tuple[Any, ...]] = {
 # Parameters the table covers through a group above (the harness sets them from the group's value).
 COVERED_BY = {
     "precision": "backend", "metric_model": "scale", "cameras.<name>.T_ref_cam": "scale",
-    "cameras.<name>.transport": "transport", "cameras.<name>.camera_info_topic": "script (K_changed)",
-    "sync.camera_timeout_s": "script (silences, bursts)", "fused_frame": "script (param_set)",
-    "cloud.stride": "script (param_set)", "reference_camera": "script (reference_silent)",
-    "nav.target_frame": "nav",
+    "cameras.<name>.transport": "transport", "sync.camera_timeout_s": "script (silences, bursts)",
+    "fused_frame": "script (param_set)", "cloud.stride": "script (param_set)", "nav.target_frame": "nav",
 }
 # Parameters left out of the matrix, each with the reason (what tests them instead).
 EXCLUDED = {
@@ -109,6 +107,10 @@ EXCLUDED = {
     "qos.input": "DDS wiring, not logic: test_node.py", "qos.output": "as qos.input", "qos.depth": "as qos.input",
     "diagnostics_period_s": "DDS wiring: test_diagnostics.py",
     "cameras.<name>.image_topic": "topic wiring: test_node.py",
+    "cameras.<name>.camera_info_topic": "topic wiring: test_node.py (camera_info content changes: the K_changed "
+                                        "script)",
+    "reference_camera": "the first camera is the reference here (the reference_silent script silences it); "
+                        "another reference: test_bag.py, test_seams.py",
     "cameras.<name>.frame_id": "frames come from the image headers here; overrides: test_node_params.py",
     "cameras.<name>.hfov_deg": "intrinsics without camera_info: test_node_metric.py",
 }
@@ -468,7 +470,7 @@ def test_feature_matrix_run(k, cache_dir):
     run = RUNS[k]
     values = run_values(run, cache_dir)
     try:
-        harness = Harness({n: v for n, v in values.items()}, cache_dir)
+        harness = Harness(values, cache_dir)
     except ConfigError as exc:  # a combination the node refuses at start-up: said with the parameter's name
         assert any(name in str(exc) for name in values if not name.startswith("_")), exc
         return
