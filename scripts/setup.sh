@@ -26,7 +26,8 @@ stamp="$VENV/.da3_ros_requirements"
 want="$(cat "$ROOT"/requirements/*.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing Python packages (torch CPU wheel, ROS 2 Kilted wheels, DA3) into $VENV"
-  "${PIP[@]}" -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/ros.txt" -r "$ROOT/requirements/test.txt"
+  "${PIP[@]}" -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/serve.txt" -r "$ROOT/requirements/ros.txt" \
+    -r "$ROOT/requirements/test.txt"
   "${PIP[@]}" --no-deps -r "$ROOT/requirements/nodeps.txt"
   # The wheels' exported CMake files name the wheel builder's Python and numpy include dirs: point them
   # at ours so that rosidl can generate Python bindings here.
@@ -67,4 +68,19 @@ if [ -d "$installed" ]; then
 fi
 cmake_install "$ROOT" "$BUILD/da3_ros"
 (cd / && "$PY" -c 'import da3_ros.msg, da3_ros.models, rclpy, tf2_msgs.msg')
+# The numpy-2 leg (test/test_numpy2_leg.py): a venv holding numpy 2 only, which then sees the main venv's packages
+# AFTER its own (a .pth line appends them), so numpy 2 shadows 1.26 and torch, onnxruntime, OpenCV and DA3 are shared.
+NP2="$VENV-numpy2"
+main_site="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+np2_want="$(cat "$ROOT/requirements/numpy2.txt" | sha256sum | cut -d' ' -f1) $main_site"
+if [ "$(cat "$NP2/.da3_numpy2" 2>/dev/null)" != "$np2_want" ]; then
+  log "creating $NP2 (numpy 2 over $VENV's packages)"
+  "$PY" -m venv --clear "$NP2"  # same base interpreter as $VENV: the shared packages' extensions load
+  # numpy first, the .pth after: pip must not see (and try to replace) the main venv's numpy
+  "$NP2/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements/numpy2.txt"
+  np2_site="$("$NP2/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  echo "$main_site" > "$np2_site/zz_da3_main_venv.pth"
+  echo "$np2_want" > "$NP2/.da3_numpy2"
+fi
+
 log "ready: source scripts/env.sh to use $VENV"
