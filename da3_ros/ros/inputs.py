@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import time
 
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo
 from tf2_msgs.msg import TFMessage
 
 from da3_ros.ros import conversions as conv
+from da3_ros.ros.compat import SubscriptionEventCallbacks
 from da3_ros.ros.publishing import qos_profile
 from da3_ros.ros.transport import input_transport
 

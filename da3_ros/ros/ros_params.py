@@ -13,6 +13,7 @@ from rclpy.parameter import Parameter
 
 from da3_ros.core.errors import ConfigError
 from da3_ros.core.config import OUTPUT_PARAMS, DepthConfig, camera_names
+from da3_ros.ros.compat import on_parameter_set
 from da3_ros.core.params import CAMERA_PARAMS, NODE_PARAMS, Param, camera_param, check_values, normalized, param_table
 
 
@@ -53,8 +54,7 @@ class ParameterWiring:
 
     def _watch_parameters(self) -> None:
         """Parameter sets: invalid values refused with the reason; output settings applied to the next set."""
-        self.add_on_set_parameters_callback(self._check_set)
-        self.add_post_set_parameters_callback(self._apply_set)
+        on_parameter_set(self, self._check_set, self._apply_set)  # Humble has no post-set callbacks: see compat
 
     def _check_set(self, params: list[Parameter]) -> SetParametersResult:
         new = {p.name: normalized(p.name, p.value) for p in params}
