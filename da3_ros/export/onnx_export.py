@@ -104,16 +104,19 @@ def _to_mixed_fp16(model, work_dir: Path):
     from da3_ros.export.fp16 import to_mixed_fp16
 
     src, folded = work_dir / ".fp32-for-fp16.onnx", work_dir / ".fp32-folded.onnx"
-    onnx.save(model, str(src))
+    # Weights in files beside both graphs: serialising a 1.3 GB protobuf costs ~3 s each way, raw bytes do not.
+    weights = [p.with_name(p.name + ".weights") for p in (src, folded)]
+    onnx.save(model, str(src), save_as_external_data=True, all_tensors_to_one_file=True, location=weights[0].name)
     try:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         so.optimized_model_filepath = str(folded)
+        so.add_session_config_entry("session.optimized_model_external_initializers_file_name", weights[1].name)
         ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-        return to_mixed_fp16(onnx.load(str(folded)))
+        return to_mixed_fp16(onnx.load(str(folded)))  # the weights read back in: the result is self-contained
     finally:
-        src.unlink(missing_ok=True)
-        folded.unlink(missing_ok=True)
+        for p in (src, folded, *weights):
+            p.unlink(missing_ok=True)
 
 
 def _end_with_the_parent() -> None:
