@@ -266,7 +266,7 @@ def test_metric_model_publishes_metres_and_sky(tmp_path, domain_id, checker):
 
 def test_onnxruntime_backend_publishes_without_torch(tmp_path, domain_id, checker):
     """Backend onnxruntime: the graph is exported into the cache (another process) and the node never loads torch."""
-    node_params = {"camera_names": ["left", "right"], "backend": "onnxruntime",
+    node_params = {"camera_names": ["left", "right"], "backend": "onnxruntime", "process_res": 140,
                    "engine_cache_dir": str(tmp_path / "cache")}
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     diags = checker.collect(DiagnosticArray, "/diagnostics")
@@ -277,5 +277,5 @@ def test_onnxruntime_backend_publishes_without_torch(tmp_path, domain_id, checke
     assert values["backend"] == "onnxruntime" and values["torch_loaded"] == "0"
     assert [v.camera_name for v in mv[-1].views] == ["left", "right"] and all(v.has_pose for v in mv[-1].views)
     depth = conv.image_to_array(mv[-1].views[0].depth)
-    assert depth.shape == (280, 504) and np.isfinite(depth).all()
+    assert depth.shape == (84, 140) and np.isfinite(depth).all()  # process_res 140 of a 1208x680 camera
     assert list((tmp_path / "cache").glob("onnx-*.onnx"))  # exported once, verified by its sidecar
