@@ -56,6 +56,13 @@ if ! "$PY" -c 'import tf2_msgs.msg' 2>/dev/null; then
   log "building local tf2_msgs (TFMessage) into $VENV"
   cmake_install "$ROOT/interfaces/tf2_msgs" "$BUILD/tf2_msgs"
 fi
+# The video transports' messages (cameras.<name>.transport ffmpeg / foxglove), likewise only where none is importable.
+for pkg in ffmpeg_image_transport_msgs foxglove_msgs; do
+  if ! "$PY" -c "import $pkg.msg" 2>/dev/null; then
+    log "building local $pkg into $VENV"
+    cmake_install "$ROOT/interfaces/$pkg" "$BUILD/$pkg"
+  fi
+done
 
 log "building da3_ros (msg/ + Python package) into $VENV"
 # Modules that moved or went since the last install would shadow nothing but could still be imported by
@@ -67,7 +74,7 @@ if [ -d "$installed" ]; then
   done
 fi
 cmake_install "$ROOT" "$BUILD/da3_ros"
-(cd / && "$PY" -c 'import da3_ros.msg, da3_ros.models, rclpy, tf2_msgs.msg')
+(cd / && "$PY" -c 'import da3_ros.msg, da3_ros.models, rclpy, tf2_msgs.msg, foxglove_msgs.msg, ffmpeg_image_transport_msgs.msg')
 # The numpy-2 leg (test/test_numpy2_leg.py): a venv holding numpy 2 only, which then sees the main venv's packages
 # AFTER its own (a .pth line appends them), so numpy 2 shadows 1.26 and torch, onnxruntime, OpenCV and DA3 are shared.
 NP2="$VENV-numpy2"

@@ -63,6 +63,8 @@ class Transport(str, Enum):
 
     RAW = "raw"
     COMPRESSED = "compressed"
+    FFMPEG = "ffmpeg"  # ffmpeg_image_transport_msgs/FFMPEGPacket, H.264 / H.265
+    FOXGLOVE = "foxglove"  # foxglove_msgs/CompressedVideo, H.264 / H.265
 
 
 def choices(kind: type[Enum]) -> tuple[str, ...]:
@@ -255,9 +257,11 @@ NODE_PARAMS: tuple[Param, ...] = (
 
 CAMERA_PARAMS: tuple[Param, ...] = (
     Param("image_topic", "", "image topic (default: <name>/image_raw)"),
-    Param("transport", "raw", "image transport (image_transport's names): raw (sensor_msgs/Image on image_topic) "
-          "or compressed (sensor_msgs/CompressedImage, JPEG or PNG, on <image_topic>/compressed; only the frames "
-          "of the sets processed are decoded)", choices=choices(Transport)),
+    Param("transport", "raw", "image transport (image_transport's names): raw (sensor_msgs/Image on image_topic), "
+          "compressed (sensor_msgs/CompressedImage, JPEG or PNG, on <image_topic>/compressed; only the frames "
+          "of the sets processed are decoded), ffmpeg (ffmpeg_image_transport_msgs/FFMPEGPacket on "
+          "<image_topic>/ffmpeg) or foxglove (foxglove_msgs/CompressedVideo on <image_topic>/foxglove): H.264 / "
+          "H.265 video, every packet decoded on arrival (PyAV)", choices=choices(Transport)),
     Param("camera_info_topic", "", "camera_info topic (default: <name>/camera_info)"),
     Param("frame_id", "", "optical frame override (default: the image header's frame_id)"),
     Param("T_ref_cam", [0.0] * 0, "known pose in the reference camera frame: x y z qx qy qz qw (metres)"),

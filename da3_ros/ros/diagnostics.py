@@ -21,7 +21,8 @@ WITHHELD = {"nav_unavailable": "points_obstacles / scan could not be built (TF l
             "tf_second_parent": "TF withheld: a frame would get a second parent (temporal.child_frame, tf.suffix)"}
 # Events that WARN while they grew since the last /diagnostics message (their counters stay cumulative in the
 # values): one bad frame is one WARN message, not a WARN for good
-EVENTS = {"errors": "errors", "bad_input": "bad input", "incompatible_qos": "incompatible QoS"}
+EVENTS = {"errors": "errors", "bad_input": "bad input", "incompatible_qos": "incompatible QoS",
+          "video_dropped": "video packets dropped"}
 COUNTERS = ("skipped_no_subscribers", "waiting_for_cameras", "bad_input", "errors", "incompatible_qos",
             "engine_unavailable", *WITHHELD)  # the event counters ``NodeStats.count`` adds to
 
@@ -49,6 +50,8 @@ class NodeStats:
         self.odom_not_metric = 0  # sets whose odometry was withheld: a relative chain, no opt-in
         self.reference_silent = 0  # sets without the reference camera: no TF, no points_fused
         self.tf_second_parent = 0  # sets whose odometry TF was withheld: its child frame has another parent
+        self.video_dropped = 0  # video packets not decoded (da3_ros.core.video_stream.VideoDrop), by reason below
+        self.video_drops: dict[str, int] = {}
         self._seen = dict.fromkeys([*WITHHELD, *EVENTS], 0)  # the counts at the last diagnostics message
         self._qos_warn_sets: int | None = None  # sets_done when an incompatible QoS last grew (WARN until one more)
         self.notes: dict[str, str] = {}  # the last set's metric scale and cameras without intrinsics
@@ -84,6 +87,12 @@ class NodeStats:
         with self._lock:
             setattr(self, name, getattr(self, name) + n)
 
+    def video_drop(self, reason: str) -> None:
+        """One video packet not decoded, for ``reason`` (a ``VideoDrop`` value): ``video_dropped.<reason>``."""
+        with self._lock:
+            self.video_dropped += 1
+            self.video_drops[reason] = self.video_drops.get(reason, 0) + 1
+
     def frame_in(self, i: int) -> None:
         with self._lock:
             self.frames_in[i] += 1
@@ -112,7 +121,8 @@ class NodeStats:
                        engine_unavailable=self.engine_unavailable, nav_not_metric=self.nav_not_metric,
                        tf_not_metric=self.tf_not_metric, reference_silent=self.reference_silent,
                        odom_not_metric=self.odom_not_metric,
-                       tf_second_parent=self.tf_second_parent,
+                       tf_second_parent=self.tf_second_parent, video_dropped=self.video_dropped,
+                       **{f"video_dropped.{k}": n for k, n in sorted(self.video_drops.items())},
                        input_rate_hz=self._rate(self._in_t),
                        output_rate_hz=self._rate(self._done_t),
                        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo
+from sensor_msgs.msg import CameraInfo, Image
 from tf2_msgs.msg import TFMessage
 
 from da3_ros.ros import conversions as conv
@@ -24,6 +24,9 @@ class InputWiring:
         qin = qos_profile(self.config.value("qos.input"), self.config.value("qos.depth"))
         self.sync.reset()  # an activation starts the synchroniser afresh: no frame or silence from before it
         self._transports = [input_transport(self.config.camera(c, "transport")) for c in self.config.cameras]
+        # video: one decoder per camera, fed every packet on arrival (a fresh one per activation: the packets
+        # missed while inactive break the stream, so it restarts at a keyframe)
+        self._streams = [t.stream() if t.video else None for t in self._transports]
         for i, (c, transport) in enumerate(zip(self.config.cameras, self._transports)):
             base_topic, info_topic = self.config.topics(c)
             image_topic = transport.topic(base_topic)  # <image_topic>/compressed for compressed
@@ -55,13 +58,27 @@ class InputWiring:
     def _on_image(self, i: int, data: bytes) -> None:
         self.stats.frame_in(i)
         try:
-            stamp_ns = conv.stamp_ns_from_cdr(data)  # 12 bytes read; most frames are superseded unread
+            if self._streams[i] is not None:  # video: decoded now, in order; the Image goes to the synchroniser
+                data = self._streams[i].feed(data)
+                if not isinstance(data, Image):
+                    self._video_dropped(i, data)
+                    return
+                stamp_ns = conv.stamp_to_ns(data.header.stamp)
+            else:
+                stamp_ns = conv.stamp_ns_from_cdr(data)  # 12 bytes read; most frames are superseded unread
         except conv.ConversionError as exc:
             self.stats.count("bad_input")
             self.get_logger().error(f"{self.config.cameras[i]}: {exc}", throttle_duration_sec=5.0)
             return
         if self.sync.add(i, stamp_ns, data, time.monotonic_ns()):
             self._wake.set()
+
+    def _video_dropped(self, i: int, reason) -> None:
+        """A video packet not decoded (None: the decoder holds its frame back, not a drop): counted by reason."""
+        if reason is not None:
+            self.stats.video_drop(reason.value)
+            self.get_logger().warning(f"{self.config.cameras[i]}: video packet dropped ({reason.value})",
+                                      throttle_duration_sec=5.0)
 
     def _destroy_subscriptions(self) -> None:
         for sub in self._subs:

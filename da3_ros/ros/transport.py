@@ -1,6 +1,9 @@
 """Camera input transports, image_transport's names: ``raw`` (sensor_msgs/Image) and ``compressed``.
 
 ``compressed`` is image_transport's: ``sensor_msgs/CompressedImage`` (JPEG or PNG) on ``<image_topic>/compressed``.
+``ffmpeg`` (ffmpeg_image_transport_msgs/FFMPEGPacket on ``<image_topic>/ffmpeg``) and ``foxglove``
+(foxglove_msgs/CompressedVideo on ``<image_topic>/foxglove``) are H.264 / H.265 video: every packet is decoded
+on arrival by the camera's ``stream()`` decoder (da3_ros.ros.video), and the synchroniser holds decoded Images.
 Frames arrive as serialised CDR bytes either way: the stamp is read from them without deserialising (both
 messages start with a std_msgs/Header), and only the frames of a set that is processed are deserialised and,
 when compressed, decoded (da3_ros.ros.conversions.compressed_to_image).
@@ -9,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ffmpeg_image_transport_msgs.msg import FFMPEGPacket
+from foxglove_msgs.msg import CompressedVideo
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -21,6 +26,7 @@ class InputTransport:
     name: str
     msg_type: type
     topic_suffix: str  # appended to cameras.<name>.image_topic
+    video: bool = False  # packets decoded in order on arrival (``stream``), not per processed set
 
     def topic(self, image_topic: str) -> str:
         """The topic this transport subscribes for a camera's base image topic."""
@@ -35,11 +41,27 @@ class InputTransport:
                                        f"{exc}") from None
         return msg if self.msg_type is Image else conv.compressed_to_image(msg)
 
+    def stream(self):
+        """A camera's decoder of this video transport (da3_ros.ros.video.StreamDecoder)."""
+        from da3_ros.ros.video import StreamDecoder
+
+        return StreamDecoder(self.msg_type)
+
+
+class VideoTransport(InputTransport):
+    """A video transport: the synchroniser already holds decoded Images (``StreamDecoder.feed``)."""
+
+    def decode(self, data) -> Image:
+        """The Image its stream decoder made on arrival, as it is."""
+        return data
+
 
 JPEG_FORMAT = "rgb8; jpeg compressed bgr8"  # image_transport's format string of a JPEG from an rgb8 camera
 RAW = InputTransport("raw", Image, "")
 COMPRESSED = InputTransport("compressed", CompressedImage, "/compressed")
-_BY_NAME = {t.name: t for t in (RAW, COMPRESSED)}
+FFMPEG = VideoTransport("ffmpeg", FFMPEGPacket, "/ffmpeg", video=True)  # ffmpeg_image_transport's name
+FOXGLOVE = VideoTransport("foxglove", CompressedVideo, "/foxglove", video=True)  # foxglove_compressed_video_..
+_BY_NAME = {t.name: t for t in (RAW, COMPRESSED, FFMPEG, FOXGLOVE)}
 TRANSPORTS = tuple(_BY_NAME)  # = the choices of cameras.<name>.transport (da3_ros.core.params; a test checks)
 
 
