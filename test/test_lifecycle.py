@@ -61,8 +61,7 @@ def _up(tmp_path, domain_id, checker, params: dict, cams: list[str], sources: li
 
 
 def test_deactivate_waits_for_the_set_in_flight_and_reactivate_runs_one_worker(tmp_path, domain_id, checker):
-    """3 cameras on da3-base at 280 (about a second a forward): deactivate as a forward starts; it answers once it
-    ended."""
+    """3 cameras on da3-base at 280 (about a second a forward): deactivate as one starts, answered once it ended."""
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     node_cm, player_cm = _up(tmp_path, domain_id, checker, {"model": "random:da3-base@0", "backend": "torch",
                                                             "process_res": 280},
