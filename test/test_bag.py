@@ -20,6 +20,7 @@ from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 
 from conftest import EXAMPLES
+from test_compressed_depth import decode_compressed_depth
 from da3_ros.ros import conversions as conv
 from da3_ros.offline.example_bag import CAMERAS, T_RIG, write_example_bag
 from da3_ros.offline.mcap_io import BagReader
@@ -85,6 +86,7 @@ def test_bag_outputs_decode_and_equal_the_core(tmp_path, rig_bag):
     got = read_output(out)
     expected = {f"/{c}/{t}": ty for c in CAMERAS for t, ty in (
         ("depth/image", "sensor_msgs/msg/Image"), ("depth/camera_info", "sensor_msgs/msg/CameraInfo"),
+        ("depth/image/compressedDepth", "sensor_msgs/msg/CompressedImage"),
         ("confidence/image", "sensor_msgs/msg/Image"), ("points", "sensor_msgs/msg/PointCloud2"))}
     expected.update({"/points_fused": "sensor_msgs/msg/PointCloud2", "/multiview_depth": "da3_ros/msg/MultiViewDepth",
                      "/tf": "tf2_msgs/msg/TFMessage", "/tf_static": "tf2_msgs/msg/TFMessage"})
@@ -129,6 +131,8 @@ def test_bag_outputs_decode_and_equal_the_core(tmp_path, rig_bag):
         depth = np.frombuffer(bytes(d.data), "<f4").reshape(d.height, d.width)
         np.testing.assert_allclose(depth, done.outputs.depth_arrays[i], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(np.array(infos[i].k).reshape(3, 3), done.outputs.pred.K_proc[i], rtol=1e-9)
+        packed = got[f"/{c}/depth/image/compressedDepth"][-1][2]  # image_transport's, decoded independently
+        assert stamp_ns(packed.header) == stamp_ns(d.header) and decode_compressed_depth(packed)[1].shape == depth.shape
     # clouds: fields decodable; each point is its depth pixel back-projected (z = depth there)
     pc = got["/left/points"][-1][2]
     assert [f.name for f in pc.fields][:4] == ["x", "y", "z", "rgb"]

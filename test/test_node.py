@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from rclpy.qos import qos_profile_sensor_data
 from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from tf2_msgs.msg import TFMessage
 
 from std_msgs.msg import Header
@@ -125,8 +125,12 @@ def test_newest_sets_when_inputs_outrun_the_engine(tmp_path, domain_id, checker)
 def test_outputs_without_subscribers_cost_nothing(tmp_path, domain_id, checker):
     """No output subscribed: no forward, even with a /tf listener (as RViz or Nav2 always are; issue 23.15).
 
-    A depth subscriber makes it run, and the TF of those sets goes out to the /tf listener.
+    A depth subscriber makes it run, and the TF of those sets goes out to the /tf listener. A compressedDepth
+    subscriber receives image_transport's compressedDepth of the same depth (decoded independently).
     """
+    from test_compressed_depth import decode_compressed_depth
+    from da3_ros.ros.conversions.compressed_depth import DEPTH_MAX_M, MIN_DEPTH_M, quantisation_error_m
+
     player = {"camera_names": ["front"], "sources": [VIDEO], "rate_hz": 5.0}
     diags = checker.collect(DiagnosticArray, "/diagnostics")
     tf = checker.collect(TFMessage, "/tf", 100)  # a /tf listener from the start
@@ -136,11 +140,19 @@ def test_outputs_without_subscribers_cost_nothing(tmp_path, domain_id, checker):
         idle = _latest_diag(diags)
         assert idle["sets_done"] == 0 and idle["clouds_built"] == 0 and not tf
         depth = checker.collect(Image, "front/depth/image")
-        checker.spin_until(lambda: len(depth) >= 2 and tf, 60, "depth and TF after subscribing to depth")
+        packed = checker.collect(CompressedImage, "front/depth/image/compressedDepth")
+        checker.spin_until(lambda: len(depth) >= 2 and len(packed) >= 2 and tf, 60, "depth, compressedDepth, TF")
         checker.spin_for(1.2)
         busy = _latest_diag(diags)
     assert busy["sets_done"] >= 2 and busy["clouds_built"] == 0  # depth only: no cloud was computed
     assert {t.child_frame_id for m in tf for t in m.transforms} == {"front_optical_frame_da3"}
+    by_stamp = {conv.stamp_to_ns(m.header.stamp): conv.image_to_array(m) for m in depth}
+    pair = next(m for m in packed if conv.stamp_to_ns(m.header.stamp) in by_stamp)
+    encoding, decoded = decode_compressed_depth(pair)
+    d = by_stamp[conv.stamp_to_ns(pair.header.stamp)].astype(np.float64)
+    sent = (d >= MIN_DEPTH_M) & (d < DEPTH_MAX_M)  # nearer is clipped, farther / NaN / sky decode to NaN
+    assert encoding == "32FC1" and pair.header.frame_id == depth[0].header.frame_id and sent.any()
+    assert (np.abs(decoded[sent] - d[sent]) <= np.vectorize(quantisation_error_m)(d[sent]) * 1.001 + 1e-6).all()
 
 
 @pytest.mark.parametrize("alone", [False, True])

@@ -12,13 +12,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from da3_ros.core.results import SetResult
 from da3_ros.ros.messages import SetMessages
 
 PER_CAMERA_OUTPUTS = {  # output -> (topic under <camera>/, type)
     "depth": ("depth/image", Image), "depth_mm": ("depth/image_mm", Image),
+    "depth_compressed": ("depth/image/compressedDepth", CompressedImage),  # image_transport's compressedDepth
+    "depth_mm_compressed": ("depth/image_mm/compressedDepth", CompressedImage),
     "camera_info": ("depth/camera_info", CameraInfo), "confidence": ("confidence/image", Image),
     "sky": ("sky/mask", Image), "points": ("points", PointCloud2),
 }
@@ -45,7 +47,8 @@ class Withheld:
 
 def per_camera_keys(publish_mm: bool, has_sky: bool) -> list[str]:
     """The per-camera outputs the node has: depth in mm only with ``depth.publish_mm``, sky only if predicted."""
-    return [k for k in PER_CAMERA_OUTPUTS if (k != "depth_mm" or publish_mm) and (k != "sky" or has_sky)]
+    return [k for k in PER_CAMERA_OUTPUTS
+            if (not k.startswith("depth_mm") or publish_mm) and (k != "sky" or has_sky)]
 
 
 def camera_topic(camera: str, key: str) -> str:

@@ -1,10 +1,10 @@
 """The messages of one processed set, built lazily from its ``SetResult`` (core.results) by the emitter.
 
-Per camera: depth (32FC1, NaN invalid, +Inf sky), depth in mm (16UC1), confidence, sky mask, camera_info
-matching the depth, cloud in the camera's optical frame. For the set: a fused cloud, the navigation cloud and
-scan, TF of the estimated poses and one MultiViewDepth message. Every message carries its source image's
-stamp; set-wide ones the reference camera's. Knows message types, never rclpy; what is withheld is decided
-by ``SetResult`` (its rules), not here.
+Per camera: depth (32FC1, NaN invalid, +Inf sky), depth in mm (16UC1), both also as compressedDepth, confidence, sky
+mask, camera_info matching the depth, cloud in the camera's optical frame. For the set: a fused cloud, the
+navigation cloud and scan, TF of the estimated poses and one MultiViewDepth message. Every message carries its
+source image's stamp; set-wide ones the reference camera's. Knows message types, never rclpy; what is withheld is
+decided by ``SetResult`` (its rules), not here.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 from nav_msgs.msg import Odometry
-from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
@@ -40,6 +40,14 @@ class SetMessages:
     def depth_mm(self, i: int) -> Image:
         """``<camera>/depth/image_mm``: 16UC1 millimetres (0 = no reading)."""
         return conv.depth_to_image_16uc1_mm(self.result.depth_arrays[i], self._header(i))
+
+    def depth_compressed(self, i: int) -> CompressedImage:
+        """``<camera>/depth/image/compressedDepth``: image_transport's 32FC1 compressedDepth (inverse depth PNG)."""
+        return conv.depth_to_compressed_depth(self.result.depth_arrays[i], self._header(i))
+
+    def depth_mm_compressed(self, i: int) -> CompressedImage:
+        """``<camera>/depth/image_mm/compressedDepth``: image_transport's 16UC1 compressedDepth (lossless PNG)."""
+        return conv.mm_to_compressed_depth(conv.depth_to_mm(self.result.depth_arrays[i]), self._header(i))
 
     def confidence(self, i: int) -> Image | None:
         """``<camera>/confidence/image``: 32FC1, None for a model without confidence."""

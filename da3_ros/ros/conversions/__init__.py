@@ -1,4 +1,4 @@
-"""ROS 2 messages <-> numpy, one module per message kind: stamps, images, camera_info, clouds, transforms.
+"""ROS 2 messages <-> numpy, one module per kind: stamps, images, compressedDepth, camera_info, clouds, transforms.
 
 Only message classes are imported (no node APIs), and no sensor_msgs_py / cv_bridge. Message payloads are
 always assigned as ``bytes``: rosidl copies a bytes object into its array in one memcpy, whereas a
@@ -13,9 +13,10 @@ from da3_ros.ros.conversions.stamps import (
     NS_PER_S, ConversionError, ns_to_stamp, stamp_cdr, stamp_ns_from_cdr, stamp_to_ns
 )
 from da3_ros.ros.conversions.images import (
-    MAX_16UC1_M, array_to_image, compressed_to_image, depth_to_image, depth_to_image_16uc1_mm,
+    MAX_16UC1_M, array_to_image, compressed_to_image, depth_to_image, depth_to_image_16uc1_mm, depth_to_mm,
     image_to_array, image_to_rgb, rgb_to_image
 )
+from da3_ros.ros.conversions.compressed_depth import depth_to_compressed_depth, mm_to_compressed_depth
 from da3_ros.ros.conversions.camera_info import camera_info_to_K, make_camera_info
 from da3_ros.ros.conversions.clouds import laser_scan, pointcloud2_field, pointcloud2_to_xyz_rgb, xyz_rgb_to_pointcloud2
 from da3_ros.ros.conversions.transforms import (
@@ -24,7 +25,8 @@ from da3_ros.ros.conversions.transforms import (
 
 __all__ = [
     "NS_PER_S", "ConversionError", "ns_to_stamp", "stamp_cdr", "stamp_ns_from_cdr", "stamp_to_ns", "MAX_16UC1_M",
-    "array_to_image", "compressed_to_image", "depth_to_image", "depth_to_image_16uc1_mm", "image_to_array",
+    "array_to_image", "compressed_to_image", "depth_to_image", "depth_to_image_16uc1_mm", "depth_to_mm",
+    "depth_to_compressed_depth", "mm_to_compressed_depth", "image_to_array",
     "image_to_rgb", "rgb_to_image", "camera_info_to_K", "make_camera_info", "laser_scan", "pointcloud2_field",
     "pointcloud2_to_xyz_rgb", "xyz_rgb_to_pointcloud2", "T_to_pose", "T_to_transform", "pose_to_T", "tf_message",
     "transform_stamped", "transform_to_T"

@@ -183,8 +183,8 @@ def depth_to_image(depth: np.ndarray, header: Header) -> Image:
     return array_to_image(depth, header, "32FC1")
 
 
-def depth_to_image_16uc1_mm(depth_m: np.ndarray, header: Header) -> Image:
-    """Depth (H, W) in metres -> 16UC1 Image in millimetres (REP 118: 0 = no reading).
+def depth_to_mm(depth_m: np.ndarray) -> np.ndarray:
+    """Depth (H, W) in metres -> uint16 millimetres (REP 118: 0 = no reading).
 
     NaN, +-Inf, non-positive depths and depths beyond 65.535 m (which would wrap) become 0; the rest is
     rounded to the nearest millimetre (a depth below 0.5 mm thus also reads 0).
@@ -193,4 +193,9 @@ def depth_to_image_16uc1_mm(depth_m: np.ndarray, header: Header) -> Image:
     with np.errstate(invalid="ignore", over="ignore"):
         mm = np.rint(depth_m.astype(np.float64) * 1000.0)
         ok = valid_depth(depth_m) & (mm <= 65535.0)
-    return array_to_image(np.where(ok, mm, 0.0).astype(np.uint16), header, "16UC1")
+    return np.where(ok, mm, 0.0).astype(np.uint16)
+
+
+def depth_to_image_16uc1_mm(depth_m: np.ndarray, header: Header) -> Image:
+    """Depth (H, W) in metres -> 16UC1 Image in millimetres, as ``depth_to_mm``."""
+    return array_to_image(depth_to_mm(depth_m), header, "16UC1")
