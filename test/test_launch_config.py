@@ -319,3 +319,55 @@ def test_rviz_config_follows_the_rig(rig):
     names = [d["Name"] for d in vm["Displays"]]
     assert len(names) == len(set(names)) and f"{camera} depth" in names
     assert reference_camera_frame({"camera_names": ["a"], "cameras.a.frame_id": "cam_a"}) == ("a", "cam_a")
+
+
+# ---- Foxglove and nvblox examples --------------------------------------------------------------------------------
+
+def _set_wide_outputs() -> set[str]:
+    from da3_ros.ros import emit
+
+    return {emit.FUSED, emit.OBSTACLES, emit.SCAN, emit.MULTIVIEW}
+
+
+def _is_output(topic: str, cameras: list[str]) -> bool:
+    """A topic (absolute, no namespace) the node publishes for these cameras."""
+    cam, _, rest = topic.lstrip("/").partition("/")
+    return topic.lstrip("/") in _set_wide_outputs() or (cam in cameras and rest in node_output_topics())
+
+
+def test_foxglove_layout_shows_our_outputs():
+    """config/foxglove/da3_stereo.json: every panel in the layout tree is configured, every topic is ours."""
+    import json
+
+    doc = json.loads((CONFIG / "foxglove" / "da3_stereo.json").read_text())
+    cameras = ros_params(CONFIG / "stereo.yaml")["camera_names"]
+
+    def leaves(node):
+        return [node] if isinstance(node, str) else leaves(node["first"]) + leaves(node["second"])
+
+    panels = doc["configById"]
+    assert sorted(leaves(doc["layout"])) == sorted(panels)
+    topics = set(panels["3D!da3fused"]["topics"])
+    images = [cfg["imageMode"] for pid, cfg in panels.items() if pid.startswith("Image!")]
+    topics |= {m["imageTopic"] for m in images} | {m["calibrationTopic"] for m in images}
+    bad = [t for t in topics if not _is_output(t, cameras)]
+    assert not bad, f"not published by the node for cameras {cameras}: {bad}"
+    assert panels["3D!da3fused"]["topics"]["/points_fused"]["visible"]
+    assert {f"/{c}/depth/image" for c in cameras} <= {m["imageTopic"] for m in images}
+    assert all(m["calibrationTopic"].endswith("/depth/camera_info") for m in images)  # K of the depth image
+
+
+def test_nvblox_example_reads_our_depth():
+    """config/nvblox/nvblox_stereo.yaml: its documented remappings give each nvblox camera our depth and K."""
+    path = CONFIG / "nvblox" / "nvblox_stereo.yaml"
+    remaps = dict(re.findall(r"-r (\S+):=(\S+)", path.read_text()))
+    params = yaml.safe_load(path.read_text())["/**"]["ros__parameters"]
+    cameras = ros_params(CONFIG / "stereo.yaml")["camera_names"]
+    n = params["num_cameras"]
+    assert n == len(cameras) and params["use_depth"] and not params["use_lidar"]
+    want = {f"camera_{i}/depth/{kind}" for i in range(n) for kind in ("image", "camera_info")}
+    assert set(remaps) == want
+    for i, cam in enumerate(cameras):
+        assert remaps[f"camera_{i}/depth/image"] == f"/{cam}/depth/image"
+        assert remaps[f"camera_{i}/depth/camera_info"] == f"/{cam}/depth/camera_info"
+    assert all(_is_output(t, cameras) for t in remaps.values())
