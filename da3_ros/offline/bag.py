@@ -1,7 +1,8 @@
 """``da3-ros bag IN.mcap --out OUT.mcap``: a recorded ROS 2 bag in, a bag of the node's outputs out.
 
-Reads the cameras' images (raw or ``sensor_msgs/CompressedImage``), camera_info and /tf_static in file order,
-synchronises the images with the node's ``TimeSynchronizer`` on their header stamps, and runs EVERY set
+Reads the cameras' images (raw, ``sensor_msgs/CompressedImage``, or H.264 / H.265 video packets decoded in bag
+order: ``da3_ros.offline.bag_video``), camera_info and /tf_static in file order, synchronises the images with
+the node's ``TimeSynchronizer`` on their header stamps, and runs EVERY set
 (not only the newest, as the live node must) through the node's own core (``da3_ros.ros.pipeline``). Outputs are
 the node's messages, serialised with rclpy and written with their ``ros2msg`` schemas: no DDS involved.
 The output is sealed (summary, index) on every exit: end of input, a truncated input, an error, Ctrl-C.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, Image
 from tf2_msgs.msg import TFMessage
 
 from da3_ros.ros import conversions as conv
@@ -24,15 +25,17 @@ from da3_ros.ros import emit
 from da3_ros.ros.cdr_padding import serialize_message  # rclpy's bytes, padding zero: reproducible files
 from da3_ros.ros.ros_main import set_failure_text
 from da3_ros.offline.bag_summary import BagSummary
+from da3_ros.offline.bag_video import BagVideo
 from da3_ros.offline.mcap_io import BagReader, BagReadError, BagTruncated, BagWriter
 from da3_ros.offline.setup import OfflineSetup, TrajectoryFile, ros_type_name
 from da3_ros.core.params import camera_param
 from da3_ros.core.processor import Dropped, failure_text
 from da3_ros.core.sync import SyncMode, TimeSynchronizer
-from da3_ros.ros.transport import COMPRESSED, RAW
+from da3_ros.core.video_stream import VideoDrop
+from da3_ros.ros.transport import COMPRESSED, FFMPEG, FOXGLOVE, RAW, input_transport
 
 _LOG = logging.getLogger("da3_ros.offline.bag")
-IMAGE_TYPE, COMPRESSED_TYPE = ros_type_name(Image), ros_type_name(CompressedImage)
+TRANSPORT_BY_TYPE = {ros_type_name(t.msg_type): t for t in (RAW, COMPRESSED, FFMPEG, FOXGLOVE)}  # by MCAP schema
 INFO_TYPE, TF_TYPE = ros_type_name(CameraInfo), ros_type_name(TFMessage)
 
 
@@ -82,31 +85,36 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def decode_image(schema_name: str, data: bytes) -> Image:
-    """A serialised raw Image, or a CompressedImage decoded as the node decodes it (da3_ros.ros.transport)."""
-    return (COMPRESSED if schema_name == COMPRESSED_TYPE else RAW).decode(data)
+def decode_image(schema_name: str, data) -> Image:
+    """What the synchroniser held -> Image, as the node decodes it (da3_ros.ros.transport).
+
+    A serialised raw Image, a CompressedImage decoded now, or a video camera's Image (decoded on arrival) as it is.
+    """
+    return TRANSPORT_BY_TYPE.get(schema_name, RAW).decode(data)
 
 
 def _image_topics(setup: OfflineSetup, topics: dict[str, str]) -> list[tuple[str, str]]:
-    """Per camera, (topic, type) of its images in the bag: raw, else CompressedImage (also on <topic>/compressed).
+    """Per camera, (topic, type) of its images in the bag.
 
-    A camera with ``cameras.<name>.transport: compressed`` looks at ``<topic>/compressed`` first, as the node does.
+    The first of ``<topic>``, ``<topic>/compressed``, ``<topic>/ffmpeg``, ``<topic>/foxglove`` that holds a camera
+    message (Image, CompressedImage, FFMPEGPacket, CompressedVideo), the topic of the camera's
+    ``cameras.<name>.transport`` (the one the node subscribes) first.
     """
     out, missing = [], []
     for c in setup.cameras:
         image_topic, _ = setup.topics(c)
-        candidates = [image_topic, image_topic + "/compressed"]
-        if setup.param(camera_param(c, "transport")) == "compressed":
-            candidates.reverse()
+        first = input_transport(setup.param(camera_param(c, "transport")))
+        candidates = [t.topic(image_topic) for t in (first, RAW, COMPRESSED, FFMPEG, FOXGLOVE)]
         for t in candidates:
-            if topics.get(t) in (IMAGE_TYPE, COMPRESSED_TYPE):
+            if topics.get(t) in TRANSPORT_BY_TYPE:
                 out.append((t, topics[t]))
                 break
         else:
             missing.append((c, image_topic, topics.get(image_topic)))
     if missing:
-        found = sorted(t for t, ty in topics.items() if ty in (IMAGE_TYPE, COMPRESSED_TYPE))
-        what = "; ".join(f"camera {c!r}: no Image or CompressedImage on {t} or {t}/compressed"
+        found = sorted(t for t, ty in topics.items() if ty in TRANSPORT_BY_TYPE)
+        what = "; ".join(f"camera {c!r}: no Image or CompressedImage on {t} or {t}/compressed, no FFMPEGPacket on "
+                         f"{t}/ffmpeg, no CompressedVideo on {t}/foxglove"
                          + (f" ({t} holds {ty})" if ty else "") for c, t, ty in missing)
         raise BagInputError(f"{what}. Image topics in the bag: {found or 'none'}. Set camera_names and "
                             "cameras.<name>.image_topic in the parameter file")
@@ -174,6 +182,9 @@ class _BagRun:
             if t not in self.info.topics:
                 _LOG.warning("camera %r: no camera_info on %s; the model estimates its intrinsics", c, t)
         self.by_topic = {t: i for i, (t, _) in enumerate(self.image_topics)}
+        # video: one decoder per camera, fed every packet in bag order (da3_ros.offline.bag_video)
+        self.videos = [BagVideo(TRANSPORT_BY_TYPE[ty]) if TRANSPORT_BY_TYPE[ty].video else None
+                       for _, ty in self.image_topics]
         self.info_index = {t: i for i, t in enumerate(self.info_topics)}
         self.infos: list[CameraInfo | None] = [None] * len(cams)
         self.summary = BagSummary(list(cams))
@@ -248,13 +259,15 @@ class _BagRun:
         summary.frames_in[self.setup.cameras[i]] += 1
         if t_s < o.start_s:
             summary.frames_outside_window += 1
+            if self.videos[i] is not None:
+                self.videos[i].hold(m.data)  # the GOP the window starts in is decoded from its keyframe
             return True
         try:
-            stamp_ns = conv.stamp_ns_from_cdr(m.data)
+            frame = self._frame(i, m.data)
         except conv.ConversionError as exc:
             summary.drop("bad_input", f"{self.setup.cameras[i]}: {exc}")
             return True
-        if not self.sync.add(i, stamp_ns, (m.schema_name, m.data), m.log_time_ns):
+        if frame is None or not self.sync.add(i, frame[0], (m.schema_name, frame[1]), m.log_time_ns):
             return True
         frameset = self.sync.take()
         summary.sets_formed += 1
@@ -272,6 +285,24 @@ class _BagRun:
             summary.drop("error", failure_text(exc), log=set_failure_text(exc))  # a bug's traceback logged
         self.progress.update(summary.sets_processed)
         return True
+
+    def _frame(self, i: int, data: bytes) -> tuple[int, object] | None:
+        """(stamp, what the synchroniser holds) of camera ``i``'s message; None: a video packet gave no frame.
+
+        Raw and compressed: the bytes (only the stamp read; decoded if their set is processed). Video: the packet
+        decoded now, in bag order (its drop counted by reason, as the node's ``video_dropped.<reason>``).
+        """
+        video = self.videos[i]
+        if video is None:
+            return conv.stamp_ns_from_cdr(data), data
+        t0 = time.perf_counter()
+        out = video.feed(data)
+        self.summary.stage("video decode", time.perf_counter() - t0)
+        if isinstance(out, VideoDrop):
+            self.summary.video_drop(out.value, self.setup.cameras[i])
+        if not isinstance(out, Image):
+            return None
+        return conv.stamp_to_ns(out.header.stamp), out
 
     def _record_temporal(self, out) -> None:
         """The set's odometry into the trajectory file; a restart of the window chain counted and said."""

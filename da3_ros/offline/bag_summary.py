@@ -32,6 +32,8 @@ class BagSummary:
     frames_dropped_by_sync: int = 0
     temporal_restarts: Counter = field(default_factory=Counter)  # the window chain's restarts, by reason
     trajectory_poses: int = 0
+    video_dropped: Counter = field(default_factory=Counter)  # video packets not decoded, by the node's reason
+    video_drop_cameras: dict[str, set[str]] = field(default_factory=dict)
 
     def stage(self, name: str, seconds: float) -> None:
         self.stage_s.setdefault(name, []).append(seconds)
@@ -45,6 +47,13 @@ class BagSummary:
             self.drop_examples[reason] = detail
             _LOG.warning("set dropped (%s): %s", reason, log or detail)
         self.drops[reason] += 1
+
+    def video_drop(self, reason: str, camera: str) -> None:
+        """A video packet not decoded (da3_ros.core.video_stream.VideoDrop); the first of each reason is logged."""
+        if reason not in self.video_drop_cameras:
+            _LOG.warning("%s: video packet dropped (%s)", camera, reason)
+        self.video_drop_cameras.setdefault(reason, set()).add(camera)
+        self.video_dropped[reason] += 1
 
     def withhold(self, reason: str, detail: str) -> None:
         """A processed set that did not emit some output (da3_ros.ros.emit), and why."""
@@ -69,6 +78,9 @@ class BagSummary:
             out.append(f"frames outside --start/--duration: {self.frames_outside_window}")
         for reason, count in sorted(self.drops.items()):
             out.append(f"dropped ({reason}): {count} sets, e.g. {self.drop_examples[reason]}")
+        for reason, count in sorted(self.video_dropped.items()):  # named as the node's /diagnostics counters
+            out.append(f"video_dropped.{reason}: {count} packets not decoded "
+                       f"({', '.join(sorted(self.video_drop_cameras[reason]))})")
         for reason, count in sorted(self.withheld.items()):
             out.append(f"withheld ({reason}): {count} sets, e.g. {self.withheld_examples[reason]}")
         for name, values in self.stage_s.items():

@@ -69,6 +69,13 @@ class StreamDecoder:
             self._open(facts.codec)
         return self._decode(header, payload)
 
+    def keyframe(self, data: bytes) -> bool:
+        """True if a serialised packet is a keyframe (read as ``feed`` reads it, nothing decoded); False if bad."""
+        try:
+            return self._facts(deserialize_message(data, self.msg_type))[1].keyframe
+        except Exception:  # malformed CDR or an unsupported codec: no keyframe to decode from
+            return False
+
     def _open(self, codec: str) -> None:
         import av  # PyAV: FFmpeg's decoders, bundled in its wheel
 
