@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rclpy.serialization import serialize_message
-from sensor_msgs.msg import CameraInfo
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from da3_ros.offline.bag import BagOptions, run_bag
@@ -121,3 +121,20 @@ def test_a_foxglove_h265_bag_decodes_every_frame_in_order(tmp_path, streams):
         image = conv.rgb_to_image(streams["hevc_ref"][k], Header(stamp=stamp(k), frame_id=FRAME))
         done = setup.core.process([image], [info], [False])
         np.testing.assert_array_equal(got[k], done.outputs.depth_arrays[0], err_msg=f"frame {k}")
+
+
+def test_the_packets_held_before_the_window_are_bounded(streams):
+    """A keyframe interval longer than ``max_held`` is let go (memory bounded): the window then waits for a keyframe."""
+    from da3_ros.core.video_stream import VideoDrop
+    from da3_ros.offline.bag_video import BagVideo
+    from da3_ros.ros.transport import input_transport
+
+    packets = [serialize_message(ffmpeg_msg(k, "h264", streams["h264"][k])) for k in range(4)]  # keyframe 0
+    results = {}
+    for max_held in (3, 2):
+        video = BagVideo(input_transport("ffmpeg"), max_held=max_held)
+        for data in packets[:3]:  # before --start: the keyframe and two frames after it
+            video.hold(data)
+        results[max_held] = video.feed(packets[3])  # the window's first packet, mid-interval
+    assert isinstance(results[3], Image) or results[3] is None  # held, so it decodes (or the decoder holds it)
+    assert results[2] == VideoDrop.BEFORE_KEYFRAME  # 3 packets > 2: let go, counted as the node would

@@ -20,19 +20,30 @@ from da3_ros.ros import conversions as conv
 from da3_ros.ros.transport import InputTransport
 
 
+MAX_HELD_PACKETS = 600  # 20 s at 30 Hz: a stream without keyframes for longer is not held (memory stays bounded)
+
+
 class BagVideo:
     """One video camera of a bag: its stream decoder and the packets held before ``--start``."""
 
-    def __init__(self, transport: InputTransport):
+    def __init__(self, transport: InputTransport, max_held: int = MAX_HELD_PACKETS):
         self.decoder = transport.stream()
+        self.max_held = max_held
         self._held: list[bytes] = []  # the packets before the window from its last keyframe on
 
     def hold(self, data: bytes) -> None:
-        """A packet before ``--start``: kept if it is a keyframe or follows a kept one (a new keyframe resets)."""
+        """A packet before ``--start``: kept if it is a keyframe or follows a kept one (a new keyframe resets).
+
+        A keyframe interval longer than ``max_held`` packets (an intra-refresh stream with no keyframe, a
+        recording hours long) is let go: the window then starts at its next keyframe, its frames before it
+        counted ``before_keyframe`` as in the node.
+        """
         if self.decoder.keyframe(data):
             self._held = [data]
         elif self._held:
             self._held.append(data)
+            if len(self._held) > self.max_held:
+                self._held = []
 
     def feed(self, data: bytes) -> Image | VideoDrop | None:
         """A packet in the window: the frame it completes, None (held back by the decoder) or the drop reason.
