@@ -21,6 +21,17 @@ fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install -q --disable-pip-version-check -c "$ROOT/requirements/constraints.txt")
 
+fix_cmake_exports() {  # fix_cmake_exports VENV
+  # The wheels' exported CMake files name the wheel builder's Python and numpy include dirs: point them
+  # at the venv's own so that rosidl can generate Python bindings here.
+  local py_inc np_inc
+  py_inc="$("$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+  np_inc="$("$1/bin/python" -c 'import numpy; print(numpy.get_include())')"
+  { grep -rlZ --include='*.cmake' '/opt/python/cp311-cp311' "$1/share" || true; } | xargs -0 -r sed -i \
+    -e "s#/opt/python/cp311-cp311/include/python3.11#$py_inc#g" \
+    -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$np_inc#g"
+}
+
 # Python dependencies: reinstall only when a requirements file changed.
 stamp="$VENV/.da3_ros_requirements"
 want="$(cat "$ROOT"/requirements/*.txt | sha256sum | cut -d' ' -f1)"
@@ -29,18 +40,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "${PIP[@]}" -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/serve.txt" -r "$ROOT/requirements/ros.txt" \
     -r "$ROOT/requirements/test.txt"
   "${PIP[@]}" --no-deps -r "$ROOT/requirements/nodeps.txt"
-  # The wheels' exported CMake files name the wheel builder's Python and numpy include dirs: point them
-  # at ours so that rosidl can generate Python bindings here.
-  py_inc="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
-  np_inc="$("$PY" -c 'import numpy; print(numpy.get_include())')"
-  { grep -rlZ --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" || true; } | xargs -0 -r sed -i \
-    -e "s#/opt/python/cp311-cp311/include/python3.11#$py_inc#g" \
-    -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$np_inc#g"
+  fix_cmake_exports "$VENV"
   echo "$want" > "$stamp"
 fi
 
-cmake_install() {  # cmake_install SRC BUILD_DIR
-  cmake -S "$1" -B "$2" -DCMAKE_INSTALL_PREFIX="$VENV" -DPython3_EXECUTABLE="$PY" \
+cmake_install() {  # cmake_install SRC BUILD_DIR [VENV]: into $VENV unless another venv is named
+  local prefix="${3:-$VENV}"
+  cmake -S "$1" -B "$2" -DCMAKE_INSTALL_PREFIX="$prefix" -DPython3_EXECUTABLE="$prefix/bin/python" \
     -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release -Wno-dev >/dev/null
   cmake --build "$2" -j"$(nproc)" >/dev/null
   cmake --install "$2" >/dev/null
@@ -64,15 +70,19 @@ for pkg in ffmpeg_image_transport_msgs foxglove_msgs; do
   fi
 done
 
-log "building da3_ros (msg/ + Python package) into $VENV"
 # Modules that moved or went since the last install would shadow nothing but could still be imported by
 # mistake: remove installed .py files that the source tree no longer has (msg/ is rosidl's, kept).
-installed="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/da3_ros"
-if [ -d "$installed" ]; then
-  (cd "$installed" && find . -name '*.py' -not -path './msg/*' -print0) | while IFS= read -r -d '' f; do
-    [ -e "$ROOT/da3_ros/$f" ] || rm -f "$installed/$f"
-  done
-fi
+prune_installed() {  # prune_installed VENV
+  local installed
+  installed="$("$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/da3_ros"
+  if [ -d "$installed" ]; then
+    (cd "$installed" && find . -name '*.py' -not -path './msg/*' -print0) | while IFS= read -r -d '' f; do
+      [ -e "$ROOT/da3_ros/$f" ] || rm -f "$installed/$f"
+    done
+  fi
+}
+log "building da3_ros (msg/ + Python package) into $VENV"
+prune_installed "$VENV"
 cmake_install "$ROOT" "$BUILD/da3_ros"
 (cd / && "$PY" -c 'import da3_ros.msg, da3_ros.models, rclpy, tf2_msgs.msg, foxglove_msgs.msg, ffmpeg_image_transport_msgs.msg')
 # The numpy-2 leg (test/test_numpy2_leg.py): a venv holding numpy 2 only, which then sees the main venv's packages
@@ -89,5 +99,40 @@ if [ "$(cat "$NP2/.da3_numpy2" 2>/dev/null)" != "$np2_want" ]; then
   echo "$main_site" > "$np2_site/zz_da3_main_venv.pth"
   echo "$np2_want" > "$NP2/.da3_numpy2"
 fi
+
+# The Jazzy leg (test/test_jazzy_leg.py): a venv with the ROS 2 Jazzy wheels (requirements/ros-jazzy.txt) and every
+# ROS package the node imports built there against Jazzy's rosidl (tf2_msgs, the video transports' messages, da3_ros
+# with its msg/), then the main venv's packages AFTER its own (a .pth line), so torch, onnxruntime, OpenCV, PyAV and
+# DA3 are shared while rclpy and every message package come from Jazzy.
+JZ="$VENV-jazzy"
+jz_want="$(cat "$ROOT/requirements/ros-jazzy.txt" | sha256sum | cut -d' ' -f1) $main_site"
+if [ "$(cat "$JZ/.da3_jazzy" 2>/dev/null)" != "$jz_want" ]; then
+  log "creating $JZ (ROS 2 Jazzy wheels, then $VENV's packages)"
+  "$PY" -m venv --clear "$JZ"
+  "$JZ/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements/ros-jazzy.txt"
+  fix_cmake_exports "$JZ"
+  rm -rf "$BUILD/jazzy"  # built against the previous wheels
+fi
+jz_site="$("$JZ/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+rm -f "$jz_site/zz_da3_main_venv.pth"  # while building, Python in $JZ sees Jazzy's packages only
+(
+  # a Kilted process's library path (its wheels' start-up guard and LD_LIBRARY_PATH) must not reach Jazzy's Python
+  unset _ROS_WHEELS_BOOTSTRAP_COMPLETE LD_LIBRARY_PATH
+  export AMENT_PREFIX_PATH="$JZ" CMAKE_PREFIX_PATH="$JZ" PATH="$JZ/bin:$PATH"
+  pids=()  # the four packages depend on none of each other: built side by side (30 -> 18 s here)
+  for pkg in tf2_msgs ffmpeg_image_transport_msgs foxglove_msgs; do
+    [ -d "$jz_site/$pkg/msg" ] && continue
+    log "building local $pkg into $JZ"
+    cmake_install "$ROOT/interfaces/$pkg" "$BUILD/jazzy/$pkg" "$JZ" & pids+=($!)
+  done
+  log "building da3_ros into $JZ"
+  prune_installed "$JZ"
+  cmake_install "$ROOT" "$BUILD/jazzy/da3_ros" "$JZ" & pids+=($!)
+  for pid in "${pids[@]}"; do wait "$pid"; done
+)
+echo "$main_site" > "$jz_site/zz_da3_main_venv.pth"
+(cd / && env -u _ROS_WHEELS_BOOTSTRAP_COMPLETE -u LD_LIBRARY_PATH AMENT_PREFIX_PATH="$JZ" "$JZ/bin/python" -c \
+  'import da3_ros.msg, rclpy, tf2_msgs.msg, foxglove_msgs.msg, ffmpeg_image_transport_msgs.msg')
+echo "$jz_want" > "$JZ/.da3_jazzy"
 
 log "ready: source scripts/env.sh to use $VENV"
