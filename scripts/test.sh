@@ -5,6 +5,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
 source "$ROOT/scripts/env.sh"
 # Segments left by Fast DDS processes killed hard; safe to remove when none of ours is running.
-if ! pgrep -f 'da3_ros|rig_player' >/dev/null; then rm -f /dev/shm/fastdds_* /dev/shm/sem.fastdds_* 2>/dev/null || true; fi
+# (fastrtps_*: Fast-RTPS 2's names, the Jazzy leg's.)
+if ! pgrep -f 'da3_ros|rig_player' >/dev/null; then
+  rm -f /dev/shm/fastdds_* /dev/shm/sem.fastdds_* /dev/shm/fastrtps_* /dev/shm/sem.fastrtps_* 2>/dev/null || true
+fi
 cd "$ROOT"  # tests import the installed package, never the source tree (pytest, not python -m pytest)
 exec "$VIRTUAL_ENV/bin/pytest" -p no:cacheprovider --durations=30 "$@"
