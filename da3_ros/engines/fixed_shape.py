@@ -66,6 +66,14 @@ class FixedShapeEngine(Engine):
             return
         AHEAD.put(self, (n_views, (int(hw[0]), int(hw[1])), bool(conditioned)))
 
+    def runner_for(self, shape: Shape) -> Runner:
+        """The loaded runner of ``shape`` (exported / built / loaded if needed), for a host that keeps it.
+
+        ``da3-ros serve`` holds one per served shape so that no request ever waits for a load; the engine's own
+        sets go through its small LRU of runners (``MAX_RUNNERS``).
+        """
+        return self._runner(shape)
+
     def _runner(self, shape: Shape) -> Runner:
         with self._lock:
             runner = self._runners.pop(shape, None)

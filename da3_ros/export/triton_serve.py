@@ -107,7 +107,7 @@ def serve(engine: FixedShapeEngine, name: str = "da3", grpc_port: int = 8001, ht
     try:
         # Export / build / load before the first request, which has a deadline. Held here, not in the engine's
         # small LRU of runners, so no served shape is ever reloaded inside a request.
-        runners = {shape: engine._runner(shape) for shape in shapes}
+        runners = {shape: engine.runner_for(shape) for shape in shapes}
         _serve(engine, runners, name, (grpc_port, http_port, metrics_port), bind, on_ready)
     except KeyboardInterrupt:  # a signal before pytriton's loop took over; Triton's context has stopped it
         _LOG.info("stopped by a signal")
