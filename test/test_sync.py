@@ -612,3 +612,24 @@ def test_a_returning_frame_that_cannot_complete_the_held_set_keeps_it_from_going
     add(sync, 1, 12 * PERIOD_NS)
     assert sync.take().present == (0, 1) and sync.stats.partial_sets == 0
     assert_accounted(sync)
+
+
+def test_a_taken_set_names_the_sets_it_superseded_and_the_list_is_bounded(monkeypatch):
+    """Sets formed while the consumer was busy are handed on as stamps (a gap rule must not see silence there)."""
+    import da3_ros.core.sync as sync_module
+
+    sync = TimeSynchronizer(2, mode=SyncMode.EXACT)
+    for k in range(4):  # four whole sets, none taken: three superseded
+        sync.add(0, k * 100 * MS, "a", k * 100 * MS)
+        sync.add(1, k * 100 * MS, "b", k * 100 * MS)
+    taken = sync.take()
+    assert taken.stamps_ns == (300 * MS, 300 * MS)
+    assert taken.superseded_stamps_ns == tuple((k * 100 * MS, k * 100 * MS) for k in range(3))
+    sync.add(0, 400 * MS, "a", 400 * MS)
+    sync.add(1, 400 * MS, "b", 400 * MS)
+    assert sync.take().superseded_stamps_ns == ()  # only those since the last take
+    monkeypatch.setattr(sync_module, "MAX_SUPERSEDED", 2)
+    for k in range(5, 9):
+        sync.add(0, k * 100 * MS, "a", k * 100 * MS)
+        sync.add(1, k * 100 * MS, "b", k * 100 * MS)
+    assert [s[0] for s in sync.take().superseded_stamps_ns] == [600 * MS, 700 * MS]  # the newest kept

@@ -385,6 +385,9 @@ def test_sets_skipped_on_purpose_are_no_gap_but_real_silence_still_is():
     # what was heard last counts: sets 7 and 8 silent, the set at 900 ms comes 300 ms after set 6
     restarts, counts = run_every_third(hear=True, silent=(7, 8))
     assert restarts == [None] * 3 + [ResetReason.STREAM_PAUSED, None] and counts == {"stream_paused": 1}
+    # a silence BEFORE a heard set counts too: set 4 silent, so 200 ms from set 3 to the heard set 5; set 6 restarts
+    restarts, counts = run_every_third(hear=True, silent=(4,))
+    assert restarts == [None] * 2 + [ResetReason.STREAM_PAUSED, None, None] and counts == {"stream_paused": 1}
     tracker = TemporalTracker(cfg)
     tracker.heard(STAMP0_NS)  # before the chain's first set: nothing to bridge
     assert not tracker.has_state

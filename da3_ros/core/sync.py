@@ -31,6 +31,9 @@ class FrameSet:
     items: tuple[Any, ...]  # the caller's payloads (e.g. ROS messages); None where silent
     first_arrival_ns: int  # when the earliest member arrived
     complete_ns: int  # when the set became complete (arrival of its last member)
+    # the stamps of the sets this one superseded since the last take, oldest first (at most MAX_SUPERSEDED): sets
+    # seen but not processed, which a consumer's gap rule must not take for silence (the temporal window's)
+    superseded_stamps_ns: tuple[tuple[int | None, ...], ...] = ()
 
     @property
     def present(self) -> tuple[int, ...]:
@@ -85,6 +88,9 @@ def _stamp_ns(frame: _Frame) -> int:
 # driver flushing its buffer after a reconnect, a bag replayed fast), completes it instead (issue 28). Newer
 # sets that supersede a held one keep its deadline, so a fast camera's sets are delayed, never starved.
 PARTIAL_HOLD_NS = 50_000_000
+# Superseded sets' stamps carried to the next set taken (FrameSet.superseded_stamps_ns): bounded for a consumer
+# busy for long (30 s at 30 Hz); older ones are forgotten, which a gap rule then sees as the silence it was not.
+MAX_SUPERSEDED = 1000
 
 
 class TimeSynchronizer:
@@ -297,9 +303,11 @@ class TimeSynchronizer:
             if None in members and len(self._pending.present) < self.num_streams:
                 ready_ns = min(ready_ns, self._pending_ready_ns)  # a held set's deadline is kept: never starved
         self._pending_ready_ns = ready_ns
+        before = () if self._pending is None else (
+            *self._pending.superseded_stamps_ns, self._pending.stamps_ns)[-MAX_SUPERSEDED:]
         self._pending = FrameSet(tuple(None if f is None else f.stamp_ns for f in members),
                                  tuple(None if f is None else f.item for f in members),
-                                 min(arrivals_ns), max(arrivals_ns))
+                                 min(arrivals_ns), max(arrivals_ns), before)
         st.sets_formed += 1
 
     def take(self, now_ns: int | None = None) -> FrameSet | None:

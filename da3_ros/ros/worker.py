@@ -115,6 +115,9 @@ class SetWorker:
             self._longest_set_s = max(self._longest_set_s, time.monotonic() - t0)
 
     def _process(self, frameset) -> None:
+        for stamps_ns in frameset.superseded_stamps_ns:  # seen while busy: no silence for the temporal window
+            if stamps_ns[self.config.ref] is not None:
+                self.core.frames.skipped(stamps_ns[self.config.ref])
         items = [None if data is None else t.decode(data)  # None: a silent camera; ConversionError: bad_input
                  for t, data in zip(self._transports, frameset.items)]
         pending = [info is None and bool(self.count_publishers(topic))

@@ -69,6 +69,8 @@ class TemporalTracker:
         self._reset_asked = False
         # the newest stamp of a set seen but not processed since the last one (always newer than it), or None
         self._heard_ns: int | None = None
+        # a real silence found between sets seen but not processed: (from, to) ns; the next set restarts
+        self._silence_ns: tuple[int, int] | None = None
 
     @property
     def has_state(self) -> bool:
@@ -81,17 +83,22 @@ class TemporalTracker:
         self.chain.restart(reason, detail, keep_pose)
         self.reset_counts[reason.value] += 1
         self._last_stamp_ns = self._heard_ns = None
+        self._silence_ns = None
         self._reset_asked = True  # the chain's next step says this restart; counted here, once
 
     def heard(self, stamp_ns: int) -> None:
-        """A set of the reference camera seen but not processed on purpose (``--every-n``): no silence.
+        """A set of the reference camera seen but not processed on purpose: no silence.
 
-        The gap rule (``max_gap_ns``) measures from the newest set seen, processed or not: sets skipped by
-        choice are not a paused stream. Before the chain's first set, or with an older stamp, nothing changes.
+        Skipped by ``--every-n`` offline, or superseded while the live node's worker was busy. The gap rule
+        (``max_gap_ns``) measures between consecutive sets seen, processed or not: sets skipped by choice are
+        not a paused stream, but a real silence before a skipped set still is (the next processed set restarts
+        the chain). Before the chain's first set, or with an older stamp, nothing changes.
         """
         stamp_ns = int(stamp_ns)
         since = self._gap_start_ns()
         if since is not None and stamp_ns > since:
+            if stamp_ns - since > self.cfg.max_gap_ns and self._silence_ns is None:
+                self._silence_ns = (since, stamp_ns)
             self._heard_ns = stamp_ns
 
     def _gap_start_ns(self) -> int | None:
@@ -104,7 +111,7 @@ class TemporalTracker:
         since = self._gap_start_ns()
         if last is not None and stamp_ns <= last:
             reason = ResetReason.STAMP_BACKWARDS
-        elif since is not None and stamp_ns - since > self.cfg.max_gap_ns:
+        elif self._silence_ns is not None or (since is not None and stamp_ns - since > self.cfg.max_gap_ns):
             reason = ResetReason.STREAM_PAUSED
         elif self._hw is not None and hw != self._hw:
             reason = ResetReason.NETWORK_SIZE_CHANGED
@@ -118,7 +125,7 @@ class TemporalTracker:
         hw = (int(current_chw.shape[-2]), int(current_chw.shape[-1]))
         reason = self._auto_reset(stamp_ns, hw)
         batch, layout = assemble_window(current_chw, stamp_ns, self.store)
-        self._last_stamp_ns, self._hw, self._heard_ns = stamp_ns, hw, None
+        self._last_stamp_ns, self._hw, self._heard_ns, self._silence_ns = stamp_ns, hw, None, None
         return Window(batch, layout, reason)
 
     def update(self, window: Window, pred: Prediction, metres_per_unit: float | None = None) -> TemporalStep:
