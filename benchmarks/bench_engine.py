@@ -8,6 +8,8 @@ Rows per variant and backend, columns per N views (the example photos and a vide
   onnxruntime_plain    : the same on the plain-ONNX graph (attention as MatMul/Softmax/MatMul: TensorRT's graph)
   onnxruntime_int8     : the same on the int8 graph (precision int8: weight MatMuls dynamically quantized)
   torch_bf16           : TorchEngine in bf16 on the CPU (AVX512-BF16 / AMX where the CPU has them)
+  openvino             : da3_ros OpenVinoEngine (CPU) on the plain fp32 graph, OpenVINO's f32 hint
+  openvino_bf16        : the same with OpenVINO's bf16 hint (a CPU with AVX512-BF16 or AMX)
 Each row runs in its own process, so peak RSS is that backend's at that N alone. Forward ms and whole-set ms
 (preprocess + forward + postprocess) are medians of --repeats after a warm-up; ratios are against the two
 upstream rows of the same variant. Start-up = process start to the first result (model load included; the
@@ -35,10 +37,12 @@ T_PROCESS = time.perf_counter()
 KINDS = ("upstream_api", "upstream_raw", "torch", "onnxruntime")
 ENGINE_KINDS = {"torch": ("torch", "fp32"), "torch_bf16": ("torch", "bf16"), "onnxruntime": ("onnxruntime", "fp32"),
                 "onnxruntime_int8": ("onnxruntime", "int8"),
-                "onnxruntime_plain": ("onnxruntime", "fp32")}  # kind -> (backend, precision)
+                "onnxruntime_plain": ("onnxruntime", "fp32"), "openvino": ("openvino", "fp32"),
+                "openvino_bf16": ("openvino", "bf16")}  # kind -> (backend, precision)
 PLAIN = "onnxruntime_plain"  # runs the given plain graph file
 REFERENCE = {"onnxruntime_int8": "onnxruntime", "torch_bf16": "torch",
-             "onnxruntime_plain": "onnxruntime"}  # lower precision (or the plain graph) -> its fp32 kind
+             "onnxruntime_plain": "onnxruntime", "openvino_bf16": "openvino",
+             "openvino": "onnxruntime"}  # lower precision (or the plain graph) -> its fp32 kind
 
 
 def _images(examples: Path, n: int) -> list[np.ndarray]:
@@ -134,7 +138,7 @@ def _plain_graph(model: str, n: int, cache_dir: str) -> str:
     return str(OnnxSource(model, ArtifactCache(cache_dir)).onnx_for(n, (280, 504), False))
 
 
-def _prepare_graphs(model: str, views: list[int], kinds: list[str], cache_dir: str) -> None:
+def _prepare_graphs(model: str, views: list[int], kinds: list[str], cache_dir: str, threads: int) -> None:
     """Export and optimise the graphs once, outside the timed processes."""
     from da3_ros.engines.cache import ArtifactCache
     from da3_ros.engines.onnx_source import OnnxSource
@@ -147,6 +151,12 @@ def _prepare_graphs(model: str, views: list[int], kinds: list[str], cache_dir: s
             for n in views:
                 graph = src.onnx_for(n, (280, 504), False, precision, fused_attention=kind != PLAIN)
                 optimized_for_cpu(graph, src.cache)
+        if backend == "openvino":  # the compile (and its gate) once, into the cache, in a child process (this
+            for n in views:          # one's peak RSS is inherited by every worker): start-up then loads it
+                code = ("from da3_ros.engines import create_engine; create_engine('openvino', %r, precision=%r, "
+                        "cache_dir=%r, threads=%d).prepare(%d, (280, 504), False)"
+                        % (model, precision, cache_dir, threads, n))
+                subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def _print_rows(variant: str, res: dict[tuple[str, int], dict]) -> None:
@@ -204,7 +214,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as dump:
         for variant in a.variants.split(","):
             model = f"random:{variant}@0"
-            _prepare_graphs(model, views, a.kinds.split(","), a.cache_dir)
+            _prepare_graphs(model, views, a.kinds.split(","), a.cache_dir, a.threads)
             res: dict[tuple[str, int], dict] = {}
             for kind in a.kinds.split(","):
                 for n in views:  # one process per row: its peak RSS is that backend's at that N alone

@@ -48,7 +48,8 @@ METRIC_MODEL = "random:da3metric-large@0"
 # --- the table ----------------------------------------------------------------------------------------------
 # Parameter (or a named group of settings the harness turns into parameters) -> the values worth combining.
 MATRIX: dict[str, tuple[Any, ...]] = {
-    "backend": ("torch", "onnxruntime", "onnxruntime_int8"),  # int8 = precision int8 on onnxruntime
+    "backend": ("torch", "onnxruntime", "onnxruntime_int8", "openvino"),  # int8 = precision int8 on onnxruntime;
+    # openvino at precision auto (bf16 where the CPU has AVX512-BF16/AMX, gated, else fp32)
     "scale": ("none", "rig", "pair"),  # metres from: nothing, T_ref_cam + camera_info, metric_model
     "temporal.keyframes": (0, 2),
     "tf.mode": ("estimated_children", "camera_frames", "off"),
@@ -138,6 +139,8 @@ FORBIDDEN = {
     (("backend", "onnxruntime"), ("scale", "pair")): "exporting DA3METRIC-LARGE costs 60-150 s per view count; "
                                                        "the pair on ONNX Runtime: test_onnx.py, test_metric.py",
     (("backend", "onnxruntime_int8"), ("scale", "pair")): "as above (int8 applies to the any-view graph only)",
+    (("backend", "openvino"), ("scale", "pair")): "as onnxruntime (the same exported graphs); the pair's engine "
+                                                    "rules are the backend's own: test_metric.py",
 }
 
 
@@ -448,7 +451,7 @@ def run_values(run: dict[str, Any], cache_dir: str) -> dict[str, Any]:
     backend = run["backend"]
     values: dict[str, Any] = {
         "model": "random:da3-small@0", "process_res": 56, "camera_names": list(CAMERAS),
-        "backend": "torch" if backend == "torch" else "onnxruntime",
+        "backend": backend if backend in ("torch", "openvino") else "onnxruntime",
         "precision": "int8" if backend == "onnxruntime_int8" else "auto", "engine_cache_dir": cache_dir,
         "sync.camera_timeout_s": 0.6, "tf.mode": run["tf.mode"], "tf.suffix": run["tf.suffix"],
         "pose_conditioning": run["pose_conditioning"], "temporal.keyframes": run["temporal.keyframes"],

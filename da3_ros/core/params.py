@@ -22,6 +22,7 @@ class Backend(str, Enum):
     ONNXRUNTIME = "onnxruntime"
     TENSORRT = "tensorrt"
     TRITON = "triton"
+    OPENVINO = "openvino"
 
 
 class Precision(str, Enum):
@@ -123,15 +124,18 @@ NODE_PARAMS: tuple[Param, ...] = (
           "HF repo id, local dir (config.json + model.safetensors), variant name or random:<variant>[@seed]"),
     Param("backend", "auto",
           "auto (TensorRT if importable with a CUDA GPU, else onnxruntime, else torch), torch, onnxruntime, "
-          "tensorrt, triton (a Triton Inference Server: triton.*); onnxruntime/tensorrt also take a .onnx from "
-          "`da3-ros export` as model", choices=choices(Backend)),
+          "tensorrt, triton (a Triton Inference Server: triton.*), openvino (Intel's runtime: x86 CPUs, Intel "
+          "GPU/NPU); onnxruntime/tensorrt/openvino also take a .onnx from `da3-ros export` as model",
+          choices=choices(Backend)),
     Param("device", "auto",
           "auto (the backend's: torch cpu, onnxruntime its CUDA provider if installed else cpu, tensorrt the GPU), "
-          "cpu, cuda, cuda:<n> (cuda:<n> > 0: torch only); a device the backend cannot use stops the start"),
+          "cpu, cuda, cuda:<n> (cuda:<n> > 0: torch only); openvino: CPU (= auto, cpu), GPU, NPU, AUTO (OpenVINO's "
+          "names); a device the backend cannot use stops the start"),
     Param("precision", "auto",
           "auto (torch: fp32 on CPU, bf16/fp16 on CUDA; onnxruntime: fp32; tensorrt: fp16), fp32, fp16 (the "
-          "mixed fp16 graph on onnxruntime/tensorrt), bf16 (torch only), int8 (onnxruntime on the CPU: weight "
-          "MatMuls quantized, opt-in, accuracy in BENCHMARKS.md); said at start-up and in /diagnostics",
+          "mixed fp16 graph on onnxruntime/tensorrt), bf16 (torch; openvino on a CPU with AVX512-BF16/AMX, "
+          "openvino's auto there, gated), int8 (onnxruntime on the CPU: weight MatMuls quantized, opt-in, "
+          "accuracy in BENCHMARKS.md); said at start-up and in /diagnostics",
           choices=choices(Precision)),
     Param("threads", 0, "CPU threads of the forward (0: the backend's default)", range=(0, 1024)),
     Param("engine_cache_dir", "", "exported ONNX graphs and TensorRT engines (default: ~/.cache/da3_ros)"),

@@ -52,6 +52,12 @@ class Hardware:
 
         return bool(torch.cuda.is_available())
 
+    def cpu_bf16(self) -> bool:
+        """Whether the CPU has AVX512-BF16 or AMX-BF16 (OpenVINO's bf16 kernels)."""
+        from da3_ros.engines.cpu_features import cpu_has_bf16
+
+        return cpu_has_bf16()
+
     def torch_bf16(self) -> bool:
         """Whether the CUDA device computes bf16 (else fp16 is torch's auto precision there)."""
         import torch
@@ -106,13 +112,14 @@ def resolve_settings(backend: str, device: str = "auto", precision: str = "auto"
                      hw: Hardware | None = None) -> EngineSettings:
     """The backend, device and precision an engine will really run on; EngineConfigError naming the fix else.
 
-    torch: any device (auto: cpu), auto precision fp32 on CPU and bf16 (else fp16) on CUDA. onnxruntime: cpu,
-    or its CUDA provider (onnxruntime-gpu; auto takes it when present), fp32 or the mixed fp16 graph (auto:
-    fp32), or the int8 graph (export.int8: CPU kernels, so always the CPU). tensorrt: the CUDA GPU, fp32 or
-    fp16 (auto: fp16). triton: the server's device and graph.
+    torch: any device (auto: cpu), auto fp32 on CPU, bf16 (else fp16) on CUDA. onnxruntime: cpu or its CUDA
+    provider (auto: when installed), fp32 (auto), the mixed fp16 graph, int8 (CPU). tensorrt: the CUDA GPU, fp32
+    or fp16 (auto). triton: the server's device and graph. openvino: ``_openvino_settings``.
     """
     if precision not in PRECISIONS:
         raise EngineConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if backend == "openvino":
+        return _openvino_settings(device, precision, hw or Hardware())
     hw = hw or Hardware()
     gpu = _gpu_index(device)
     if precision == "int8" and backend == "auto" and hw.ort_providers():
@@ -161,6 +168,29 @@ def resolve_settings(backend: str, device: str = "auto", precision: str = "auto"
                                 "(or auto), backend torch or tensorrt")
     dev = "cpu" if device == "cpu" or not on_gpu else "cuda"
     return EngineSettings("onnxruntime", dev, "fp32" if precision == "auto" else precision)
+
+
+def _openvino_settings(device: str, precision: str, hw: Hardware) -> EngineSettings:
+    """OpenVINO: its device names (auto = CPU); fp32, or bf16 on a CPU with AVX512-BF16/AMX (auto: bf16 there).
+
+    Whether OpenVINO lists the device is checked when the engine is built (it needs openvino imported).
+    """
+    from da3_ros.engines.openvino_engine import openvino_device
+
+    dev = openvino_device(device)
+    if precision in ("fp16", "int8"):
+        raise EngineConfigError(f"backend openvino takes precision fp32, bf16 (a CPU with AVX512-BF16 or AMX) or "
+                                f"auto, got {precision!r}: use one of those, or {precision} on backend "
+                                f"{'onnxruntime' if precision == 'int8' else 'tensorrt / onnxruntime'}")
+    bf16_here = dev == "CPU" and hw.cpu_bf16()
+    if precision == "bf16" and not bf16_here:
+        where = (f"device {dev} (bf16 is OpenVINO's CPU hint here)" if dev != "CPU"
+                 else "this CPU, which has neither AVX512-BF16 nor AMX")
+        raise EngineConfigError(f"backend openvino: precision bf16 does not run natively on {where}: use precision "
+                                "fp32 or auto (auto takes bf16 only where the CPU has it)")
+    if precision == "auto":
+        precision = "bf16" if bf16_here else "fp32"
+    return EngineSettings("openvino", dev, precision)
 
 
 def _no_gpu_for_auto(device: str, precision: str, hw: Hardware) -> str:
@@ -214,6 +244,8 @@ def create_engine(backend: str, model: str, *, device: str = "auto", precision: 
         settings = _graph_file_settings(settings, model, precision, device, backend)
     if settings.backend == "tensorrt":  # auto: a shape TensorRT refuses runs on ONNX Runtime instead
         kwargs["fallback"] = backend == "auto"
+    if settings.backend == "openvino":  # precision auto: a bf16 compile the gate refuses runs in fp32
+        kwargs["fallback"] = precision == "auto"
     engine = _build(settings, model, threads, cache_dir, triton, **kwargs)
     engine.runs_on = settings
     return engine
@@ -322,10 +354,19 @@ def _build_tensorrt(settings: EngineSettings, model: str, threads: int, cache_di
     return TensorRTEngine(model, precision=settings.precision, cache_dir=cache_dir, **kwargs)
 
 
+def _build_openvino(settings: EngineSettings, model: str, threads: int, cache_dir: str | None, triton: Any,
+                    **kwargs: Any) -> Engine:
+    from da3_ros.engines.openvino_engine import OpenVinoEngine
+
+    return OpenVinoEngine(model, device=settings.device, precision=settings.precision, threads=threads,
+                          cache_dir=cache_dir, **kwargs)
+
+
 # backend -> factory (each imports its runtime only when called: torch never enters an onnxruntime process)
 FACTORIES: dict[str, Callable[..., Engine]] = {
     Backend.TORCH.value: _build_torch, Backend.ONNXRUNTIME.value: _build_onnxruntime,
     Backend.TENSORRT.value: _build_tensorrt, Backend.TRITON.value: _build_triton,
+    Backend.OPENVINO.value: _build_openvino,
 }
 
 

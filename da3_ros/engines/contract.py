@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
-ENGINE_CLASSES = ("Engine", "FixedShapeEngine", "MetricPairEngine", "OnnxRuntimeEngine", "TensorRTEngine",
-                  "TorchEngine", "TritonEngine")
+ENGINE_CLASSES = ("Engine", "FixedShapeEngine", "MetricPairEngine", "OnnxRuntimeEngine", "OpenVinoEngine",
+                  "TensorRTEngine", "TorchEngine", "TritonEngine")
 
 if TYPE_CHECKING:
     from da3_ros.core.engine_api import DepthEngine
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from da3_ros.engines.fixed_shape import FixedShapeEngine
     from da3_ros.engines.metric_pair import MetricPairEngine
     from da3_ros.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from da3_ros.engines.openvino_engine import OpenVinoEngine
     from da3_ros.engines.tensorrt_engine import TensorRTEngine
     from da3_ros.engines.torch_engine import TorchEngine
     from da3_ros.engines.triton_engine import TritonEngine
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     _fixed_shape: DepthEngine = cast(FixedShapeEngine, None)
     _metric_pair: DepthEngine = cast(MetricPairEngine, None)
     _onnxruntime: DepthEngine = cast(OnnxRuntimeEngine, None)
+    _openvino: DepthEngine = cast(OpenVinoEngine, None)
     _tensorrt: DepthEngine = cast(TensorRTEngine, None)
     _torch: DepthEngine = cast(TorchEngine, None)
     _triton: DepthEngine = cast(TritonEngine, None)

@@ -30,3 +30,19 @@ def x86_without_vnni() -> bool:
 def int8_weight_bits() -> int:
     """Bits of the int8 graph's weights on this CPU: 7 on x86 without VNNI (see ``x86_without_vnni``), else 8."""
     return 7 if x86_without_vnni() else 8
+
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 flags of native bf16 dot products (OpenVINO's bf16 CPU kernels)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """True on an x86 CPU with AVX512-BF16 or AMX-BF16: where OpenVINO's bf16 inference hint runs natively."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return any(f in flags for f in BF16_FLAGS)

@@ -1,0 +1,252 @@
+"""OpenVINO backend: the plain fp32 ONNX graph the cache exports, compiled by OpenVINO for a CPU, iGPU or NPU.
+
+Per rig shape (``FixedShapeEngine``): the fp32 graph (the same one TensorRT parses; OpenVINO reads ONNX as it is)
+compiled for the device with the precision as an inference hint (``fp32``: f32; ``bf16``: OpenVINO's bf16
+kernels, only where the CPU has AVX512-BF16 or AMX). The compiled model is cached by OpenVINO in the artifact
+cache (``<cache>/openvino``, its CACHE_DIR: keyed by OpenVINO on the graph, the device, the hints and its
+version), so a second start imports it instead of compiling. The first compile of a shape is gated like a
+TensorRT plan: its outputs on ``example_inputs`` against the fp32 graph on ONNX Runtime; a compile that passes
+is remembered in a sealed record of the artifact cache (no gate at the next start), one that fails is refused
+with its figures and remembered for the process. Under precision ``auto``, a bf16 compile that the gate refuses
+runs in fp32 instead (said in the log and in /diagnostics). Never imports torch.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from da3_ros.engines.base import BackendUnavailable, EngineConfigError, EngineSettings
+from da3_ros.engines.cache import SIDECAR_SUFFIX, ArtifactCache, sha256_file
+from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
+from da3_ros.engines.graph_io import example_inputs, graph_outputs
+from da3_ros.engines.parity import EngineParityError, default_parity_names, parity
+from da3_ros.engines.tensorrt_plan import LazyReference
+
+_LOG = logging.getLogger(__name__)
+OV_PRECISIONS = ("fp32", "bf16")
+HINTS = {"fp32": "f32", "bf16": "bf16"}  # our precision -> OpenVINO's INFERENCE_PRECISION_HINT
+DEVICE_FAMILIES = ("CPU", "GPU", "NPU", "AUTO")
+# the gate's thresholds per precision: (min correlation, max relative error) against fp32 ONNX Runtime
+# (bf16: a safety net against a broken compile, looser than its measured error, as TensorRT's fp16 gate is)
+GATES = {"fp32": (0.9999, 1e-3), "bf16": (0.995, 2e-2)}
+GATE_KIND = "ov-gate"
+
+
+class OpenVinoRefused(BackendUnavailable):
+    """OpenVINO's compile of a shape failed the parity gate; remembered for the process, never compiled again."""
+
+
+def import_openvino() -> Any:
+    """The openvino module, or BackendUnavailable naming what to install."""
+    try:
+        import openvino
+    except ImportError as exc:
+        raise BackendUnavailable("backend openvino needs OpenVINO: `pip install openvino` (requirements/"
+                                 "runtime.txt pins it), or use backend onnxruntime") from exc
+    return openvino
+
+
+def openvino_device(device: str) -> str:
+    """OpenVINO's device name for the ``device`` parameter: auto, cpu -> CPU; CPU, GPU[.n], NPU, AUTO as given.
+
+    ``auto`` (the parameter's default) is the CPU; ``AUTO`` in capitals is OpenVINO's AUTO device (it picks).
+
+    EngineConfigError naming the choices for anything else (e.g. cuda, which OpenVINO does not drive).
+    """
+    if device == "auto" or device.lower() == "cpu":
+        return "CPU"
+    name = device.upper()
+    if name.partition(".")[0] not in DEVICE_FAMILIES:
+        raise EngineConfigError(f"backend openvino runs on OpenVINO's devices CPU, GPU (an Intel GPU), NPU or AUTO "
+                                f"(device auto = CPU), got device {device!r}: set one of those, or use backend "
+                                "tensorrt / onnxruntime / torch for a CUDA device")
+    return name
+
+
+def check_device_listed(device: str, available: list[str]) -> None:
+    """EngineConfigError when OpenVINO does not list ``device`` here (AUTO needs any device)."""
+    family = device.partition(".")[0]
+    if family == "AUTO" and available:
+        return
+    if device in available or (device == family and any(a.partition(".")[0] == family for a in available)):
+        return
+    raise EngineConfigError(f"backend openvino: OpenVINO lists no device {device!r} here (it lists {available}): "
+                            "use device CPU (or auto), or install that device's driver (Intel GPU: the compute "
+                            "runtime, NPU: the NPU driver)")
+
+
+def check_parity_ov(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], names: list[str], precision: str,
+                    version: str) -> dict[str, tuple[float, float]]:
+    """``parity()`` against the thresholds of ``precision`` (GATES); EngineParityError naming every figure."""
+    min_corr, max_rel = GATES[precision]
+    stats = parity(ours, ref, names)
+    bad = [f"{n}: correlation {c:.6f} (need >= {min_corr}), max relative error {r:.4g} (need <= {max_rel})"
+           for n, (c, r) in stats.items() if not (c >= min_corr and r <= max_rel)]
+    if bad:
+        raise EngineParityError(f"OpenVINO {version} {precision} compile disagrees with fp32 ONNX Runtime on a fixed "
+                                "input; not used. " + "; ".join(bad) + ".")
+    return stats
+
+
+def compile_cached(core: Any, path: Path, device: str, config: dict[str, Any], cache: ArtifactCache) -> Any:
+    """``core.compile_model`` with OpenVINO's CACHE_DIR in the artifact cache, its blobs sealed like our artifacts.
+
+    Under one lock: a blob whose bytes no longer match its seal (or that has none: a crash mid-write) is deleted
+    first, so OpenVINO compiles it again instead of importing it; the blobs it writes are sealed after.
+    """
+    folder = cache.root / "openvino"
+    with cache.lock(folder):
+        for blob in folder.glob("*.blob"):
+            cache.verified(blob)  # deletes a mismatching or unsealed blob
+        compiled = core.compile_model(str(path), device, {**config, "CACHE_DIR": str(folder)})
+        for blob in folder.glob("*.blob"):
+            if not blob.with_name(blob.name + SIDECAR_SUFFIX).is_file():
+                cache.seal(blob, {"graph": path.name, "device": device, "config": config})
+    return compiled
+
+
+class OpenVinoRunner:
+    """One compiled OpenVINO model for one graph file: float32 feeds by name -> outputs by name."""
+
+    def __init__(self, path: Path, device: str, precision: str, threads: int = 0, cache: ArtifactCache | None = None,
+                 names: Sequence[str] = ()):
+        """``names``: the graph's output names; a compiled port may carry several (its node's, too): these win."""
+        ov = import_openvino()
+        core = ov.Core()
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if device.startswith(("CPU", "GPU")):
+            config["INFERENCE_PRECISION_HINT"] = HINTS[precision]
+        if threads > 0 and device.startswith("CPU"):
+            config["INFERENCE_NUM_THREADS"] = threads
+        t0 = time.perf_counter()
+        if cache is None:
+            self.compiled = core.compile_model(str(path), device, config)
+        else:
+            self.compiled = compile_cached(core, path, device, config, cache)
+        self.compile_s = time.perf_counter() - t0
+        self.version = ov.get_version()
+        self.request = self.compiled.create_infer_request()
+        self.input_names = [p.get_any_name() for p in self.compiled.inputs]
+        self.output_names = [next((n for n in names if n in p.get_names()), p.get_any_name())
+                             for p in self.compiled.outputs]
+        self._lock = threading.Lock()
+        _LOG.info("OpenVINO %s on %s (%s): %s, compiled or loaded in %.1f s", self.version, device, precision,
+                  path.name, self.compile_s)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs by name for float32 feeds by name (one inference at a time: the request is shared)."""
+        with self._lock:
+            res = self.request.infer({k: np.ascontiguousarray(feeds[k], dtype=np.float32) for k in self.input_names})
+            return {name: np.array(res[port]) for name, port in zip(self.output_names, self.compiled.outputs)}
+
+
+# (model, shape, precision, device) -> why the gate refused it, for the life of the process: never compiled again
+_REFUSED: dict[tuple[str, Shape, str, str], str] = {}
+_REFUSED_LOCK = threading.Lock()
+
+
+def refused_reason(model: str, shape: Shape, precision: str, device: str) -> str | None:
+    """Why OpenVINO's compile of this shape was refused earlier in this process, or None."""
+    with _REFUSED_LOCK:
+        return _REFUSED.get((model, shape, precision, device))
+
+
+class OpenVinoEngine(FixedShapeEngine):
+    """The OpenVINO backend: per rig shape, the fp32 ONNX graph compiled for ``device`` at ``precision``, gated.
+
+    ``fallback`` (precision ``auto``): a bf16 compile the gate refuses runs in fp32 instead, said once in the
+    log, in ``describe()`` and in ``health()``; without it every set of that shape raises OpenVinoRefused.
+    """
+
+    backend = "openvino"
+
+    def __init__(self, model: str, device: str = "CPU", precision: str = "fp32", threads: int = 0,
+                 cache_dir: str | None = None, fallback: bool = False, **kwargs: Any) -> None:
+        ov = import_openvino()  # fail at construction, not at the first set
+        check_device_listed(device, list(ov.Core().available_devices))
+        if precision not in OV_PRECISIONS:
+            raise EngineConfigError(f"backend openvino takes precision fp32, bf16 or auto, got {precision!r}")
+        self.device, self.precision, self.threads, self.fallback = device, precision, threads, fallback
+        self.fallbacks: dict[Shape, str] = {}  # shapes running in fp32 instead of bf16, and why
+        super().__init__(model, cache_dir, **kwargs)
+        meta = self.source.meta if self.source.file is not None else {}
+        if meta.get("precision", "fp32") != "fp32" or meta.get("attention"):
+            raise EngineConfigError(f"backend openvino reads the plain fp32 graph; {self.source.file} is "
+                                    f"{meta.get('precision')} {meta.get('attention') or ''}: export it with "
+                                    "`da3-ros export --precision fp32` (no --fused-attention), or set model to the "
+                                    "checkpoint")
+        self.runs_on = EngineSettings(self.backend, device, precision)
+
+    def _graph_for(self, shape: Shape, background: bool = False) -> Path:
+        n, hw, cond = shape
+        return self.source.onnx_for(n, hw, cond, "fp32", background=background)
+
+    def _make_runner(self, shape: Shape) -> OpenVinoRunner:
+        why = refused_reason(self.source.model, shape, self.precision, self.device)
+        if why is None:
+            try:
+                return self._gated_runner(shape, self.precision)
+            except EngineParityError as exc:
+                why = f"{type(exc).__name__}: {exc}"
+                with _REFUSED_LOCK:
+                    _REFUSED[(self.source.model, shape, self.precision, self.device)] = why
+        n, hw, _ = shape
+        what = f"the {n}-view {hw[1]}x{hw[0]} {self.precision} compile on {self.device}"
+        if not (self.fallback and self.precision != "fp32"):
+            raise OpenVinoRefused(f"backend openvino: refused {what} ({why}). Not compiled again: remembered until "
+                                  "the process restarts. Fix: precision fp32 (or auto), or backend onnxruntime")
+        if shape not in self.fallbacks:
+            _LOG.warning("precision auto: %s refused (%s); running it in fp32 instead", what, why)
+        self.fallbacks[shape] = why
+        return self._gated_runner(shape, "fp32")
+
+    def _gated_runner(self, shape: Shape, precision: str) -> OpenVinoRunner:
+        """The compiled model of ``shape``; gated against fp32 ONNX Runtime unless a sealed record says it passed."""
+        n, hw, cond = shape
+        graph = self._graph_for(shape)
+        cache = self.source.cache
+        runner = OpenVinoRunner(graph, self.device, precision, self.threads, cache, graph_outputs(self.variant))
+        key = {"graph_sha256": sha256_file(graph), "device": self.device, "precision": precision,
+               "openvino": runner.version, "cpu": _cpu_model()}
+        record = cache.path_for(GATE_KIND, key, "json")
+        with cache.lock(record):
+            if cache.verified(record):
+                return runner
+            feeds = example_inputs(n, hw, cond)
+            reference = LazyReference(lambda: graph)  # the fp32 graph on ONNX Runtime (CPU)
+            names = default_parity_names(runner.output_names)
+            stats = check_parity_ov(runner.run(feeds), reference(feeds), names, precision, runner.version)
+            _LOG.info("OpenVINO %s compile parity (correlation, max relative error): %s", precision, stats)
+            cache.store(record, json.dumps({"parity": stats}).encode(), key)
+        return runner
+
+    def describe(self) -> str:
+        """The start-up line's backend, plus the shapes that run in fp32 because the gate refused bf16."""
+        text = super().describe()
+        for (n, hw, _), why in self.fallbacks.items():
+            text += f"; {n}-view {hw[1]}x{hw[0]} in fp32 (bf16 refused: {why})"
+        return text
+
+    def health(self) -> tuple[bool, dict[str, str]]:
+        """Device and precision, and ``openvino_fallback`` naming each shape run in fp32 instead, and why."""
+        ok, values = super().health()
+        if self.fallbacks:
+            values["openvino_fallback"] = "; ".join(f"{n}-view {hw[1]}x{hw[0]} in fp32: {why}"
+                                                    for (n, hw, _), why in self.fallbacks.items())
+        return ok, values
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (a compile is gated per CPU: bf16 kernels differ between them)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return "unknown"
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                "unknown")

@@ -1,0 +1,195 @@
+"""Backend openvino (issue 26): parity with torch on the real photos, the gate, the cache, named refusals.
+
+fp32 and bf16 (OpenVINO's CPU hint; bf16 rows skipped with the reason where the CPU has neither AVX512-BF16 nor
+AMX) against upstream's network on torch, at process_res 140 with da3-small's random weights; the gate refusing a
+compile with its figures and remembering it; a second start that neither compiles nor gates; the settings table.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from da3_ros.core.config import DepthConfig
+from da3_ros.engines import EngineConfigError, FrameBatch, Hardware, create_engine, engine_from_config, resolve_settings
+from da3_ros.engines import openvino_engine as ove
+from da3_ros.engines.cpu_features import cpu_has_bf16
+
+MODEL = "random:da3-small@3"
+RES = 140
+# documented tolerances against torch fp32 (README, Engines: OpenVINO): fp32 as the other exported graphs; bf16 the
+# issue's accuracy target (depth correlation >= 0.999, max relative error <= 5e-3)
+TOL = {"fp32": (0.99999, 1e-4), "bf16": (0.999, 5e-3)}
+NEEDS_BF16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has neither AVX512-BF16 nor AMX: OpenVINO's "
+                                "bf16 is refused here (test_bf16_is_refused_by_name_where_the_cpu_lacks_it)")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("ov_cache"))
+
+
+def _batch(images, n, conditioned):
+    K = np.repeat(np.array([[[1000.0, 0, 603.5], [0, 1000.0, 339.5], [0, 0, 1]]]), n, axis=0)
+    T = None
+    if conditioned:
+        T = np.repeat(np.eye(4)[None], n, axis=0)
+        T[1, 0, 3] = -0.3  # a 30 cm baseline along x
+    return FrameBatch(images[:n], K_cam=K, T_cam_world=T)
+
+
+def _compare(a, b):
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    assert a.size == b.size > 0
+    return float(np.corrcoef(a, b)[0, 1]), float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.fixture(scope="module")
+def torch_preds(soh_images):
+    engine = create_engine("torch", MODEL, process_res=RES)
+    return {(n, c): engine.infer(_batch(soh_images, n, c)) for n, c in ((1, False), (2, False), (2, True))}
+
+
+CASES = [("fp32", 1, False), ("fp32", 2, False), ("fp32", 2, True), ("bf16", 1, False), ("bf16", 2, False)]
+
+
+@pytest.mark.parametrize("precision,n,conditioned", CASES, ids=[f"{p}-{n}v{'-cond' if c else ''}" for p, n, c in CASES])
+def test_openvino_equals_torch_on_real_photos(precision, n, conditioned, soh_images, torch_preds, cache_dir,
+                                              record_property):
+    if precision == "bf16" and not cpu_has_bf16():
+        pytest.skip("this CPU has neither AVX512-BF16 nor AMX")
+    engine = create_engine("openvino", MODEL, precision=precision, cache_dir=cache_dir, process_res=RES, threads=2)
+    assert engine.describe() == f"openvino (device CPU, precision {precision})"
+    pred, ref = engine.infer(_batch(soh_images, n, conditioned)), torch_preds[(n, conditioned)]
+    min_corr, max_rel = TOL[precision]
+    report = {}
+    for f in ("depth", "confidence", "T_cam_world"):
+        corr, rel = _compare(getattr(pred, f), getattr(ref, f))
+        report[f] = (corr, rel)
+        if f == "depth":
+            assert corr >= min_corr and rel <= max_rel, (f, corr, rel)
+    assert (pred.sky_mask is None) == (ref.sky_mask is None)
+    record_property("openvino_vs_torch", json.dumps(report))
+    print(f"openvino {precision} N={n} cond={conditioned}: (correlation, max relative error) {report}")
+
+
+def test_gate_refuses_a_compile_with_its_figures_and_never_compiles_it_again(soh_images, tmp_path, monkeypatch):
+    """A gate the compile cannot meet (correlation 1, error 0): refused with the figures, remembered, not cached."""
+    monkeypatch.setitem(ove.GATES, "fp32", (1.0, 0.0))
+    monkeypatch.setattr(ove, "_REFUSED", {})  # this test's refusal is forgotten after it
+    engine = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(tmp_path), process_res=56)
+    with pytest.raises(ove.OpenVinoRefused, match=r"depth: correlation [01]\.\d{6} \(need >= 1\.0\), "
+                       r"max relative error \d\.\d+e-\d+ \(need <= 0\.0\)"):
+        engine.infer(FrameBatch(soh_images[:1]))
+    assert not list(tmp_path.glob(f"{ove.GATE_KIND}-*.json")), "a refused compile left a gate record"
+    compiles = []
+    monkeypatch.setattr(ove.OpenVinoRunner, "__init__", lambda *a, **k: compiles.append(a))
+    t0 = time.perf_counter()
+    with pytest.raises(ove.OpenVinoRefused, match="Not compiled again"):
+        create_engine("openvino", MODEL, precision="fp32", cache_dir=str(tmp_path), process_res=56).infer(
+            FrameBatch(soh_images[:1]))
+    assert compiles == [] and time.perf_counter() - t0 < 5.0
+
+
+@NEEDS_BF16
+def test_auto_runs_fp32_where_the_gate_refuses_bf16_and_says_so(soh_images, tmp_path, monkeypatch):
+    monkeypatch.setitem(ove.GATES, "bf16", (1.0, 0.0))
+    monkeypatch.setattr(ove, "_REFUSED", {})
+    engine = create_engine("openvino", MODEL, precision="auto", cache_dir=str(tmp_path), process_res=56)
+    assert engine.runs_on.precision == "bf16"
+    pred = engine.infer(FrameBatch(soh_images[:1]))
+    assert np.isfinite(pred.depth).all()
+    ok, values = engine.health()
+    assert ok and "1-view 56x28 in fp32" in values["openvino_fallback"] and "correlation" in values["openvino_fallback"]
+    assert "in fp32 (bf16 refused" in engine.describe()
+
+
+def test_second_start_loads_the_compiled_model_and_skips_the_gate(soh_images, tmp_path, monkeypatch):
+    first = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(tmp_path), process_res=56)
+    a = first.infer(FrameBatch(soh_images[:1]))
+    blobs = sorted(p.name for p in (tmp_path / "openvino").iterdir())
+    assert blobs and list(tmp_path.glob(f"{ove.GATE_KIND}-*.json"))
+    gated = []
+    monkeypatch.setattr(ove, "check_parity_ov", lambda *a, **k: gated.append(a))
+    ove._REFUSED.clear()
+    second = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(tmp_path), process_res=56)
+    b = second.infer(FrameBatch(soh_images[:1]))
+    assert gated == [] and sorted(p.name for p in (tmp_path / "openvino").iterdir()) == blobs
+    np.testing.assert_array_equal(a.depth, b.depth)
+
+
+class Machine(Hardware):
+    def __init__(self, bf16: bool):
+        self._bf16 = bf16
+
+    def cpu_bf16(self):
+        return self._bf16
+
+
+@pytest.mark.parametrize("device, precision, bf16, want", [
+    ("auto", "auto", True, ("openvino", "CPU", "bf16")),
+    ("cpu", "auto", False, ("openvino", "CPU", "fp32")),
+    ("CPU", "fp32", True, ("openvino", "CPU", "fp32")),
+    ("gpu", "auto", True, ("openvino", "GPU", "fp32")),
+    ("NPU", "fp32", True, ("openvino", "NPU", "fp32")),
+    ("AUTO", "auto", True, ("openvino", "AUTO", "fp32")),
+])
+def test_openvino_settings(device, precision, bf16, want):
+    s = resolve_settings("openvino", device, precision, Machine(bf16))
+    assert (s.backend, s.device, s.precision) == want
+
+
+@pytest.mark.parametrize("device, precision, bf16, match", [
+    ("cuda", "auto", True, r"CPU, GPU .*NPU or AUTO .* got device 'cuda'"),
+    ("cpu", "fp16", True, r"precision fp32, bf16 .* got 'fp16'"),
+    ("cpu", "int8", True, r"got 'int8'.*int8 on backend onnxruntime"),
+    ("GPU", "bf16", True, r"bf16 does not run natively on device GPU.*precision fp32 or auto"),
+])
+def test_openvino_refusals_name_the_fix(device, precision, bf16, match):
+    with pytest.raises(EngineConfigError, match=match):
+        resolve_settings("openvino", device, precision, Machine(bf16))
+
+
+def test_bf16_is_refused_by_name_where_the_cpu_lacks_it_and_auto_takes_fp32():
+    with pytest.raises(EngineConfigError, match="neither AVX512-BF16 nor AMX.*precision fp32 or auto"):
+        resolve_settings("openvino", "cpu", "bf16", Machine(False))
+    want = "bf16" if cpu_has_bf16() else "fp32"
+    assert resolve_settings("openvino", "auto", "auto").precision == want  # this machine's CPU
+
+
+def test_a_device_openvino_does_not_list_is_refused_at_construction(tmp_path):
+    with pytest.raises(EngineConfigError, match=r"lists no device 'NPU' here .*use device CPU"):
+        create_engine("openvino", MODEL, device="NPU", precision="fp32", cache_dir=str(tmp_path))
+    with pytest.raises(EngineConfigError, match=r"lists no device 'GPU.1'"):
+        ove.check_device_listed("GPU.1", ["CPU", "GPU.0"])
+    ove.check_device_listed("GPU", ["CPU", "GPU.0"])
+    ove.check_device_listed("AUTO", ["CPU"])
+
+
+def test_depth_config_runs_backend_openvino_in_process(soh_images, cache_dir):
+    """The node's path to the engine (DepthConfig -> engine_from_config): said at start-up and in /diagnostics."""
+    cfg = DepthConfig.from_values({"backend": "openvino", "model": MODEL, "process_res": 56,
+                                   "engine_cache_dir": cache_dir})
+    engine = engine_from_config(cfg)
+    want = "bf16" if cpu_has_bf16() else "fp32"
+    assert engine.describe().startswith(f"openvino (device CPU, precision {want})")
+    assert engine.health()[1]["precision"] == want
+    assert engine.infer(FrameBatch(soh_images)).depth.shape[0] == 2
+
+
+def test_a_corrupt_compiled_blob_is_deleted_and_compiled_again(soh_images, tmp_path):
+    """Same size, bytes changed mid-file (what OpenVINO's own header check cannot see): the seal catches it."""
+    a = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(tmp_path), process_res=56).infer(
+        FrameBatch(soh_images[:1]))
+    (blob,) = (tmp_path / "openvino").glob("*.blob")
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 4096] = bytes(4096)
+    blob.chmod(0o644)
+    blob.write_bytes(bytes(data))
+    b = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(tmp_path), process_res=56).infer(
+        FrameBatch(soh_images[:1]))
+    (again,) = (tmp_path / "openvino").glob("*.blob")
+    assert again.read_bytes() != bytes(data), "the corrupt blob was kept"
+    np.testing.assert_array_equal(a.depth, b.depth)
