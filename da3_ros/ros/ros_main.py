@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import threading
 import traceback
@@ -65,6 +66,8 @@ def run(node_factory: Callable[[], Node], args=None, name: str = "da3_ros") -> i
 
     A user error (``user_error_types``) at start-up is one line; any other exception keeps its traceback.
     """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_sigint)  # before init: rclpy's handler chains to the one it finds
     rclpy.init(args=args)
     try:
         node = node_factory()
@@ -74,6 +77,7 @@ def run(node_factory: Callable[[], Node], args=None, name: str = "da3_ros") -> i
         return 1
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    _CTRL_C[:] = [0]  # spinning: Ctrl-C ends the spin through rclpy's shutdown of the context
     try:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -87,7 +91,24 @@ def run(node_factory: Callable[[], Node], args=None, name: str = "da3_ros") -> i
         node.destroy_node()
         rclpy.try_shutdown()
         _end_now_if_abandoned_threads_run(0)
+        _CTRL_C.clear()
     return 0
+
+
+_CTRL_C: list[int] = []  # while ``run`` spins: the Ctrl-Cs received so far; empty otherwise
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    """Ctrl-C: a request to stop, not an exception raised wherever Python happens to be.
+
+    rclpy's own handler runs first and shuts the context down, which ends the spin. A KeyboardInterrupt would
+    land in whatever runs then, and inside a finaliser (rclpy's ``Future.__del__``) it cannot propagate: Python
+    prints "Exception ignored ... Traceback". Before spinning (a model loading) and at a second Ctrl-C, it is
+    Python's usual KeyboardInterrupt.
+    """
+    if not _CTRL_C or _CTRL_C[0] >= 1:
+        raise KeyboardInterrupt
+    _CTRL_C[0] += 1
 
 
 _ABANDONED: list[threading.Thread] = []
