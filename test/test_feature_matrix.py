@@ -38,19 +38,24 @@ from da3_ros.ros import conversions as conv
 from da3_ros.ros import emit
 from da3_ros.ros.diagnostics import COUNTERS
 from da3_ros.ros.pipeline import SetProcessor
+from da3_ros.ros.range_inputs import RangeTopics
 from da3_ros.ros.transport import JPEG_FORMAT, input_transport
 
 MS = 1_000_000
 CAMERAS = ("left", "right")
 FRAMES = {c: f"{c}_optical_frame" for c in CAMERAS}
 METRIC_MODEL = "random:da3metric-large@0"
+RANGE_SCALE = 3.0
+# scale "range": the cameras look opposite ways on a robot (each one's returns behind the other), a lidar above
+R_AHEAD, R_BEHIND = np.array([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]]), np.array([[0.0, 0, -1], [1, 0, 0], [0, -1, 0]])
 
 # --- the table ----------------------------------------------------------------------------------------------
 # Parameter (or a named group of settings the harness turns into parameters) -> the values worth combining.
 MATRIX: dict[str, tuple[Any, ...]] = {
     "backend": ("torch", "onnxruntime", "onnxruntime_int8", "openvino"),  # int8 = precision int8 on onnxruntime;
     # openvino at precision auto (bf16 where the CPU has AVX512-BF16/AMX, gated, else fp32)
-    "scale": ("none", "rig", "pair"),  # metres from: nothing, T_ref_cam + camera_info, metric_model
+    "scale": ("none", "rig", "pair", "range"),  # metres from: nothing, T_ref_cam + camera_info, metric_model, a
+    # LiDAR cloud (metric.range_topics) made from the previous set's depth x RANGE_SCALE, through /tf_static
     "temporal.keyframes": (0, 2),
     "tf.mode": ("estimated_children", "camera_frames", "off"),
     "tf.suffix": ("_da3", "_est"),
@@ -68,7 +73,9 @@ MATRIX: dict[str, tuple[Any, ...]] = {
 # Parameters the table covers through a group above (the harness sets them from the group's value).
 COVERED_BY = {
     "precision": "backend", "metric_model": "scale", "cameras.<name>.T_ref_cam": "scale",
-    "cameras.<name>.transport": "transport", "sync.camera_timeout_s": "script (silences, bursts)",
+    "cameras.<name>.transport": "transport", "metric.range_topics": "scale (range)",
+    "metric.range_slop_s": "scale (range; pause_all leaves the cloud out of the slop)",
+    "sync.camera_timeout_s": "script (silences, bursts)",
     "fused_frame": "script (param_set)", "cloud.stride": "script (param_set)", "nav.target_frame": "nav",
 }
 # Parameters left out of the matrix, each with the reason (what tests them instead).
@@ -85,6 +92,9 @@ EXCLUDED = {
     "metric.filter": "smoothing of a scale already in the matrix (pair, rig); filter rules: test_metric.py",
     "metric.filter_window": "as metric.filter", "metric.max_rate_per_s": "as metric.filter",
     "metric.outlier_ratio": "as metric.filter", "metric.reset_after": "as metric.filter",
+    "metric.range_max_m": "a filter on range returns: test_range_scale.py",
+    "metric.range_min_points": "the fit's refusals: test_range_scale.py",
+    "metric.range_max_residual": "as metric.range_min_points", "metric.range_min_confidence": "as metric.range_max_m",
     "process_res": "fixed at 56 px for speed; resolution rules: test_preprocess.py",
     "process_res_method": "preprocessing only: test_preprocess.py", "mixed_resolution": "as process_res_method",
     "camera_names": "the rig is two cameras; N cameras: test_node.py, test_seams.py",
@@ -202,6 +212,8 @@ class SetRecord:
     timeout_ns: int
     depth_result: dict[str, np.ndarray] = field(default_factory=dict)  # the set's depth arrays, per camera
     relative_odometry_ok: bool = False
+    scale_source: str = "none"
+    range_known: bool | None = None  # the set's range fit found a scale (None: no range sensor)
 
 
 class Violation(AssertionError):
@@ -293,9 +305,18 @@ def check_depth_is_the_sets(records: list[SetRecord]) -> None:
                     raise Violation(f"{cam}/depth/image differs from the set's depth")
 
 
+def check_range_metres(records: list[SetRecord]) -> None:
+    """Range metres only once a range fit held: no set labelled metric by a range sensor before its first scale."""
+    held = False
+    for r in records:
+        held = held or bool(r.range_known)
+        if r.scale_source == "range" and r.is_metric and not held:
+            raise Violation(f"set {r.stamp_ns} labelled metric by a range sensor before any range scale held")
+
+
 INVARIANTS: list[Callable[[list[SetRecord]], None]] = [
     check_one_parent, check_fused_frame, check_metres, check_order, check_withheld_counted,
-    check_partial_only_after_silence, check_restarts_said, check_depth_is_the_sets]
+    check_partial_only_after_silence, check_restarts_said, check_depth_is_the_sets, check_range_metres]
 
 
 # --- the harness: a node's data path without DDS -------------------------------------------------------------
@@ -364,7 +385,15 @@ class Harness:
     def __post_init__(self) -> None:
         self.cfg = DepthConfig.from_values(self.values)
         self.rig = build_rig(self.cfg, engine_from_config(self.cfg))
-        self.core = SetProcessor(self.rig, self.cfg.core_config(), StaticTfBuffer())
+        static_tf = StaticTfBuffer()
+        self.ranges = RangeTopics(self.cfg.range_sources, self.cfg.range_fit) if self.cfg.range_sources else None
+        if self.ranges is not None:  # the mounts (with pose_conditioning auto they also condition: rig wins)
+            for frame, R, t in ((FRAMES["left"], R_AHEAD, [0.2, 0, 0.4]), (FRAMES["right"], R_BEHIND, [-0.2, 0, 0.4]),
+                                ("lidar", np.eye(3), [0.0, 0.05, 0.7])):
+                T = np.eye(4)
+                T[:3, :3], T[:3, 3] = R, t
+                static_tf.add("base_link", frame, T)
+        self.core = SetProcessor(self.rig, self.cfg.core_config(), static_tf)
         self.timeout_ns = int(self.cfg.value("sync.camera_timeout_s") * 1e9)
         self.sync = TimeSynchronizer(len(CAMERAS), SyncMode(self.cfg.value("sync.mode")),
                                      int(self.cfg.value("sync.slop_s") * 1e9), self.cfg.value("sync.queue_size"),
@@ -423,10 +452,15 @@ class Harness:
         if frameset is None:
             return
         images = [None if data is None else t.decode(data) for t, data in zip(self.transports, frameset.items)]
-        done = self.core.process(images, self.infos, [False] * len(CAMERAS), self.values["_nav"])
+        ref_stamp = frameset.stamps_ns[self.cfg.ref]  # as the node's worker picks the range messages
+        ranges = None if self.ranges is None else self.ranges.for_set(
+            frameset.newest_stamp_ns if ref_stamp is None else ref_stamp)
+        done = self.core.process(images, self.infos, [False] * len(CAMERAS), self.values["_nav"], ranges)
         if not isinstance(done, Processed):
             return
         out = done.outputs
+        if self.ranges is not None:
+            self._lidar_sees(out, frameset.newest_stamp_ns)
         keys = emit.per_camera_keys(False, self.rig.engine.variant.has_sky)
         items = list(emit.set_messages(out, keys, lambda topic: True))
         if self.values["_nav"]:
@@ -443,7 +477,23 @@ class Harness:
             frameset.newest_stamp_ns, tuple(out.camera_names), bool(out.pred.is_metric), messages,
             [w for w in items if isinstance(w, emit.Withheld)], fused_cfg, missing, self.timeout_ns,
             {c: depth[j] for j, c in enumerate(out.camera_names)},
-            bool(self.cfg.value("temporal.publish_relative_odometry"))))
+            bool(self.cfg.value("temporal.publish_relative_odometry")), out.pred.scale_source,
+            None if out.result.range_fit is None else out.result.range_fit.known))
+
+    def _lidar_sees(self, out, stamp_ns: int) -> None:
+        """The next cloud: this set's views in RANGE_SCALE x its network units, as the lidar would see them."""
+        from da3_ros.core import geometry as geo
+
+        pred, parts = out.pred, []
+        for j, frame in enumerate(out.frame_ids):
+            K, T = pred.K_of(j), self.core.frames.static_tf.lookup("lidar", frame)
+            if K is None or T is None:
+                continue
+            raw = pred.depth[j] / (pred.scale if np.isfinite(pred.scale) else 1.0)
+            parts.append(geo.transform_points(T, geo.backproject(raw * RANGE_SCALE, K)[0]))
+        if parts:
+            header = Header(stamp=conv.ns_to_stamp(stamp_ns), frame_id="lidar")
+            self.ranges.add(0, conv.xyz_rgb_to_pointcloud2(np.concatenate(parts), header))
 
 
 def run_values(run: dict[str, Any], cache_dir: str) -> dict[str, Any]:
@@ -468,6 +518,9 @@ def run_values(run: dict[str, Any], cache_dir: str) -> dict[str, Any]:
         values["cameras.right.T_ref_cam"] = [0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
     if run["scale"] == "pair":
         values["metric_model"] = METRIC_MODEL
+    if run["scale"] == "range":
+        values["metric.range_topics"] = ["cloud:/lidar/points"]
+        values["metric.range_slop_s"] = 0.25
     return values
 
 
@@ -531,6 +584,7 @@ VIOLATIONS: dict[Callable[[list[SetRecord]], None], list[SetRecord]] = {
     check_partial_only_after_silence: [_rec(cameras=("left",), missing_quiet_ns={"right": 10 * MS})],
     check_restarts_said: [_rec(messages={emit.MULTIVIEW: [_mv(0, "")]}),
                           _rec(stamp_ns=2, messages={emit.MULTIVIEW: [_mv(1, "")]})],
+    check_range_metres: [_rec(scale_source="range", range_known=False), _rec(stamp_ns=2, range_known=True)],
     check_depth_is_the_sets: [_rec(depth_result={"left": np.ones((2, 2), np.float32)},
                                    messages={emit.camera_topic("left", "depth"): [conv.depth_to_image(
                                        np.full((2, 2), 2.0, np.float32), Header())]})],

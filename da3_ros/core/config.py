@@ -15,6 +15,7 @@ from typing import Any
 from da3_ros.core import navigation as nav
 from da3_ros.core.errors import ConfigError
 from da3_ros.core.metric_scale import ScaleFilterConfig
+from da3_ros.core.range_scale import RangeFitConfig, RangeSource, parse_range_topics
 from da3_ros.core.stamps import NS_PER_S
 from da3_ros.core.temporal.chain import ChainConfig
 from da3_ros.core.temporal.keyframes import KeyframeRule
@@ -93,6 +94,15 @@ def output_config(param: Getter) -> OutputConfig:
         odom_frame=param("temporal.odom_frame"), odom_child_frame=param("temporal.child_frame"),
         odom_tf=bool(param("temporal.publish_tf")), tf_publish_alone=bool(param("tf.publish_alone")),
         odom_relative=bool(param("temporal.publish_relative_odometry")))
+
+
+def range_config(param: Getter) -> tuple[tuple[RangeSource, ...], RangeFitConfig]:
+    """The range topics (``metric.range_topics``) and how their returns are fitted; ConfigError if invalid."""
+    cfg = RangeFitConfig(slop_s=float(param("metric.range_slop_s")), max_m=float(param("metric.range_max_m")),
+                         min_points=int(param("metric.range_min_points")),
+                         max_residual=float(param("metric.range_max_residual")),
+                         min_confidence=float(param("metric.range_min_confidence")))
+    return parse_range_topics(param("metric.range_topics")), cfg
 
 
 def temporal_config(param: Getter) -> TemporalConfig | None:
@@ -186,6 +196,8 @@ class DepthConfig:
     nav: NavConfig
     scale_filter: ScaleFilterConfig
     temporal: TemporalConfig | None = None  # temporal.*; None: temporal.keyframes 0
+    range_sources: tuple[RangeSource, ...] = ()  # metric.range_topics; () = no range sensor
+    range_fit: RangeFitConfig = RangeFitConfig()
 
     @classmethod
     def from_getter(cls, get: Getter) -> DepthConfig:
@@ -213,11 +225,15 @@ class DepthConfig:
                             "counts it was started with (which the node cannot check at start-up), and a refused set "
                             "never adds a keyframe, so every set after the first would fail; run the window on a local "
                             "backend (onnxruntime, tensorrt, torch), or set temporal.keyframes 0 with triton")
+        try:
+            ranges = range_config(values.__getitem__)
+        except ConfigError as exc:
+            problems.append(str(exc))
         if any(problems):
             raise ConfigError("; ".join(p for p in problems if p))
         get = values.__getitem__
         return cls(values, cameras, cameras.index(ref_name), output_config(get), nav_config(get),
-                   scale_filter_config(get), temporal_config(get))
+                   scale_filter_config(get), temporal_config(get), *ranges)
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> DepthConfig:

@@ -2,7 +2,8 @@
 
 Sources (``Prediction.scale_source``): ``metric_model`` (an any-view model paired with DA3METRIC-LARGE, or
 DA3METRIC-LARGE alone through its focal rule), ``nested`` (upstream's nested checkpoint), ``rig`` (poses
-conditioned on known extrinsics in metres), ``none`` (relative depth). For the fitted sources (pair, nested,
+conditioned on known extrinsics in metres), ``range`` (the robot's range sensors, ``core.range_scale``), ``none``
+(relative depth). For the fitted sources (pair, nested,
 rig) the engine measures a raw scale per set — NaN when it could not (a frame nearly all sky, too few valid
 pixels, or a set on which the paired metric model was skipped) — and ``ScaleFilter`` turns the raw scales
 into the scale that is applied: robust to single outliers (a median over recent sets, outliers set aside),
@@ -21,7 +22,7 @@ import numpy as np
 from da3_ros.core.errors import ConfigError
 from da3_ros.core.prediction import Prediction
 
-FITTED_SOURCES = ("metric_model", "nested", "rig")
+FITTED_SOURCES = ("metric_model", "nested", "rig", "range")
 
 
 @dataclass(frozen=True)

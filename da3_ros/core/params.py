@@ -163,6 +163,19 @@ NODE_PARAMS: tuple[Param, ...] = (
           range=(1.001, 1000.0)),
     Param("metric.reset_after", 5, "consecutive consistent outliers after which the filter jumps to them",
           range=(1, 1000)),
+    Param("metric.range_topics", [], "range sensors whose metres scale every set: <kind>:<topic> entries, kind "
+          "cloud (PointCloud2), scan (LaserScan) or depth (16UC1 mm / 32FC1 m Image, camera_info beside it); "
+          "[] = none"),
+    Param("metric.range_slop_s", 0.1, "a range message is used for a set stamped within this many seconds of it",
+          range=(0.001, 10.0)),
+    Param("metric.range_max_m", 100.0, "range returns farther than this from a camera are not used (m)",
+          range=(0.01, 10000.0)),
+    Param("metric.range_min_points", 20, "fewer inliers than this: the set's range scale is unknown",
+          range=(3, 10000000)),
+    Param("metric.range_max_residual", 0.1, "inliers' relative RMS residual above this: the set's range scale is "
+          "unknown", range=(0.0001, 10.0)),
+    Param("metric.range_min_confidence", 0.0, "pixels where DA3's confidence is below this take no range return",
+          range=(0.0, 1e6)),
     Param("process_res", 504, "network resolution of the longer side (multiple of 14)", range=(14, 4998), step=14),
     Param("process_res_method", "upper_bound_resize", "upstream resize method",
           choices=METHODS),

@@ -19,6 +19,7 @@ from da3_ros.core import geometry as geo
 from da3_ros.core import preprocess
 from da3_ros.core.config import CoreConfig
 from da3_ros.core.engine_api import DepthKind
+from da3_ros.core.range_scale import RangeSet, into_cameras
 from da3_ros.core.results import SetResult, nav_inputs
 from da3_ros.core.rig import Rig, RigResult
 from da3_ros.core.stamps import NS_PER_S
@@ -155,17 +156,18 @@ class FrameSetProcessor:
             return None
         return np.stack([T for T in Ts if T is not None])
 
-    def process(self, frames: Sequence[CameraFrame | None], wants_nav: bool = False) -> Processed | Dropped:
+    def process(self, frames: Sequence[CameraFrame | None], wants_nav: bool = False,
+                ranges: RangeSet | None = None) -> Processed | Dropped:
         """Run one set through the policy and the rig.
 
         A camera left out (None: silent) is skipped: the others run as a smaller rig (``Processed.cameras``
-        says which).
+        says which). ``ranges``: the range messages for this set (``metric.range_topics``), in their frames.
         """
         present = [i for i, f in enumerate(frames) if f is not None]
         if not present:
             return Dropped(DropReason.BAD_INPUT, "a set without any image")
         if len(present) < len(frames):
-            return self._process_subset(present, frames, wants_nav)
+            return self._process_subset(present, frames, wants_nav, ranges)
         self._reference_silent = False
         full = [f for f in frames if f is not None]
         self._info_ignored = []
@@ -180,8 +182,9 @@ class FrameSetProcessor:
             return blocked
         self._note_mixed_sizes([(int(f.rgb.shape[0]), int(f.rgb.shape[1])) for f in full])
         stamp_ns = full[self.rig.ref_index].stamp_ns  # the set's (reference) stamp
+        range_input = None if ranges is None else into_cameras(ranges, frame_ids, self.static_tf.lookup)
         result = self.rig.process([f.rgb for f in full], list(Ks), known, stamp_ns=stamp_ns,
-                                  view_ids=list(self.cfg.camera_names))
+                                  view_ids=list(self.cfg.camera_names), ranges=range_input)
         self._note_missing_K(result)
         if not self._ahead_prepared:
             self._ahead_prepared = True
@@ -279,7 +282,7 @@ class FrameSetProcessor:
         return None
 
     def _process_subset(self, present: list[int], frames: Sequence[CameraFrame | None],
-                        wants_nav: bool) -> Processed | Dropped:
+                        wants_nav: bool, ranges: RangeSet | None) -> Processed | Dropped:
         """A set without the silent cameras: the same policy on the rig of the ``present`` cameras.
 
         The subset's config is derived from this one at every set, so a runtime parameter change reaches every
@@ -293,7 +296,7 @@ class FrameSetProcessor:
             tracker.reset(ResetReason.REFERENCE_SILENT, f"{self.cfg.camera_names[self.rig.ref_index]} silent")
         self._reference_silent = self.rig.ref_index not in present
         sub = self._subset(present)
-        done = sub.process([frames[i] for i in present], wants_nav)
+        done = sub.process([frames[i] for i in present], wants_nav, ranges)
         if isinstance(done, Processed):
             done.cameras = present
             done.outputs.reference_camera = self.cfg.camera_names[self.rig.ref_index]

@@ -14,6 +14,7 @@ from da3_ros.core.engine_api import DepthEngine, FrameBatch
 from da3_ros.core.geometry import invert_T, relative_poses
 from da3_ros.core.metric_scale import FITTED_SOURCES, ScaleFilter, ScaleFilterConfig, apply_scale
 from da3_ros.core.prediction import Prediction
+from da3_ros.core.range_scale import RangeFit, RangeInput, range_scaled
 from da3_ros.core.stamps import NS_PER_S
 from da3_ros.core.temporal.tracker import TemporalStep, TemporalTracker
 
@@ -28,6 +29,7 @@ class RigResult:
     conditioned: bool  # known rig extrinsics were given to the model
     temporal: TemporalStep | None = None  # the window's chain step (temporal.keyframes > 0), else None
     window_views: int = 0  # views of the forward: the set's N plus the keyframes joined to it
+    range_fit: RangeFit | None = None  # the set's scale from range sensors (metric.range_topics), else None
 
 
 class Rig:
@@ -87,13 +89,15 @@ class Rig:
 
     def process(self, images_rgb: list[np.ndarray], K_cam: list[np.ndarray | None],
                 T_ref_cam_known: np.ndarray | None = None, stamp_s: float | None = None,
-                stamp_ns: int | None = None, view_ids: list[str] | None = None) -> RigResult:
+                stamp_ns: int | None = None, view_ids: list[str] | None = None,
+                ranges: RangeInput | None = None) -> RigResult:
         """Images and (possibly missing) intrinsics in camera order -> RigResult in camera order.
 
         ``T_ref_cam_known`` (N, 4, 4), e.g. from /tf_static, overrides the extrinsics given at construction.
         ``stamp_ns`` (or ``stamp_s``): the set's stamp, which bounds how fast the metric scale may change
         (default: this machine's monotonic clock) and orders the temporal window (needed with one).
         ``view_ids``: each camera's name, in camera order (``FrameBatch.view_ids``: per-camera engine state).
+        ``ranges``: the set's range returns per camera (``metric.range_topics``): metres from them.
         """
         if stamp_ns is not None:
             stamp_s = stamp_ns / NS_PER_S
@@ -113,17 +117,21 @@ class Rig:
             T_cam_world = invert_T(known[order])  # world = reference camera frame
         batch = FrameBatch([images_rgb[i] for i in order], K, T_cam_world,
                            None if view_ids is None else tuple(view_ids[i] for i in order))
-        pred, step, views = self._forward(batch, stamp_s, stamp_ns)
+        if ranges is not None:
+            ranges = RangeInput([ranges.points_cam[i] for i in order], ranges.cfg, ranges.offset_s, ranges.problem)
+        pred, step, views, fit = self._forward(batch, stamp_s, stamp_ns, ranges)
         pred = pred.reordered(inverse)
         T_ref_cam = None if pred.T_cam_world is None else relative_poses(pred.T_cam_world, self.ref_index)
-        return RigResult(pred, self.ref_index, T_ref_cam, T_cam_world is not None, step, views)
+        return RigResult(pred, self.ref_index, T_ref_cam, T_cam_world is not None, step, views, fit)
 
-    def _forward(self, batch: FrameBatch, stamp_s: float | None,
-                 stamp_ns: int | None) -> tuple[Prediction, TemporalStep | None, int]:
+    def _forward(self, batch: FrameBatch, stamp_s: float | None, stamp_ns: int | None,
+                 ranges: RangeInput | None) -> tuple[Prediction, TemporalStep | None, int, RangeFit | None]:
         """One forward (the set alone, or its temporal window), the metric scale applied; reference first."""
         tracker = self.temporal
+        n = len(batch.images_rgb)
         if tracker is None:
-            return self._scaled(self.engine.infer(batch), stamp_s), None, len(batch.images_rgb)
+            pred, fit = self._ranged(self.engine.infer(batch), ranges, n)
+            return self._scaled(pred, stamp_s), None, n, fit
         if stamp_ns is None:
             raise ValueError("a temporal window needs each set's stamp (stamp_ns)")
         prepared = self.engine.prepare_batch(batch)
@@ -131,9 +139,15 @@ class Rig:
         keyframes = window.batch_chw[prepared.n_views:]
         # the keyframes are the reference camera's own views at the same network size: its K is theirs
         K_ref = None if prepared.K_proc is None else np.repeat(prepared.K_proc[:1], len(keyframes), axis=0)
-        pred = self._scaled(self.engine.run_batch(prepared.with_views(keyframes, K_ref)), stamp_s)
+        pred, fit = self._ranged(self.engine.run_batch(prepared.with_views(keyframes, K_ref)), ranges, n)
+        pred = self._scaled(pred, stamp_s)
         step = tracker.update(window, pred, 1.0 if pred.is_metric else None)
-        return step.current, step, window.layout.n_views
+        return step.current, step, window.layout.n_views, fit
+
+    @staticmethod
+    def _ranged(pred: Prediction, ranges: RangeInput | None, views: int) -> tuple[Prediction, RangeFit | None]:
+        """The range sensors' metres on the set's own ``views`` (not the window's keyframes), when configured."""
+        return (pred, None) if ranges is None else range_scaled(pred, ranges, views)
 
     def _scaled(self, pred: Prediction, stamp_s: float | None) -> Prediction:
         if pred.scale_source in FITTED_SOURCES:

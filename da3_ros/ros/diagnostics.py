@@ -22,9 +22,9 @@ WITHHELD = {"nav_unavailable": "points_obstacles / scan could not be built (TF l
 # Events that WARN while they grew since the last /diagnostics message (their counters stay cumulative in the
 # values): one bad frame is one WARN message, not a WARN for good
 EVENTS = {"errors": "errors", "bad_input": "bad input", "incompatible_qos": "incompatible QoS",
-          "video_dropped": "video packets dropped"}
+          "video_dropped": "video packets dropped", "range_unknown": "sets without a range scale"}
 COUNTERS = ("skipped_no_subscribers", "waiting_for_cameras", "bad_input", "errors", "incompatible_qos",
-            "engine_unavailable", *WITHHELD)  # the event counters ``NodeStats.count`` adds to
+            "engine_unavailable", "range_unknown", *WITHHELD)  # the event counters ``NodeStats.count`` adds to
 
 
 class NodeStats:
@@ -52,6 +52,7 @@ class NodeStats:
         self.tf_second_parent = 0  # sets whose odometry TF was withheld: its child frame has another parent
         self.video_dropped = 0  # video packets not decoded (da3_ros.core.video_stream.VideoDrop), by reason below
         self.video_drops: dict[str, int] = {}
+        self.range_unknown = 0  # sets whose range scale was unknown (metric.range_topics): reason in range_reason
         self._seen = dict.fromkeys([*WITHHELD, *EVENTS], 0)  # the counts at the last diagnostics message
         self._qos_warn_sets: int | None = None  # sets_done when an incompatible QoS last grew (WARN until one more)
         self.notes: dict[str, str] = {}  # the last set's metric scale and cameras without intrinsics
@@ -67,6 +68,15 @@ class NodeStats:
                 scale_source=pred.scale_source, scale_raw=f"{pred.scale_raw:.6g}", scale=f"{pred.scale:.6g}",
                 scale_held=str(scale_filter.held), scale_outliers=str(scale_filter.outliers),
                 scale_resets=str(scale_filter.resets), no_intrinsics=",".join(without_K))
+
+    def set_range(self, fit) -> None:
+        """The last set's range fit (``core.range_scale.RangeFit``): scale, returns, inliers, residual, offset."""
+        with self._lock:
+            self.range_unknown += not fit.known
+            self.notes.update(
+                range_scale=f"{fit.scale:.6g}", range_points=str(fit.points), range_inliers=str(fit.inliers),
+                range_residual=f"{fit.residual:.6g}", range_offset_s=f"{fit.offset_s:.6g}", range_reason=fit.reason,
+                range_versus=f"{fit.versus:.6g}", range_check_of=fit.check_of)
 
     def set_temporal(self, step, reset_counts: dict[str, int]) -> None:
         """The last set's temporal window: its views, the chain, drift and residual, the restarts by reason."""
@@ -122,6 +132,7 @@ class NodeStats:
                        tf_not_metric=self.tf_not_metric, reference_silent=self.reference_silent,
                        odom_not_metric=self.odom_not_metric,
                        tf_second_parent=self.tf_second_parent, video_dropped=self.video_dropped,
+                       range_unknown=self.range_unknown,
                        **{f"video_dropped.{k}": n for k, n in sorted(self.video_drops.items())},
                        input_rate_hz=self._rate(self._in_t),
                        output_rate_hz=self._rate(self._done_t),

@@ -1,4 +1,4 @@
-"""The node's inputs: image (raw CDR, for the synchroniser), camera_info and /tf_static subscriptions.
+"""The node's inputs: image (raw CDR, for the synchroniser), camera_info, /tf_static and range subscriptions.
 
 A mixin of the node's phases (``ros.node.DepthPipeline``): subscriptions are made on activate and destroyed
 on deactivate; callbacks run on the executor thread and only record (frames into the synchroniser).
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from tf2_msgs.msg import TFMessage
 
@@ -41,6 +41,8 @@ class InputWiring:
         latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._subs.append(self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, latched))
+        if self.ranges is not None:  # metric.range_topics: sensors are not triggered with the cameras
+            self._subs += self.ranges.subscribe(self.create_subscription, qos_profile_sensor_data)
 
     def _incompatible(self, topic: str, event) -> None:
         self.stats.count("incompatible_qos")

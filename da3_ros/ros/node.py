@@ -22,6 +22,7 @@ from da3_ros.engines.fixed_shape import AHEAD
 from da3_ros.ros.diagnostics import NodeStats
 from da3_ros.ros.inputs import InputWiring
 from da3_ros.ros.pipeline import SetProcessor
+from da3_ros.ros.range_inputs import RangeTopics
 from da3_ros.ros.publishing import PER_CAMERA_OUTPUTS, SetPublishers, qos_profile
 from da3_ros.ros.ros_main import run
 from da3_ros.ros.ros_params import ParameterWiring
@@ -58,6 +59,8 @@ class DepthPipeline(ParameterWiring, InputWiring, SetWorker):
         self._infos: list[CameraInfo | None] = [None] * len(self.config.cameras)
         self._wake = threading.Event()
         self.static_tf = StaticTfBuffer()
+        self.ranges = RangeTopics(self.config.range_sources, self.config.range_fit) if self.config.range_sources \
+            else None
         self.core = self._make_core()
         v = self.config.value
         self.pubs = SetPublishers(self, list(self.config.cameras), qos_profile(v("qos.output"), v("qos.depth")),

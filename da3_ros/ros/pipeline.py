@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from sensor_msgs.msg import CameraInfo, Image
 
 from da3_ros.core.config import CoreConfig
+from da3_ros.core.range_scale import RangeSet
 from da3_ros.core.processor import Calibration, CameraFrame, DropReason, Dropped, FrameSetProcessor, Processed
 from da3_ros.core.rig import Rig
 from da3_ros.core.static_tf import StaticTfBuffer
@@ -64,12 +65,14 @@ class SetProcessor:
         return self.frames.without_K
 
     def process(self, images: Sequence[Image | None], infos: Sequence[CameraInfo | None],
-                info_pending: Sequence[bool], wants_nav: bool = False) -> Processed | Dropped:
+                info_pending: Sequence[bool], wants_nav: bool = False,
+                ranges: RangeSet | None = None) -> Processed | Dropped:
         """Run one set of Image messages (camera order) through the policy and the rig.
 
         ``infos[i]``: camera i's latest CameraInfo or None; ``info_pending[i]``: its camera_info is being
         published (live) or recorded (bag) but has not arrived yet. ``images[i]`` is None for a camera left
         out of the set (silent): the others run as a smaller rig (``Processed.cameras`` says which).
+        ``ranges``: the range sensors' messages picked for this set (``ros.range_inputs``), if any.
         """
         t0 = time.perf_counter()
         try:
@@ -78,7 +81,7 @@ class SetProcessor:
         except conv.ConversionError as exc:
             return Dropped(DropReason.BAD_INPUT, str(exc))
         convert_s = time.perf_counter() - t0
-        done = self.frames.process(frames, wants_nav)
+        done = self.frames.process(frames, wants_nav, ranges)
         if isinstance(done, Processed):
             done.timing_s = {"convert": convert_s, **done.timing_s}
         return done

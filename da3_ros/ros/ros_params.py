@@ -35,8 +35,8 @@ class ParameterWiring:
     """Mixin for a Node: the table's parameters declared, read into ``self.config``, output settings live."""
 
     def _declare(self) -> None:
-        for p in NODE_PARAMS:
-            self._declare_one(p, p.default)
+        for p in NODE_PARAMS:  # an empty list has no type for ROS: metric.range_topics is a string array
+            self._declare_one(p, Parameter.Type.STRING_ARRAY if p.default == [] else p.default)
         cameras = camera_names(self._p("camera_names"))  # before the per-camera parameters are declared
         table = param_table(list(cameras))
         for c in cameras:

@@ -123,7 +123,10 @@ class SetWorker:
         pending = [info is None and bool(self.count_publishers(topic))
                    for info, topic in zip(self._infos, self._info_topics)]
         wants_nav = self.pubs.wants_nav()
-        done = self.core.process(items, list(self._infos), pending, wants_nav)
+        ref_stamp_ns = frameset.stamps_ns[self.config.ref]
+        ranges = None if self.ranges is None else self.ranges.for_set(
+            frameset.newest_stamp_ns if ref_stamp_ns is None else ref_stamp_ns)
+        done = self.core.process(items, list(self._infos), pending, wants_nav, ranges)
         if isinstance(done, Dropped):
             if done.reason is DropReason.BAD_INPUT:
                 self.stats.count("bad_input")
@@ -137,6 +140,8 @@ class SetWorker:
         timing = self.pubs.publish(out, wants_nav, self._output_failed)
         stamp_age_s = (self.get_clock().now().nanoseconds - frameset.newest_stamp_ns) / 1e9
         self.stats.set_scale(out.pred, self.rig.scale, self.core.without_K)
+        if out.result.range_fit is not None:
+            self.stats.set_range(out.result.range_fit)
         step = out.result.temporal
         if step is not None and self.rig.temporal is not None:
             self.stats.set_temporal(step, dict(self.rig.temporal.reset_counts))

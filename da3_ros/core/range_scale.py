@@ -1,0 +1,311 @@
+"""Metres from the robot's range sensors: their returns seen from each camera anchor one scale per set. ROS-free.
+
+A range sensor (3-D LiDAR, laser scan, depth camera) measures metres; DA3's depth is right up to one unknown
+factor per set (all views of a multi-view forward share one unit). Each return is moved into every camera's
+optical frame (the caller's TF), projected through the view's K at the network resolution, and a z-buffer keeps
+the nearest return per pixel: the sensor sees the far side of an edge that the camera does not, and a return
+hidden behind a nearer surface from the camera's viewpoint would pair a far range with near depth. The pairs
+(DA3 depth, range z) give the scale s with s * depth = range, fitted robustly on log-ratios:
+
+1. the confidence-weighted median of log(range / depth) over every pair;
+2. inliers: pairs within ``inlier_log_tol`` of it (a fixed band, not one set by the spread, so that 20 % of
+   wild returns cannot widen it);
+3. s = exp(confidence-weighted mean of the inliers' log-ratios), the band re-centred once on it.
+
+The set's scale is unknown (NaN, with the reason) when fewer than ``min_points`` inliers remain, when the
+inliers are not the majority of the pairs (no one scale explains the returns), or when their relative RMS
+residual exceeds ``max_residual``: never a guess. The result feeds ``metric_scale.ScaleFilter`` as the other
+fitted sources do (``scale_source`` "range").
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from da3_ros.core.errors import ConfigError
+from da3_ros.core.prediction import Prediction
+
+T = TypeVar("T")
+
+
+class RangeKind(str, Enum):
+    """What a ``metric.range_topics`` entry carries: ``<kind>:<topic>``."""
+
+    CLOUD = "cloud"  # sensor_msgs/PointCloud2 (a 3-D LiDAR, a depth camera's cloud): x y z in its frame
+    SCAN = "scan"  # sensor_msgs/LaserScan: a plane of ranges in its frame
+    DEPTH = "depth"  # sensor_msgs/Image 16UC1 (mm) or 32FC1 (m), with camera_info beside it
+
+
+@dataclass(frozen=True)
+class RangeSource:
+    """One range topic of ``metric.range_topics``."""
+
+    kind: RangeKind
+    topic: str
+
+    @property
+    def info_topic(self) -> str:
+        """A depth image's camera_info: ``camera_info`` beside the image topic (image_transport's rule)."""
+        head, _, _ = self.topic.rpartition("/")
+        return f"{head}/camera_info" if head else "camera_info"
+
+
+def parse_range_topics(entries: Sequence[str] | None) -> tuple[RangeSource, ...]:
+    """``metric.range_topics`` entries ``cloud:/points``, ``scan:/scan``, ``depth:/cam/depth/image_rect_raw``."""
+    kinds = ", ".join(k.value for k in RangeKind)
+    sources = []
+    for entry in entries or ():
+        kind, sep, topic = str(entry).partition(":")
+        if not sep or kind not in {k.value for k in RangeKind} or not topic.strip():
+            raise ConfigError(f"metric.range_topics entry {entry!r} is not <kind>:<topic> with kind one of {kinds} "
+                              "(e.g. cloud:/velodyne_points, scan:/scan, depth:/camera/depth/image_rect_raw)")
+        sources.append(RangeSource(RangeKind(kind), topic.strip()))
+    topics = [s.topic for s in sources]
+    if len(set(topics)) != len(topics):
+        raise ConfigError(f"metric.range_topics names a topic twice: {list(entries or ())}")
+    return tuple(sources)
+
+
+@dataclass(frozen=True)
+class RangeFitConfig:
+    """How range returns become a set's scale (the node's ``metric.range_*`` parameters)."""
+
+    slop_s: float = 0.1  # a range message is used for a set within this of the set's reference stamp
+    max_m: float = 100.0  # returns farther than this from a camera are not used
+    min_points: int = 20  # fewer inliers than this: the set's scale is unknown
+    max_residual: float = 0.1  # relative RMS of the inliers above this: unknown
+    min_confidence: float = 0.0  # pixels where DA3's confidence is below this are not used
+    inlier_log_tol: float = math.log(1.25)  # the inlier band around the median log-ratio (+-25 %)
+
+    def __post_init__(self) -> None:
+        for name, value in (("metric.range_slop_s", self.slop_s), ("metric.range_max_m", self.max_m),
+                            ("metric.range_max_residual", self.max_residual)):
+            if not value > 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+        if self.min_points < 3:
+            raise ConfigError(f"metric.range_min_points must be >= 3, got {self.min_points}")
+
+
+@dataclass(frozen=True)
+class RangeFit:
+    """One set's range scale: ``scale`` (NaN: unknown, ``reason`` says why) and how well it held."""
+
+    scale: float
+    points: int = 0  # returns paired with a valid DA3 pixel (after the z-buffer and the filters)
+    inliers: int = 0
+    residual: float = float("nan")  # relative RMS of (s * depth - range) / range over the inliers
+    offset_s: float = float("nan")  # largest |range stamp - set stamp| of the messages used
+    reason: str = ""
+    check_of: str = ""  # the source this fit only checks (rig): its scale was not applied
+    versus: float = float("nan")  # range scale / the engine's own metres (metric model, nested, rig), if any
+
+    @property
+    def known(self) -> bool:
+        """Whether the set got a scale."""
+        return math.isfinite(self.scale)
+
+
+def unknown(reason: str, points: int = 0, offset_s: float = float("nan")) -> RangeFit:
+    """A set without a range scale, and why."""
+    return RangeFit(float("nan"), points, 0, float("nan"), offset_s, reason)
+
+
+@dataclass(frozen=True)
+class RangeInput:
+    """A set's range returns, per view in that camera's optical frame (None: no path from the sensor)."""
+
+    points_cam: list[np.ndarray | None]  # (M, 3) metres per view, camera order
+    cfg: RangeFitConfig
+    offset_s: float = float("nan")
+    problem: str = ""  # why nothing can be fitted (no message in time, no TF): the fit is unknown with this
+
+
+@dataclass(frozen=True)
+class RangeSet:
+    """The range messages picked for a set, in their sensors' frames (``LatestByStamp.pick``)."""
+
+    readings: list[tuple[np.ndarray, str]]  # (points (M, 3) in metres, the sensor's frame) per message
+    cfg: RangeFitConfig
+    offset_s: float = float("nan")  # the largest |message stamp - set stamp|
+    problem: str = ""  # why there is nothing to fit (no message in time, unreadable)
+
+
+def into_cameras(ranges: RangeSet, frame_ids: Sequence[str],
+                 lookup: Callable[[str, str], np.ndarray | None]) -> RangeInput:
+    """Each reading's points (metres, in its sensor frame) moved into every camera's optical frame.
+
+    ``lookup(target, source)`` is T_target_source or None (``StaticTfBuffer.lookup``); a sensor with no path to
+    a camera gives that camera nothing, and a set where no camera gets any return has the missing paths as its
+    problem.
+    """
+    cfg, offset_s = ranges.cfg, ranges.offset_s
+    if ranges.problem:
+        return RangeInput([None] * len(frame_ids), cfg, offset_s, ranges.problem)
+    per_view: list[list[np.ndarray]] = [[] for _ in frame_ids]
+    missing = []
+    for points, sensor in ranges.readings:
+        for i, camera in enumerate(frame_ids):
+            T = lookup(camera, sensor)
+            if T is None:
+                missing.append(f"{sensor!r} -> {camera!r}")
+                continue
+            per_view[i].append(points @ T[:3, :3].T + T[:3, 3])
+    views = [np.concatenate(v) if v else None for v in per_view]
+    problem = ""
+    if all(v is None for v in views):
+        problem = (f"no transform from the range sensor to any camera ({', '.join(missing)}): publish the "
+                   "sensor's mount on /tf_static (robot_state_publisher, static_transform_publisher)"
+                   if missing else "no range returns in the messages used")
+    return RangeInput(views, cfg, offset_s, problem)
+
+
+def nearest_per_pixel(points_cam: np.ndarray, K: np.ndarray, hw: tuple[int, int],
+                      max_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """(flat pixel index, z in metres) of the nearest return per pixel of an (H, W) view with intrinsics K.
+
+    Returns behind the camera, outside the image or beyond ``max_m`` are dropped; where several returns fall
+    on one pixel only the nearest is kept (the z-buffer: the others are hidden from the camera).
+    """
+    h, w = hw
+    p = np.asarray(points_cam, np.float64).reshape(-1, 3)
+    z = p[:, 2]
+    ok = np.isfinite(p).all(axis=1) & (z > 1e-6) & (np.linalg.norm(p, axis=1) <= max_m)
+    p, z = p[ok], z[ok]
+    # pixel centres at integer coordinates (OpenCV, camera_info): pixel u covers [u - 0.5, u + 0.5)
+    u = np.floor(K[0, 0] * p[:, 0] / z + K[0, 1] * p[:, 1] / z + K[0, 2] + 0.5).astype(np.int64)
+    v = np.floor(K[1, 1] * p[:, 1] / z + K[1, 2] + 0.5).astype(np.int64)
+    inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    pixel, z = v[inside] * w + u[inside], z[inside]
+    order = np.lexsort((z, pixel))  # by pixel, nearest first
+    pixel, z = pixel[order], z[order]
+    first = np.ones(len(pixel), bool)
+    first[1:] = pixel[1:] != pixel[:-1]
+    return pixel[first], z[first]
+
+
+def fit_scale(depth: np.ndarray, range_m: np.ndarray, weight: np.ndarray, cfg: RangeFitConfig) -> RangeFit:
+    """The scale s with s * depth = range over paired samples, robustly (see the module docstring)."""
+    n = len(depth)
+    if n < cfg.min_points:
+        return unknown(f"{n} range returns on valid pixels, fewer than metric.range_min_points "
+                       f"{cfg.min_points}", n)
+    log_ratio = np.log(range_m / depth)
+    w = np.maximum(weight, 1e-12)
+    centre = _weighted_median(log_ratio, w)
+    for _ in range(2):  # the band around the median, then once around the inliers' mean
+        inlier = np.abs(log_ratio - centre) <= cfg.inlier_log_tol
+        centre = float(np.average(log_ratio[inlier], weights=w[inlier]))
+    count = int(inlier.sum())
+    scale = math.exp(centre)
+    rel = (scale * depth[inlier] - range_m[inlier]) / range_m[inlier]
+    residual = float(np.sqrt(np.average(rel ** 2, weights=w[inlier]))) if count else float("nan")
+    fit = RangeFit(scale, n, count, residual)
+    if count < cfg.min_points:
+        return dataclasses.replace(fit, scale=float("nan"), reason=f"{count} inliers of {n} returns, fewer than "
+                                   f"metric.range_min_points {cfg.min_points}")
+    if 2 * count <= n:
+        return dataclasses.replace(fit, scale=float("nan"), reason=f"only {count} of {n} returns agree on one "
+                                   "scale: the sensor and DA3 disagree (a wrong TF, another scene, a moving sensor)")
+    if residual > cfg.max_residual:
+        return dataclasses.replace(fit, scale=float("nan"), reason=f"residual {residual:.3g} above "
+                                   f"metric.range_max_residual {cfg.max_residual}")
+    return fit
+
+
+def _weighted_median(x: np.ndarray, w: np.ndarray) -> float:
+    order = np.argsort(x)
+    cum = np.cumsum(w[order])
+    return float(x[order][np.searchsorted(cum, 0.5 * cum[-1])])
+
+
+def pairs(pred: Prediction, points_cam: list[np.ndarray | None], cfg: RangeFitConfig,
+          views: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(DA3 depth, range z, weight) of every return on a valid pixel of the first ``views`` views."""
+    got: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for i in range(views):
+        K, points = pred.K_of(i), points_cam[i] if i < len(points_cam) else None
+        if K is None or points is None or not len(points):
+            continue
+        pixel, z = nearest_per_pixel(points, K, pred.hw, cfg.max_m)
+        d = pred.depth[i].reshape(-1)[pixel].astype(np.float64)
+        w = np.ones_like(d) if pred.confidence is None else pred.confidence[i].reshape(-1)[pixel].astype(np.float64)
+        ok = np.isfinite(d) & (d > 0) & np.isfinite(w) & (w >= cfg.min_confidence)
+        if pred.sky_mask is not None:
+            ok &= ~pred.sky_mask[i].reshape(-1)[pixel]
+        got.append((d[ok], z[ok], w[ok]))
+    if not got:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    d, z, w = (np.concatenate(parts) for parts in zip(*got))
+    return d, z, w
+
+
+def range_scaled(pred: Prediction, ranges: RangeInput, views: int) -> tuple[Prediction, RangeFit]:
+    """``pred`` in the range sensor's metres (``scale_source`` "range"), and the fit.
+
+    Fitted on the first ``views`` views (the set's own, not a temporal window's keyframes). A rig's metres
+    (known extrinsics) win: the fit is only a check there. Otherwise the range scale replaces whatever the
+    engine applied; an unknown fit leaves the set without a measured scale (NaN), so the filter holds its last.
+    """
+    engine_scale = pred.scale_raw if math.isfinite(pred.scale_raw) else 1.0
+    if ranges.problem:
+        fit = unknown(ranges.problem, 0, ranges.offset_s)
+    else:
+        fit = dataclasses.replace(fit_scale(*pairs(pred, ranges.points_cam, ranges.cfg, views), ranges.cfg),
+                                  offset_s=ranges.offset_s)
+    own = pred.scale_source != "none" and math.isfinite(pred.scale_raw)
+    if own:
+        fit = dataclasses.replace(fit, versus=fit.scale)  # fitted on the engine's metres: the ratio of the two
+    if pred.scale_source == "rig":
+        return pred, dataclasses.replace(fit, check_of="rig")
+    # the fit was on the engine's output: apply it on top; unknown: back to the network's own units
+    ratio = fit.scale if fit.known else 1.0 / engine_scale
+    factor = np.float32(ratio)
+    T = pred.T_cam_world
+    if T is not None and ratio != 1.0:
+        T = T.copy()
+        T[:, :3, 3] *= ratio
+    raw = fit.scale * engine_scale if fit.known else float("nan")
+    return dataclasses.replace(
+        pred, depth=pred.depth if ratio == 1.0 else (pred.depth * factor).astype(np.float32), T_cam_world=T,
+        depth_scale=None if pred.depth_scale is None else pred.depth_scale * ratio,
+        scale_source="range", scale_raw=raw, is_metric=fit.known), fit
+
+
+class LatestByStamp(Generic[T]):
+    """The last few messages of each range topic; per set, each topic's message nearest the set's stamp."""
+
+    def __init__(self, sources: int, keep: int = 16):
+        self._held: list[deque[tuple[int, T]]] = [deque(maxlen=keep) for _ in range(sources)]
+        self.stale = 0  # sets for which a topic had messages, none within the slop
+
+    def add(self, source: int, stamp_ns: int, item: T) -> None:
+        """A message of topic ``source`` stamped ``stamp_ns`` (the callbacks' thread)."""
+        self._held[source].append((stamp_ns, item))
+
+    def pick(self, stamp_ns: int, slop_ns: int) -> tuple[list[tuple[int, T]], float, str]:
+        """([(source, item)] within ``slop_ns`` of ``stamp_ns``, the largest offset in s, why none fits)."""
+        chosen, offsets, stale = [], [], []
+        for source, held in enumerate(self._held):
+            items = list(held)  # a copy: the callbacks append meanwhile
+            if not items:
+                continue
+            offset, item = min(((abs(s - stamp_ns), item) for s, item in items), key=lambda x: x[0])
+            if offset <= slop_ns:
+                chosen.append((source, item))
+                offsets.append(offset)
+            else:
+                stale.append(offset)
+        if chosen:
+            return chosen, max(offsets) / 1e9, ""
+        if not stale:
+            return [], float("nan"), "no range message received yet"
+        self.stale += 1
+        return [], min(stale) / 1e9, (f"no range message within metric.range_slop_s {slop_ns / 1e9:g} s of the "
+                                      f"set (the nearest is {min(stale) / 1e9:.3g} s away)")
