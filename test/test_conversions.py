@@ -508,3 +508,33 @@ def test_input_transports_topics_types_and_decode():
     np.testing.assert_array_equal(c.image_to_rgb(img), bgr[:, :, ::-1])
     with pytest.raises(c.ConversionError, match="cannot deserialise a CompressedImage"):
         COMPRESSED.decode(serialize_message(_compressed(bgr, ".png"))[:30])
+
+
+def test_range_messages_become_points_in_metres_in_their_frame():
+    """LaserScan (REP 117: out of range dropped), depth 16UC1 mm / 32FC1 m (0, NaN: no return), PointCloud2."""
+    import math
+
+    from sensor_msgs.msg import LaserScan
+
+    from da3_ros.core.range_scale import RangeKind
+    from da3_ros.ros.conversions.ranges import range_points
+
+    scan = LaserScan(angle_min=-math.pi / 2, angle_increment=math.pi / 2, range_min=0.5, range_max=10.0,
+                     ranges=[2.0, 0.1, float("inf"), 4.0])
+    np.testing.assert_allclose(range_points(RangeKind.SCAN, scan), [[0.0, -2.0, 0.0], [-4.0, 0.0, 0.0]], atol=1e-12)
+    K = [100.0, 0.0, 2.0, 0.0, 100.0, 1.0, 0.0, 0.0, 1.0]
+    info = CameraInfo(height=2, width=4, k=K)
+    mm = c.array_to_image(np.array([[0, 1000, 2000, 0], [0, 0, 0, 3500]], np.uint16), Header(), "16UC1")
+    points = range_points(RangeKind.DEPTH, mm, info)
+    np.testing.assert_allclose(points[:, 2], [1.0, 2.0, 3.5])
+    np.testing.assert_allclose(points[1], [(2 - 2.0) / 100 * 2.0, (0 - 1.0) / 100 * 2.0, 2.0], rtol=1e-6)
+    m = c.depth_to_image(np.array([[np.nan, 1.5, 0.0, 2.0], [1.0, 1.0, 1.0, 1.0]], np.float32), Header())
+    assert len(range_points(RangeKind.DEPTH, m, info)) == 6
+    with pytest.raises(c.ConversionError, match="without its camera_info"):
+        range_points(RangeKind.DEPTH, m, None)
+    with pytest.raises(c.ConversionError, match="camera_info 3x4"):
+        range_points(RangeKind.DEPTH, m, CameraInfo(height=3, width=4, k=K))
+    cloud = c.xyz_rgb_to_pointcloud2(np.array([[1.0, 2.0, 3.0], [np.nan, 0.0, 0.0]], np.float32), Header())
+    np.testing.assert_array_equal(range_points(RangeKind.CLOUD, cloud), [[1.0, 2.0, 3.0]])
+    with pytest.raises(c.ConversionError, match="kind scan"):
+        range_points(RangeKind.SCAN, cloud)

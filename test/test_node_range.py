@@ -1,19 +1,22 @@
-"""Metres from a range sensor in the node, over real Fast DDS (issue 27): a LiDAR cloud scales every set.
+"""Metres from a range sensor in the node, over real Fast DDS (issue 27): a LiDAR, a laser scan or a depth camera.
 
-The cloud is made from the node's own published depth: each view's depth unprojected through its published
-K, scaled by ``S_TRUE``, moved into the lidar's frame through the mounts the test puts on /tf_static, with 20 %
-wild returns and returns hidden behind the surface. The node must publish depth = S_TRUE x its relative depth,
-``scale_source`` "range", the fit's figures in /diagnostics; a cloud in a frame with no transform leaves the
-set without a range scale (the reason said, the filter holding the last scale), never a guessed one.
+The range data are made from the node's own published depth: each view's depth unprojected through its
+published K, scaled by ``S_TRUE``, moved into the sensor's frame through the mounts the test puts on
+/tf_static, with 20 % wild returns (and, for the cloud, returns hidden behind the surface). The node must
+publish depth = S_TRUE x its relative depth, ``scale_source`` "range", the fit's figures in /diagnostics; a
+sensor frame with no transform leaves the set without a range scale (the reason said, the filter holding the
+last scale), never a guessed one.
 """
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
@@ -61,42 +64,98 @@ def _values(diags) -> dict[str, str]:
     return {kv.key: kv.value for kv in diags[-1].status[0].values} if diags else {}
 
 
-def test_a_lidar_cloud_gives_every_set_the_sensor_s_metres(tmp_path, domain_id, checker):
+def _scan_plane(K: np.ndarray, row: int) -> np.ndarray:
+    """T_cam_laser: a laser at the camera's centre whose plane holds the rays of pixel row ``row``."""
+    c = (row - K[1, 2]) / K[1, 1]  # those rays have y / z = c
+    x = np.array([0.0, c, 1.0]) / math.hypot(c, 1.0)  # forward, in the plane
+    z = np.array([0.0, -1.0, c]) / math.hypot(c, 1.0)  # the plane's normal, up
+    return _T(np.stack([x, np.cross(z, x), z], axis=1), [0.0, 0.0, 0.0])
+
+
+def _scan(mv: MultiViewDepth, rng: np.random.Generator, header: Header) -> LaserScan:
+    """A scan in the plane of the front camera's middle row: per beam, the depth of the pixel it lands on."""
+    view = mv.views[0]
+    depth, K = conv.image_to_array(view.depth), np.array(view.camera_info.k).reshape(3, 3)
+    row = depth.shape[0] // 2
+    T_cam_laser = _scan_plane(K, row)
+    angles = np.linspace(-0.6, 0.6, 400)
+    rays = T_cam_laser[:3, :3] @ np.stack([np.cos(angles), np.sin(angles), np.zeros_like(angles)])
+    u = np.floor(K[0, 0] * rays[0] / rays[2] + K[0, 2] + 0.5).astype(int)
+    ok = (u >= 0) & (u < depth.shape[1])
+    ranges = np.full(len(angles), np.inf)
+    ranges[ok] = S_TRUE * depth[row, u[ok]] / rays[2, ok]  # along the beam to z = S_TRUE x depth
+    wild = rng.random(len(angles)) < 0.2
+    ranges[wild] *= rng.choice([0.4, 2.2], int(wild.sum()))
+    return LaserScan(header=header, angle_min=float(angles[0]), angle_max=float(angles[-1]),
+                     angle_increment=float(angles[1] - angles[0]), range_min=0.01, range_max=1000.0,
+                     ranges=ranges.astype(np.float32).tolist())
+
+
+def _depth_image(mv: MultiViewDepth, rng: np.random.Generator, header: Header) -> Image:
+    """A depth camera sharing the front camera's optical centre and K: its depth in S_TRUE metres, 20 % wild."""
+    depth = conv.image_to_array(mv.views[0].depth) * S_TRUE
+    wild = rng.random(depth.shape) < 0.2
+    depth[wild] *= rng.choice([0.4, 2.2], int(wild.sum()))
+    return conv.depth_to_image(depth.astype(np.float32), header)
+
+
+KINDS = {"cloud": ("/lidar/points", PointCloud2, "lidar"), "scan": ("/scan", LaserScan, "laser"),
+         "depth": ("/tof/depth/image_rect", Image, "tof_optical_frame")}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_range_sensor_gives_every_set_its_metres(kind, tmp_path, domain_id, checker):
+    """cloud: a LiDAR above the robot; scan: a laser in the plane of a pixel row; depth: a ToF beside the camera."""
+    topic, msg_type, frame = KINDS[kind]
     latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    checker.node.create_publisher(TFMessage, "/tf_static", latched).publish(conv.tf_message(
-        [conv.transform_stamped(T, "base_link", frame, 0) for frame, T in MOUNTS.items()]))
-    cloud_pub = checker.node.create_publisher(PointCloud2, "/lidar/points", 10)
+    tf_pub = checker.node.create_publisher(TFMessage, "/tf_static", latched)
+    tf_pub.publish(conv.tf_message([conv.transform_stamped(T, "base_link", f, 0) for f, T in MOUNTS.items()]))
+    range_pub = checker.node.create_publisher(msg_type, topic, 10)
+    info_pub = checker.node.create_publisher(CameraInfo, "/tof/depth/camera_info", 10)
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     diags = checker.collect(DiagnosticArray, "/diagnostics")
     node_yaml = write_params(tmp_path / "node.yaml", "da3_depth", {
         "model": "random:da3-small@0", "backend": "torch", "process_res": 140, "camera_names": ["front", "back"],
-        "pose_conditioning": "off", "diagnostics_period_s": 0.3, "metric.range_topics": ["cloud:/lidar/points"],
+        "pose_conditioning": "off", "diagnostics_period_s": 0.3, "metric.range_topics": [f"{kind}:{topic}"],
         "metric.range_slop_s": 1.0})
     player_yaml = write_params(tmp_path / "player.yaml", "rig_player", {
         "camera_names": ["front", "back"], "rate_hz": 4.0,
         "sources": [f"image:{EXAMPLES / 'SOH_000.png'}", f"image:{EXAMPLES / 'SOH_010.png'}"]})
     rng = np.random.default_rng(0)
+    made: dict[str, Any] = {}
 
-    def cloud(frame: str):
+    def message(sensor_frame: str):
         def make():
-            header = Header(stamp=checker.node.get_clock().now().to_msg(), frame_id=frame)
-            return conv.xyz_rgb_to_pointcloud2(points, header)
+            header = Header(stamp=checker.node.get_clock().now().to_msg(), frame_id=sensor_frame)
+            if kind == "cloud":
+                return conv.xyz_rgb_to_pointcloud2(made["points"], header)
+            if kind == "scan":
+                return _scan(made["first"], np.random.default_rng(1), header)
+            info = made["first"].views[0].camera_info
+            info.header = header
+            info_pub.publish(info)
+            return _depth_image(made["first"], np.random.default_rng(1), header)
         return make
 
     with process("depth_node", node_yaml, domain_id, tmp_path / "node.log"), \
             process("rig_player", player_yaml, domain_id, tmp_path / "player.log"):
         checker.spin_until(lambda: len(mv) >= 1, 120, "a first set (no range message yet)")
-        first = mv[0]
+        first = made["first"] = mv[0]
         assert first.scale_source == "range" and not first.is_metric and math.isnan(first.scale_raw)
-        points = _lidar_points(first, rng)
-        checker.publish_until(cloud_pub, cloud("lidar"), lambda: mv[-1].is_metric, 60, "a set in range metres")
-        checker.publish_until(cloud_pub, cloud("lidar"), lambda: len(mv) >= 3 and mv[-1].is_metric
+        made["points"] = _lidar_points(first, rng)
+        if kind != "cloud":  # the sensor shares the front camera's centre (the scan in one of its pixel rows)
+            T_front_sensor = _scan_plane(np.array(first.views[0].camera_info.k).reshape(3, 3),
+                                         conv.image_to_array(first.views[0].depth).shape[0] // 2) \
+                if kind == "scan" else np.eye(4)
+            tf_pub.publish(conv.tf_message([conv.transform_stamped(T_front_sensor, "front_optical_frame", frame, 0)]))
+        checker.publish_until(range_pub, message(frame), lambda: mv[-1].is_metric, 60, "a set in range metres")
+        checker.publish_until(range_pub, message(frame), lambda: len(mv) >= 3 and mv[-1].is_metric
                               and _values(diags).get("range_inliers", "0") != "0", 30, "the fit in /diagnostics")
         metric = mv[-1]
         status = _values(diags)
         n_metric = len(mv)
-        checker.publish_until(cloud_pub, cloud("velodyne"), lambda: len(mv) >= n_metric + 2
-                              and "'velodyne'" in _values(diags).get("range_reason", ""), 30, "a cloud with no TF")
+        checker.publish_until(range_pub, message("unmounted"), lambda: len(mv) >= n_metric + 2
+                              and "'unmounted'" in _values(diags).get("range_reason", ""), 30, "a sensor with no TF")
         unmounted = mv[-1]
         no_tf = _values(diags)
     assert metric.scale_source == "range" and metric.is_metric
@@ -106,6 +165,7 @@ def test_a_lidar_cloud_gives_every_set_the_sensor_s_metres(tmp_path, domain_id, 
                                    rtol=1e-5)
     assert float(status["range_residual"]) < 1e-4
     assert 0.5 * int(status["range_points"]) < int(status["range_inliers"]) < 0.97 * int(status["range_points"])
+    assert int(status["range_points"]) >= {"cloud": 20000, "scan": 100, "depth": 10000}[kind]
     assert 0 <= float(status["range_offset_s"]) <= 1.0 and status["range_reason"] == ""
     # no transform for the sensor: that set has no range scale (the reason names the frames and the fix); the
     # filter holds the last one, so depth stays in the lidar's metres rather than a guess

@@ -80,7 +80,7 @@ def test_hidden_returns_are_removed_by_the_z_buffer_not_by_luck():
     """Only hidden returns (and the true ones) on a pixel: the nearest is kept, every time."""
     pred, _ = _scene()
     p, _ = geo.backproject(pred.depth[0] * 2.0, pred.K_of(0))
-    pixel, z = nearest_per_pixel(np.concatenate([p * 3.0, p, p * 1.5]), pred.K_of(0), pred.hw, 100.0)
+    pixel, z = nearest_per_pixel(np.concatenate([p * 3.0, p, p * 1.5]).T, pred.K_of(0), pred.hw, 100.0)
     assert len(pixel) == len(p)
     np.testing.assert_allclose(z, pred.depth[0].reshape(-1)[pixel] * 2.0, rtol=1e-6)
 

@@ -168,7 +168,7 @@ NODE_PARAMS: tuple[Param, ...] = (
           "[] = none"),
     Param("metric.range_slop_s", 0.1, "a range message is used for a set stamped within this many seconds of it",
           range=(0.001, 10.0)),
-    Param("metric.range_max_m", 100.0, "range returns farther than this from a camera are not used (m)",
+    Param("metric.range_max_m", 100.0, "range returns deeper than this in a camera (m, along its axis) are not used",
           range=(0.01, 10000.0)),
     Param("metric.range_min_points", 20, "fewer inliers than this: the set's range scale is unknown",
           range=(3, 10000000)),

@@ -7,7 +7,7 @@ the nearest return per pixel: the sensor sees the far side of an edge that the c
 hidden behind a nearer surface from the camera's viewpoint would pair a far range with near depth. The pairs
 (DA3 depth, range z) give the scale s with s * depth = range, fitted robustly on log-ratios:
 
-1. the confidence-weighted median of log(range / depth) over every pair;
+1. the median of log(range / depth) over every pair;
 2. inliers: pairs within ``inlier_log_tol`` of it (a fixed band, not one set by the spread, so that 20 % of
    wild returns cannot widen it);
 3. s = exp(confidence-weighted mean of the inliers' log-ratios), the band re-centred once on it.
@@ -78,7 +78,7 @@ class RangeFitConfig:
     """How range returns become a set's scale (the node's ``metric.range_*`` parameters)."""
 
     slop_s: float = 0.1  # a range message is used for a set within this of the set's reference stamp
-    max_m: float = 100.0  # returns farther than this from a camera are not used
+    max_m: float = 100.0  # returns deeper than this in a camera (z along its axis) are not used
     min_points: int = 20  # fewer inliers than this: the set's scale is unknown
     max_residual: float = 0.1  # relative RMS of the inliers above this: unknown
     min_confidence: float = 0.0  # pixels where DA3's confidence is below this are not used
@@ -121,7 +121,8 @@ def unknown(reason: str, points: int = 0, offset_s: float = float("nan")) -> Ran
 class RangeInput:
     """A set's range returns, per view in that camera's optical frame (None: no path from the sensor)."""
 
-    points_cam: list[np.ndarray | None]  # (M, 3) metres per view, camera order
+    points_cam: list[np.ndarray | None]  # (3, M) float32 x; y; z rows, metres, per view in camera order: only
+    # returns ahead of the camera within max_m (rows, not points: the projection runs on contiguous arrays)
     cfg: RangeFitConfig
     offset_s: float = float("nan")
     problem: str = ""  # why nothing can be fitted (no message in time, no TF): the fit is unknown with this
@@ -151,13 +152,15 @@ def into_cameras(ranges: RangeSet, frame_ids: Sequence[str],
     per_view: list[list[np.ndarray]] = [[] for _ in frame_ids]
     missing = []
     for points, sensor in ranges.readings:
+        # float32 rows: a sensor's own precision, half the memory traffic, and contiguous arrays to multiply
+        xyz = np.ascontiguousarray(np.asarray(points, np.float32).reshape(-1, 3).T)
         for i, camera in enumerate(frame_ids):
             T = lookup(camera, sensor)
             if T is None:
                 missing.append(f"{sensor!r} -> {camera!r}")
                 continue
-            per_view[i].append(points @ T[:3, :3].T + T[:3, 3])
-    views = [np.concatenate(v) if v else None for v in per_view]
+            per_view[i].append(_ahead_in(xyz, T, cfg.max_m))
+    views = [None if not v else v[0] if len(v) == 1 else np.concatenate(v, axis=1) for v in per_view]
     problem = ""
     if all(v is None for v in views):
         problem = (f"no transform from the range sensor to any camera ({', '.join(missing)}): publish the "
@@ -166,28 +169,41 @@ def into_cameras(ranges: RangeSet, frame_ids: Sequence[str],
     return RangeInput(views, cfg, offset_s, problem)
 
 
+def _ahead_in(xyz: np.ndarray, T_cam_sensor: np.ndarray, max_m: float) -> np.ndarray:
+    """(3, M) sensor points -> the (3, M') of them ahead of the camera within ``max_m``, in its frame."""
+    R, t = T_cam_sensor[:3, :3].astype(np.float32), T_cam_sensor[:3, 3].astype(np.float32)
+    x, y, z = xyz
+    depth = R[2, 0] * x + R[2, 1] * y + R[2, 2] * z + t[2]  # first: most of a sweep is behind any one camera
+    ahead = (depth > 1e-6) & (depth <= max_m)  # NaN compares False: dropped here too
+    x, y, z = x[ahead], y[ahead], z[ahead]
+    return np.stack([R[0, 0] * x + R[0, 1] * y + R[0, 2] * z + t[0], R[1, 0] * x + R[1, 1] * y + R[1, 2] * z + t[1],
+                     depth[ahead]])
+
+
 def nearest_per_pixel(points_cam: np.ndarray, K: np.ndarray, hw: tuple[int, int],
                       max_m: float) -> tuple[np.ndarray, np.ndarray]:
     """(flat pixel index, z in metres) of the nearest return per pixel of an (H, W) view with intrinsics K.
 
-    Returns behind the camera, outside the image or beyond ``max_m`` are dropped; where several returns fall
-    on one pixel only the nearest is kept (the z-buffer: the others are hidden from the camera).
+    ``points_cam``: (3, M) rows x; y; z in the camera's optical frame. Returns behind the camera, outside the
+    image or deeper than ``max_m`` are dropped; where several returns fall on one pixel only the nearest is
+    kept (the z-buffer: the others are hidden from the camera).
     """
     h, w = hw
-    p = np.asarray(points_cam, np.float64).reshape(-1, 3)
-    z = p[:, 2]
-    ok = np.isfinite(p).all(axis=1) & (z > 1e-6) & (np.linalg.norm(p, axis=1) <= max_m)
-    p, z = p[ok], z[ok]
+    x, y, z = np.asarray(points_cam)
+    ahead = (z > 1e-6) & (z <= max_m)  # NaN compares False: dropped here too
+    if not ahead.all():
+        x, y, z = x[ahead], y[ahead], z[ahead]
     # pixel centres at integer coordinates (OpenCV, camera_info): pixel u covers [u - 0.5, u + 0.5)
-    u = np.floor(K[0, 0] * p[:, 0] / z + K[0, 1] * p[:, 1] / z + K[0, 2] + 0.5).astype(np.int64)
-    v = np.floor(K[1, 1] * p[:, 1] / z + K[1, 2] + 0.5).astype(np.int64)
+    x, y = x / z, y / z
+    fx, s, cx, fy, cy = (float(k) for k in (K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]))
+    v = np.floor(fy * y + (cy + 0.5))
+    u = np.floor(fx * x + s * y + (cx + 0.5)) if s else np.floor(fx * x + (cx + 0.5))
     inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
-    pixel, z = v[inside] * w + u[inside], z[inside]
-    order = np.lexsort((z, pixel))  # by pixel, nearest first
-    pixel, z = pixel[order], z[order]
-    first = np.ones(len(pixel), bool)
-    first[1:] = pixel[1:] != pixel[:-1]
-    return pixel[first], z[first]
+    pixel = v[inside].astype(np.int64) * w + u[inside].astype(np.int64)
+    zbuf = np.full(h * w, np.inf, z.dtype)
+    np.minimum.at(zbuf, pixel, z[inside])  # the nearest return per pixel
+    kept = np.flatnonzero(zbuf < np.inf)
+    return kept, zbuf[kept]
 
 
 def fit_scale(depth: np.ndarray, range_m: np.ndarray, weight: np.ndarray, cfg: RangeFitConfig) -> RangeFit:
@@ -196,17 +212,17 @@ def fit_scale(depth: np.ndarray, range_m: np.ndarray, weight: np.ndarray, cfg: R
     if n < cfg.min_points:
         return unknown(f"{n} range returns on valid pixels, fewer than metric.range_min_points "
                        f"{cfg.min_points}", n)
-    log_ratio = np.log(range_m / depth)
-    w = np.maximum(weight, 1e-12)
-    centre = _weighted_median(log_ratio, w)
+    log_ratio = np.log(range_m, dtype=np.float64) - np.log(depth, dtype=np.float64)
+    w = np.maximum(weight, 1e-12, dtype=np.float64)
+    centre = float(np.median(log_ratio))  # the band's first centre; the weights come in with the mean
     for _ in range(2):  # the band around the median, then once around the inliers' mean
         inlier = np.abs(log_ratio - centre) <= cfg.inlier_log_tol
-        centre = float(np.average(log_ratio[inlier], weights=w[inlier]))
-    count = int(inlier.sum())
-    scale = math.exp(centre)
-    rel = (scale * depth[inlier] - range_m[inlier]) / range_m[inlier]
-    residual = float(np.sqrt(np.average(rel ** 2, weights=w[inlier]))) if count else float("nan")
-    fit = RangeFit(scale, n, count, residual)
+        l_in, w_in = log_ratio[inlier], w[inlier]
+        centre = float(np.dot(w_in, l_in) / w_in.sum()) if len(l_in) else centre
+    count = len(l_in)
+    rel = np.expm1(centre - l_in)  # (s * depth - range) / range, with log(s) = centre
+    residual = float(np.sqrt(np.dot(w_in, rel * rel) / w_in.sum())) if count else float("nan")
+    fit = RangeFit(math.exp(centre), n, count, residual)
     if count < cfg.min_points:
         return dataclasses.replace(fit, scale=float("nan"), reason=f"{count} inliers of {n} returns, fewer than "
                                    f"metric.range_min_points {cfg.min_points}")
@@ -219,30 +235,28 @@ def fit_scale(depth: np.ndarray, range_m: np.ndarray, weight: np.ndarray, cfg: R
     return fit
 
 
-def _weighted_median(x: np.ndarray, w: np.ndarray) -> float:
-    order = np.argsort(x)
-    cum = np.cumsum(w[order])
-    return float(x[order][np.searchsorted(cum, 0.5 * cum[-1])])
-
-
 def pairs(pred: Prediction, points_cam: list[np.ndarray | None], cfg: RangeFitConfig,
           views: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(DA3 depth, range z, weight) of every return on a valid pixel of the first ``views`` views."""
+    """(DA3 depth, range z, weight) of every return on a valid pixel of the first ``views`` views (float32)."""
     got: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for i in range(views):
         K, points = pred.K_of(i), points_cam[i] if i < len(points_cam) else None
-        if K is None or points is None or not len(points):
+        if K is None or points is None or not points.shape[1]:
             continue
         pixel, z = nearest_per_pixel(points, K, pred.hw, cfg.max_m)
-        d = pred.depth[i].reshape(-1)[pixel].astype(np.float64)
-        w = np.ones_like(d) if pred.confidence is None else pred.confidence[i].reshape(-1)[pixel].astype(np.float64)
-        ok = np.isfinite(d) & (d > 0) & np.isfinite(w) & (w >= cfg.min_confidence)
+        d = pred.depth[i].reshape(-1)[pixel]
+        ok = (d > 0) & (d < np.inf)  # NaN compares False
+        if pred.confidence is None:
+            w = np.ones_like(d)
+        else:
+            w = pred.confidence[i].reshape(-1)[pixel]
+            ok &= (w >= cfg.min_confidence) & (w < np.inf)
         if pred.sky_mask is not None:
             ok &= ~pred.sky_mask[i].reshape(-1)[pixel]
         got.append((d[ok], z[ok], w[ok]))
     if not got:
-        return np.zeros(0), np.zeros(0), np.zeros(0)
-    d, z, w = (np.concatenate(parts) for parts in zip(*got))
+        return np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32)
+    d, z, w = (parts[0] if len(parts) == 1 else np.concatenate(parts) for parts in zip(*got))
     return d, z, w
 
 
@@ -273,7 +287,7 @@ def range_scaled(pred: Prediction, ranges: RangeInput, views: int) -> tuple[Pred
         T[:, :3, 3] *= ratio
     raw = fit.scale * engine_scale if fit.known else float("nan")
     return dataclasses.replace(
-        pred, depth=pred.depth if ratio == 1.0 else (pred.depth * factor).astype(np.float32), T_cam_world=T,
+        pred, depth=pred.depth if ratio == 1.0 else np.multiply(pred.depth, factor, dtype=np.float32), T_cam_world=T,
         depth_scale=None if pred.depth_scale is None else pred.depth_scale * ratio,
         scale_source="range", scale_raw=raw, is_metric=fit.known), fit
 

@@ -34,19 +34,23 @@ def depth_image_points(msg: Image, info: CameraInfo | None) -> np.ndarray:
         depth /= 1000.0
     ok = np.isfinite(depth) & (depth > 0)
     points, _ = geo.backproject(depth, K, ok)
-    return points.astype(np.float64)
+    return points
 
 
 def range_points(kind: RangeKind, msg: PointCloud2 | LaserScan | Image,
                  info: CameraInfo | None = None) -> np.ndarray:
-    """The message's returns as (M, 3) float64 metres in its header's frame; ConversionError if unreadable."""
+    """The message's returns as (M, 3) float32 metres in its header's frame; ConversionError if unreadable.
+
+    float32 is the sensors' own precision (PointCloud2 x y z are FLOAT32 in practice) and what the fit computes in.
+    """
     if kind is RangeKind.CLOUD and isinstance(msg, PointCloud2):
-        points = pointcloud2_to_xyz_rgb(msg)[0].astype(np.float64)
-        return points[np.isfinite(points).all(axis=1)]
+        points = pointcloud2_to_xyz_rgb(msg)[0]
+        finite = np.isfinite(points).all(axis=1)
+        return points if finite.all() else points[finite]
     if kind is RangeKind.SCAN and isinstance(msg, LaserScan):
-        return scan_points(msg)
+        return scan_points(msg).astype(np.float32)
     if kind is RangeKind.DEPTH and isinstance(msg, Image):
-        return depth_image_points(msg, info)
+        return depth_image_points(msg, info).astype(np.float32)
     raise ConversionError(f"a {type(msg).__name__} on a range topic of kind {kind.value}")
 
 
