@@ -1,7 +1,8 @@
 """``da3-ros bag IN.mcap --out OUT.mcap``: a recorded ROS 2 bag in, a bag of the node's outputs out.
 
 Reads the cameras' images (raw, ``sensor_msgs/CompressedImage``, or H.264 / H.265 video packets decoded in bag
-order: ``da3_ros.offline.bag_video``), camera_info and /tf_static in file order, synchronises the images with
+order: ``da3_ros.offline.bag_video``), camera_info, /tf_static and the range topics (``metric.range_topics``, fitted
+as the node fits them) in file order, synchronises the images with
 the node's ``TimeSynchronizer`` on their header stamps, and runs EVERY set
 (not only the newest, as the live node must) through the node's own core (``da3_ros.ros.pipeline``). Outputs are
 the node's messages, serialised with rclpy and written with their ``ros2msg`` schemas: no DDS involved.
@@ -23,6 +24,8 @@ from tf2_msgs.msg import TFMessage
 from da3_ros.ros import conversions as conv
 from da3_ros.ros import emit
 from da3_ros.ros.cdr_padding import serialize_message  # rclpy's bytes, padding zero: reproducible files
+from da3_ros.ros.conversions.ranges import RANGE_TYPES
+from da3_ros.ros.range_inputs import RangeTopics
 from da3_ros.ros.ros_main import set_failure_text
 from da3_ros.offline.bag_summary import BagSummary
 from da3_ros.offline.bag_video import BagVideo
@@ -30,6 +33,7 @@ from da3_ros.offline.mcap_io import BagReader, BagReadError, BagTruncated, BagWr
 from da3_ros.offline.setup import OfflineSetup, TrajectoryFile, ros_type_name
 from da3_ros.core.params import camera_param
 from da3_ros.core.processor import Dropped, failure_text
+from da3_ros.core.range_scale import RangeKind
 from da3_ros.core.sync import SyncMode, TimeSynchronizer
 from da3_ros.core.video_stream import VideoDrop
 from da3_ros.ros.transport import COMPRESSED, FFMPEG, FOXGLOVE, RAW, input_transport
@@ -192,6 +196,14 @@ class _BagRun:
         p = setup.param
         self.sync = TimeSynchronizer(len(cams), SyncMode(p("sync.mode")), int(p("sync.slop_s") * 1e9),
                                      p("sync.queue_size"))
+        cfg = setup.config  # metric.range_topics: the node's own picking and conversion (da3_ros.ros.range_inputs)
+        self.ranges = RangeTopics(cfg.range_sources, cfg.range_fit) if cfg.range_sources else None
+        self.range_index = {_absolute(s.topic): i for i, s in enumerate(cfg.range_sources)}
+        self.range_info_index = {_absolute(s.info_topic): i for i, s in enumerate(cfg.range_sources)
+                                 if s.kind is RangeKind.DEPTH}
+        for topic in self.range_index:
+            if topic not in self.info.topics:
+                _LOG.warning("range topic %s is not in the bag: no set gets a range scale from it", topic)
 
     def expected_sets(self) -> float | None:
         """How many sets the run will process, for the progress line (None when the bag does not say)."""
@@ -248,6 +260,11 @@ class _BagRun:
             self.infos[self.info_index[m.topic]] = deserialize_message(m.data, CameraInfo)
         elif m.topic in self.by_topic and m.schema_name == self.image_topics[self.by_topic[m.topic]][1]:
             return self._on_image(m, writer)
+        elif self.ranges is not None and m.topic in self.range_index:
+            i = self.range_index[m.topic]
+            self.ranges.add(i, deserialize_message(m.data, RANGE_TYPES[self.ranges.sources[i].kind]))
+        elif self.ranges is not None and m.topic in self.range_info_index and m.schema_name == INFO_TYPE:
+            self.ranges.add_info(self.range_info_index[m.topic], deserialize_message(m.data, CameraInfo))
         return True
 
     def _on_image(self, m, writer: BagWriter) -> bool:
@@ -278,7 +295,8 @@ class _BagRun:
                 self.setup.frames.skipped(ref_stamp_ns)
             return True
         try:
-            out = _process(frameset, self.setup, self.infos, self.info_topics, self.info.topics, writer, summary, o)
+            out = _process(frameset, self.setup, self.infos, self.info_topics, self.info.topics, writer, summary, o,
+                           self.ranges)
             if out is not None:
                 self._record_temporal(out)
         except Exception as exc:  # as the node: one set's failure is counted, the run goes on
@@ -314,8 +332,13 @@ class _BagRun:
             _LOG.info("temporal chain restarted (%s): %s", step.chain.restart.value, step.chain.restart_detail)
 
 
+def _absolute(topic: str) -> str:
+    """A topic as a bag names it (recorded names are absolute)."""
+    return topic if topic.startswith("/") else "/" + topic
+
+
 def _process(frameset, setup: OfflineSetup, infos, info_topics, bag_topics, writer: BagWriter,
-             summary: BagSummary, options: BagOptions):
+             summary: BagSummary, options: BagOptions, ranges: RangeTopics | None = None):
     """One set: decoded, processed, written; its SetResult (None: dropped)."""
     t0 = time.perf_counter()
     try:
@@ -325,10 +348,15 @@ def _process(frameset, setup: OfflineSetup, infos, info_topics, bag_topics, writ
         return None
     t_decode = time.perf_counter() - t0
     pending = [info is None and topic in bag_topics for info, topic in zip(infos, info_topics)]
-    done = setup.core.process(images, list(infos), pending, wants_nav=options.nav)
+    ref_stamp_ns = frameset.stamps_ns[setup.ref]
+    picked = None if ranges is None else ranges.for_set(  # the messages read so far, as the node has received
+        frameset.newest_stamp_ns if ref_stamp_ns is None else ref_stamp_ns)
+    done = setup.core.process(images, list(infos), pending, wants_nav=options.nav, ranges=picked)
     if isinstance(done, Dropped):
         summary.drop(done.reason.value, done.detail)
         return None
+    if done.outputs.result.range_fit is not None:
+        summary.range_fit(done.outputs.result.range_fit)
     t1 = time.perf_counter()
     withheld = _write_set(writer, setup, done.outputs, frameset.stamps_ns[setup.ref], options.nav)
     for counter, text in emit.reasons(withheld).items():  # as the node: counted once per set and reason

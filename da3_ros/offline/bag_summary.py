@@ -34,6 +34,17 @@ class BagSummary:
     trajectory_poses: int = 0
     video_dropped: Counter = field(default_factory=Counter)  # video packets not decoded, by the node's reason
     video_drop_cameras: dict[str, set[str]] = field(default_factory=dict)
+    range_fitted: list[float] = field(default_factory=list)  # each set's range scale (metric.range_topics)
+    range_unknown: Counter = field(default_factory=Counter)  # sets without one, by reason
+
+    def range_fit(self, fit) -> None:
+        """One set's range fit (``core.range_scale.RangeFit``): its scale, or why it has none (first one logged)."""
+        if fit.known:
+            self.range_fitted.append(fit.scale)
+            return
+        if not self.range_unknown:
+            _LOG.warning("a set without a range scale: %s", fit.reason)
+        self.range_unknown[fit.reason] += 1
 
     def stage(self, name: str, seconds: float) -> None:
         self.stage_s.setdefault(name, []).append(seconds)
@@ -86,6 +97,13 @@ class BagSummary:
         for name, values in self.stage_s.items():
             out.append(f"stage {name:<12} mean {1e3 * float(np.mean(values)):8.1f} ms   total "
                        f"{float(np.sum(values)):7.1f} s")
+        if self.range_fitted or self.range_unknown:
+            scales = self.range_fitted
+            out.append(f"range scale: {len(scales)} sets fitted" + (
+                f" (median {float(np.median(scales)):.6g}, {min(scales):.6g}-{max(scales):.6g})" if scales else "")
+                + f", {sum(self.range_unknown.values())} without one")
+            for reason, count in self.range_unknown.most_common(3):
+                out.append(f"  no range scale: {count} sets: {reason}")
         if self.temporal_restarts:
             out.append("temporal chain restarts: " + ", ".join(f"{r} {n}" for r, n in
                                                                 sorted(self.temporal_restarts.items())))
