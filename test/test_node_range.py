@@ -60,6 +60,10 @@ def _lidar_points(mv: MultiViewDepth, rng: np.random.Generator) -> np.ndarray:
     return points[rng.permutation(len(points))]
 
 
+def _stamp_ns(header) -> int:
+    return header.stamp.sec * 10**9 + header.stamp.nanosec
+
+
 def _values(diags) -> dict[str, str]:
     return {kv.key: kv.value for kv in diags[-1].status[0].values} if diags else {}
 
@@ -114,6 +118,7 @@ def test_a_range_sensor_gives_every_set_its_metres(kind, tmp_path, domain_id, ch
     info_pub = checker.node.create_publisher(CameraInfo, "/tof/depth/camera_info", 10)
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     diags = checker.collect(DiagnosticArray, "/diagnostics")
+    obstacles = checker.collect(PointCloud2, "points_obstacles")  # navigation: only from sets in metres
     node_yaml = write_params(tmp_path / "node.yaml", "da3_depth", {
         "model": "random:da3-small@0", "backend": "torch", "process_res": 140, "camera_names": ["front", "back"],
         "pose_conditioning": "off", "diagnostics_period_s": 0.3, "metric.range_topics": [f"{kind}:{topic}"],
@@ -151,6 +156,7 @@ def test_a_range_sensor_gives_every_set_its_metres(kind, tmp_path, domain_id, ch
         checker.publish_until(range_pub, message(frame), lambda: mv[-1].is_metric, 60, "a set in range metres")
         checker.publish_until(range_pub, message(frame), lambda: len(mv) >= 3 and mv[-1].is_metric
                               and _values(diags).get("range_inliers", "0") != "0", 30, "the fit in /diagnostics")
+        checker.publish_until(range_pub, message(frame), lambda: len(obstacles) >= 1, 30, "obstacles in metres")
         metric = mv[-1]
         status = _values(diags)
         n_metric = len(mv)
@@ -171,5 +177,8 @@ def test_a_range_sensor_gives_every_set_its_metres(kind, tmp_path, domain_id, ch
     # filter holds the last one, so depth stays in the lidar's metres rather than a guess
     assert "/tf_static" in no_tf["range_reason"] and int(no_tf["range_unknown"]) >= 2
     assert math.isnan(unmounted.scale_raw) and unmounted.is_metric and abs(unmounted.scale - S_TRUE) < 1e-6
+    first_metric_ns = min(_stamp_ns(m.header) for m in mv if m.is_metric)
+    assert obstacles and all(_stamp_ns(o.header) >= first_metric_ns for o in obstacles)
+    assert int(status["nav_not_metric"]) >= 1  # the first, relative set withheld them
     log = (tmp_path / "node.log").read_text()
     assert "Traceback" not in log and _values(diags)["errors"] == "0"

@@ -69,11 +69,14 @@ class NodeStats:
                 scale_held=str(scale_filter.held), scale_outliers=str(scale_filter.outliers),
                 scale_resets=str(scale_filter.resets), no_intrinsics=",".join(without_K))
 
-    def set_range(self, fit) -> None:
-        """The last set's range fit (``core.range_scale.RangeFit``): scale, returns, inliers, residual, offset."""
+    def set_range(self, fit, stale_sets: int = 0) -> None:
+        """The last set's range fit (``core.range_scale.RangeFit``): scale, returns, inliers, residual, offset.
+
+        ``stale_sets``: sets so far for which the range messages were all outside ``metric.range_slop_s``.
+        """
         with self._lock:
             self.range_unknown += not fit.known
-            self.notes.update(
+            self.notes.update(range_stale=str(stale_sets),
                 range_scale=f"{fit.scale:.6g}", range_points=str(fit.points), range_inliers=str(fit.inliers),
                 range_residual=f"{fit.residual:.6g}", range_offset_s=f"{fit.offset_s:.6g}", range_reason=fit.reason,
                 range_versus=f"{fit.versus:.6g}", range_check_of=fit.check_of)

@@ -140,8 +140,8 @@ class SetWorker:
         timing = self.pubs.publish(out, wants_nav, self._output_failed)
         stamp_age_s = (self.get_clock().now().nanoseconds - frameset.newest_stamp_ns) / 1e9
         self.stats.set_scale(out.pred, self.rig.scale, self.core.without_K)
-        if out.result.range_fit is not None:
-            self.stats.set_range(out.result.range_fit)
+        if out.result.range_fit is not None and self.ranges is not None:
+            self.stats.set_range(out.result.range_fit, self.ranges.latest.stale)
         step = out.result.temporal
         if step is not None and self.rig.temporal is not None:
             self.stats.set_temporal(step, dict(self.rig.temporal.reset_counts))
