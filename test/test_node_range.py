@@ -10,6 +10,7 @@ last scale), never a guessed one.
 from __future__ import annotations
 
 import math
+import signal
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from conftest import EXAMPLES
 from da3_ros.core import geometry as geo
 from da3_ros.msg import MultiViewDepth
 from da3_ros.ros import conversions as conv
-from ros_harness import process, write_params
+from ros_harness import package_executable, process, ros_env, write_params
 
 S_TRUE = 2.5
 # optical frames (z forward, x right, y down) on a robot (x forward, y left, z up): one camera looks ahead, one
@@ -103,7 +104,7 @@ def _depth_image(mv: MultiViewDepth, rng: np.random.Generator, header: Header) -
     return conv.depth_to_image(depth.astype(np.float32), header)
 
 
-KINDS = {"cloud": ("/lidar/points", PointCloud2, "lidar"), "scan": ("/scan", LaserScan, "laser"),
+KINDS = {"cloud": ("/lidar/points", PointCloud2, "lidar"), "scan": ("/laser/scan", LaserScan, "laser"),
          "depth": ("/tof/depth/image_rect", Image, "tof_optical_frame")}
 
 
@@ -122,7 +123,9 @@ def test_a_range_sensor_gives_every_set_its_metres(kind, tmp_path, domain_id, ch
     node_yaml = write_params(tmp_path / "node.yaml", "da3_depth", {
         "model": "random:da3-small@0", "backend": "torch", "process_res": 140, "camera_names": ["front", "back"],
         "pose_conditioning": "off", "diagnostics_period_s": 0.3, "metric.range_topics": [f"{kind}:{topic}"],
-        "metric.range_slop_s": 1.0})
+        "metric.range_slop_s": 1.0,
+        "sync.camera_timeout_s": 0.0})  # whole sets only: a set of one camera (while the other's subscription
+    # connects) is another forward, whose depth the sensor's data were not made from
     player_yaml = write_params(tmp_path / "player.yaml", "rig_player", {
         "camera_names": ["front", "back"], "rate_hz": 4.0,
         "sources": [f"image:{EXAMPLES / 'SOH_000.png'}", f"image:{EXAMPLES / 'SOH_010.png'}"]})
@@ -182,3 +185,31 @@ def test_a_range_sensor_gives_every_set_its_metres(kind, tmp_path, domain_id, ch
     assert int(status["nav_not_metric"]) >= 1  # the first, relative set withheld them
     log = (tmp_path / "node.log").read_text()
     assert "Traceback" not in log and _values(diags)["errors"] == "0"
+
+
+def test_a_range_topic_that_is_the_node_s_own_output_is_refused(tmp_path, domain_id):
+    """`scan` is also the node's own navigation output: its depth would scale itself. Said at start, exit 1.
+
+    Found by this file's scan test, whose sensor was first on /scan: once navigation was subscribed, the node
+    fitted its own scan. In a namespace the node's scan is /da3/scan, and /scan is the robot's laser again (a
+    remapping cannot part them: it renames both uses of the name).
+    """
+    import subprocess
+
+    node_yaml = write_params(tmp_path / "node.yaml", "da3_depth", {
+        "model": "random:da3-small@0", "backend": "torch", "process_res": 140, "metric.range_topics": ["scan:/scan"]})
+    cmd = [package_executable("depth_node"), "--ros-args", "--params-file", str(node_yaml)]
+    refused = subprocess.run(cmd, env=ros_env(domain_id), capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "cannot start: ConfigError: metric.range_topics: /scan is this node's own output" in refused.stdout
+    assert "Traceback" not in refused.stdout + refused.stderr
+    remapped = subprocess.Popen([*cmd, "-r", "__ns:=/da3"], env=ros_env(domain_id), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in remapped.stdout:  # started: the worker runs
+            if "worker started" in line or "cannot start" in line:
+                assert "worker started" in line, line
+                break
+    finally:
+        remapped.send_signal(signal.SIGINT)
+        remapped.wait(timeout=20)

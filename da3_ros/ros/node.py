@@ -66,6 +66,8 @@ class DepthPipeline(ParameterWiring, InputWiring, SetWorker):
         self.pubs = SetPublishers(self, list(self.config.cameras), qos_profile(v("qos.output"), v("qos.depth")),
                                   self.rig.engine.variant.has_sky, v("depth.publish_mm"))
         self._info_topics = [self.config.topics(c)[1] for c in self.config.cameras]
+        if self.ranges is not None:  # never the node's own scan or clouds as a range sensor
+            self.ranges.refuse_own_outputs(self.resolve_topic_name, {p.topic_name for p in self.publishers})
         self.get_logger().info(
             f"model {self.rig.engine.label} on {self.rig.engine.describe()}; cameras {list(self.config.cameras)}, "
             f"reference {self.config.reference_camera}; pose conditioning: {self.config.value('pose_conditioning')} "

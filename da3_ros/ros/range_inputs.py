@@ -12,6 +12,7 @@ from typing import Any
 
 from sensor_msgs.msg import CameraInfo
 
+from da3_ros.core.errors import ConfigError
 from da3_ros.core.range_scale import LatestByStamp, RangeFitConfig, RangeKind, RangeSet, RangeSource
 from da3_ros.ros import conversions as conv
 from da3_ros.ros.conversions.ranges import RANGE_TYPES, range_points
@@ -25,6 +26,19 @@ class RangeTopics:
         self.cfg = cfg
         self.latest: LatestByStamp[Any] = LatestByStamp(len(self.sources))
         self.infos: list[CameraInfo | None] = [None] * len(self.sources)  # a depth image's camera_info
+
+    def refuse_own_outputs(self, resolve: Callable[[str], str], outputs: set[str]) -> None:
+        """ConfigError for a range topic that is one of the node's own outputs (resolved, remappings applied).
+
+        The node publishes ``scan`` (navigation), clouds and depth: fitting its own output would scale DA3's
+        depth by itself (a scale of 1 that looks like metres). ``resolve``: the node's ``resolve_topic_name``.
+        """
+        for source in self.sources:
+            topic = resolve(source.topic)
+            if topic in outputs:
+                raise ConfigError(f"metric.range_topics: {topic} is this node's own output, so its depth would scale "
+                                  "itself; run the node in a namespace (-r __ns:=/da3: its outputs move under it, an "
+                                  "absolute range topic stays) or name the range sensor's own topic")
 
     def subscribe(self, create_subscription: Callable[..., Any], qos: Any) -> list[Any]:
         """Subscribe every topic (and a depth image's camera_info) through the node's ``create_subscription``."""
