@@ -22,7 +22,7 @@ from std_msgs.msg import Header
 
 from da3_ros.core import geometry as geo
 from da3_ros.core.prediction import Prediction
-from da3_ros.core.range_scale import RangeFitConfig, RangeKind, RangeSet, into_cameras, range_scaled
+from da3_ros.core.range_scale import RangeFitConfig, RangeKind, RangeReading, RangeSet, into_cameras, range_scaled
 from da3_ros.core.static_tf import StaticTfBuffer
 from da3_ros.ros import conversions as conv
 from da3_ros.ros.conversions.ranges import range_points
@@ -93,7 +93,8 @@ def main() -> int:
         t0 = time.perf_counter()
         xyz = range_points(RangeKind.CLOUD, cloud)
         t1 = time.perf_counter()
-        _, fit = range_scaled(pred, into_cameras(RangeSet([(xyz, "lidar")], cfg), frames, tf.lookup), views=3)
+        ranges = into_cameras(RangeSet([RangeReading(xyz, "lidar")], cfg), frames, tf.lookup)
+        _, fit = range_scaled(pred, ranges, views=3)
         t2 = time.perf_counter()
         convert_ms.append((t1 - t0) * 1e3)
         fit_ms.append((t2 - t1) * 1e3)

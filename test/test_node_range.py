@@ -44,9 +44,9 @@ MOUNTS = {"front_optical_frame": _T(R_AHEAD, [0.2, 0.0, 0.4]), "back_optical_fra
           "lidar": _T(geo.R_from_quaternion(np.array([0.0, 0.0, math.sin(0.2), math.cos(0.2)])), [0.0, 0.05, 0.7])}
 
 
-def _lidar_points(mv: MultiViewDepth, rng: np.random.Generator) -> np.ndarray:
+def _lidar_points(mv: MultiViewDepth, rng: np.random.Generator, T_lidar_base: np.ndarray | None = None) -> np.ndarray:
     """The set's depth in S_TRUE metres, as the lidar would see it, with wild and hidden returns."""
-    T_lidar_base = geo.invert_T(MOUNTS["lidar"])
+    T_lidar_base = geo.invert_T(MOUNTS["lidar"]) if T_lidar_base is None else T_lidar_base
     parts = []
     for view in mv.views:
         depth = conv.image_to_array(view.depth)
@@ -213,3 +213,46 @@ def test_a_range_topic_that_is_the_node_s_own_output_is_refused(tmp_path, domain
     finally:
         remapped.send_signal(signal.SIGINT)
         remapped.wait(timeout=20)
+
+
+def test_a_lidar_moving_on_tf_is_taken_at_its_message_stamp(tmp_path, domain_id, checker):
+    """The lidar's mount on /tf (a turning sensor): each cloud is moved with the transform of its own stamp.
+
+    The mount turns 7 degrees per message, so a transform of another stamp would misplace every return: the
+    fit would be off or refused. Exact only if each message is taken with its own stamp's chain.
+    """
+    latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    checker.node.create_publisher(TFMessage, "/tf_static", latched).publish(conv.tf_message(
+        [conv.transform_stamped(T, "base_link", f, 0) for f, T in MOUNTS.items() if f != "lidar"]))
+    tf_pub = checker.node.create_publisher(TFMessage, "/tf", 100)
+    cloud_pub = checker.node.create_publisher(PointCloud2, "/lidar/points", 10)
+    mv = checker.collect(MultiViewDepth, "multiview_depth")
+    diags = checker.collect(DiagnosticArray, "/diagnostics")
+    node_yaml = write_params(tmp_path / "node.yaml", "da3_depth", {
+        "model": "random:da3-small@0", "backend": "torch", "process_res": 140, "camera_names": ["front", "back"],
+        "pose_conditioning": "off", "diagnostics_period_s": 0.3, "metric.range_topics": ["cloud:/lidar/points"],
+        "metric.range_slop_s": 1.0, "sync.camera_timeout_s": 0.0})
+    player_yaml = write_params(tmp_path / "player.yaml", "rig_player", {
+        "camera_names": ["front", "back"], "rate_hz": 4.0,
+        "sources": [f"image:{EXAMPLES / 'SOH_000.png'}", f"image:{EXAMPLES / 'SOH_010.png'}"]})
+    sent = [0]
+
+    def cloud():
+        k = sent[0] = sent[0] + 1
+        stamp = checker.node.get_clock().now()
+        T_base_lidar = MOUNTS["lidar"] @ _T(geo.R_from_quaternion(np.array([0.0, 0, math.sin(np.radians(3.5 * k)),
+                                                                            math.cos(np.radians(3.5 * k))])), [0, 0, 0])
+        tf_pub.publish(conv.tf_message([conv.transform_stamped(T_base_lidar, "base_link", "lidar",
+                                                               stamp.nanoseconds)]))
+        points = _lidar_points(first, np.random.default_rng(0), T_lidar_base=geo.invert_T(T_base_lidar))
+        return conv.xyz_rgb_to_pointcloud2(points, Header(stamp=stamp.to_msg(), frame_id="lidar"))
+
+    with process("depth_node", node_yaml, domain_id, tmp_path / "node.log"), \
+            process("rig_player", player_yaml, domain_id, tmp_path / "player.log"):
+        checker.spin_until(lambda: len(mv) >= 1, 120, "a first set")
+        first = mv[0]
+        checker.publish_until(cloud_pub, cloud, lambda: sum(m.is_metric for m in mv) >= 3, 60, "sets in range metres")
+    fitted = [m for m in mv if not math.isnan(m.scale_raw)]
+    assert len(fitted) >= 3 and all(abs(m.scale_raw - S_TRUE) < 1e-6 * S_TRUE for m in fitted), \
+        [m.scale_raw for m in mv]
+    assert _values(diags).get("errors") == "0"

@@ -14,8 +14,8 @@ import pytest
 from da3_ros.core import geometry as geo
 from da3_ros.core.errors import ConfigError
 from da3_ros.core.prediction import Prediction
-from da3_ros.core.range_scale import (LatestByStamp, RangeFitConfig, RangeKind, RangeSet, fit_scale, into_cameras,
-                                      nearest_per_pixel, parse_range_topics, range_scaled)
+from da3_ros.core.range_scale import (LatestByStamp, RangeFitConfig, RangeKind, RangeReading, RangeSet, fit_scale,
+                                      into_cameras, nearest_per_pixel, parse_range_topics, range_scaled)
 from da3_ros.core.static_tf import StaticTfBuffer
 
 FRAMES = ["left_optical", "right_optical"]
@@ -68,7 +68,7 @@ def _returns(pred: Prediction, tf: StaticTfBuffer, s: float, seed: int = 1) -> n
 
 def test_the_fit_finds_the_true_scale_through_outliers_and_hidden_returns():
     pred, tf = _scene()
-    ranges = RangeSet([(_returns(pred, tf, S_TRUE), "lidar")], RangeFitConfig(), offset_s=0.01)
+    ranges = RangeSet([RangeReading(_returns(pred, tf, S_TRUE), "lidar")], RangeFitConfig(), offset_s=0.01)
     scaled, fit = range_scaled(pred, into_cameras(ranges, FRAMES, tf.lookup), views=2)
     assert fit.known and fit.scale == pytest.approx(S_TRUE, rel=1e-6), fit
     assert fit.residual < 1e-5 and 0.5 * fit.points < fit.inliers < 0.95 * fit.points and fit.offset_s == 0.01
@@ -88,8 +88,8 @@ def test_hidden_returns_are_removed_by_the_z_buffer_not_by_luck():
 def test_a_sensor_without_a_transform_leaves_the_scale_unknown_with_the_reason():
     pred, tf = _scene()
     points = _returns(pred, tf, S_TRUE)
-    scaled, fit = range_scaled(pred, into_cameras(RangeSet([(points, "velodyne")], RangeFitConfig()), FRAMES,
-                                                  tf.lookup), views=2)
+    ranges = RangeSet([RangeReading(points, "velodyne")], RangeFitConfig())
+    scaled, fit = range_scaled(pred, into_cameras(ranges, FRAMES, tf.lookup), views=2)
     assert not fit.known and "'velodyne' -> 'left_optical'" in fit.reason and "/tf_static" in fit.reason
     assert math.isnan(scaled.scale_raw) and not scaled.is_metric
     np.testing.assert_array_equal(scaled.depth, pred.depth)  # nothing guessed
@@ -107,7 +107,8 @@ def test_no_scale_is_guessed_from_returns_that_do_not_hold(case):
         points = points * rng.uniform(0.2, 5.0, (len(points), 1))
     else:  # returns agree on a scale but scatter by 15 %: above max_residual
         points = points * rng.uniform(0.85, 1.15, (len(points), 1))
-    _, fit = range_scaled(pred, into_cameras(RangeSet([(points, "lidar")], cfg), FRAMES, tf.lookup), views=2)
+    ranges = RangeSet([RangeReading(points, "lidar")], cfg)
+    _, fit = range_scaled(pred, into_cameras(ranges, FRAMES, tf.lookup), views=2)
     assert not fit.known, fit
     assert {"too_few": "fewer than metric.range_min_points", "another_scene": "agree on one scale",
             "noisy": "above metric.range_max_residual"}[case] in fit.reason
@@ -117,7 +118,7 @@ def test_a_rig_keeps_its_metres_and_the_fit_is_a_check():
     pred, tf = _scene()
     rig_pred = Prediction(pred.depth * 1.1, True, pred.K_proc, "camera", pred.confidence, scale_source="rig",
                           scale_raw=1.1)
-    ranges = RangeSet([(_returns(pred, tf, S_TRUE), "lidar")], RangeFitConfig())
+    ranges = RangeSet([RangeReading(_returns(pred, tf, S_TRUE), "lidar")], RangeFitConfig())
     out, fit = range_scaled(rig_pred, into_cameras(ranges, FRAMES, tf.lookup), views=2)
     assert out is rig_pred and fit.check_of == "rig" and fit.versus == pytest.approx(S_TRUE / 1.1, rel=1e-6)
 
@@ -126,7 +127,7 @@ def test_range_metres_replace_a_metric_model_s_and_say_how_far_apart_they_were()
     pred, tf = _scene()
     model = Prediction(pred.depth * 3.0, True, pred.K_proc, "camera", pred.confidence, scale_source="metric_model",
                        scale_raw=3.0)
-    ranges = RangeSet([(_returns(pred, tf, S_TRUE), "lidar")], RangeFitConfig())
+    ranges = RangeSet([RangeReading(_returns(pred, tf, S_TRUE), "lidar")], RangeFitConfig())
     out, fit = range_scaled(model, into_cameras(ranges, FRAMES, tf.lookup), views=2)
     assert fit.versus == pytest.approx(S_TRUE / 3.0, rel=1e-6)
     assert out.scale_source == "range" and out.scale_raw == pytest.approx(S_TRUE, rel=1e-6)
@@ -140,7 +141,7 @@ def test_only_the_set_s_own_views_are_fitted():
                                                                               pred.K_of(0))[0])
     wrong = Prediction(np.stack([pred.depth[0], pred.depth[0] * 5]), False, pred.K_proc, "camera", pred.confidence)
     tf.add("base", FRAMES[1], tf.lookup("base", FRAMES[0]))  # both views look at the same points
-    ranges = RangeSet([(cam0.astype(np.float64), "lidar")], RangeFitConfig())
+    ranges = RangeSet([RangeReading(cam0.astype(np.float64), "lidar")], RangeFitConfig())
     _, fit = range_scaled(wrong, into_cameras(ranges, FRAMES, tf.lookup), views=1)
     assert fit.scale == pytest.approx(S_TRUE, rel=1e-6)
 

@@ -38,3 +38,46 @@ def test_unconnected_frames_and_updates():
     assert buf.lookup("a", "d") is None
     with pytest.raises(ValueError):
         buf.add("x", "x", np.eye(4))
+
+
+def _yaw_T(deg: float, x: float) -> np.ndarray:
+    a = np.radians(deg)
+    T = np.eye(4)
+    T[:3, :3] = [[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]
+    T[0, 3] = x
+    return T
+
+
+def test_timed_edges_are_looked_up_at_a_stamp_interpolated_never_extrapolated():
+    """/tf edges (a range sensor moving against the cameras): exact at a sample, slerp between, a static edge wins."""
+    from da3_ros.core.static_tf import TfBuffer
+
+    buf = TfBuffer(keep_s=1.0, tolerance_s=0.05)
+    buf.add("base", "cam", _T(7))
+    for k in range(5):  # base -> lidar turning 10 degrees and moving 0.1 m per 100 ms
+        buf.add_timed("base", "lidar", _yaw_T(10.0 * k, 0.1 * k), k * 100_000_000)
+    T_base_cam = _T(7)
+    np.testing.assert_allclose(buf.lookup("cam", "lidar", 200_000_000), invert_T(T_base_cam) @ _yaw_T(20, 0.2),
+                               atol=1e-12)
+    np.testing.assert_allclose(buf.lookup("cam", "lidar", 250_000_000), invert_T(T_base_cam) @ _yaw_T(25, 0.25),
+                               atol=1e-9)  # halfway: half the turn, half the way
+    np.testing.assert_allclose(buf.lookup("base", "lidar", 430_000_000), _yaw_T(40, 0.4), atol=1e-12)  # held
+    assert buf.lookup("cam", "lidar", 500_000_000) is None  # 100 ms past the last sample: no extrapolation
+    assert buf.lookup("cam", "lidar") is None  # without a stamp only static edges hold (rig extrinsics, nav)
+    buf.add("base", "lidar", _yaw_T(90, 0.0))  # a static mount for the same child wins
+    np.testing.assert_allclose(buf.lookup("base", "lidar", 250_000_000), _yaw_T(90, 0.0), atol=1e-12)
+
+
+def test_timed_edges_keep_a_window_and_restart_when_time_goes_back():
+    from da3_ros.core.static_tf import TfBuffer
+
+    buf = TfBuffer(keep_s=0.5, tolerance_s=0.0)
+    for k in range(20):
+        buf.add_timed("odom", "base", _yaw_T(k, 0.0), k * 100_000_000)
+    assert buf.lookup("odom", "base", 1_000_000_000) is None  # forgotten: older than keep_s before the newest
+    np.testing.assert_allclose(buf.lookup("odom", "base", 1_500_000_000), _yaw_T(15, 0.0), atol=1e-12)
+    buf.add_timed("odom", "base", _yaw_T(0, 0.0), 0)  # a bag replayed from its start: the old samples go
+    assert buf.lookup("odom", "base", 1_500_000_000) is None
+    np.testing.assert_allclose(buf.lookup("odom", "base", 0), np.eye(4), atol=1e-12)
+    with pytest.raises(ValueError):
+        buf.add_timed("base", "base", np.eye(4), 1)

@@ -24,7 +24,7 @@ from da3_ros.core.results import SetResult, nav_inputs
 from da3_ros.core.rig import Rig, RigResult
 from da3_ros.core.stamps import NS_PER_S
 from da3_ros.core.temporal.keyframes import ResetReason
-from da3_ros.core.static_tf import StaticTfBuffer
+from da3_ros.core.static_tf import StaticTfBuffer  # the node's and the bag's: a TfBuffer (timed /tf edges too)
 
 _LOG = logging.getLogger(__name__)
 CAMERA_INFO_WAIT_S = 5.0  # an advertised camera_info that never arrives: go on without it after this

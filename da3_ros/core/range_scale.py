@@ -129,42 +129,52 @@ class RangeInput:
 
 
 @dataclass(frozen=True)
+class RangeReading:
+    """One range message's returns: points (M, 3) in metres in the sensor's ``frame``, at ``stamp_ns``."""
+
+    points: np.ndarray
+    frame: str
+    stamp_ns: int | None = None  # the message's stamp: where a timed (/tf) chain to the cameras is looked up
+
+
+@dataclass(frozen=True)
 class RangeSet:
     """The range messages picked for a set, in their sensors' frames (``LatestByStamp.pick``)."""
 
-    readings: list[tuple[np.ndarray, str]]  # (points (M, 3) in metres, the sensor's frame) per message
+    readings: list[RangeReading]
     cfg: RangeFitConfig
     offset_s: float = float("nan")  # the largest |message stamp - set stamp|
     problem: str = ""  # why there is nothing to fit (no message in time, unreadable)
 
 
 def into_cameras(ranges: RangeSet, frame_ids: Sequence[str],
-                 lookup: Callable[[str, str], np.ndarray | None]) -> RangeInput:
+                 lookup: Callable[[str, str, int | None], np.ndarray | None]) -> RangeInput:
     """Each reading's points (metres, in its sensor frame) moved into every camera's optical frame.
 
-    ``lookup(target, source)`` is T_target_source or None (``StaticTfBuffer.lookup``); a sensor with no path to
-    a camera gives that camera nothing, and a set where no camera gets any return has the missing paths as its
-    problem.
+    ``lookup(target, source, stamp_ns)`` is T_target_source at the reading's stamp, or None (``TfBuffer.lookup``);
+    a sensor with no path to a camera gives that camera nothing, and a set where no camera gets any return has
+    the missing paths as its problem.
     """
     cfg, offset_s = ranges.cfg, ranges.offset_s
     if ranges.problem:
         return RangeInput([None] * len(frame_ids), cfg, offset_s, ranges.problem)
     per_view: list[list[np.ndarray]] = [[] for _ in frame_ids]
     missing = []
-    for points, sensor in ranges.readings:
+    for reading in ranges.readings:
         # float32 rows: a sensor's own precision, half the memory traffic, and contiguous arrays to multiply
-        xyz = np.ascontiguousarray(np.asarray(points, np.float32).reshape(-1, 3).T)
+        xyz = np.ascontiguousarray(np.asarray(reading.points, np.float32).reshape(-1, 3).T)
         for i, camera in enumerate(frame_ids):
-            T = lookup(camera, sensor)
+            T = lookup(camera, reading.frame, reading.stamp_ns)
             if T is None:
-                missing.append(f"{sensor!r} -> {camera!r}")
+                missing.append(f"{reading.frame!r} -> {camera!r}")
                 continue
             per_view[i].append(_ahead_in(xyz, T, cfg.max_m))
     views = [None if not v else v[0] if len(v) == 1 else np.concatenate(v, axis=1) for v in per_view]
     problem = ""
     if all(v is None for v in views):
-        problem = (f"no transform from the range sensor to any camera ({', '.join(missing)}): publish the "
-                   "sensor's mount on /tf_static (robot_state_publisher, static_transform_publisher)"
+        problem = (f"no transform from the range sensor to any camera ({', '.join(missing)}) at the message's "
+                   "stamp: publish the sensor's mount on /tf_static (robot_state_publisher, "
+                   "static_transform_publisher), or its /tf within a few seconds of the message"
                    if missing else "no range returns in the messages used")
     return RangeInput(views, cfg, offset_s, problem)
 

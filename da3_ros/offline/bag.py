@@ -198,8 +198,9 @@ class _BagRun:
                                      p("sync.queue_size"))
         cfg = setup.config  # metric.range_topics: the node's own picking and conversion (da3_ros.ros.range_inputs)
         self.ranges = RangeTopics(cfg.range_sources, cfg.range_fit) if cfg.range_sources else None
-        self.range_index = {_absolute(s.topic): i for i, s in enumerate(cfg.range_sources)}
-        self.range_info_index = {_absolute(s.info_topic): i for i, s in enumerate(cfg.range_sources)
+        # recorded names are absolute
+        self.range_index = {"/" + s.topic.lstrip("/"): i for i, s in enumerate(cfg.range_sources)}
+        self.range_info_index = {"/" + s.info_topic.lstrip("/"): i for i, s in enumerate(cfg.range_sources)
                                  if s.kind is RangeKind.DEPTH}
         for topic in self.range_index:
             if topic not in self.info.topics:
@@ -260,6 +261,11 @@ class _BagRun:
             self.infos[self.info_index[m.topic]] = deserialize_message(m.data, CameraInfo)
         elif m.topic in self.by_topic and m.schema_name == self.image_topics[self.by_topic[m.topic]][1]:
             return self._on_image(m, writer)
+        elif self.ranges is not None and m.topic == "/tf" and m.schema_name == TF_TYPE:  # a moving sensor's chain
+            for t in deserialize_message(m.data, TFMessage).transforms:
+                if t.header.frame_id and t.child_frame_id and t.header.frame_id != t.child_frame_id:
+                    self.setup.static_tf.add_timed(t.header.frame_id, t.child_frame_id,
+                                                   conv.transform_to_T(t.transform), conv.stamp_to_ns(t.header.stamp))
         elif self.ranges is not None and m.topic in self.range_index:
             i = self.range_index[m.topic]
             self.ranges.add(i, deserialize_message(m.data, RANGE_TYPES[self.ranges.sources[i].kind]))
@@ -330,11 +336,6 @@ class _BagRun:
         if step is not None and step.chain.restart is not None:
             self.summary.temporal_restarts[step.chain.restart.value] += 1
             _LOG.info("temporal chain restarted (%s): %s", step.chain.restart.value, step.chain.restart_detail)
-
-
-def _absolute(topic: str) -> str:
-    """A topic as a bag names it (recorded names are absolute)."""
-    return topic if topic.startswith("/") else "/" + topic
 
 
 def _process(frameset, setup: OfflineSetup, infos, info_topics, bag_topics, writer: BagWriter,

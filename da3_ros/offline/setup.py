@@ -18,7 +18,7 @@ from da3_ros.core.rig import Rig
 from da3_ros.core.results import SetResult
 from da3_ros.core.rig_setup import build_rig
 from da3_ros.core.temporal.chain import TumWriter
-from da3_ros.core.static_tf import StaticTfBuffer
+from da3_ros.core.static_tf import TfBuffer
 from da3_ros.ros.pipeline import SetProcessor
 
 __all__ = ["OfflineSetup", "ParamFileError", "TrajectoryFile", "load_values", "ros_type_name"]
@@ -44,7 +44,7 @@ class OfflineSetup:
         self.config = DepthConfig.from_values(values)  # validated as the node validates its parameters
         self._log = log or logging.getLogger("da3_ros.offline")
         self._said: set[str] = set()
-        self.static_tf = StaticTfBuffer()
+        self.static_tf = TfBuffer()  # /tf_static, and /tf for range sensors (da3-ros bag)
         self.rig: Rig | None = None
         self.core: SetProcessor | None = None  # for sets of ROS messages (a bag)
 

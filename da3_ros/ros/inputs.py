@@ -43,6 +43,7 @@ class InputWiring:
         self._subs.append(self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, latched))
         if self.ranges is not None:  # metric.range_topics: sensors are not triggered with the cameras
             self._subs += self.ranges.subscribe(self.create_subscription, qos_profile_sensor_data)
+            self._subs.append(self.create_subscription(TFMessage, "/tf", self._on_tf, QoSProfile(depth=100)))
 
     def _incompatible(self, topic: str, event) -> None:
         self.stats.count("incompatible_qos")
@@ -53,6 +54,20 @@ class InputWiring:
     def _on_tf_static(self, msg: TFMessage) -> None:
         for t in msg.transforms:
             self.static_tf.add(t.header.frame_id, t.child_frame_id, conv.transform_to_T(t.transform))
+
+    def _on_tf(self, msg: TFMessage) -> None:
+        """/tf edges, for a range sensor's chain at its message's stamp; never the frames this node publishes."""
+        suffix = self.config.out.tf_suffix
+        for t in msg.transforms:
+            child = t.child_frame_id
+            if child.endswith(suffix) or child == self.config.out.odom_child_frame or (
+                    self.config.out.tf_mode == "camera_frames" and child in self._camera_frames):
+                continue  # our own estimates: a range chain through them would measure DA3 against itself
+            try:
+                self.static_tf.add_timed(t.header.frame_id, child, conv.transform_to_T(t.transform),
+                                         conv.stamp_to_ns(t.header.stamp))
+            except ValueError:  # an empty or self-referencing edge: not a transform of anything
+                continue
 
     def _on_info(self, i: int, msg: CameraInfo) -> None:
         self._infos[i] = msg

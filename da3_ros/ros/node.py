@@ -14,7 +14,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo
 
 from da3_ros.core.rig_setup import build_rig
-from da3_ros.core.static_tf import StaticTfBuffer
+from da3_ros.core.static_tf import TfBuffer
 from da3_ros.core.temporal.keyframes import ResetReason
 from da3_ros.core.sync import SyncMode, TimeSynchronizer
 from da3_ros.engines import engine_from_config
@@ -46,6 +46,7 @@ class DepthPipeline(ParameterWiring, InputWiring, SetWorker):
         self._diag_timer = None
         self._stop = threading.Event()
         self._said_at: dict[str, float] = {}  # per withheld-output reason, when it was last logged
+        self._camera_frames: set[str] = set()  # the rig's optical frames seen (tf.mode camera_frames moves them)
 
     def _configure(self) -> None:
         self.rig = self._build_rig()
@@ -58,7 +59,7 @@ class DepthPipeline(ParameterWiring, InputWiring, SetWorker):
                                      camera_timeout_ns=int(self.config.value("sync.camera_timeout_s") * 1e9))
         self._infos: list[CameraInfo | None] = [None] * len(self.config.cameras)
         self._wake = threading.Event()
-        self.static_tf = StaticTfBuffer()
+        self.static_tf = TfBuffer()  # /tf_static; and /tf, with range sensors (their chain at a message's stamp)
         self.ranges = RangeTopics(self.config.range_sources, self.config.range_fit) if self.config.range_sources \
             else None
         self.core = self._make_core()

@@ -13,7 +13,7 @@ from typing import Any
 from sensor_msgs.msg import CameraInfo
 
 from da3_ros.core.errors import ConfigError
-from da3_ros.core.range_scale import LatestByStamp, RangeFitConfig, RangeKind, RangeSet, RangeSource
+from da3_ros.core.range_scale import LatestByStamp, RangeFitConfig, RangeKind, RangeReading, RangeSet, RangeSource
 from da3_ros.ros import conversions as conv
 from da3_ros.ros.conversions.ranges import RANGE_TYPES, range_points
 
@@ -65,7 +65,8 @@ class RangeTopics:
         readings = []
         for i, msg in chosen:
             try:
-                readings.append((range_points(self.sources[i].kind, msg, self.infos[i]), msg.header.frame_id))
+                readings.append(RangeReading(range_points(self.sources[i].kind, msg, self.infos[i]),
+                                             msg.header.frame_id, conv.stamp_to_ns(msg.header.stamp)))
             except conv.ConversionError as exc:
                 problem = f"{self.sources[i].topic}: {exc}"
         if problem and not readings:

@@ -137,6 +137,7 @@ class SetWorker:
                 self.get_logger().warning(done.detail, throttle_duration_sec=10.0)
             return
         out = done.outputs
+        self._camera_frames.update(out.frame_ids)
         timing = self.pubs.publish(out, wants_nav, self._output_failed)
         stamp_age_s = (self.get_clock().now().nanoseconds - frameset.newest_stamp_ns) / 1e9
         self.stats.set_scale(out.pred, self.rig.scale, self.core.without_K)
