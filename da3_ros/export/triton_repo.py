@@ -6,6 +6,10 @@ Layout (Triton's model repository format)::
     <repo>/<name>/1/model.onnx           the graph (+ its .onnx.data weights file when over 2 GB)
     <repo>/<name>_trt/config.pbtxt       platform "tensorrt_plan" (only when TensorRT is installed here:
     <repo>/<name>_trt/1/model.plan        a plan is tied to the GPU and TensorRT version that built it)
+    <repo>/<name>_openvino/config.pbtxt  backend "openvino" on CPU instances (``--openvino``: Triton's OpenVINO
+    <repo>/<name>_openvino/1/model.xml   backend, for inference servers without a GPU), the fp32 graph as
+    <repo>/<name>_openvino/1/model.bin   OpenVINO IR converted by OpenVINO here (model.onnx where it is not
+                                          installed: the backend reads ONNX too)
 
 The config carries the graph's da3_ros metadata (variant, views, size) as a parameter, which the ``triton``
 backend reads to check that the server runs the model the robot expects. Torch-free.
@@ -37,9 +41,18 @@ def _io_dims(path: Path) -> tuple[list[tuple[str, list[int]]], list[tuple[str, l
     return dims(graph.input), dims(graph.output)
 
 
-def model_config(name: str, platform: str, inputs, outputs, meta: dict, tensorrt_accelerator: bool = False) -> str:
-    """config.pbtxt text: fixed dims, no batching (the graph holds one rig set), the metadata as a parameter."""
+def model_config(name: str, platform: str, inputs, outputs, meta: dict, tensorrt_accelerator: bool = False,
+                 model_filename: str = "") -> str:
+    """config.pbtxt text: fixed dims, no batching (the graph holds one rig set), the metadata as a parameter.
+
+    ``model_filename``: the file in the version folder when it is not the backend's default name; the OpenVINO
+    backend runs on CPU instances (it does not complete a config, so everything is written out).
+    """
     kind = f'platform: "{platform}"' if platform == "tensorrt_plan" else f'backend: "{platform}"'
+    if model_filename:
+        kind += f'\ndefault_model_filename: "{model_filename}"'
+    if platform == "openvino":
+        kind += "\ninstance_group [ { kind: KIND_CPU } ]"
 
     def block(key: str, items) -> str:
         rows = [f'  {{ name: "{n}" data_type: TYPE_FP32 dims: [ {", ".join(map(str, d))} ] }}' for n, d in items]
@@ -75,3 +88,32 @@ def write_repository(onnx_path: Path, repo: Path, name: str, tensorrt_accelerato
         (trt_dir / "config.pbtxt").write_text(model_config(f"{name}_trt", "tensorrt_plan", inputs, outputs, meta))
         written.append(trt_dir)
     return written
+
+
+def write_openvino_model(onnx_path: Path, repo: Path, name: str) -> Path:
+    """``<repo>/<name>_openvino``: the fp32 graph for Triton's OpenVINO backend (CPU servers); its directory.
+
+    OpenVINO IR (model.xml + model.bin, weights kept fp32: the server's CPU plugin picks bf16 itself where the
+    CPU has it) when ``openvino`` is installed here, else the ONNX graph, which that backend also reads.
+    """
+    meta = read_metadata(onnx_path)
+    if meta.get("precision") != "fp32":
+        raise ValueError(f"{onnx_path} is a {meta.get('precision')} graph; the repository takes the fp32 export")
+    inputs, outputs = _io_dims(onnx_path)
+    model_dir = repo / f"{name}_openvino"
+    version = model_dir / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    try:
+        import openvino as ov
+    except ImportError:
+        filename = "model.onnx"
+        shutil.copyfile(onnx_path, version / filename)
+        data = onnx_path.with_name(onnx_path.name + ".data")
+        if data.is_file():
+            shutil.copyfile(data, version / data.name)
+    else:
+        filename = "model.xml"
+        ov.save_model(ov.convert_model(str(onnx_path)), str(version / filename), compress_to_fp16=False)
+    (model_dir / "config.pbtxt").write_text(model_config(f"{name}_openvino", "openvino", inputs, outputs, meta,
+                                                         model_filename=filename))
+    return model_dir

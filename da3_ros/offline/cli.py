@@ -101,6 +101,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from da3_ros.export.onnx_export import export_onnx
     from da3_ros.models import load_model
 
+    if args.openvino and not args.triton_repo:
+        raise SystemExit("da3-ros export: --openvino writes a Triton repository model: give --triton-repo DIR too "
+                         "(the node's backend openvino compiles the graph itself)")
     hw = _rig_shape(args)
     views = args.views or max(1, len(args.camera_size or []))
     model = load_model(args.model)
@@ -120,7 +123,7 @@ def _export_triton_repo(args: argparse.Namespace, model, views: int, hw: tuple[i
 
     from da3_ros.export.onnx_export import export_onnx
     from da3_ros.engines.tensorrt_engine import build_plan, tensorrt_status
-    from da3_ros.export.triton_repo import write_repository
+    from da3_ros.export.triton_repo import write_openvino_model, write_repository
 
     repo = Path(args.triton_repo)
     with tempfile.TemporaryDirectory(prefix=".da3-export-", dir=repo.parent if repo.parent.exists() else None) as tmp:
@@ -132,6 +135,8 @@ def _export_triton_repo(args: argparse.Namespace, model, views: int, hw: tuple[i
                                args.conditioned, "fp16", model.label, model.trained)
             plan = build_plan(fp16)
         written = write_repository(graph, repo, args.triton_name, args.triton_tensorrt, plan)
+        if args.openvino:
+            written.append(write_openvino_model(graph, repo, args.triton_name))
     for d in written:
         print(f"wrote Triton model {d.name} in {repo}: {model.label}, {views} views at {hw[1]}x{hw[0]}")
     if plan is None:
@@ -244,6 +249,9 @@ def _add_export(sub: Any) -> None:
     exp.add_argument("--triton-name", default="da3", help="model name in the repository (the node's triton.model)")
     exp.add_argument("--triton-tensorrt", action="store_true",
                      help="let Triton's onnxruntime backend run the graph through TensorRT (FP16)")
+    exp.add_argument("--openvino", action="store_true",
+                     help="with --triton-repo: also <name>_openvino, the graph for Triton's OpenVINO backend (CPU "
+                          "inference servers; OpenVINO IR where openvino is installed here, else ONNX)")
     exp.set_defaults(func=cmd_export)
 
 
