@@ -193,3 +193,24 @@ def test_a_corrupt_compiled_blob_is_deleted_and_compiled_again(soh_images, tmp_p
     (again,) = (tmp_path / "openvino").glob("*.blob")
     assert again.read_bytes() != bytes(data), "the corrupt blob was kept"
     np.testing.assert_array_equal(a.depth, b.depth)
+
+
+def test_build_engine_compiles_ahead_and_the_next_start_only_loads(tmp_path):
+    """``da3-ros build-engine --backend openvino``: graph, compiled blob and gate record in the cache, ahead.
+
+    The second run (what the node's start then does) finds all three: no export, no compile, no gate (the
+    gate's log line is absent and no cache file changes).
+    """
+    import subprocess
+
+    cmd = ["da3-ros", "build-engine", "--model", "random:da3-small@0", "--views", "1", "--height", "56",
+           "--width", "70", "--backend", "openvino", "--cache-dir", str(tmp_path / "cache")]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0 and "openvino engine for" in first.stdout, first.stderr[-2000:]
+    assert "compile parity" in first.stderr
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.suffix != ".lock"}
+    assert any(p.suffix == ".blob" for p in files) and any(p.name.startswith("ov-gate-") for p in files)
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and "compile parity" not in second.stderr, second.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*")
+            if p.is_file() and p.suffix != ".lock"} == files

@@ -252,7 +252,7 @@ def create_engine(backend: str, model: str, *, device: str = "auto", precision: 
 
 
 def create_fixed_shape_engine(backend: str, model: str, **kwargs: Any) -> FixedShapeEngine:
-    """``create_engine`` for a backend that runs exported fixed-shape graphs (onnxruntime, tensorrt).
+    """``create_engine`` for a backend that runs exported fixed-shape graphs (onnxruntime, tensorrt, openvino).
 
     What ``da3-ros build-engine`` prepares and ``da3-ros serve`` hosts: it answers ``prepare`` (the graph and
     runner of a shape, ahead) and holds its ``source`` (checkpoint or graph file, artifact cache), which the
@@ -263,7 +263,7 @@ def create_fixed_shape_engine(backend: str, model: str, **kwargs: Any) -> FixedS
     engine = create_engine(backend, model, **kwargs)
     if not isinstance(engine, FixedShapeEngine):
         raise EngineConfigError(f"backend {backend!r} ({engine.backend}) runs no exported fixed-shape graph; "
-                                "use backend onnxruntime or tensorrt")
+                                "use backend onnxruntime, tensorrt or openvino")
     return engine
 
 

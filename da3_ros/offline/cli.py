@@ -173,7 +173,7 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     views = args.views or max(1, len(args.camera_size or []))
     try:
         engine = create_fixed_shape_engine(args.backend, args.model, precision=args.precision,
-                                           cache_dir=args.cache_dir)
+                                           cache_dir=args.cache_dir, device=args.device)
     except BackendUnavailable as exc:
         raise SystemExit(str(exc)) from None
     t0 = time.perf_counter()
@@ -281,9 +281,12 @@ def _add_build_engine(sub: Any) -> None:
     """``da3-ros build-engine``: a rig's engine ahead of time."""
     bld = sub.add_parser("build-engine", help="export and build a rig's engine ahead of time into the cache")
     _add_rig_args(bld)
-    bld.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime"])
-    bld.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"],
-                     help="auto: the backend's (tensorrt fp16, onnxruntime fp32), as the node resolves it")
+    bld.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime", "openvino"])
+    bld.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8"],
+                     help="auto: the backend's (tensorrt fp16, onnxruntime fp32, openvino bf16 where the CPU has "
+                          "it), as the node resolves it")
+    bld.add_argument("--device", default="auto",
+                     help="as the node's device (openvino: CPU, GPU, NPU; the compiled model is per device)")
     bld.add_argument("--cache-dir", help="where the node looks (default: ~/.cache/da3_ros)")
     bld.set_defaults(func=cmd_build_engine)
 
