@@ -172,6 +172,9 @@ def test_a_range_sensor_gives_every_set_its_metres(kind, tmp_path, domain_id, ch
     for before, after in zip(first.views, metric.views):
         np.testing.assert_allclose(conv.image_to_array(after.depth), conv.image_to_array(before.depth) * S_TRUE,
                                    rtol=1e-5)
+        # the estimated poses in the same metres (the back camera's translation from the front one)
+        np.testing.assert_allclose(conv.pose_to_T(after.pose)[:3, 3], conv.pose_to_T(before.pose)[:3, 3] * S_TRUE,
+                                   rtol=1e-5, atol=1e-9)
     assert float(status["range_residual"]) < 1e-4
     assert 0.5 * int(status["range_points"]) < int(status["range_inliers"]) < 0.97 * int(status["range_points"])
     assert int(status["range_points"]) >= {"cloud": 20000, "scan": 100, "depth": 10000}[kind]
