@@ -10,6 +10,7 @@ Rows per variant and backend, columns per N views (the example photos and a vide
   torch_bf16           : TorchEngine in bf16 on the CPU (AVX512-BF16 / AMX where the CPU has them)
   openvino             : da3_ros OpenVinoEngine (CPU) on the plain fp32 graph, OpenVINO's f32 hint
   openvino_bf16        : the same with OpenVINO's bf16 hint (a CPU with AVX512-BF16 or AMX)
+  openvino_int8        : the same with int8 weights (precision int8: NNCF weights-only), f32 activations
 Each row runs in its own process, so peak RSS is that backend's at that N alone. Forward ms and whole-set ms
 (preprocess + forward + postprocess) are medians of --repeats after a warm-up; ratios are against the two
 upstream rows of the same variant. Start-up = process start to the first result (model load included; the
@@ -38,10 +39,11 @@ KINDS = ("upstream_api", "upstream_raw", "torch", "onnxruntime")
 ENGINE_KINDS = {"torch": ("torch", "fp32"), "torch_bf16": ("torch", "bf16"), "onnxruntime": ("onnxruntime", "fp32"),
                 "onnxruntime_int8": ("onnxruntime", "int8"),
                 "onnxruntime_plain": ("onnxruntime", "fp32"), "openvino": ("openvino", "fp32"),
-                "openvino_bf16": ("openvino", "bf16")}  # kind -> (backend, precision)
+                "openvino_bf16": ("openvino", "bf16"),
+                "openvino_int8": ("openvino", "int8")}  # kind -> (backend, precision)
 PLAIN = "onnxruntime_plain"  # runs the given plain graph file
 REFERENCE = {"onnxruntime_int8": "onnxruntime", "torch_bf16": "torch",
-             "onnxruntime_plain": "onnxruntime", "openvino_bf16": "openvino",
+             "onnxruntime_plain": "onnxruntime", "openvino_bf16": "openvino", "openvino_int8": "openvino",
              "openvino": "onnxruntime"}  # lower precision (or the plain graph) -> its fp32 kind
 
 

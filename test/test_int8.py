@@ -124,7 +124,7 @@ def test_int8_resolves_to_onnxruntime_on_the_cpu(machine, backend, device, want)
 
 
 @pytest.mark.parametrize("machine, backend, device, says", [
-    (CPU, "torch", "auto", "int8 runs on backend onnxruntime only"),
+    (CPU, "torch", "auto", "int8 runs on backend onnxruntime .* or openvino"),
     (GPU, "tensorrt", "auto", "needs calibration"),
     (GPU, "onnxruntime", "cuda", "int8 runs on the CPU"),
     (CPU, "triton", "auto", "the server's"),

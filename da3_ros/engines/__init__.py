@@ -139,8 +139,8 @@ def resolve_settings(backend: str, device: str = "auto", precision: str = "auto"
                                     "or install a CUDA build of torch")
         dev = "cpu" if gpu is None else device
         if precision == "int8":
-            raise EngineConfigError("precision int8 runs on backend onnxruntime only (its dynamically quantized "
-                                    "graph, on the CPU): use backend onnxruntime, or fp32 / bf16 on torch")
+            raise EngineConfigError("precision int8 runs on backend onnxruntime (its dynamically quantized graph, on "
+                                    "the CPU) or openvino (int8 weights): use one of those, or fp32 / bf16 on torch")
         if precision == "auto":
             precision = "fp32" if gpu is None else ("bf16" if hw.torch_bf16() else "fp16")
         return EngineSettings("torch", dev, precision)
@@ -171,17 +171,19 @@ def resolve_settings(backend: str, device: str = "auto", precision: str = "auto"
 
 
 def _openvino_settings(device: str, precision: str, hw: Hardware) -> EngineSettings:
-    """OpenVINO: its device names (auto = CPU); fp32, or bf16 on a CPU with AVX512-BF16/AMX (auto: bf16 there).
+    """OpenVINO: its device names (auto = CPU); fp32, int8 (int8 weights), or bf16 on a CPU with AVX512-BF16/AMX.
+
+    auto: bf16 on such a CPU, else fp32.
 
     Whether OpenVINO lists the device is checked when the engine is built (it needs openvino imported).
     """
     from da3_ros.engines.openvino_engine import openvino_device
 
     dev = openvino_device(device)
-    if precision in ("fp16", "int8"):
-        raise EngineConfigError(f"backend openvino takes precision fp32, bf16 (a CPU with AVX512-BF16 or AMX) or "
-                                f"auto, got {precision!r}: use one of those, or {precision} on backend "
-                                f"{'onnxruntime' if precision == 'int8' else 'tensorrt / onnxruntime'}")
+    if precision == "fp16":
+        raise EngineConfigError("backend openvino takes precision fp32, bf16 (a CPU with AVX512-BF16 or AMX), int8 "
+                                "(int8 weights, NNCF) or auto, got 'fp16': use one of those, or fp16 on backend "
+                                "tensorrt / onnxruntime")
     bf16_here = dev == "CPU" and hw.cpu_bf16()
     if precision == "bf16" and not bf16_here:
         where = (f"device {dev} (bf16 is OpenVINO's CPU hint here)" if dev != "CPU"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,13 +30,15 @@ from da3_ros.engines.parity import EngineParityError, default_parity_names, pari
 from da3_ros.engines.tensorrt_plan import LazyReference
 
 _LOG = logging.getLogger(__name__)
-OV_PRECISIONS = ("fp32", "bf16")
-HINTS = {"fp32": "f32", "bf16": "bf16"}  # our precision -> OpenVINO's INFERENCE_PRECISION_HINT
+OV_PRECISIONS = ("fp32", "bf16", "int8")
+# our precision -> OpenVINO's INFERENCE_PRECISION_HINT (int8: the weights are int8, the activations f32)
+HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 DEVICE_FAMILIES = ("CPU", "GPU", "NPU", "AUTO")
 # the gate's thresholds per precision: (min correlation, max relative error) against fp32 ONNX Runtime
 # (bf16: a safety net against a broken compile, looser than its measured error, as TensorRT's fp16 gate is)
-GATES = {"fp32": (0.9999, 1e-3), "bf16": (0.995, 2e-2)}
+GATES = {"fp32": (0.9999, 1e-3), "bf16": (0.995, 2e-2), "int8": (0.995, 2e-2)}
 GATE_KIND = "ov-gate"
+INT8_KIND = "ov-int8"  # the fp32 graph with int8 weights (NNCF), as OpenVINO IR: <kind>-<key>.xml + .bin
 
 
 class OpenVinoRefused(BackendUnavailable):
@@ -50,6 +53,40 @@ def import_openvino() -> Any:
         raise BackendUnavailable("backend openvino needs OpenVINO: `pip install openvino` (requirements/"
                                  "runtime.txt pins it), or use backend onnxruntime") from exc
     return openvino
+
+
+def int8_model(graph: Path, cache: ArtifactCache | None) -> Any:
+    """The fp32 graph with its MatMul/conv weights in int8 (NNCF weights-only, asymmetric, per channel).
+
+    No calibration data: the activations stay f32, so the only error is the weights' rounding (measured
+    correlation 0.9992 against fp32). An IR in the artifact cache (both files sealed), so the compression runs
+    once per graph; the path of its .xml (an in-memory model without a cache).
+    """
+    try:
+        import nncf
+    except ImportError as exc:
+        raise BackendUnavailable("precision int8 on backend openvino needs NNCF: `pip install nncf` "
+                                 "(requirements/runtime.txt pins it), or precision fp32 / bf16") from exc
+    ov = import_openvino()
+    nncf.set_log_level(logging.ERROR)  # its per-layer table; a progress bar is still printed, once per graph
+
+    def compressed() -> Any:
+        return nncf.compress_weights(ov.Core().read_model(str(graph)), mode=nncf.CompressWeightsMode.INT8_ASYM)
+
+    if cache is None:
+        return compressed()
+    key = {"graph_sha256": sha256_file(graph), "nncf": nncf.__version__, "openvino": ov.get_version(),
+           "mode": "int8_asym"}
+    xml = cache.path_for(INT8_KIND, key, "xml")
+    weights = xml.with_suffix(".bin")  # OpenVINO finds an IR's weights beside it, by the same stem
+    with cache.lock(xml):
+        if cache.verified(xml) and cache.verified(weights):
+            return xml
+        with tempfile.TemporaryDirectory(dir=cache.root, prefix=".ov-int8-") as tmp:
+            ov.save_model(compressed(), str(Path(tmp) / "m.xml"), compress_to_fp16=False)
+            cache.store(weights, (Path(tmp) / "m.bin").read_bytes(), key)
+            cache.store(xml, (Path(tmp) / "m.xml").read_bytes(), key)
+    return xml
 
 
 def openvino_device(device: str) -> str:
@@ -94,7 +131,7 @@ def check_parity_ov(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], nam
     return stats
 
 
-def compile_cached(core: Any, path: Path, device: str, config: dict[str, Any], cache: ArtifactCache) -> Any:
+def compile_cached(core: Any, path: Path | Any, device: str, config: dict[str, Any], cache: ArtifactCache) -> Any:
     """``core.compile_model`` with OpenVINO's CACHE_DIR in the artifact cache, its blobs sealed like our artifacts.
 
     Under one lock: a blob whose bytes no longer match its seal (or that has none: a crash mid-write) is deleted
@@ -107,7 +144,7 @@ def compile_cached(core: Any, path: Path, device: str, config: dict[str, Any], c
         compiled = core.compile_model(str(path), device, {**config, "CACHE_DIR": str(folder)})
         for blob in folder.glob("*.blob"):
             if not blob.with_name(blob.name + SIDECAR_SUFFIX).is_file():
-                cache.seal(blob, {"graph": path.name, "device": device, "config": config})
+                cache.seal(blob, {"graph": Path(path).name, "device": device, "config": config})
     return compiled
 
 
@@ -125,10 +162,11 @@ class OpenVinoRunner:
         if threads > 0 and device.startswith("CPU"):
             config["INFERENCE_NUM_THREADS"] = threads
         t0 = time.perf_counter()
+        model = int8_model(path, cache) if precision == "int8" else path
         if cache is None:
-            self.compiled = core.compile_model(str(path), device, config)
+            self.compiled = core.compile_model(model if precision == "int8" else str(path), device, config)
         else:
-            self.compiled = compile_cached(core, path, device, config, cache)
+            self.compiled = compile_cached(core, model, device, config, cache)
         self.compile_s = time.perf_counter() - t0
         self.version = ov.get_version()
         self.request = self.compiled.create_infer_request()
@@ -171,7 +209,7 @@ class OpenVinoEngine(FixedShapeEngine):
         ov = import_openvino()  # fail at construction, not at the first set
         check_device_listed(device, list(ov.Core().available_devices))
         if precision not in OV_PRECISIONS:
-            raise EngineConfigError(f"backend openvino takes precision fp32, bf16 or auto, got {precision!r}")
+            raise EngineConfigError(f"backend openvino takes precision fp32, bf16, int8 or auto, got {precision!r}")
         self.device, self.precision, self.threads, self.fallback = device, precision, threads, fallback
         self.fallbacks: dict[Shape, str] = {}  # shapes running in fp32 instead of bf16, and why
         super().__init__(model, cache_dir, **kwargs)

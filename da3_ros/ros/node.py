@@ -13,6 +13,7 @@ import time
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo
 
+from da3_ros.core.errors import ConfigError
 from da3_ros.core.rig_setup import build_rig
 from da3_ros.core.static_tf import TfBuffer
 from da3_ros.core.temporal.keyframes import ResetReason
@@ -68,7 +69,11 @@ class DepthPipeline(ParameterWiring, InputWiring, SetWorker):
                                   self.rig.engine.variant.has_sky, v("depth.publish_mm"))
         self._info_topics = [self.config.topics(c)[1] for c in self.config.cameras]
         if self.ranges is not None:  # never the node's own scan or clouds as a range sensor
-            self.ranges.refuse_own_outputs(self.resolve_topic_name, {p.topic_name for p in self.publishers})
+            try:
+                self.ranges.refuse_own_outputs(self.resolve_topic_name, {p.topic_name for p in self.publishers})
+            except ConfigError:
+                self.pubs.destroy()  # a lifecycle configure may be retried: nothing left behind
+                raise
         self.get_logger().info(
             f"model {self.rig.engine.label} on {self.rig.engine.describe()}; cameras {list(self.config.cameras)}, "
             f"reference {self.config.reference_camera}; pose conditioning: {self.config.value('pose_conditioning')} "
