@@ -26,11 +26,11 @@ PHOTOS = ("SOH_000.png", "SOH_010.png", "SOH_000.png")
 NETWORK_HW = (280, 504)  # the 1208x680 photos at process_res 504
 
 
-def _engine_views_per_s(model: str, n: int, repeats: int, examples: Path) -> dict:
+def _engine_views_per_s(model: str, n: int, repeats: int, examples: Path, backend: str) -> dict:
     code = f"""
 import json, statistics, time, cv2
 from da3_ros.engines import FrameBatch, create_engine
-e = create_engine("onnxruntime", {model!r})
+e = create_engine({backend!r}, {model!r})
 imgs = [cv2.imread({str(examples)!r} + "/" + p)[:, :, ::-1].copy() for p in {list(PHOTOS[:n])!r}]
 b = FrameBatch(imgs)
 e.infer(b)
@@ -45,10 +45,10 @@ print(json.dumps({{"set_s": statistics.median(sets), "forward_s": statistics.med
 
 
 def _node_views_per_s(model: str, n: int, seconds: float, rate_hz: float, examples: Path, domain: int,
-                      transport: str) -> dict:
+                      transport: str, backend: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-node-") as out:
         res = subprocess.run(["da3-ros", "demo", "--examples", str(examples), "--cameras", str(n), "--backend",
-                              "onnxruntime", "--model", model, "--seconds", str(seconds), "--rate-hz", str(rate_hz),
+                              backend, "--model", model, "--seconds", str(seconds), "--rate-hz", str(rate_hz),
                               "--out", out, "--domain-id", str(domain), "--transport", transport],
                              capture_output=True, text=True, check=True)
     def field(name: str) -> float:
@@ -59,10 +59,10 @@ def _node_views_per_s(model: str, n: int, seconds: float, rate_hz: float, exampl
     return {"views_s": field("views/s"), "forward_ms": field("stage forward p50 (ms)")}
 
 
-def _prepare(model: str, n: int) -> None:
-    from da3_ros.engines import create_engine
+def _prepare(model: str, n: int, backend: str) -> None:
+    from da3_ros.engines import create_fixed_shape_engine
 
-    engine = create_engine("onnxruntime", model)
+    engine = create_fixed_shape_engine(backend, model)
     for views in sorted({n, max(1, n - 1)}):
         engine.prepare(views, NETWORK_HW)
 
@@ -70,6 +70,8 @@ def _prepare(model: str, n: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="random:da3-small")
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "openvino"],
+                   help="the engine of both (precision auto: openvino takes bf16 where the CPU has it)")
     p.add_argument("--cameras", type=int, default=2, choices=[1, 2, 3])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=20.0)
@@ -81,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--examples", default=str(REPO.parent / "shared" / "data" / "da3_examples"))
     a = p.parse_args(argv)
     examples = Path(a.examples)
-    _prepare(a.model, a.cameras)
-    print(f"# {platform.machine()} {os.cpu_count()} cores | {a.model} (UNTRAINED when random:) on onnxruntime | "
+    _prepare(a.model, a.cameras, a.backend)
+    print(f"# {platform.machine()} {os.cpu_count()} cores | {a.model} (UNTRAINED when random:) on {a.backend} | "
           f"{a.cameras} cameras of 1208x680 at {a.rate_hz} Hz | {time.strftime('%Y-%m-%d')}")
     transports = ["raw", "compressed"] if a.transport == "both" else [a.transport]
     print("| round | transport | engine alone views/s | node views/s | node / engine | engine forward ms | "
@@ -90,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     ratios: dict[str, list[float]] = {t: [] for t in transports}
     for r in range(1, a.rounds + 1):
-        eng = _engine_views_per_s(a.model, a.cameras, a.repeats, examples)
+        eng = _engine_views_per_s(a.model, a.cameras, a.repeats, examples, a.backend)
         for t in transports:
-            node = _node_views_per_s(a.model, a.cameras, a.seconds, a.rate_hz, examples, a.domain_id, t)
+            node = _node_views_per_s(a.model, a.cameras, a.seconds, a.rate_hz, examples, a.domain_id, t, a.backend)
             ratios[t].append(node["views_s"] / eng["views_s"])
             print(f"| {r} | {t} | {eng['views_s']:.2f} | {node['views_s']:.2f} | {ratios[t][-1]:.0%} | "
                   f"{eng['forward_ms']:.0f} | {node['forward_ms']:.0f} |", flush=True)
