@@ -31,7 +31,14 @@ class Runner(Protocol):
 
 
 class FixedShapeEngine(Engine):
-    """Engine over exported graphs; subclasses implement ``_make_runner(shape)``."""
+    """Engine over exported graphs; subclasses implement ``_make_runner(shape)``.
+
+    ``fallbacks``: the shapes a subclass runs another way than asked (TensorRT refused: ONNX Runtime; OpenVINO's
+    bf16 refused: fp32), and why; said in ``describe()`` and in ``health()`` under ``FALLBACK_KEY``, the way
+    running them being ``FALLBACK_RUNS`` and what was refused ``FALLBACK_REFUSED``.
+    """
+
+    FALLBACK_KEY, FALLBACK_RUNS, FALLBACK_REFUSED = "fallback", "another way", "refused"
 
     def __init__(self, model: str, cache_dir: str | None = None, **kwargs: Any) -> None:
         if kwargs.get("ref_view_strategy", "first") != "first":
@@ -41,6 +48,22 @@ class FixedShapeEngine(Engine):
         super().__init__(self.source.variant, self.source.label, self.source.trained, **kwargs)
         self._runners: dict[Shape, Runner] = {}
         self._lock = threading.Lock()
+        self.fallbacks: dict[Shape, str] = {}
+
+    def describe(self) -> str:
+        """The start-up line's backend, plus each shape run another way than asked (``fallbacks``) and why."""
+        text = super().describe()
+        for (n, hw, _), why in self.fallbacks.items():
+            text += f"; {n}-view {hw[1]}x{hw[0]} {self.FALLBACK_RUNS} ({self.FALLBACK_REFUSED}: {why})"
+        return text
+
+    def health(self) -> tuple[bool, dict[str, str]]:
+        """Device and precision, and ``FALLBACK_KEY`` naming each shape run another way than asked, and why."""
+        ok, values = super().health()
+        if self.fallbacks:
+            values[self.FALLBACK_KEY] = "; ".join(f"{n}-view {hw[1]}x{hw[0]} {self.FALLBACK_RUNS}: {why}"
+                                                  for (n, hw, _), why in self.fallbacks.items())
+        return ok, values
 
     def _make_runner(self, shape: Shape) -> Runner:
         raise NotImplementedError

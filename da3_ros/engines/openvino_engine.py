@@ -203,6 +203,8 @@ class OpenVinoEngine(FixedShapeEngine):
     """
 
     backend = "openvino"
+    # a bf16 compile the gate refused runs in fp32 instead (precision auto): how describe/health say it
+    FALLBACK_KEY, FALLBACK_RUNS, FALLBACK_REFUSED = "openvino_fallback", "in fp32", "bf16 refused"
 
     def __init__(self, model: str, device: str = "CPU", precision: str = "fp32", threads: int = 0,
                  cache_dir: str | None = None, fallback: bool = False, **kwargs: Any) -> None:
@@ -211,7 +213,6 @@ class OpenVinoEngine(FixedShapeEngine):
         if precision not in OV_PRECISIONS:
             raise EngineConfigError(f"backend openvino takes precision fp32, bf16, int8 or auto, got {precision!r}")
         self.device, self.precision, self.threads, self.fallback = device, precision, threads, fallback
-        self.fallbacks: dict[Shape, str] = {}  # shapes running in fp32 instead of bf16, and why
         super().__init__(model, cache_dir, **kwargs)
         meta = self.source.meta if self.source.file is not None else {}
         if meta.get("precision", "fp32") != "fp32" or meta.get("attention"):
@@ -264,20 +265,6 @@ class OpenVinoEngine(FixedShapeEngine):
             cache.store(record, json.dumps({"parity": stats}).encode(), key)
         return runner
 
-    def describe(self) -> str:
-        """The start-up line's backend, plus the shapes that run in fp32 because the gate refused bf16."""
-        text = super().describe()
-        for (n, hw, _), why in self.fallbacks.items():
-            text += f"; {n}-view {hw[1]}x{hw[0]} in fp32 (bf16 refused: {why})"
-        return text
-
-    def health(self) -> tuple[bool, dict[str, str]]:
-        """Device and precision, and ``openvino_fallback`` naming each shape run in fp32 instead, and why."""
-        ok, values = super().health()
-        if self.fallbacks:
-            values["openvino_fallback"] = "; ".join(f"{n}-view {hw[1]}x{hw[0]} in fp32: {why}"
-                                                    for (n, hw, _), why in self.fallbacks.items())
-        return ok, values
 
 
 def _cpu_model() -> str:

@@ -316,6 +316,8 @@ class TensorRTEngine(FixedShapeEngine):
     """
 
     backend = "tensorrt"
+    # a shape TensorRT refused runs on ONNX Runtime instead (under backend auto): how describe/health say it
+    FALLBACK_KEY, FALLBACK_RUNS, FALLBACK_REFUSED = "tensorrt_fallback", "on ONNX Runtime", "TensorRT refused it"
 
     def __init__(self, model: str, precision: str = "fp16", cache_dir: str | None = None,
                  workspace_gib: float = 4.0, fallback: bool = False, **kwargs: Any) -> None:
@@ -328,7 +330,6 @@ class TensorRTEngine(FixedShapeEngine):
         self.precision = precision
         self.workspace_gib = workspace_gib
         self.fallback = fallback
-        self.fallbacks: dict[Shape, str] = {}  # shapes running on ONNX Runtime instead, and why
         super().__init__(model, cache_dir, **kwargs)
         if self.source.file is not None:  # a given file: refused at load, not at every set's parse
             refuse_fused_attention_graph(self.source.file, self.source.meta)
@@ -381,18 +382,4 @@ class TensorRTEngine(FixedShapeEngine):
         self.fallbacks[shape] = why
         return runner
 
-    def describe(self) -> str:
-        """The start-up line's backend, plus the shapes that fell back to ONNX Runtime and why."""
-        text = super().describe()
-        for (n, hw, _), why in self.fallbacks.items():
-            text += f"; {n}-view {hw[1]}x{hw[0]} on ONNX Runtime (TensorRT refused it: {why})"
-        return text
-
-    def health(self) -> tuple[bool, dict[str, str]]:
-        """Device and precision, and ``tensorrt_fallback`` naming each shape on ONNX Runtime and why."""
-        ok, values = super().health()
-        if self.fallbacks:
-            values["tensorrt_fallback"] = "; ".join(f"{n}-view {hw[1]}x{hw[0]} on ONNX Runtime: {why}"
-                                                    for (n, hw, _), why in self.fallbacks.items())
-        return ok, values
 
