@@ -27,8 +27,13 @@ def _domain_ids():
     """ROS_DOMAIN_IDs cycling through DA3_TEST_DOMAINS ("lo-hi", default 20-101: all safe with Fast DDS).
 
     Two test runs on one machine keep apart by giving each its own range.
+    Under pytest-xdist each worker takes its own slice of the range, so two workers never share a domain.
     """
     lo, hi = (int(v) for v in os.environ.get("DA3_TEST_DOMAINS", "20-101").split("-"))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        w, size = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw")), (hi - lo + 1) // workers
+        lo, hi = lo + w * size, lo + (w + 1) * size - 1
     start = os.getpid() % (hi - lo + 1)
     return (lo + (start + k) % (hi - lo + 1) for k in itertools.count())
 
