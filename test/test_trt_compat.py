@@ -86,19 +86,20 @@ GRAPHS = [("da3-small", False, "fp32"), ("da3-small", False, "fp16"), ("da3-smal
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """variant, conditioned, precision -> the exported graph (each exported once, on first use)."""
-    from da3_ros.export.onnx_export import export_onnx
+    """variant, conditioned, precision -> the exported graph (both precisions from one trace, on first use)."""
+    from da3_ros.export.onnx_export import export_onnx_precisions
     from da3_ros.models.loading import build_network
 
-    root, nets, paths = tmp_path_factory.mktemp("trt-compat"), {}, {}
+    root, paths = tmp_path_factory.mktemp("trt-compat"), {}
 
     def get(variant: str, conditioned: bool, precision: str) -> Path:
-        key = (variant, conditioned, precision)
-        if key not in paths:
-            net = nets.setdefault(variant, build_network(variant, seed=0))
-            out = root / f"{variant}-{'cond' if conditioned else 'plain'}-{precision}.onnx"
-            paths[key] = export_onnx(net, variant, out, VIEWS, HW, conditioned, precision, trained=False)
-        return paths[key]
+        if (variant, conditioned, precision) not in paths:
+            precisions = [p for v, c, p in GRAPHS if (v, c) == (variant, conditioned)]
+            outs = {p: root / f"{variant}-{'cond' if conditioned else 'plain'}-{p}.onnx" for p in precisions}
+            written = export_onnx_precisions(build_network(variant, seed=0), variant, outs, VIEWS, HW, conditioned,
+                                             trained=False)
+            paths.update({(variant, conditioned, p): path for p, path in written.items()})
+        return paths[(variant, conditioned, precision)]
 
     return get
 

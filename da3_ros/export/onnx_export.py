@@ -41,6 +41,67 @@ def export_onnx(net, variant_name: str, out: Path, n_views: int, hw: tuple[int, 
     ``fused_attention``: attention as ONNX Runtime's MultiHeadAttention (export.fused_attention), a graph only
     ONNX Runtime runs; without it the graph is plain ONNX (TensorRT, Triton, any runtime).
     """
+    return export_onnx_precisions(net, variant_name, {precision: out}, n_views, hw, conditioned, label, trained,
+                                  fused_attention)[precision]
+
+
+def export_onnx_precisions(net, variant_name: str, outs: dict[str, Path], n_views: int, hw: tuple[int, int],
+                           conditioned: bool = False, label: str = "", trained: bool = True,
+                           fused_attention: bool = False) -> dict[str, Path]:
+    """``export_onnx`` for several precisions (``outs``: precision -> file) from ONE trace of the network.
+
+    The trace is most of an export's time (a ViT-L's ~20 s here); fp16 and int8 are conversions of it.
+    """
+    import onnx
+
+    from da3_ros.export import fused_attention as fa
+
+    for precision in outs:
+        if precision not in EXPORT_PRECISIONS:
+            raise ValueError(f"precision must be one of {EXPORT_PRECISIONS} for export, got {precision!r}")
+    if fused_attention and "fp16" in outs:
+        raise ValueError("the fp16 graph is TensorRT's, whose parser has no MultiHeadAttention: export it "
+                         "without fused attention")
+    if hw[0] % 14 or hw[1] % 14:
+        raise ValueError(f"network size must be multiples of 14, got {hw}")
+    t0 = time.perf_counter()
+    traced, inputs, outputs = _trace(net, n_views, hw, conditioned, fused_attention, next(iter(outs.values())).parent)
+    large = sum(len(t.raw_data) for t in traced.graph.initializer) > LARGE_MODEL_BYTES
+    for k, (precision, out) in enumerate(outs.items()):
+        model = traced
+        if k < len(outs) - 1:  # the conversions and an external-data save change the proto: the last takes it
+            model = onnx.ModelProto()
+            model.CopyFrom(traced)
+        if precision == "fp16":
+            if large:
+                raise ValueError(f"{variant_name} is over 2 GB: its fp16 graph is not supported yet; export fp32")
+            model = _to_mixed_fp16(model, out.parent)
+        elif precision == "int8":
+            if large:
+                raise ValueError(f"{variant_name} is over 2 GB: its int8 graph is not supported yet; export fp32")
+            from da3_ros.export.int8 import to_dynamic_int8
+
+            model = to_dynamic_int8(model, out.parent)
+        meta = {"variant": variant_name, "n_views": n_views, "height": hw[0], "width": hw[1],
+                "conditioned": conditioned, "precision": precision, "label": label, "trained": trained,
+                "graph_version": GRAPH_VERSION, "inputs": inputs, "outputs": outputs,
+                "attention": fa.MHA_OP if fused_attention else "onnx",  # int8: its weight bits, checked at load
+                **({"int8_weight_bits": int8_weight_bits()} if precision == "int8" else {})}
+        onnx.helper.set_model_props(model, {META_KEY: json.dumps(meta)})
+        out.parent.mkdir(parents=True, exist_ok=True)
+        data = out.with_name(out.name + ".data")
+        data.unlink(missing_ok=True)
+        if large:  # protobuf's 2 GB limit: the weights go to one file beside the graph, <out>.onnx.data
+            onnx.save(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+        else:
+            onnx.save(model, str(out))
+        _LOG.info("exported %s (%d views, %dx%d, %s%s) to %s in %.1f s", variant_name, n_views, hw[1], hw[0],
+                  precision, ", pose-conditioned" if conditioned else "", out, time.perf_counter() - t0)
+    return dict(outs)
+
+
+def _trace(net, n_views: int, hw: tuple[int, int], conditioned: bool, fused_attention: bool, work_dir: Path):
+    """The traced fp32 graph of ``InferenceGraph(net)`` as a ModelProto, with its input and output names."""
     import onnx
     import torch
 
@@ -48,52 +109,18 @@ def export_onnx(net, variant_name: str, out: Path, n_views: int, hw: tuple[int, 
     from da3_ros.export import fused_attention as fa
     from da3_ros.engines.graph import InferenceGraph
 
-    if precision not in EXPORT_PRECISIONS:
-        raise ValueError(f"precision must be one of {EXPORT_PRECISIONS} for export, got {precision!r}")
-    if fused_attention and precision == "fp16":
-        raise ValueError("the fp16 graph is TensorRT's, whose parser has no MultiHeadAttention: export it "
-                         "without fused attention")
-    if hw[0] % 14 or hw[1] % 14:
-        raise ValueError(f"network size must be multiples of 14, got {hw}")
     graph = InferenceGraph(net.float().eval()).eval()
     feeds = example_inputs(n_views, hw, conditioned)
     args = tuple(torch.from_numpy(feeds[k]) for k in (IN_IMAGES, IN_EXTRINSICS, IN_INTRINSICS) if k in feeds)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    work_dir.mkdir(parents=True, exist_ok=True)
     # Trace into a scratch directory: a model over 2 GB (giant, nested) comes out as one file per tensor.
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as scratch:
-        traced = Path(scratch) / out.name
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix=".export-") as scratch:
+        traced = Path(scratch) / "traced.onnx"
         fusing = fa.fused_attention() if fused_attention else contextlib.nullcontext()
         with export_friendly(), fusing, torch.no_grad():
             torch.onnx.export(graph, args, str(traced), input_names=list(feeds), output_names=graph.names,
                               opset_version=OPSET, dynamo=False, do_constant_folding=True)
-        model = onnx.load(str(traced))  # with its external tensors, if any
-    large = sum(len(t.raw_data) for t in model.graph.initializer) > LARGE_MODEL_BYTES
-    if precision == "fp16":
-        if large:
-            raise ValueError(f"{variant_name} is over 2 GB: its fp16 graph is not supported yet; export fp32")
-        model = _to_mixed_fp16(model, out.parent)
-    elif precision == "int8":
-        if large:
-            raise ValueError(f"{variant_name} is over 2 GB: its int8 graph is not supported yet; export fp32")
-        from da3_ros.export.int8 import to_dynamic_int8
-
-        model = to_dynamic_int8(model, out.parent)
-    meta = {"variant": variant_name, "n_views": n_views, "height": hw[0], "width": hw[1],
-            "conditioned": conditioned, "precision": precision, "label": label, "trained": trained,
-            "graph_version": GRAPH_VERSION, "inputs": list(feeds), "outputs": graph.names,
-            "attention": fa.MHA_OP if fused_attention else "onnx",  # int8: its weight bits, checked at load
-            **({"int8_weight_bits": int8_weight_bits()} if precision == "int8" else {})}
-    onnx.helper.set_model_props(model, {META_KEY: json.dumps(meta)})
-    data = out.with_name(out.name + ".data")
-    data.unlink(missing_ok=True)
-    if large:  # protobuf's 2 GB limit: the weights go to one file beside the graph, <out>.onnx.data
-        onnx.save(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
-    else:
-        onnx.save(model, str(out))
-    _LOG.info("exported %s (%d views, %dx%d, %s%s) to %s in %.1f s", variant_name, n_views, hw[1], hw[0],
-              precision, ", pose-conditioned" if conditioned else "", out, time.perf_counter() - t0)
-    return out
+        return onnx.load(str(traced)), list(feeds), list(graph.names)  # with its external tensors, if any
 
 
 def _to_mixed_fp16(model, work_dir: Path):
