@@ -527,6 +527,17 @@ def run_values(run: dict[str, Any], cache_dir: str) -> dict[str, Any]:
     return values
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _torch_threads_restored():
+    """The runs' ``threads: 1`` sets torch's process-wide pool: give the next module of this process its own back
+    (a test comparing a node's depth with an in-process forward bit for bit needs both on the same thread count)."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("matrix_cache"))
