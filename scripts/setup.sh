@@ -56,44 +56,17 @@ export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 export PATH="$VENV/bin:$PATH"
 
-# The numpy-2 leg (test/test_numpy2_leg.py): a venv holding numpy 2 only, which then sees the main venv's packages
-# AFTER its own (a .pth line appends them), so numpy 2 shadows 1.26 and torch, onnxruntime, OpenCV and DA3 are shared.
-NP2="$VENV-numpy2"
-main_site="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-make_numpy2_venv() {
-  local np2_want np2_site
-  np2_want="$(cat "$ROOT/requirements/numpy2.txt" | sha256sum | cut -d' ' -f1) $main_site"
-  [ "$(cat "$NP2/.da3_numpy2" 2>/dev/null)" = "$np2_want" ] && return 0
-  log "creating $NP2 (numpy 2 over $VENV's packages)"
-  "$PY" -m venv --clear "$NP2"  # same base interpreter as $VENV: the shared packages' extensions load
-  # numpy first, the .pth after: pip must not see (and try to replace) the main venv's numpy
-  "$NP2/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements/numpy2.txt"
-  np2_site="$("$NP2/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-  echo "$main_site" > "$np2_site/zz_da3_main_venv.pth"
-  echo "$np2_want" > "$NP2/.da3_numpy2"
-}
-# The Jazzy leg's wheels (below): downloaded and installed while the main venv's packages build.
-JZ="$VENV-jazzy"
-jz_want="$(cat "$ROOT/requirements/ros-jazzy.txt" | sha256sum | cut -d' ' -f1) $main_site"
-install_jazzy_wheels() {
-  [ "$(cat "$JZ/.da3_jazzy" 2>/dev/null)" = "$jz_want" ] && return 0
-  log "creating $JZ (ROS 2 Jazzy wheels, then $VENV's packages)"
-  "$PY" -m venv --clear "$JZ"
-  "$JZ/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements/ros-jazzy.txt"
-  fix_cmake_exports "$JZ"
-  rm -rf "$BUILD/jazzy"  # built against the previous wheels
-}
-make_numpy2_venv & side_pids=($!)
-install_jazzy_wheels & side_pids+=($!)
-
 # tf2_msgs is not on PyPI. Build our stand-in only where none is importable, so a real ROS install's
-# tf2_msgs is never shadowed. The video transports' messages (cameras.<name>.transport ffmpeg / foxglove), likewise.
-# The four packages depend on none of each other: built side by side.
-build_pids=()
-for pkg in tf2_msgs ffmpeg_image_transport_msgs foxglove_msgs; do
+# tf2_msgs is never shadowed.
+if ! "$PY" -c 'import tf2_msgs.msg' 2>/dev/null; then
+  log "building local tf2_msgs (TFMessage) into $VENV"
+  cmake_install "$ROOT/interfaces/tf2_msgs" "$BUILD/tf2_msgs"
+fi
+# The video transports' messages (cameras.<name>.transport ffmpeg / foxglove), likewise only where none is importable.
+for pkg in ffmpeg_image_transport_msgs foxglove_msgs; do
   if ! "$PY" -c "import $pkg.msg" 2>/dev/null; then
     log "building local $pkg into $VENV"
-    cmake_install "$ROOT/interfaces/$pkg" "$BUILD/$pkg" & build_pids+=($!)
+    cmake_install "$ROOT/interfaces/$pkg" "$BUILD/$pkg"
   fi
 done
 
@@ -110,14 +83,36 @@ prune_installed() {  # prune_installed VENV
 }
 log "building da3_ros (msg/ + Python package) into $VENV"
 prune_installed "$VENV"
-cmake_install "$ROOT" "$BUILD/da3_ros" & build_pids+=($!)
-for pid in "${build_pids[@]}" "${side_pids[@]}"; do wait "$pid"; done  # a failed job fails set-up (set -e)
+cmake_install "$ROOT" "$BUILD/da3_ros"
 (cd / && "$PY" -c 'import da3_ros.msg, da3_ros.models, rclpy, tf2_msgs.msg, foxglove_msgs.msg, ffmpeg_image_transport_msgs.msg')
+# The numpy-2 leg (test/test_numpy2_leg.py): a venv holding numpy 2 only, which then sees the main venv's packages
+# AFTER its own (a .pth line appends them), so numpy 2 shadows 1.26 and torch, onnxruntime, OpenCV and DA3 are shared.
+NP2="$VENV-numpy2"
+main_site="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+np2_want="$(cat "$ROOT/requirements/numpy2.txt" | sha256sum | cut -d' ' -f1) $main_site"
+if [ "$(cat "$NP2/.da3_numpy2" 2>/dev/null)" != "$np2_want" ]; then
+  log "creating $NP2 (numpy 2 over $VENV's packages)"
+  "$PY" -m venv --clear "$NP2"  # same base interpreter as $VENV: the shared packages' extensions load
+  # numpy first, the .pth after: pip must not see (and try to replace) the main venv's numpy
+  "$NP2/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements/numpy2.txt"
+  np2_site="$("$NP2/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  echo "$main_site" > "$np2_site/zz_da3_main_venv.pth"
+  echo "$np2_want" > "$NP2/.da3_numpy2"
+fi
 
 # The Jazzy leg (test/test_jazzy_leg.py): a venv with the ROS 2 Jazzy wheels (requirements/ros-jazzy.txt) and every
 # ROS package the node imports built there against Jazzy's rosidl (tf2_msgs, the video transports' messages, da3_ros
 # with its msg/), then the main venv's packages AFTER its own (a .pth line), so torch, onnxruntime, OpenCV, PyAV and
 # DA3 are shared while rclpy and every message package come from Jazzy.
+JZ="$VENV-jazzy"
+jz_want="$(cat "$ROOT/requirements/ros-jazzy.txt" | sha256sum | cut -d' ' -f1) $main_site"
+if [ "$(cat "$JZ/.da3_jazzy" 2>/dev/null)" != "$jz_want" ]; then
+  log "creating $JZ (ROS 2 Jazzy wheels, then $VENV's packages)"
+  "$PY" -m venv --clear "$JZ"
+  "$JZ/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements/ros-jazzy.txt"
+  fix_cmake_exports "$JZ"
+  rm -rf "$BUILD/jazzy"  # built against the previous wheels
+fi
 jz_site="$("$JZ/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 rm -f "$jz_site/zz_da3_main_venv.pth"  # while building, Python in $JZ sees Jazzy's packages only
 (
