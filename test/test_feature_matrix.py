@@ -529,8 +529,10 @@ def run_values(run: dict[str, Any], cache_dir: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module", autouse=True)
 def _torch_threads_restored():
-    """The runs' ``threads: 1`` sets torch's process-wide pool: give the next module of this process its own back
-    (a test comparing a node's depth with an in-process forward bit for bit needs both on the same thread count)."""
+    """Give torch's process-wide thread pool back after the runs' ``threads: 1``.
+
+    A later test comparing a node's depth with an in-process forward bit for bit needs both on one thread count.
+    """
     import torch
 
     before = torch.get_num_threads()
