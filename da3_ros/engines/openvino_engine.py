@@ -266,7 +266,6 @@ class OpenVinoEngine(FixedShapeEngine):
         return runner
 
 
-
 def _cpu_model() -> str:
     """The CPU's model name (a compile is gated per CPU: bf16 kernels differ between them)."""
     try:

@@ -381,5 +381,3 @@ class TensorRTEngine(FixedShapeEngine):
                          "for the life of this process", what, why)
         self.fallbacks[shape] = why
         return runner
-
-

@@ -67,18 +67,17 @@ def export_onnx_precisions(net, variant_name: str, outs: dict[str, Path], n_view
     t0 = time.perf_counter()
     traced, inputs, outputs = _trace(net, n_views, hw, conditioned, fused_attention, next(iter(outs.values())).parent)
     large = sum(len(t.raw_data) for t in traced.graph.initializer) > LARGE_MODEL_BYTES
+    converted = [p for p in outs if p != "fp32"]
+    if large and converted:  # refused before any file is written
+        raise ValueError(f"{variant_name} is over 2 GB: its {converted[0]} graph is not supported yet; export fp32")
     for k, (precision, out) in enumerate(outs.items()):
         model = traced
         if k < len(outs) - 1:  # the conversions and an external-data save change the proto: the last takes it
             model = onnx.ModelProto()
             model.CopyFrom(traced)
         if precision == "fp16":
-            if large:
-                raise ValueError(f"{variant_name} is over 2 GB: its fp16 graph is not supported yet; export fp32")
             model = _to_mixed_fp16(model, out.parent)
         elif precision == "int8":
-            if large:
-                raise ValueError(f"{variant_name} is over 2 GB: its int8 graph is not supported yet; export fp32")
             from da3_ros.export.int8 import to_dynamic_int8
 
             model = to_dynamic_int8(model, out.parent)
