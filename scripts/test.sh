@@ -10,6 +10,6 @@ if ! pgrep -f 'da3_ros|rig_player' >/dev/null; then
   rm -f /dev/shm/fastdds_* /dev/shm/sem.fastdds_* /dev/shm/fastrtps_* /dev/shm/sem.fastrtps_* 2>/dev/null || true
 fi
 cd "$ROOT"  # tests import the installed package, never the source tree (pytest, not python -m pytest)
-# Two workers (pytest-xdist; DA3_TEST_WORKERS=0 for one process): files are the work units (module fixtures
+# One process by default; DA3_TEST_WORKERS=2: two pytest-xdist workers, files the work units (module fixtures
 # set up once), each worker with its own slice of ROS domain ids (test/ros_harness.py).
-exec "$VIRTUAL_ENV/bin/pytest" -p no:cacheprovider --durations=30 -n "${DA3_TEST_WORKERS:-2}" --dist loadfile "$@"
+exec "$VIRTUAL_ENV/bin/pytest" -p no:cacheprovider --durations=30 -n "${DA3_TEST_WORKERS:-0}" --dist loadfile "$@"
