@@ -192,27 +192,34 @@ def test_the_node_publishes_odometry_and_restarts_its_chain_cleanly(tmp_path, do
 def test_sets_superseded_while_the_worker_is_busy_are_no_gap(tmp_path, domain_id, checker, video_path):
     """A forward longer than temporal.max_gap_s: the sets the worker had no time for were seen, not silence.
 
-    Stamps 100 ms apart, sent every 40 ms; processed sets come several stamps apart (more than max_gap_s 0.25 s),
-    the ones between superseded. No stream_paused restart (before: nearly every set restarted the chain).
+    Stamps 100 ms apart, sent every 40 ms; processed sets come two or more stamps apart (more than max_gap_s
+    0.15 s), the ones between superseded. No stream_paused restart (before: nearly every set restarted the chain).
+    The loop waits for such a gap, not for load luck: a fast machine may skip only one stamp (the CI run on
+    3485183 saw 200 ms at most, under the 250 ms this test once asked for).
     """
     node = write_params(tmp_path / "node.yaml", "da3_depth", {
         "model": "random:da3-small@0", "backend": "torch", "process_res": 140, "camera_names": ["left", "right"],
-        "sync.mode": "exact", "diagnostics_period_s": 0.25, "temporal.keyframes": 2, "temporal.max_gap_s": 0.25,
+        "sync.mode": "exact", "diagnostics_period_s": 0.25, "temporal.keyframes": 2, "temporal.max_gap_s": 0.15,
         **EVERY_MOVE})
     feed = _RigFeed(checker, video_frames(video_path, 8, scale=0.25))
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     diags = checker.collect(DiagnosticArray, "/diagnostics")
+
+    def max_gap_ns() -> int:
+        stamps = [stamp_ns(m.header) for m in mv]
+        return max((b - a for a, b in zip(stamps, stamps[1:])), default=0)
+
     with process("depth_node", node, domain_id, tmp_path / "node.log") as proc:
         checker.spin_until(feed.subscribed, 60, "the node's subscriptions")
         for _ in range(1500):
-            if sum(m.window_views == 4 for m in mv) >= 4 and int(_diag(diags).get("sets_superseded", "0")) > 0:
+            if sum(m.window_views == 4 for m in mv) >= 4 and int(_diag(diags).get("sets_superseded", "0")) > 0 \
+                    and max_gap_ns() > 150_000_000:
                 break
             feed.send()
             checker.spin_for(0.04)
         assert proc.poll() is None
-    stamps = [stamp_ns(m.header) for m in mv]
     assert sum(m.window_views == 4 for m in mv) >= 4, [m.window_views for m in mv]
-    assert max(b - a for a, b in zip(stamps, stamps[1:])) > 250_000_000  # the old rule's gap, every set or so
+    assert max_gap_ns() > 150_000_000  # a gap the old rule restarted on
     restarts = [m.chain_restart for m in mv]
     assert "stream_paused" not in restarts, restarts  # (random weights may fail an alignment: not this test's)
     assert "temporal_resets.stream_paused" not in _diag(diags)
