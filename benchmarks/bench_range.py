@@ -20,7 +20,6 @@ import time
 import numpy as np
 from std_msgs.msg import Header
 
-from da3_ros.core import geometry as geo
 from da3_ros.core.prediction import Prediction
 from da3_ros.core.range_scale import RangeFitConfig, RangeKind, RangeReading, RangeSet, into_cameras, range_scaled
 from da3_ros.core.static_tf import StaticTfBuffer

@@ -1,13 +1,18 @@
 """The README's main command path: the demo runs the node on the example rig and leaves pictures."""
 import shutil
 import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from conftest import EXAMPLES, read_rgb
 from da3_ros.core import preprocess
+from da3_ros.offline import demo
 from da3_ros.offline.demo import render_cloud
+from da3_ros.ros import conversions as conv
 from ros_harness import ros_env
 
 
@@ -41,3 +46,53 @@ def test_demo_end_to_end(tmp_path, domain_id):
     assert np.abs(left - photo).mean() < 1.0
     cloud = cv2.imread(str(tmp_path / "fused_cloud.png"))
     assert cloud is not None and (cloud[40:].sum(axis=2) > 0).sum() > 1000  # points below the caption band
+
+
+def test_the_recording_goes_on_until_a_set_it_can_picture(domain_id, checker):
+    """Regression: recording ends only once some set's camera frames all arrived.
+
+    On a loaded machine the recorder had missed every set's camera frames (best effort), so the picture came
+    without the camera image (the CI run on 634c920 with two workers). A stand-in camera and node
+    (the checker) publish ten sets whose frames are lost, then sets with their frames; recording 0.3 s after the
+    first set must go on until a set it can picture.
+    """
+    import rclpy
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from da3_ros.msg import DepthView, MultiViewDepth
+
+    rclpy.init(domain_id=domain_id)
+    rec = demo._Recorder(["left"])
+    sets = checker.node.create_publisher(MultiViewDepth, "multiview_depth", 5)
+    images = checker.node.create_publisher(Image, "left/image_raw", qos_profile_sensor_data)
+    stop = threading.Event()
+
+    def node_and_camera() -> None:
+        for k in range(1, 600):
+            header = Header(stamp=conv.ns_to_stamp(k * 10**8), frame_id="left_optical_frame")
+            if k > 10:  # the first ten sets' frames are lost
+                images.publish(conv.rgb_to_image(np.zeros((4, 6, 3), np.uint8), header))
+            sets.publish(MultiViewDepth(header=header, views=[DepthView(camera_name="left", depth=Image(
+                header=header))]))
+            if stop.wait(0.1):  # a 10 Hz rig
+                return
+
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # record() watches it
+    player = threading.Thread(target=node_and_camera)
+    try:
+        checker.spin_until(lambda: sets.get_subscription_count() and images.get_subscription_count(), 30,
+                           "the recorder's subscriptions")
+        player.start()
+        rec.record(0.3, [stand_in], Path("."))
+        pictured = [m for m in rec.sets if None not in demo._set_frames(m, rec.camera_frames)]
+        assert pictured, [conv.stamp_to_ns(m.header.stamp) for m in rec.sets]
+        assert demo._picture_set(rec.sets, rec.camera_frames).header.stamp.sec >= 1  # stamp k = 10+ (1 s)
+    finally:
+        stop.set()
+        if player.is_alive():
+            player.join()
+        stand_in.kill()
+        rec.node.destroy_node()
+        rclpy.try_shutdown()

@@ -146,13 +146,18 @@ class _Recorder:
             del frames[min(frames)]
 
     def record(self, seconds: float, procs: list[subprocess.Popen], out: Path) -> float:
-        """Spin until ``seconds`` after the first set; return when that first set came (monotonic seconds)."""
+        """Spin until ``seconds`` after the first set and a set that can be pictured; return the first set's time.
+
+        Picturable: the recorder also received all of the set's camera frames. Camera topics are best effort,
+        and under load it can miss some, so recording goes on (up to the start-up deadline) until one such set
+        came, rather than writing pictures without the camera images. Returns monotonic seconds.
+        """
         import rclpy
 
         first = float("nan")
         end = None
         deadline = time.monotonic() + seconds + 120
-        while time.monotonic() < (end or deadline):
+        while time.monotonic() < deadline and not (end is not None and time.monotonic() >= end and self.picturable()):
             rclpy.spin_once(self.node, timeout_sec=0.1)
             if self.sets and end is None:
                 first = time.monotonic()
@@ -161,6 +166,10 @@ class _Recorder:
                 raise SystemExit(f"a process exited early; see {out}/node.log and {out}/player.log")
         rclpy.spin_once(self.node, timeout_sec=1.5)
         return first
+
+    def picturable(self) -> bool:
+        """Whether some set's camera frames were all received (the picture shows them beside its depth)."""
+        return any(None not in _set_frames(m, self.camera_frames) for m in self.sets)
 
 
 def _camera_images(m, camera_frames: dict[str, dict[int, bytes]],
