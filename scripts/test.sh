@@ -10,6 +10,7 @@ if ! pgrep -f 'da3_ros|rig_player' >/dev/null; then
   rm -f /dev/shm/fastdds_* /dev/shm/sem.fastdds_* /dev/shm/fastrtps_* /dev/shm/sem.fastrtps_* 2>/dev/null || true
 fi
 cd "$ROOT"  # tests import the installed package, never the source tree (pytest, not python -m pytest)
-# One process by default; DA3_TEST_WORKERS=2: two pytest-xdist workers, files the work units (module fixtures
-# set up once), each worker with its own slice of ROS domain ids (test/ros_harness.py).
-exec "$VIRTUAL_ENV/bin/pytest" -p no:cacheprovider --durations=30 -n "${DA3_TEST_WORKERS:-0}" --dist loadfile "$@"
+# Two pytest-xdist workers by default (the suite is CPU-bound; two cores here), files the work units (module
+# fixtures set up once), each worker with its own slice of ROS domain ids (test/ros_harness.py).
+# DA3_TEST_WORKERS=0: one process.
+exec "$VIRTUAL_ENV/bin/pytest" -p no:cacheprovider --durations=30 -n "${DA3_TEST_WORKERS:-2}" --dist loadfile "$@"
