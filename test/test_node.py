@@ -19,8 +19,12 @@ STEREO_PHOTOS = {"camera_names": ["left", "right"], "sources": [PHOTO, f"image:{
                  "rate_hz": 2.0}
 
 
+RES = 280  # the network size of these tests: what they assert holds at any size, and 504 costs 3x the forward
+
+
 def _start(tmp_path, domain_id, node_params, player_params):
-    node_yaml = write_params(tmp_path / "node.yaml", "da3_depth", {"model": "random:da3-small@0", **node_params})
+    node_yaml = write_params(tmp_path / "node.yaml", "da3_depth", {"model": "random:da3-small@0", "process_res": RES,
+                                                                   **node_params})
     player_yaml = write_params(tmp_path / "player.yaml", "rig_player", player_params)
     return (process("depth_node", node_yaml, domain_id, tmp_path / "node.log"),
             process("rig_player", player_yaml, domain_id, tmp_path / "player.log"))
@@ -63,7 +67,7 @@ def test_outputs_are_consistent(tmp_path, domain_id, checker):
     expected_mm = np.rint(conv.image_to_array(d).astype(np.float64) * 1000).astype(np.uint16)
     np.testing.assert_array_equal(conv.image_to_array(mm), expected_mm)
     # K is the player's camera_info mapped to the network resolution (video 1024x576 + photo 1208x680)
-    plans = preprocess.plan_batch([(576, 1024), (680, 1208)], 504)
+    plans = preprocess.plan_batch([(576, 1024), (680, 1208)], RES)
     K_expected = preprocess.K_cam_to_proc(pinhole_K(1024, 576, 60.0), plans[0])
     np.testing.assert_allclose(np.array(ci.k).reshape(3, 3), K_expected, rtol=1e-9)
     assert (d.height, d.width) == plans[0].proc_hw
@@ -94,7 +98,7 @@ def test_outputs_are_consistent(tmp_path, domain_id, checker):
 
 
 def test_newest_sets_when_inputs_outrun_the_engine(tmp_path, domain_id, checker):
-    """15 Hz in, ~1 Hz engine: newest sets only, stamps increase, drops counted, latency stays bounded."""
+    """15 Hz in, ~1 Hz engine (process_res 504: the slow engine is the point): newest sets only, stamps increase, drops counted, latency stays bounded."""
     player = {"camera_names": ["front", "left"], "sources": [VIDEO, PHOTO], "rate_hz": 15.0, "jitter_s": 0.003}
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     diags = checker.collect(DiagnosticArray, "/diagnostics")
@@ -104,7 +108,7 @@ def test_newest_sets_when_inputs_outrun_the_engine(tmp_path, domain_id, checker)
         latency_s.append((now_ns - conv.stamp_to_ns(m.header.stamp)) / 1e9)
 
     checker.node.create_subscription(MultiViewDepth, "multiview_depth", on_set, 10)
-    node_cm, player_cm = _start(tmp_path, domain_id, {"camera_names": ["front", "left"]}, player)
+    node_cm, player_cm = _start(tmp_path, domain_id, {"camera_names": ["front", "left"], "process_res": 504}, player)
     with node_cm, player_cm:
         checker.spin_until(lambda: len(mv) >= 2, 90, "first sets")
         first = _latest_diag(diags)
@@ -192,7 +196,7 @@ def test_pose_conditioning_with_two_cameras(tmp_path, domain_id, checker):
 def test_bad_input_is_counted_and_the_node_survives(tmp_path, domain_id, checker):
     """A wrong encoding is a logged, counted drop; the next good image is processed."""
     node_yaml = write_params(tmp_path / "node.yaml", "da3_depth",
-                             {"model": "random:da3-small@0", "camera_names": ["cam"]})
+                             {"model": "random:da3-small@0", "camera_names": ["cam"], "process_res": RES})
     depth = checker.collect(Image, "cam/depth/image")
     diags = checker.collect(DiagnosticArray, "/diagnostics")
     pub = checker.node.create_publisher(Image, "cam/image_raw", 5)
@@ -210,7 +214,7 @@ def test_bad_input_is_counted_and_the_node_survives(tmp_path, domain_id, checker
                               30, "bad input counted")
         assert not depth  # nothing was published for the bad images
         checker.publish_until(pub, lambda: image("rgb8"), lambda: len(depth) >= 1, 30, "depth of a good image")
-    assert (depth[0].height, depth[0].width) == preprocess.plan_resize((120, 160), 504).proc_hw
+    assert (depth[0].height, depth[0].width) == preprocess.plan_resize((120, 160), RES).proc_hw
 
 
 @pytest.mark.parametrize("input_qos", ["reliable"])

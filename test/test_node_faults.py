@@ -77,7 +77,8 @@ def test_unexpected_start_up_errors_keep_their_traceback(domain_id):
 def test_camera_info_of_another_size_does_not_stop_output(tmp_path, domain_id, checker):
     """A camera_info whose size differs from its images: its K is ignored (said once); depth keeps coming."""
     node_yaml = write_params(tmp_path / "node.yaml", "da3_depth",
-                             {"model": "random:da3-small@0", "camera_names": ["cam"], "diagnostics_period_s": 0.3})
+                             {"model": "random:da3-small@0", "camera_names": ["cam"], "diagnostics_period_s": 0.3,
+                              "process_res": 140})  # any size: the point is camera_info's
     depth = checker.collect(Image, "cam/depth/image")
     diags = checker.collect(DiagnosticArray, "/diagnostics")
     pub_img = checker.node.create_publisher(Image, "cam/image_raw", 5)
@@ -126,7 +127,7 @@ def test_camera_info_of_another_size_with_pose_conditioning_is_bad_input(tmp_pat
     """
     node_yaml = write_params(tmp_path / "node.yaml", "da3_depth", {
         "model": "random:da3-small@0", "camera_names": ["cam", "other"], "sync.mode": "exact",
-        "diagnostics_period_s": 0.3,
+        "diagnostics_period_s": 0.3, "process_res": 140,
         "cameras": {"cam": {"T_ref_cam": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]},
                     "other": {"T_ref_cam": [0.12, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]}}})
     depth = checker.collect(Image, "cam/depth/image")

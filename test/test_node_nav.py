@@ -10,7 +10,7 @@ from tf2_msgs.msg import TFMessage
 from da3_ros.ros import conversions as conv
 from da3_ros.msg import MultiViewDepth
 from ros_harness import diag_values, process, write_params
-from test_node import STEREO_PHOTOS, _start
+from test_node import RES, STEREO_PHOTOS, _start
 
 
 def _publish_mount(checker, frames):
@@ -115,7 +115,7 @@ def test_lifecycle_node_publishes_only_while_active_and_frees_the_engine(tmp_pat
     from lifecycle_msgs.srv import ChangeState, GetState
 
     node_yaml = write_params(tmp_path / "node.yaml", "da3_depth",
-                             {"model": "random:da3-small@0", "camera_names": ["left", "right"]})
+                             {"model": "random:da3-small@0", "camera_names": ["left", "right"], "process_res": RES})
     player_yaml = write_params(tmp_path / "player.yaml", "rig_player", STEREO_PHOTOS)
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     diags = checker.collect(DiagnosticArray, "/diagnostics")
