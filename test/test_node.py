@@ -98,7 +98,10 @@ def test_outputs_are_consistent(tmp_path, domain_id, checker):
 
 
 def test_newest_sets_when_inputs_outrun_the_engine(tmp_path, domain_id, checker):
-    """15 Hz in, ~1 Hz engine (process_res 504: the slow engine is the point): newest sets only, stamps increase, drops counted, latency stays bounded."""
+    """15 Hz in, ~1 Hz engine: newest sets only, stamps increase, drops counted, latency stays bounded.
+
+    process_res 504: the slow engine is the point.
+    """
     player = {"camera_names": ["front", "left"], "sources": [VIDEO, PHOTO], "rate_hz": 15.0, "jitter_s": 0.003}
     mv = checker.collect(MultiViewDepth, "multiview_depth")
     diags = checker.collect(DiagnosticArray, "/diagnostics")
