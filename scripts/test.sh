@@ -10,7 +10,8 @@ if ! pgrep -f 'da3_ros|rig_player' >/dev/null; then
   rm -f /dev/shm/fastdds_* /dev/shm/sem.fastdds_* /dev/shm/fastrtps_* /dev/shm/sem.fastrtps_* 2>/dev/null || true
 fi
 # Two workers' processes share two cores: OpenMP threads that spin while waiting for work (libgomp's default)
-# burn the other worker's CPU. Passive waiting measured 10 % less wall time, 13 % less CPU on the node tests.
+# burn the other worker's CPU. Passive waiting measured 10 % less wall time, 13 % less CPU on the node tests;
+# da3_ros's ONNX Runtime sessions stop spinning under it too (engines/onnxruntime_engine.session_options).
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 cd "$ROOT"  # tests import the installed package, never the source tree (pytest, not python -m pytest)
 # Two pytest-xdist workers by default (the suite is CPU-bound; two cores here), files the work units (module

@@ -160,6 +160,26 @@ def test_onnxruntime_providers_are_chosen_for_the_device_never_tensorrts(device,
         choose_providers("cuda:1", available)
 
 
+@pytest.mark.parametrize("policy,spinning", [(None, None), ("PASSIVE", "0"), ("passive", "0"), ("ACTIVE", None)])
+def test_onnxruntime_threads_wait_passively_where_openmp_s_do(monkeypatch, policy, spinning):
+    """OMP_WAIT_POLICY=PASSIVE also stops ONNX Runtime's threads spinning (two processes sharing the cores)."""
+    import onnxruntime as ort
+
+    from da3_ros.engines.onnxruntime_engine import session_options
+
+    if policy is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", policy)
+    so = session_options(ort, threads=2)
+    if spinning is None:  # the entry was never set: ONNX Runtime's own default (spinning) holds
+        with pytest.raises(Exception, match="allow_spinning"):
+            so.get_session_config_entry("session.intra_op.allow_spinning")
+    else:
+        assert so.get_session_config_entry("session.intra_op.allow_spinning") == spinning
+    assert so.intra_op_num_threads == 2 and so.inter_op_num_threads == 1 and not so.enable_cpu_mem_arena
+
+
 def test_onnxruntime_on_the_gpu_means_its_cuda_provider():
     """A build whose only GPU provider is TensorRT's does not count as ONNX Runtime on the GPU (issue 23 item 3)."""
     trt_ep_only = Machine(ort=("TensorrtExecutionProvider", "CPUExecutionProvider"))
