@@ -32,6 +32,29 @@ fix_cmake_exports() {  # fix_cmake_exports VENV
     -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$np_inc#g"
 }
 
+# The two test legs' venvs install their wheels (no dependency on the main venv's contents) in the background
+# while the main venv installs: pip is single-threaded here, and this machine has two cores.
+main_site="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+NP2="$VENV-numpy2"
+np2_want="$(sha256sum < "$ROOT/requirements/numpy2.txt" | cut -d' ' -f1) $main_site"
+np2_pid=""
+if [ "$(cat "$NP2/.da3_numpy2" 2>/dev/null)" != "$np2_want" ]; then
+  # numpy first, the .pth after (below): pip must not see (and try to replace) the main venv's numpy
+  log "creating $NP2 (numpy 2 over $VENV's packages)"
+  ( "$PY" -m venv --clear "$NP2"  # same base interpreter as $VENV: the shared packages' extensions load
+    "$NP2/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements/numpy2.txt" ) & np2_pid=$!
+fi
+JZ="$VENV-jazzy"
+jz_want="$(sha256sum < "$ROOT/requirements/ros-jazzy.txt" | cut -d' ' -f1) $main_site"
+jz_pid=""
+if [ "$(cat "$JZ/.da3_jazzy" 2>/dev/null)" != "$jz_want" ]; then
+  log "creating $JZ (ROS 2 Jazzy wheels, then $VENV's packages)"
+  ( "$PY" -m venv --clear "$JZ"
+    "$JZ/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements/ros-jazzy.txt"
+    fix_cmake_exports "$JZ" ) & jz_pid=$!
+  rm -rf "$BUILD/jazzy"  # built against the previous wheels
+fi
+
 # Python dependencies: reinstall only when a requirements file changed.
 stamp="$VENV/.da3_ros_requirements"
 want="$(cat "$ROOT"/requirements/*.txt | sha256sum | cut -d' ' -f1)"
@@ -56,20 +79,6 @@ export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 export PATH="$VENV/bin:$PATH"
 
-# tf2_msgs is not on PyPI. Build our stand-in only where none is importable, so a real ROS install's
-# tf2_msgs is never shadowed.
-if ! "$PY" -c 'import tf2_msgs.msg' 2>/dev/null; then
-  log "building local tf2_msgs (TFMessage) into $VENV"
-  cmake_install "$ROOT/interfaces/tf2_msgs" "$BUILD/tf2_msgs"
-fi
-# The video transports' messages (cameras.<name>.transport ffmpeg / foxglove), likewise only where none is importable.
-for pkg in ffmpeg_image_transport_msgs foxglove_msgs; do
-  if ! "$PY" -c "import $pkg.msg" 2>/dev/null; then
-    log "building local $pkg into $VENV"
-    cmake_install "$ROOT/interfaces/$pkg" "$BUILD/$pkg"
-  fi
-done
-
 # Modules that moved or went since the last install would shadow nothing but could still be imported by
 # mistake: remove installed .py files that the source tree no longer has (msg/ is rosidl's, kept).
 prune_installed() {  # prune_installed VENV
@@ -81,20 +90,25 @@ prune_installed() {  # prune_installed VENV
     done
   fi
 }
+# The four packages depend on none of each other: built side by side, as in the Jazzy venv below.
+pids=()
+# tf2_msgs is not on PyPI. Build our stand-in only where none is importable, so a real ROS install's
+# tf2_msgs is never shadowed. The video transports' messages (cameras.<name>.transport ffmpeg / foxglove), likewise.
+for pkg in tf2_msgs ffmpeg_image_transport_msgs foxglove_msgs; do
+  if ! "$PY" -c "import $pkg.msg" 2>/dev/null; then
+    log "building local $pkg into $VENV"
+    cmake_install "$ROOT/interfaces/$pkg" "$BUILD/$pkg" & pids+=($!)
+  fi
+done
 log "building da3_ros (msg/ + Python package) into $VENV"
 prune_installed "$VENV"
-cmake_install "$ROOT" "$BUILD/da3_ros"
+cmake_install "$ROOT" "$BUILD/da3_ros" & pids+=($!)
+for pid in "${pids[@]}"; do wait "$pid"; done
 (cd / && "$PY" -c 'import da3_ros.msg, da3_ros.models, rclpy, tf2_msgs.msg, foxglove_msgs.msg, ffmpeg_image_transport_msgs.msg')
 # The numpy-2 leg (test/test_numpy2_leg.py): a venv holding numpy 2 only, which then sees the main venv's packages
 # AFTER its own (a .pth line appends them), so numpy 2 shadows 1.26 and torch, onnxruntime, OpenCV and DA3 are shared.
-NP2="$VENV-numpy2"
-main_site="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-np2_want="$(cat "$ROOT/requirements/numpy2.txt" | sha256sum | cut -d' ' -f1) $main_site"
-if [ "$(cat "$NP2/.da3_numpy2" 2>/dev/null)" != "$np2_want" ]; then
-  log "creating $NP2 (numpy 2 over $VENV's packages)"
-  "$PY" -m venv --clear "$NP2"  # same base interpreter as $VENV: the shared packages' extensions load
-  # numpy first, the .pth after: pip must not see (and try to replace) the main venv's numpy
-  "$NP2/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements/numpy2.txt"
+if [ -n "$np2_pid" ]; then
+  wait "$np2_pid"
   np2_site="$("$NP2/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
   echo "$main_site" > "$np2_site/zz_da3_main_venv.pth"
   echo "$np2_want" > "$NP2/.da3_numpy2"
@@ -104,15 +118,7 @@ fi
 # ROS package the node imports built there against Jazzy's rosidl (tf2_msgs, the video transports' messages, da3_ros
 # with its msg/), then the main venv's packages AFTER its own (a .pth line), so torch, onnxruntime, OpenCV, PyAV and
 # DA3 are shared while rclpy and every message package come from Jazzy.
-JZ="$VENV-jazzy"
-jz_want="$(cat "$ROOT/requirements/ros-jazzy.txt" | sha256sum | cut -d' ' -f1) $main_site"
-if [ "$(cat "$JZ/.da3_jazzy" 2>/dev/null)" != "$jz_want" ]; then
-  log "creating $JZ (ROS 2 Jazzy wheels, then $VENV's packages)"
-  "$PY" -m venv --clear "$JZ"
-  "$JZ/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements/ros-jazzy.txt"
-  fix_cmake_exports "$JZ"
-  rm -rf "$BUILD/jazzy"  # built against the previous wheels
-fi
+[ -z "$jz_pid" ] || wait "$jz_pid"
 jz_site="$("$JZ/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 rm -f "$jz_site/zz_da3_main_venv.pth"  # while building, Python in $JZ sees Jazzy's packages only
 (
