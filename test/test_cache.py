@@ -145,3 +145,38 @@ def _wait_for(condition, timeout_s: float) -> bool:
             return True
         done.wait(0.05)
     return bool(condition())
+
+
+def test_one_export_child_writes_several_graphs_and_each_is_taken_as_it_is_written(tmp_path, caplog):
+    """Graphs of one size asked together (a temporal window's sizes) come from ONE export child.
+
+    The child loads the model once; each graph is sealed, and its lock let go, as soon as the child says it is
+    written, not at the end.
+    """
+    import logging
+
+    from da3_ros.engines.onnx_source import WRITTEN_PREFIX, OnnxSource, _run_export, read_metadata
+
+    # the announcement is taken while the child runs: this child writes its second line only once the first was
+    # taken (the callback made the file it waits for); a parent that read stdout only at exit would never see it
+    flag, taken = tmp_path / "first-taken", []
+    child = ("import pathlib, sys, time\n"
+             f"print({WRITTEN_PREFIX!r} + 'a', flush=True)\nprint('what a network prints', flush=True)\n"
+             f"t = time.monotonic()\nwhile not pathlib.Path({str(flag)!r}).exists() and time.monotonic() - t < 60:\n"
+             "    time.sleep(0.01)\n"
+             f"print({WRITTEN_PREFIX!r} + 'b', flush=True)\nsys.stderr.write('done')\n")
+
+    def written(name: str) -> None:
+        taken.append(name)
+        flag.touch()
+
+    assert _run_export([sys.executable, "-c", child], tmp_path, written=written) == (0, "done")
+    assert taken == ["a", "b"]
+
+    source = OnnxSource(MODEL, ArtifactCache(tmp_path / "cache"))
+    with caplog.at_level(logging.INFO, logger="da3_ros.engines.onnx_source"):
+        paths = source.onnx_for_views([2, 1], (28, 28), False)
+    exporting = [r for r in caplog.records if r.getMessage().startswith("exporting")]
+    assert len(exporting) == 1 and "2/1 views" in exporting[0].getMessage()  # one child for both
+    assert [read_metadata(p)["n_views"] for p in paths] == [2, 1] and source.exports["live"] == 2
+    assert source.onnx_for_views([1, 2], (28, 28), False) == paths[::-1] and source.exports["live"] == 2

@@ -108,34 +108,37 @@ def test_the_metric_pair_prepares_both_engines_graphs(cache_dir):
     main, metric = _engine(cache_dir), _engine(cache_dir, "random:da3metric-large@0")
     pair = MetricPairEngine(main, metric)
     try:
-        pair.prepare_ahead(4, (28, 56), True)  # shapes never exported here: both still pending
+        pair.prepare_ahead([(4, True)], (28, 56))  # shapes never exported here: both still pending
         assert [(e, s) for e, s in AHEAD.pending()] == [(main, (4, (28, 56), True)), (metric, (4, (28, 56), False))]
     finally:
         _stop_ahead()
 
 
-def test_the_ahead_queue_runs_one_at_a_time_in_order_and_skips_a_pending_request(cache_dir):
-    """The process's one worker: first asked, first made; the same request twice is made once; cancel forgets."""
+def test_the_ahead_queue_runs_one_request_at_a_time_in_order_and_skips_a_pending_shape(cache_dir):
+    """The process's one worker: first asked, first made, a request's graphs of one size by one export child.
+
+    A shape already queued is queued once; cancel forgets the queued requests, not the one in progress.
+    """
     engine = _engine(cache_dir)
     queue = AheadQueue()
     started = threading.Event()
-    order: list[int] = []
+    calls: list[tuple[list[int], tuple[int, int], bool]] = []
 
-    def graph_for(shape, background=False):
+    def graphs_for(views, hw, conditioned, background=False):
         assert background
         started.wait(30)
-        order.append(shape[0])
+        calls.append((list(views), hw, conditioned))
 
-    engine._graph_for = graph_for  # observe the calls (the export itself: the tests above)
-    for n in (5, 6, 5, 7):
-        queue.put(engine, (n, (14, 28), False))
-    assert [s[0] for _, s in queue.pending()] == [5, 6, 7]
-    queue.cancel(engine)  # the one in progress goes on
+    engine._graphs_for = graphs_for  # observe the calls (the export itself: the tests above)
+    queue.put(engine, [(5, (14, 28), False), (6, (14, 28), False), (2, (14, 28), True), (7, (14, 28), False)])
+    queue.put(engine, [(5, (14, 28), False), (8, (14, 28), False)])  # 5 is queued already
+    assert [s[0] for _, s in queue.pending()] == [5, 6, 2, 7, 8]
+    queue.cancel(engine)  # the request in progress goes on
     started.set()
     end = time.monotonic() + 30
     while queue.pending() and time.monotonic() < end:
         time.sleep(0.01)
-    assert order == [5] and not queue.pending()
+    assert calls == [([5, 6, 7], (14, 28), False), ([2], (14, 28), True)] and not queue.pending()
 
 
 def _stop_ahead() -> None:

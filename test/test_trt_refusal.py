@@ -29,9 +29,9 @@ def exports(monkeypatch):
     done: list[tuple] = []
     real = OnnxSource._export
 
-    def counted(self, path, n_views, hw, conditioned, precision, fused_attention, background):
-        done.append((n_views, tuple(hw), conditioned, precision, fused_attention))
-        return real(self, path, n_views, hw, conditioned, precision, fused_attention, background)
+    def counted(self, paths, hw, conditioned, precision, fused_attention, background, sealed):
+        done.extend((n_views, tuple(hw), conditioned, precision, fused_attention) for n_views in paths)
+        return real(self, paths, hw, conditioned, precision, fused_attention, background, sealed)
 
     monkeypatch.setattr(OnnxSource, "_export", counted)
     return done

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from enum import Enum
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -145,8 +146,11 @@ class DepthEngine(Protocol):
     def health(self) -> tuple[bool, dict[str, str]]:
         """Whether the engine can run sets now, and what /diagnostics shows about it."""
 
-    def prepare_ahead(self, n_views: int, hw: tuple[int, int], conditioned: bool) -> None:
-        """Get ready for sets of ``n_views`` views (a fixed-shape engine exports that graph in the background)."""
+    def prepare_ahead(self, shapes: Sequence[tuple[int, bool]], hw: tuple[int, int]) -> None:
+        """Get ready for sets of these (views, conditioned) at network size ``hw``, the most urgent first.
+
+        A fixed-shape engine exports those graphs in the background.
+        """
 
     def describe(self) -> str:
         """'<backend> (device <device>, precision <precision>)'."""

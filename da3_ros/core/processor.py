@@ -188,8 +188,8 @@ class FrameSetProcessor:
         self._note_missing_K(result)
         if not self._ahead_prepared:
             self._ahead_prepared = True
-            for n, conditioned in self.shapes_ahead(list(Ks), frame_ids, result.conditioned):
-                self.rig.engine.prepare_ahead(n, result.prediction.hw, conditioned)
+            self.rig.engine.prepare_ahead(self.shapes_ahead(list(Ks), frame_ids, result.conditioned),
+                                          result.prediction.hw)
         return Processed(self._result(result, full, frame_ids, list(distortion), wants_nav),
                          dict(result.prediction.timing_s), list(range(len(full))))
 

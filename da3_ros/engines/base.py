@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,8 +105,8 @@ class Engine:
         """Whether the engine can run sets now, and what /diagnostics should show about it (device, precision)."""
         return True, {"device": self.runs_on.device, "precision": self.runs_on.precision}
 
-    def prepare_ahead(self, n_views: int, hw: tuple[int, int], conditioned: bool) -> None:
-        """Get ready for sets of ``n_views`` views of network size ``hw``; engines that take any N need nothing."""
+    def prepare_ahead(self, shapes: Sequence[tuple[int, bool]], hw: tuple[int, int]) -> None:
+        """Get ready for sets of these (views, conditioned) at network size ``hw``; any-N engines need nothing."""
 
     def describe(self) -> str:
         """'<backend> (device <device>, precision <precision>)', for the start-up line."""

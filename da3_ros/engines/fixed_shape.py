@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -68,26 +69,37 @@ class FixedShapeEngine(Engine):
     def _make_runner(self, shape: Shape) -> Runner:
         raise NotImplementedError
 
+    def _graph_kind(self) -> tuple[str, bool]:
+        """(precision, fused attention) of the graphs this backend runs (plain fp32 unless it says otherwise)."""
+        return "fp32", False
+
     def _graph_for(self, shape: Shape, background: bool = False) -> Path:
         """The graph file this backend runs for ``shape`` (resolved, exported if needed; see onnx_for)."""
         n, hw, cond = shape
-        return self.source.onnx_for(n, hw, cond, background=background)
+        return self._graphs_for([n], hw, cond, background)[0]
+
+    def _graphs_for(self, views: list[int], hw: tuple[int, int], conditioned: bool,
+                    background: bool = False) -> list[Path]:
+        """``_graph_for`` of several view counts at one size: the missing ones exported by one child process."""
+        precision, fused = self._graph_kind()
+        return self.source.onnx_for_views(views, hw, conditioned, precision, fused, background)
 
     def prepare(self, n_views: int, hw: tuple[int, int], conditioned: bool = False) -> None:
         """Resolve and load the graph for a shape ahead of the first set (exports / builds it if needed)."""
         self._runner((n_views, (int(hw[0]), int(hw[1])), conditioned))
 
-    def prepare_ahead(self, n_views: int, hw: tuple[int, int], conditioned: bool) -> None:
-        """Export the graph of ``n_views`` views in the background (e.g. for when a camera goes silent).
+    def prepare_ahead(self, shapes: Sequence[tuple[int, bool]], hw: tuple[int, int]) -> None:
+        """Export the graphs of these (views, conditioned) in the background (a silent camera, a window).
 
-        Only the graph file is made ahead (in a child process, into the cache), by the process's one ahead
-        worker (``AHEAD``: one export at a time, in the order asked); its runner is built on the first set that
-        needs it. A given .onnx holds exactly its N: a silent camera then fails its sets with an error naming the
-        export command.
+        Only the graph files are made ahead (into the cache), by the process's one ahead worker (``AHEAD``: one
+        request at a time, in the order asked; the graphs of one size and conditioning by one export child);
+        a runner is built on the first set that needs it. A given .onnx holds exactly its N: a silent camera
+        then fails its sets with an error naming the export command.
         """
-        if n_views < 1 or self.source.file is not None:
+        if self.source.file is not None:
             return
-        AHEAD.put(self, (n_views, (int(hw[0]), int(hw[1])), bool(conditioned)))
+        size = (int(hw[0]), int(hw[1]))
+        AHEAD.put(self, [(int(n), size, bool(cond)) for n, cond in shapes if n >= 1])
 
     def runner_for(self, shape: Shape) -> Runner:
         """The loaded runner of ``shape`` (exported / built / loaded if needed), for a host that keeps it.
@@ -123,39 +135,42 @@ class FixedShapeEngine(Engine):
 
 
 class AheadQueue:
-    """The process's graphs to prepare ahead of need: one worker thread, one export at a time, first asked first.
+    """The process's graphs to prepare ahead of need: one worker thread, one request at a time, first asked first.
 
-    One export at a time because each loads its model (memory, cores); in order because the caller asks for
-    the most urgent first (the temporal window's next size before a silent camera's). A request already
-    pending is not queued twice.
+    A request is what one caller asked at once (``put``); its graphs of one size and conditioning are exported
+    by one child process, which loads the model once. One request at a time because each export loads its
+    model (memory, cores); in order because callers ask for the most urgent first (the temporal window's next
+    size before a silent camera's). A shape already queued for that engine is not queued twice.
     """
 
     THREAD_NAME = "da3_prepare_ahead"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: list[tuple[FixedShapeEngine, Shape]] = []  # the first one is being prepared
+        self._pending: list[tuple[FixedShapeEngine, list[Shape]]] = []  # requests; the first is being prepared
         self._thread: threading.Thread | None = None
 
-    def put(self, engine: FixedShapeEngine, shape: Shape) -> None:
-        """Queue ``shape`` of ``engine``; start the worker if it is not running."""
+    def put(self, engine: FixedShapeEngine, shapes: list[Shape]) -> None:
+        """Queue ``shapes`` of ``engine`` as one request; start the worker if it is not running."""
         with self._lock:
-            if any(e is engine and s == shape for e, s in self._pending):
+            queued = {s for e, request in self._pending if e is engine for s in request}
+            new = [s for s in dict.fromkeys(shapes) if s not in queued]
+            if not new:
                 return
-            self._pending.append((engine, shape))
+            self._pending.append((engine, new))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._drain, name=self.THREAD_NAME, daemon=True)
                 self._thread.start()
 
     def pending(self) -> list[tuple[FixedShapeEngine, Shape]]:
-        """What is still to be prepared, the one in progress first."""
+        """What is still to be prepared, the request in progress first."""
         with self._lock:
-            return list(self._pending)
+            return [(e, s) for e, request in self._pending for s in request]
 
     def cancel(self, engine: FixedShapeEngine | None = None) -> None:
-        """Forget the queued requests (of ``engine``; all: None); an export in progress goes on to its end."""
+        """Forget the queued requests (of ``engine``; all: None); the request in progress goes on to its end."""
         with self._lock:
-            self._pending[1:] = [(e, s) for e, s in self._pending[1:] if engine is not None and e is not engine]
+            self._pending[1:] = [(e, r) for e, r in self._pending[1:] if engine is not None and e is not engine]
 
     def _drain(self) -> None:
         while True:
@@ -163,11 +178,15 @@ class AheadQueue:
                 if not self._pending:
                     self._thread = None
                     return
-                engine, shape = self._pending[0]
-            try:
-                engine._graph_for(shape, background=True)
-            except Exception as exc:  # a background nicety: the set that needs it will say what is wrong
-                _LOG.warning("could not prepare the %d-view graph ahead: %s", shape[0], exc)
+                engine, request = self._pending[0]
+            groups: dict[tuple[tuple[int, int], bool], list[int]] = {}  # in the order asked
+            for n, hw, cond in request:
+                groups.setdefault((hw, cond), []).append(n)
+            for (hw, cond), views in groups.items():
+                try:
+                    engine._graphs_for(views, hw, cond, background=True)
+                except Exception as exc:  # a background nicety: the set that needs it will say what is wrong
+                    _LOG.warning("could not prepare the %s-view graphs ahead: %s", "/".join(map(str, views)), exc)
             with self._lock:
                 self._pending.pop(0)
 

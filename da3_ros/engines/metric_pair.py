@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -96,10 +97,10 @@ class MetricPairEngine(Engine):
             return None
         return np.stack([np.zeros(shape[1:], np.float32) if s is None else s for s in found])
 
-    def prepare_ahead(self, n_views: int, hw: tuple[int, int], conditioned: bool) -> None:
-        """Both engines get ready for sets of ``n_views`` views: the metric model's graph is plain (mono)."""
-        self.main.prepare_ahead(n_views, hw, conditioned)
-        self.metric.prepare_ahead(n_views, hw, False)
+    def prepare_ahead(self, shapes: Sequence[tuple[int, bool]], hw: tuple[int, int]) -> None:
+        """Both engines get ready for sets of these views: the metric model's graphs are plain (mono)."""
+        self.main.prepare_ahead(shapes, hw)
+        self.metric.prepare_ahead([(n, False) for n, _ in shapes], hw)
 
     def health(self) -> tuple[bool, dict[str, str]]:
         """Both engines' health (a remote one may be down)."""

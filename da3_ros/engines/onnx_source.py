@@ -25,7 +25,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from da3_ros.engines.base import BackendUnavailable
 from da3_ros.engines.cache import ArtifactCache
@@ -39,6 +41,7 @@ GRAPH_VERSION = 2  # 2: no NonZero (mat_to_quat), no default ScatterND reduction
 META_KEY = "da3_ros"
 FUSED_ATTENTION_OP = "com.microsoft::MultiHeadAttention"  # ONNX Runtime's fused attention (export.fused_attention)
 PARENT_ENV = "DA3_EXPORT_PARENT_PID"  # tells the export child whose death must end it
+WRITTEN_PREFIX = "da3_ros exported: "  # the export child's stdout line for each graph it has written
 SCRATCH_PREFIX = ".export-"
 OWNER_LOCK = ".owner.lock"  # in a scratch folder, flock-ed by its live owner
 STALE_SCRATCH_S = 60.0  # a folder this old whose owner's lock is free was left by a killed process
@@ -122,43 +125,78 @@ class OnnxSource:
                     f"{self.file} was exported for {got}, this set needs {want}: run "
                     f"`{' '.join(export_command('<checkpoint>', n_views, hw, conditioned, precision, '<file>'))}`")
             return self.file
-        key = self.key(n_views, hw, conditioned, precision, fused_attention)
-        path = self.cache.path_for("onnx", key, "onnx")
-        with self.cache.lock(path):  # from the check to the seal: others wanting this graph wait, then load it
-            if self.cache.verified(path):
-                return path
-            if importlib.util.find_spec("torch") is None:
-                cmd = export_command(self.model, n_views, hw, conditioned, precision, '<file>.onnx', fused_attention)
+        return self.onnx_for_views([n_views], hw, conditioned, precision, fused_attention, background)[0]
+
+    def onnx_for_views(self, views: list[int], hw: tuple[int, int], conditioned: bool, precision: str = "fp32",
+                       fused_attention: bool = False, background: bool = False) -> list[Path]:
+        """``onnx_for`` of several view counts at one size: the missing graphs exported by ONE child process.
+
+        The child loads the model once (a small model's imports and build are ~2 of its ~5 s per graph here).
+        Each graph's lock is held from the check until that graph is sealed, which happens as soon as the child
+        has written it: a set waiting for the first graph does not wait for the last.
+        """
+        if self.file is not None:
+            return [self.onnx_for(n, hw, conditioned, precision, fused_attention, background) for n in views]
+        keys = {n: self.key(n, hw, conditioned, precision, fused_attention) for n in views}
+        paths = {n: self.cache.path_for("onnx", key, "onnx") for n, key in keys.items()}
+        held: dict[int, Any] = {}
+        try:
+            for n in sorted(paths, key=lambda n: str(paths[n])):  # one order in every process: no deadlock
+                lock = self.cache.lock(paths[n])
+                lock.__enter__()
+                held[n] = lock
+            missing = [n for n in paths if not self.cache.verified(paths[n])]
+            if missing and importlib.util.find_spec("torch") is None:
+                cmd = export_command(self.model, missing[0], hw, conditioned, precision, '<file>.onnx',
+                                     fused_attention)
                 raise BackendUnavailable(
-                    f"no exported graph for {self.model} ({n_views} views, {hw[1]}x{hw[0]}, {precision}) in "
+                    f"no exported graph for {self.model} ({missing[0]} views, {hw[1]}x{hw[0]}, {precision}) in "
                     f"{self.cache.root}, and torch is not installed here to export it. Run, where torch is: "
                     f"`{' '.join(cmd)}` and set model to that file")
-            self.exports["ahead" if background else "live"] += 1
-            self._export(path, n_views, hw, conditioned, precision, fused_attention, background)
-            return self.cache.seal(path, key)
+            self.exports["ahead" if background else "live"] += len(missing)
 
-    def _export(self, path: Path, n_views: int, hw: tuple[int, int], conditioned: bool, precision: str,
-                fused_attention: bool, background: bool) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sweep_stale_scratch(path.parent)
-        # Export under the final file name in a scratch directory (a large model's graph names its weights
+            def sealed(n: int) -> None:  # this graph is in place: seal it and let those waiting for it go on
+                self.cache.seal(paths[n], keys[n])
+                held.pop(n).__exit__(None, None, None)
+
+            if missing:
+                self._export({n: paths[n] for n in missing}, hw, conditioned, precision, fused_attention,
+                             background, sealed)
+        finally:
+            for lock in held.values():
+                lock.__exit__(None, None, None)
+        return [paths[n] for n in views]
+
+    def _export(self, paths: dict[int, Path], hw: tuple[int, int], conditioned: bool, precision: str,
+                fused_attention: bool, background: bool, sealed: Callable[[int], None]) -> None:
+        parent = next(iter(paths.values())).parent
+        parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_scratch(parent)
+        # Export under the final file names in a scratch directory (a large model's graph names its weights
         # file), then move the weights first and the graph last: a crash leaves no graph without weights.
-        with _scratch_dir(path.parent) as scratch:
-            tmp = scratch / path.name
-            cmd = [sys.executable, "-m", "da3_ros.export.onnx_export", "--model", self.model, "--views", str(n_views),
-                   "--height", str(hw[0]), "--width", str(hw[1]), "--precision", precision, "--out", str(tmp)]
+        with _scratch_dir(parent) as scratch:
+            tmps = {str(scratch / path.name): n for n, path in paths.items()}
+            cmd = [sys.executable, "-m", "da3_ros.export.onnx_export", "--model", self.model,
+                   "--views", *(str(n) for n in paths), "--height", str(hw[0]), "--width", str(hw[1]),
+                   "--precision", precision, "--out", *tmps]
             cmd += ["--conditioned"] if conditioned else []
             cmd += ["--fused-attention"] if fused_attention else []
-            _LOG.info("exporting %s for %d views at %dx%d (%s) into %s", self.model, n_views, hw[1], hw[0],
-                      precision, self.cache.root)
-            returncode, stderr = _run_export(cmd, scratch, AHEAD_NICE if background else 0)
-            if returncode != 0 or not tmp.is_file():
+            _LOG.info("exporting %s for %s views at %dx%d (%s) into %s", self.model, "/".join(map(str, paths)),
+                      hw[1], hw[0], precision, self.cache.root)
+
+            def written(tmp_name: str) -> None:
+                n = tmps.pop(tmp_name)
+                tmp, path = Path(tmp_name), paths[n]
+                data = tmp.with_name(tmp.name + ".data")
+                if data.is_file():
+                    data.replace(path.with_name(path.name + ".data"))
+                tmp.replace(path)
+                sealed(n)
+
+            returncode, stderr = _run_export(cmd, scratch, AHEAD_NICE if background else 0, written)
+            if returncode != 0 or tmps:
                 tail = "\n".join(stderr.strip().splitlines()[-5:])
                 raise RuntimeError(f"export of {self.model} failed (exit {returncode}): {tail}")
-            data = tmp.with_name(tmp.name + ".data")
-            if data.is_file():
-                data.replace(path.with_name(path.name + ".data"))
-            tmp.replace(path)
 
 
 class _scratch_dir:  # noqa: N801 (a context manager used like tempfile.TemporaryDirectory)
@@ -196,26 +234,39 @@ def sweep_stale_scratch(root: Path) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _run_export(cmd: list[str], scratch: Path, nice: int = 0) -> tuple[int, str]:
+def _run_export(cmd: list[str], scratch: Path, nice: int = 0,
+                written: Callable[[str], None] | None = None) -> tuple[int, str]:
     """Run the export child, registered so that ``terminate_exports`` can end it; (exit status, stderr).
 
     ``nice``: added to the child's niceness (an unprivileged process may lower its child's priority only).
+    ``written``: called with each file the child announces on stdout (``WRITTEN_PREFIX``) as it completes.
     """
     env = {**os.environ, PARENT_ENV: str(os.getpid())}  # the child asks the kernel to kill it when we die
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    if nice:
-        try:
-            os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
-        except OSError as exc:  # it has already ended, or the platform refuses: it runs at our priority
-            _LOG.debug("could not lower the export's priority: %s", exc)
-    with _LIVE_LOCK:
-        _LIVE[proc.pid] = (proc, scratch)
-    try:
-        _, stderr = proc.communicate()
-    finally:
+    log = scratch / "export.log"  # stderr to a file: stdout is read line by line, and a full pipe would block
+    with open(log, "w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+        if nice:
+            try:
+                os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
+            except OSError as exc:  # it has already ended, or the platform refuses: it runs at our priority
+                _LOG.debug("could not lower the export's priority: %s", exc)
         with _LIVE_LOCK:
-            _LIVE.pop(proc.pid, None)
-    return proc.returncode, stderr or ""
+            _LIVE[proc.pid] = (proc, scratch)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # other lines: what the network's code prints
+                if line.startswith(WRITTEN_PREFIX) and written is not None:
+                    written(line[len(WRITTEN_PREFIX):].rstrip("\n"))
+            proc.wait()
+        except BaseException:  # taking a graph failed: the rest of this export is not wanted either
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.pop(proc.pid, None)
+        err.seek(0)
+        return proc.returncode, err.read()
 
 
 def live_exports() -> list[subprocess.Popen]:

@@ -207,22 +207,23 @@ class OnnxRuntimeEngine(FixedShapeEngine):
         first = _session_providers(providers, ort.get_available_providers())[0]
         self.runs_on = EngineSettings(self.backend, "cpu" if first == CPU_EP else "cuda", precision)
 
-    def _graph_for(self, shape: Shape, background: bool = False) -> Path:
-        n, hw, cond = shape
+    def _graph_kind(self) -> tuple[str, bool]:
         # fp32 and int8: attention as one MultiHeadAttention node (export.fused_attention: no score tensors).
         # fp16 is TensorRT's mixed graph, kept plain ONNX.
-        if self.precision == "fp16":
-            return self.source.onnx_for(n, hw, cond, self.precision, background=background)
+        return self.precision, self.precision != "fp16"
+
+    def _graphs_for(self, views: list[int], hw: tuple[int, int], conditioned: bool,
+                    background: bool = False) -> list[Path]:
         try:
-            return self.source.onnx_for(n, hw, cond, self.precision, fused_attention=True, background=background)
+            return super()._graphs_for(views, hw, conditioned, background)
         except BackendUnavailable as missing:  # no torch here to export it: a cache made before may hold the
-            try:                               # plain graph of this shape, which computes the same
-                plain = self.source.onnx_for(n, hw, cond, self.precision, background=background)
+            try:                               # plain graphs of these shapes, which compute the same
+                plain = self.source.onnx_for_views(views, hw, conditioned, self.precision, False, background)
             except BackendUnavailable:
                 raise missing from None
-            _LOG.warning("no fused-attention graph for %d views in the cache and no torch to export it: running "
+            _LOG.warning("no fused-attention graph for %s views in the cache and no torch to export it: running "
                          "the plain graph (more memory); `da3-ros build-engine --backend onnxruntime` where torch "
-                         "is installed writes it", n)
+                         "is installed writes it", "/".join(map(str, views)))
             return plain
 
     def _make_runner(self, shape: Shape) -> OrtRunner:

@@ -222,9 +222,8 @@ class OpenVinoEngine(FixedShapeEngine):
                                     "checkpoint")
         self.runs_on = EngineSettings(self.backend, device, precision)
 
-    def _graph_for(self, shape: Shape, background: bool = False) -> Path:
-        n, hw, cond = shape
-        return self.source.onnx_for(n, hw, cond, "fp32", background=background)
+    def _graph_kind(self) -> tuple[str, bool]:
+        return "fp32", False  # the plain fp32 graph: OpenVINO's precision is a compile hint / its own int8
 
     def _make_runner(self, shape: Shape) -> OpenVinoRunner:
         why = refused_reason(self.source.model, shape, self.precision, self.device)

@@ -335,9 +335,8 @@ class TensorRTEngine(FixedShapeEngine):
             refuse_fused_attention_graph(self.source.file, self.source.meta)
         self.runs_on = EngineSettings(self.backend, "cuda", precision)
 
-    def _graph_for(self, shape: Shape, background: bool = False) -> Path:
-        n, hw, cond = shape  # plain ONNX: TensorRT's parser reads it
-        return self.source.onnx_for(n, hw, cond, self.precision, background=background)
+    def _graph_kind(self) -> tuple[str, bool]:
+        return self.precision, False  # plain ONNX: TensorRT's parser reads it
 
     def _fp32_graph(self, shape: Shape) -> Path:
         n, hw, cond = shape

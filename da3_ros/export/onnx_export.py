@@ -27,7 +27,7 @@ from pathlib import Path
 
 from da3_ros.engines.cpu_features import int8_weight_bits
 from da3_ros.engines.graph_io import IN_EXTRINSICS, IN_IMAGES, IN_INTRINSICS, example_inputs
-from da3_ros.engines.onnx_source import GRAPH_VERSION, META_KEY, PARENT_ENV
+from da3_ros.engines.onnx_source import GRAPH_VERSION, META_KEY, PARENT_ENV, WRITTEN_PREFIX
 
 _LOG = logging.getLogger(__name__)
 OPSET = 17
@@ -171,26 +171,35 @@ def _exit_on_sigterm(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Export one graph (the torch-free backends run this in a subprocess so that torch stays out of them)."""
+    """Export graphs of one model (the torch-free backends run this in a subprocess: torch stays out of them).
+
+    Several ``--views`` (with as many ``--out``) are exported one after the other by this one process, the
+    model loaded once; each file, once complete, is announced on stdout (``WRITTEN_PREFIX`` + its path) so that
+    the caller can take it while the next is exported.
+    """
     _end_with_the_parent()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # `kill <pid>` of `da3-ros export` leaves no scratch
     p = argparse.ArgumentParser(prog="python -m da3_ros.export.onnx_export")
     p.add_argument("--model", required=True)
-    p.add_argument("--views", type=int, required=True)
+    p.add_argument("--views", type=int, nargs="+", required=True)
     p.add_argument("--height", type=int, required=True)
     p.add_argument("--width", type=int, required=True)
     p.add_argument("--conditioned", action="store_true")
     p.add_argument("--precision", default="fp32", choices=list(EXPORT_PRECISIONS))
     p.add_argument("--fused-attention", action="store_true",
                    help="attention as ONNX Runtime's MultiHeadAttention (a graph for ONNX Runtime only)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", nargs="+", required=True, help="one file per --views, in the same order")
     a = p.parse_args(argv)
+    if len(a.out) != len(a.views):
+        p.error(f"{len(a.views)} --views need as many --out files, got {len(a.out)}")
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
     from da3_ros.models import load_model
 
     model = load_model(a.model)
-    export_onnx(model.net, model.variant.name, Path(a.out), a.views, (a.height, a.width), a.conditioned,
-                a.precision, model.label, model.trained, a.fused_attention)
+    for n_views, out in zip(a.views, a.out):
+        export_onnx(model.net, model.variant.name, Path(out), n_views, (a.height, a.width), a.conditioned,
+                    a.precision, model.label, model.trained, a.fused_attention)
+        print(f"{WRITTEN_PREFIX}{out}", flush=True)
     return 0
 
 
