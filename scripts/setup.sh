@@ -60,7 +60,9 @@ stamp="$VENV/.da3_ros_requirements"
 want="$(cat "$ROOT"/requirements/*.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing Python packages (torch CPU wheel, ROS 2 Kilted wheels, DA3) into $VENV"
-  "${PIP[@]}" -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/serve.txt" -r "$ROOT/requirements/ros.txt" \
+  # --no-compile: byte-compiling all ~14,600 modules took ~30 s of this, the longest step; Python compiles (and
+  # caches) the ones a process imports, on first import
+  "${PIP[@]}" --no-compile -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/serve.txt" -r "$ROOT/requirements/ros.txt" \
     -r "$ROOT/requirements/test.txt"
   "${PIP[@]}" --no-deps -r "$ROOT/requirements/nodeps.txt"
   fix_cmake_exports "$VENV"
@@ -90,7 +92,30 @@ prune_installed() {  # prune_installed VENV
     done
   fi
 }
-# The four packages depend on none of each other: built side by side, as in the Jazzy venv below.
+# The Jazzy leg (test/test_jazzy_leg.py): a venv with the ROS 2 Jazzy wheels (requirements/ros-jazzy.txt) and every
+# ROS package the node imports built there against Jazzy's rosidl (tf2_msgs, the video transports' messages, da3_ros
+# with its msg/), then the main venv's packages AFTER its own (a .pth line), so torch, onnxruntime, OpenCV, PyAV and
+# DA3 are shared while rclpy and every message package come from Jazzy. Built beside the main venv's packages.
+[ -z "$jz_pid" ] || wait "$jz_pid"
+jz_site="$("$JZ/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+rm -f "$jz_site/zz_da3_main_venv.pth"  # while building, Python in $JZ sees Jazzy's packages only
+(
+  # a Kilted process's library path (its wheels' start-up guard and LD_LIBRARY_PATH) must not reach Jazzy's Python
+  unset _ROS_WHEELS_BOOTSTRAP_COMPLETE LD_LIBRARY_PATH
+  export AMENT_PREFIX_PATH="$JZ" CMAKE_PREFIX_PATH="$JZ" PATH="$JZ/bin:$PATH"
+  pids=()  # the four packages depend on none of each other: built side by side (30 -> 18 s here)
+  for pkg in tf2_msgs ffmpeg_image_transport_msgs foxglove_msgs; do
+    [ -d "$jz_site/$pkg/msg" ] && continue
+    log "building local $pkg into $JZ"
+    cmake_install "$ROOT/interfaces/$pkg" "$BUILD/jazzy/$pkg" "$JZ" & pids+=($!)
+  done
+  log "building da3_ros into $JZ"
+  prune_installed "$JZ"
+  cmake_install "$ROOT" "$BUILD/jazzy/da3_ros" "$JZ" & pids+=($!)
+  for pid in "${pids[@]}"; do wait "$pid"; done
+) & jz_build_pid=$!
+
+# The main venv's four packages depend on none of each other: built side by side, as in the Jazzy venv above.
 pids=()
 # tf2_msgs is not on PyPI. Build our stand-in only where none is importable, so a real ROS install's
 # tf2_msgs is never shadowed. The video transports' messages (cameras.<name>.transport ffmpeg / foxglove), likewise.
@@ -114,28 +139,7 @@ if [ -n "$np2_pid" ]; then
   echo "$np2_want" > "$NP2/.da3_numpy2"
 fi
 
-# The Jazzy leg (test/test_jazzy_leg.py): a venv with the ROS 2 Jazzy wheels (requirements/ros-jazzy.txt) and every
-# ROS package the node imports built there against Jazzy's rosidl (tf2_msgs, the video transports' messages, da3_ros
-# with its msg/), then the main venv's packages AFTER its own (a .pth line), so torch, onnxruntime, OpenCV, PyAV and
-# DA3 are shared while rclpy and every message package come from Jazzy.
-[ -z "$jz_pid" ] || wait "$jz_pid"
-jz_site="$("$JZ/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-rm -f "$jz_site/zz_da3_main_venv.pth"  # while building, Python in $JZ sees Jazzy's packages only
-(
-  # a Kilted process's library path (its wheels' start-up guard and LD_LIBRARY_PATH) must not reach Jazzy's Python
-  unset _ROS_WHEELS_BOOTSTRAP_COMPLETE LD_LIBRARY_PATH
-  export AMENT_PREFIX_PATH="$JZ" CMAKE_PREFIX_PATH="$JZ" PATH="$JZ/bin:$PATH"
-  pids=()  # the four packages depend on none of each other: built side by side (30 -> 18 s here)
-  for pkg in tf2_msgs ffmpeg_image_transport_msgs foxglove_msgs; do
-    [ -d "$jz_site/$pkg/msg" ] && continue
-    log "building local $pkg into $JZ"
-    cmake_install "$ROOT/interfaces/$pkg" "$BUILD/jazzy/$pkg" "$JZ" & pids+=($!)
-  done
-  log "building da3_ros into $JZ"
-  prune_installed "$JZ"
-  cmake_install "$ROOT" "$BUILD/jazzy/da3_ros" "$JZ" & pids+=($!)
-  for pid in "${pids[@]}"; do wait "$pid"; done
-)
+wait "$jz_build_pid"
 echo "$main_site" > "$jz_site/zz_da3_main_venv.pth"
 (cd / && env -u _ROS_WHEELS_BOOTSTRAP_COMPLETE -u LD_LIBRARY_PATH AMENT_PREFIX_PATH="$JZ" "$JZ/bin/python" -c \
   'import da3_ros.msg, rclpy, tf2_msgs.msg, foxglove_msgs.msg, ffmpeg_image_transport_msgs.msg')
