@@ -63,8 +63,6 @@ def test_the_recording_goes_on_until_a_set_it_can_picture(domain_id, checker):
 
     from da3_ros.msg import DepthView, MultiViewDepth
 
-    rclpy.init(domain_id=domain_id)
-    rec = demo._Recorder(["left"])
     sets = checker.node.create_publisher(MultiViewDepth, "multiview_depth", 5)
     images = checker.node.create_publisher(Image, "left/image_raw", qos_profile_sensor_data)
     stop = threading.Event()
@@ -79,9 +77,12 @@ def test_the_recording_goes_on_until_a_set_it_can_picture(domain_id, checker):
             if stop.wait(0.1):  # a 10 Hz rig
                 return
 
-    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # record() watches it
     player = threading.Thread(target=node_and_camera)
+    rclpy.init(domain_id=domain_id)  # the recorder's own context, shut down whatever happens below
+    rec = stand_in = None
     try:
+        rec = demo._Recorder(["left"])
+        stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # record() watches it
         checker.spin_until(lambda: sets.get_subscription_count() and images.get_subscription_count(), 30,
                            "the recorder's subscriptions")
         player.start()
@@ -93,6 +94,9 @@ def test_the_recording_goes_on_until_a_set_it_can_picture(domain_id, checker):
         stop.set()
         if player.is_alive():
             player.join()
-        stand_in.kill()
-        rec.node.destroy_node()
+        if stand_in is not None:
+            stand_in.kill()
+            stand_in.wait()
+        if rec is not None:
+            rec.node.destroy_node()
         rclpy.try_shutdown()
