@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from std_msgs.msg import Header
 from da3_ros.ros import conversions as conv
 from da3_ros.engines import create_engine
 from da3_ros.engines.cache import ArtifactCache
-from da3_ros.engines.onnx_source import live_exports, terminate_exports
+from da3_ros.engines.onnx_source import OnnxSource, live_exports, terminate_exports
 from da3_ros.core.config import OutputConfig
 from da3_ros.core.config import CoreConfig
 from da3_ros.core.processor import Processed
@@ -180,3 +181,24 @@ def test_one_export_child_writes_several_graphs_and_each_is_taken_as_it_is_writt
     assert len(exporting) == 1 and "2/1 views" in exporting[0].getMessage()  # one child for both
     assert [read_metadata(p)["n_views"] for p in paths] == [2, 1] and source.exports["live"] == 2
     assert source.onnx_for_views([1, 2], (28, 28), False) == paths[::-1] and source.exports["live"] == 2
+
+
+def test_a_graph_still_queued_in_an_export_child_is_exported_by_a_set_that_needs_it_now(tmp_path):
+    """Only the graph an export child writes first is locked from the start.
+
+    A set needing a later one exports it itself, at its own priority, rather than wait behind the others in a
+    child prepared ahead at a lower one.
+    """
+    root = tmp_path / "cache"
+    ahead, now = OnnxSource(MODEL, ArtifactCache(root)), OnnxSource(MODEL, ArtifactCache(root))
+    batch = threading.Thread(target=ahead.onnx_for_views, args=([2, 1], (28, 28), False), kwargs={"background": True})
+    batch.start()
+    end = time.monotonic() + 120
+    while not list(root.glob(".export-*")) and time.monotonic() < end:  # the child is exporting the 2-view graph
+        time.sleep(0.01)
+    assert list(root.glob(".export-*")), "no export child started"
+    path = now.onnx_for(1, (28, 28), False)
+    batch.join(600)
+    assert now.exports["live"] == 1 and ArtifactCache(root).verified(path)  # it did not wait for the batch
+    assert ahead.exports == {"live": 0, "ahead": 1}  # the child's 1-view graph came second: dropped, not sealed
+    assert not list(root.glob(".export-*"))

@@ -131,21 +131,27 @@ class OnnxSource:
                        fused_attention: bool = False, background: bool = False) -> list[Path]:
         """``onnx_for`` of several view counts at one size: the missing graphs exported by ONE child process.
 
-        The child loads the model once (a small model's imports and build are ~2 of its ~5 s per graph here).
-        Each graph's lock is held from the check until that graph is sealed, which happens as soon as the child
-        has written it: a set waiting for the first graph does not wait for the last.
+        The child loads the model once (a small model's imports and build are ~3 of its ~6 s per graph here).
+        The first missing graph's lock is held from the check until it is sealed (others wanting it wait, then
+        load it). A later one is locked only once the child has written it, and sealed then unless another
+        exporter was first: until then a set that needs it exports it itself, at its own priority, instead of
+        waiting behind the graphs before it in a child prepared ahead at a lower one.
         """
         if self.file is not None:
             return [self.onnx_for(n, hw, conditioned, precision, fused_attention, background) for n in views]
         keys = {n: self.key(n, hw, conditioned, precision, fused_attention) for n in views}
         paths = {n: self.cache.path_for("onnx", key, "onnx") for n, key in keys.items()}
-        held: dict[int, Any] = {}
+        missing = [n for n, path in paths.items() if not self._verified(path)]
+        first: Any = None  # the held lock of the first missing graph (never two locks held at once: no deadlock)
         try:
-            for n in sorted(paths, key=lambda n: str(paths[n])):  # one order in every process: no deadlock
-                lock = self.cache.lock(paths[n])
+            while missing and first is None:
+                lock = self.cache.lock(paths[missing[0]])
                 lock.__enter__()
-                held[n] = lock
-            missing = [n for n in paths if not self.cache.verified(paths[n])]
+                if self.cache.verified(paths[missing[0]]):  # made by another exporter since the check
+                    lock.__exit__(None, None, None)
+                    missing.pop(0)
+                else:
+                    first = lock
             if missing and importlib.util.find_spec("torch") is None:
                 cmd = export_command(self.model, missing[0], hw, conditioned, precision, '<file>.onnx',
                                      fused_attention)
@@ -153,22 +159,33 @@ class OnnxSource:
                     f"no exported graph for {self.model} ({missing[0]} views, {hw[1]}x{hw[0]}, {precision}) in "
                     f"{self.cache.root}, and torch is not installed here to export it. Run, where torch is: "
                     f"`{' '.join(cmd)}` and set model to that file")
-            self.exports["ahead" if background else "live"] += len(missing)
 
-            def sealed(n: int) -> None:  # this graph is in place: seal it and let those waiting for it go on
-                self.cache.seal(paths[n], keys[n])
-                held.pop(n).__exit__(None, None, None)
+            def take(n: int, put_in_place: Callable[[], None]) -> None:  # the child has written graph n
+                nonlocal first
+                with self.cache.lock(paths[n]):
+                    if n != missing[0] and self.cache.verified(paths[n]):
+                        return  # another exporter sealed it meanwhile: ours is dropped with the scratch folder
+                    put_in_place()
+                    self.cache.seal(paths[n], keys[n])
+                    self.exports["ahead" if background else "live"] += 1
+                if n == missing[0]:
+                    first.__exit__(None, None, None)
+                    first = None
 
             if missing:
                 self._export({n: paths[n] for n in missing}, hw, conditioned, precision, fused_attention,
-                             background, sealed)
+                             background, take)
         finally:
-            for lock in held.values():
-                lock.__exit__(None, None, None)
+            if first is not None:
+                first.__exit__(None, None, None)
         return [paths[n] for n in views]
 
+    def _verified(self, path: Path) -> bool:
+        with self.cache.lock(path):  # never judged while another process renames it into place
+            return self.cache.verified(path)
+
     def _export(self, paths: dict[int, Path], hw: tuple[int, int], conditioned: bool, precision: str,
-                fused_attention: bool, background: bool, sealed: Callable[[int], None]) -> None:
+                fused_attention: bool, background: bool, take: Callable[[int, Callable[[], None]], None]) -> None:
         parent = next(iter(paths.values())).parent
         parent.mkdir(parents=True, exist_ok=True)
         sweep_stale_scratch(parent)
@@ -187,11 +204,14 @@ class OnnxSource:
             def written(tmp_name: str) -> None:
                 n = tmps.pop(tmp_name)
                 tmp, path = Path(tmp_name), paths[n]
-                data = tmp.with_name(tmp.name + ".data")
-                if data.is_file():
-                    data.replace(path.with_name(path.name + ".data"))
-                tmp.replace(path)
-                sealed(n)
+
+                def put_in_place() -> None:
+                    data = tmp.with_name(tmp.name + ".data")
+                    if data.is_file():
+                        data.replace(path.with_name(path.name + ".data"))
+                    tmp.replace(path)
+
+                take(n, put_in_place)
 
             returncode, stderr = _run_export(cmd, scratch, AHEAD_NICE if background else 0, written)
             if returncode != 0 or tmps:
