@@ -6,9 +6,9 @@ so it never imports a runtime.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
