@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,39 @@ except Exception:
     for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
         del sys.modules[name]
     sys.path.insert(0, str(Path(__file__).parent / "shims"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def graph_cache_of_this_run(tmp_path_factory) -> Iterator[Path]:
+    """The default graph cache ($XDG_CACHE_HOME/da3_ros) of every node and engine the suite starts, in this run.
+
+    A test run never fills the user's ~/.cache (about 2 GB of graphs a run). The workers of one run share it (the
+    parent of each worker's base directory), as they would share ~/.cache.
+    """
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "xdg-cache"
+    root.mkdir(exist_ok=True)
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
+def module_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A directory for a module-scoped fixture, removed when the module is done unless one of its tests failed.
+
+    What tmp_path_retention_policy = failed (setup.cfg) does for a test's tmp_path, for the module caches that hold
+    graphs (up to 3 GB each): three workers keeping every module's graphs to the end of the run filled the disk of a
+    CI machine.
+    """
+    path = tmp_path_factory.mktemp(name)
+    failed_before = request.session.testsfailed
+    yield path
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def read_rgb(path: Path) -> np.ndarray:

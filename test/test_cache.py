@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from std_msgs.msg import Header
+from conftest import module_dir
 from da3_ros.ros import conversions as conv
 from da3_ros.engines import create_engine
 from da3_ros.engines.cache import ArtifactCache
@@ -92,9 +93,9 @@ def test_threads_of_one_process_share_the_lock(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def onnx_engine(tmp_path_factory):
-    root = tmp_path_factory.mktemp("engine_cache")
-    return create_engine("onnxruntime", MODEL, cache_dir=str(root), process_res=112), root
+def onnx_engine(request, tmp_path_factory):
+    for root in module_dir(request, tmp_path_factory, "engine_cache"):
+        yield create_engine("onnxruntime", MODEL, cache_dir=str(root), process_res=112), root
 
 
 def _one_set(core: SetProcessor, images) -> Processed:

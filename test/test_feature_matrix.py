@@ -40,6 +40,7 @@ from da3_ros.ros.diagnostics import COUNTERS
 from da3_ros.ros.pipeline import SetProcessor
 from da3_ros.ros.range_inputs import RangeTopics
 from da3_ros.ros.transport import JPEG_FORMAT, input_transport
+from conftest import module_dir
 
 MS = 1_000_000
 CAMERAS = ("left", "right")
@@ -541,8 +542,9 @@ def _torch_threads_restored():
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("matrix_cache"))
+def cache_dir(request, tmp_path_factory) -> Iterator[str]:
+    for path in module_dir(request, tmp_path_factory, "matrix_cache"):
+        yield str(path)
 
 
 @pytest.mark.parametrize("k", range(len(RUNS)), ids=lambda k: f"run{k}")

@@ -27,6 +27,7 @@ from da3_ros.engines import EngineConfigError, EngineSettings, FrameBatch, creat
 from da3_ros.engines.cache import ArtifactCache
 from da3_ros.engines.onnx_source import OnnxSource, read_metadata
 from test_engine_settings import CPU, GPU
+from conftest import module_dir
 
 MODEL = "random:da3-small@0"
 RES = 280  # 280x154 from the 1208x680 photos: quick, and the same graph as the full size
@@ -36,8 +37,9 @@ MAX_ROTATION_DEG = 8.0  # view 1 against view 0 (the world), int8 against fp32
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("int8_cache"))
+def cache_dir(request, tmp_path_factory):
+    for path in module_dir(request, tmp_path_factory, "int8_cache"):
+        yield str(path)
 
 
 def _compare(a, b) -> tuple[float, float]:

@@ -14,13 +14,15 @@ import pytest
 from da3_ros.engines import BackendUnavailable, FrameBatch, create_engine
 from da3_ros.engines.cache import ArtifactCache
 from da3_ros.engines.onnx_source import GraphMismatch, OnnxSource, read_metadata
+from conftest import module_dir
 
 MIN_CORR = 0.99999
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("engine_cache"))
+def cache_dir(request, tmp_path_factory):
+    for path in module_dir(request, tmp_path_factory, "engine_cache"):
+        yield str(path)
 
 
 def _compare(a, b):

@@ -17,6 +17,7 @@ from da3_ros.core.config import DepthConfig
 from da3_ros.engines import EngineConfigError, FrameBatch, Hardware, create_engine, engine_from_config, resolve_settings
 from da3_ros.engines import openvino_engine as ove
 from da3_ros.engines.cpu_features import cpu_has_bf16
+from conftest import module_dir
 
 MODEL = "random:da3-small@3"
 RES = 140
@@ -28,8 +29,9 @@ NEEDS_BF16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has neither
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("ov_cache"))
+def cache_dir(request, tmp_path_factory):
+    for path in module_dir(request, tmp_path_factory, "ov_cache"):
+        yield str(path)
 
 
 def _batch(images, n, conditioned):

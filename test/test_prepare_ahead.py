@@ -24,6 +24,7 @@ from da3_ros.engines import create_engine
 from da3_ros.engines.fixed_shape import AHEAD, AheadQueue
 from da3_ros.engines.metric_pair import MetricPairEngine
 from da3_ros.engines.onnx_source import terminate_exports
+from conftest import module_dir
 
 MODEL = "random:da3-small@5"
 RES = 56  # network size 28 x 56 for the photos (the feature matrix's; at 28 px random weights give NaN depth)
@@ -31,8 +32,9 @@ CAMERAS = ["left", "right"]
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("ahead_cache"))
+def cache_dir(request, tmp_path_factory):
+    for path in module_dir(request, tmp_path_factory, "ahead_cache"):
+        yield str(path)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo
 from tritonclient.grpc import model_config_pb2
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, module_dir
 from da3_ros.ros import conversions as conv
 from da3_ros.engines import EngineUnavailable, FrameBatch, create_engine
 from da3_ros.engines.onnx_source import read_metadata
@@ -108,8 +109,8 @@ def _wait_for(condition, timeout_s: float, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("triton_cache")
+def cache(request, tmp_path_factory) -> Iterator[Path]:
+    yield from module_dir(request, tmp_path_factory, "triton_cache")
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ da3nested-giant-large (1.4 G parameters, >2 GB graphs) are too heavy to export o
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import onnx
 import pytest
 from onnx import TensorProto
 
+from conftest import module_dir
 from da3_ros.export.fp16 import infer_shapes_in_place, strip_default_scatter_reduction, to_mixed_fp16
 
 DOC = "onnx/onnx-tensorrt docs/operators.md @ 10.1-GA (96e7811), checked for TensorRT 10.3"
@@ -85,17 +87,22 @@ GRAPHS = [("da3-small", False, "fp32"), ("da3-small", False, "fp16"), ("da3-smal
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def graph_dir(request, tmp_path_factory) -> Iterator[Path]:
+    yield from module_dir(request, tmp_path_factory, "trt-compat")  # the graphs (2 GB) go with the module
+
+
+@pytest.fixture(scope="module")
+def exported(graph_dir):
     """variant, conditioned, precision -> the exported graph (both precisions from one trace, on first use)."""
     from da3_ros.export.onnx_export import export_onnx_precisions
     from da3_ros.models.loading import build_network
 
-    root, paths = tmp_path_factory.mktemp("trt-compat"), {}
+    paths: dict[tuple[str, bool, str], Path] = {}
 
     def get(variant: str, conditioned: bool, precision: str) -> Path:
         if (variant, conditioned, precision) not in paths:
             precisions = [p for v, c, p in GRAPHS if (v, c) == (variant, conditioned)]
-            outs = {p: root / f"{variant}-{'cond' if conditioned else 'plain'}-{p}.onnx" for p in precisions}
+            outs = {p: graph_dir / f"{variant}-{'cond' if conditioned else 'plain'}-{p}.onnx" for p in precisions}
             written = export_onnx_precisions(build_network(variant, seed=0), variant, outs, VIEWS, HW, conditioned,
                                              trained=False)
             paths.update({(variant, conditioned, p): path for p, path in written.items()})

@@ -18,6 +18,7 @@ from da3_ros.engines.graph_io import example_inputs
 from da3_ros.engines.onnx_source import OnnxSource
 from da3_ros.engines.onnxruntime_engine import OrtRunner
 from trt_standin import JETPACK6_TRT, install
+from conftest import module_dir
 
 MODEL = "random:da3-small@0"
 HW = (28, 42)
@@ -38,8 +39,9 @@ def exports(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("trt_refusal_cache"))
+def shared_cache(request, tmp_path_factory):
+    for path in module_dir(request, tmp_path_factory, "trt_refusal_cache"):
+        yield str(path)
 
 
 def _feeds():
