@@ -22,14 +22,14 @@ except Exception:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def graph_cache_of_this_run(tmp_path_factory) -> Iterator[Path]:
+def graph_cache_of_this_run(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Path]:
     """The default graph cache ($XDG_CACHE_HOME/da3_ros) of every node and engine the suite starts, in this run.
 
     A test run never fills the user's ~/.cache (about 2 GB of graphs a run). The workers of one run share it (the
     parent of each worker's base directory), as they would share ~/.cache.
     """
     base = tmp_path_factory.getbasetemp()
-    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "xdg-cache"
+    root = (base.parent if hasattr(request.config, "workerinput") else base) / "xdg-cache"  # an xdist worker's
     root.mkdir(exist_ok=True)
     before = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(root)
