@@ -54,6 +54,22 @@ def module_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         shutil.rmtree(path, ignore_errors=True)
 
 
+def copy_graphs(src: Path, dst: Path) -> list[Path]:
+    """Copy the sealed ONNX graphs of cache ``src`` (graph, weights beside it, sidecar) into cache ``dst``.
+
+    A test of what an engine does with its own cache (compiles, gates, corrupt blobs) starts from a private copy
+    of a graph exported once for its module, instead of exporting the same graph again (~5 CPU-s each).
+    """
+    dst.mkdir(parents=True, exist_ok=True)
+    graphs = sorted(src.glob("onnx-*.onnx"))
+    assert graphs, f"no graph in {src} to copy"
+    for graph in graphs:
+        for f in (graph, graph.with_name(graph.name + ".data"), graph.with_name(graph.name + ".meta.json")):
+            if f.is_file():
+                shutil.copyfile(f, dst / f.name)  # not a hard link: a test may change its copy
+    return [dst / g.name for g in graphs]
+
+
 def read_rgb(path: Path) -> np.ndarray:
     import cv2
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +17,10 @@ import pytest
 from da3_ros.core.config import DepthConfig
 from da3_ros.engines import EngineConfigError, FrameBatch, Hardware, create_engine, engine_from_config, resolve_settings
 from da3_ros.engines import openvino_engine as ove
+from da3_ros.engines.cache import ArtifactCache
 from da3_ros.engines.cpu_features import cpu_has_bf16
-from conftest import module_dir
+from da3_ros.engines.onnx_source import OnnxSource
+from conftest import copy_graphs, module_dir
 
 MODEL = "random:da3-small@3"
 RES = 140
@@ -50,6 +53,20 @@ def _compare(a, b):
 
 
 @pytest.fixture(scope="module")
+def graph_56(request, tmp_path_factory):
+    """A cache holding the 1-view 56x28 graph the compile tests start from (each on a private copy)."""
+    for path in module_dir(request, tmp_path_factory, "ov_graph_56"):
+        OnnxSource(MODEL, ArtifactCache(path)).onnx_for(1, (28, 56), False)
+        yield path
+
+
+@pytest.fixture
+def cache_56(graph_56, tmp_path) -> Path:
+    copy_graphs(graph_56, tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
 def torch_preds(soh_images):
     engine = create_engine("torch", MODEL, process_res=RES)
     return {(n, c): engine.infer(_batch(soh_images, n, c)) for n, c in ((1, False), (2, False), (2, True))}
@@ -79,29 +96,29 @@ def test_openvino_equals_torch_on_real_photos(precision, n, conditioned, soh_ima
     print(f"openvino {precision} N={n} cond={conditioned}: (correlation, max relative error) {report}")
 
 
-def test_gate_refuses_a_compile_with_its_figures_and_never_compiles_it_again(soh_images, tmp_path, monkeypatch):
+def test_gate_refuses_a_compile_with_its_figures_and_never_compiles_it_again(soh_images, cache_56, monkeypatch):
     """A gate the compile cannot meet (correlation 1, error 0): refused with the figures, remembered, not cached."""
     monkeypatch.setitem(ove.GATES, "fp32", (1.0, 0.0))
     monkeypatch.setattr(ove, "_REFUSED", {})  # this test's refusal is forgotten after it
-    engine = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(tmp_path), process_res=56)
+    engine = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(cache_56), process_res=56)
     with pytest.raises(ove.OpenVinoRefused, match=r"depth: correlation [01]\.\d{6} \(need >= 1\.0\), "
                        r"max relative error \d\.\d+e-\d+ \(need <= 0\.0\)"):
         engine.infer(FrameBatch(soh_images[:1]))
-    assert not list(tmp_path.glob(f"{ove.GATE_KIND}-*.json")), "a refused compile left a gate record"
+    assert not list(cache_56.glob(f"{ove.GATE_KIND}-*.json")), "a refused compile left a gate record"
     compiles = []
     monkeypatch.setattr(ove.OpenVinoRunner, "__init__", lambda *a, **k: compiles.append(a))
     t0 = time.perf_counter()
     with pytest.raises(ove.OpenVinoRefused, match="Not compiled again"):
-        create_engine("openvino", MODEL, precision="fp32", cache_dir=str(tmp_path), process_res=56).infer(
+        create_engine("openvino", MODEL, precision="fp32", cache_dir=str(cache_56), process_res=56).infer(
             FrameBatch(soh_images[:1]))
     assert compiles == [] and time.perf_counter() - t0 < 5.0
 
 
 @NEEDS_BF16
-def test_auto_runs_fp32_where_the_gate_refuses_bf16_and_says_so(soh_images, tmp_path, monkeypatch):
+def test_auto_runs_fp32_where_the_gate_refuses_bf16_and_says_so(soh_images, cache_56, monkeypatch):
     monkeypatch.setitem(ove.GATES, "bf16", (1.0, 0.0))
     monkeypatch.setattr(ove, "_REFUSED", {})
-    engine = create_engine("openvino", MODEL, precision="auto", cache_dir=str(tmp_path), process_res=56)
+    engine = create_engine("openvino", MODEL, precision="auto", cache_dir=str(cache_56), process_res=56)
     assert engine.runs_on.precision == "bf16"
     pred = engine.infer(FrameBatch(soh_images[:1]))
     assert np.isfinite(pred.depth).all()
@@ -110,17 +127,17 @@ def test_auto_runs_fp32_where_the_gate_refuses_bf16_and_says_so(soh_images, tmp_
     assert "in fp32 (bf16 refused" in engine.describe()
 
 
-def test_second_start_loads_the_compiled_model_and_skips_the_gate(soh_images, tmp_path, monkeypatch):
-    first = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(tmp_path), process_res=56)
+def test_second_start_loads_the_compiled_model_and_skips_the_gate(soh_images, cache_56, monkeypatch):
+    first = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(cache_56), process_res=56)
     a = first.infer(FrameBatch(soh_images[:1]))
-    blobs = sorted(p.name for p in (tmp_path / "openvino").iterdir())
-    assert blobs and list(tmp_path.glob(f"{ove.GATE_KIND}-*.json"))
+    blobs = sorted(p.name for p in (cache_56 / "openvino").iterdir())
+    assert blobs and list(cache_56.glob(f"{ove.GATE_KIND}-*.json"))
     gated = []
     monkeypatch.setattr(ove, "check_parity_ov", lambda *a, **k: gated.append(a))
     ove._REFUSED.clear()
-    second = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(tmp_path), process_res=56)
+    second = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(cache_56), process_res=56)
     b = second.infer(FrameBatch(soh_images[:1]))
-    assert gated == [] and sorted(p.name for p in (tmp_path / "openvino").iterdir()) == blobs
+    assert gated == [] and sorted(p.name for p in (cache_56 / "openvino").iterdir()) == blobs
     np.testing.assert_array_equal(a.depth, b.depth)
 
 
@@ -183,18 +200,18 @@ def test_depth_config_runs_backend_openvino_in_process(soh_images, cache_dir):
     assert engine.infer(FrameBatch(soh_images)).depth.shape[0] == 2
 
 
-def test_a_corrupt_compiled_blob_is_deleted_and_compiled_again(soh_images, tmp_path):
+def test_a_corrupt_compiled_blob_is_deleted_and_compiled_again(soh_images, cache_56):
     """Same size, bytes changed mid-file (what OpenVINO's own header check cannot see): the seal catches it."""
-    a = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(tmp_path), process_res=56).infer(
+    a = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(cache_56), process_res=56).infer(
         FrameBatch(soh_images[:1]))
-    (blob,) = (tmp_path / "openvino").glob("*.blob")
+    (blob,) = (cache_56 / "openvino").glob("*.blob")
     data = bytearray(blob.read_bytes())
     data[len(data) // 2:len(data) // 2 + 4096] = bytes(4096)
     blob.chmod(0o644)
     blob.write_bytes(bytes(data))
-    b = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(tmp_path), process_res=56).infer(
+    b = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(cache_56), process_res=56).infer(
         FrameBatch(soh_images[:1]))
-    (again,) = (tmp_path / "openvino").glob("*.blob")
+    (again,) = (cache_56 / "openvino").glob("*.blob")
     assert again.read_bytes() != bytes(data), "the corrupt blob was kept"
     np.testing.assert_array_equal(a.depth, b.depth)
 

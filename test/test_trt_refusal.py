@@ -8,6 +8,7 @@ Runtime fallback are the real ones, on a real export of random weights at a tiny
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from da3_ros.engines.graph_io import example_inputs
 from da3_ros.engines.onnx_source import OnnxSource
 from da3_ros.engines.onnxruntime_engine import OrtRunner
 from trt_standin import JETPACK6_TRT, install
-from conftest import module_dir
+from conftest import copy_graphs, module_dir
 
 MODEL = "random:da3-small@0"
 HW = (28, 42)
@@ -112,8 +113,12 @@ def test_an_out_of_memory_context_keeps_the_built_plan_and_gates_it_later(monkey
     assert len(plans) == 1 and plans != pending  # now cached as gated; the pending copy is gone
 
 
-def test_the_fp32_reference_session_is_created_only_when_a_plan_is_built(monkeypatch, tmp_path):
+def test_the_fp32_reference_session_is_created_only_when_a_plan_is_built(monkeypatch, shared_cache, tmp_path):
     """Issue 23 item 2: a cached plan loads no ONNX Runtime reference (host RAM is GPU memory on a Jetson)."""
+    from da3_ros.engines.cache import ArtifactCache
+
+    OnnxSource(MODEL, ArtifactCache(shared_cache)).onnx_for(1, HW, False)  # exported once for the module
+    copy_graphs(Path(shared_cache), tmp_path)  # no plan yet: this test's cache is its own
     runner = install(monkeypatch, depth_scale=1.0)  # a good engine: built, gated, cached
     create_engine("tensorrt", MODEL, precision="fp32", cache_dir=str(tmp_path)).run_graph(_feeds())
     assert len(runner.builds) == 1 and runner.references[0].runner is not None  # the build path used it
