@@ -180,6 +180,21 @@ def test_a_slow_server_is_a_counted_timeout(server, soh_images):
     assert engine.health()[1]["triton.timeouts"] == "1"
 
 
+def test_a_deadline_the_server_ends_first_is_the_same_counted_timeout(server):
+    """The request carries its deadline to the server (timeout_s), which may end it before the client stops waiting.
+
+    Its DEADLINE_EXCEEDED answer is the same timeout as the client's: counted, and said with triton.timeout_s (a CI
+    run got "gave no answer in time: Stream removed (Deadline Exceeded)", naming no setting).
+    """
+    from tritonclient.utils import InferenceServerException
+
+    engine = create_engine("triton", MODEL, triton=TritonSettings(url=server, timeout_s=0.01))
+    answer = InferenceServerException("Stream removed (Deadline Exceeded)", status="StatusCode.DEADLINE_EXCEEDED")
+    with pytest.raises(EngineUnavailable, match=r"no answer within 0.01 s \(triton.timeout_s\): Stream removed"):
+        engine._raise_for(answer)
+    assert engine.health()[1]["triton.timeouts"] == "1"
+
+
 def test_settings_are_validated():
     assert TritonSettings.parse_headers("Authorization: Bearer abc; X-Robot: r2") == {
         "authorization": "Bearer abc", "x-robot": "r2"}

@@ -351,9 +351,10 @@ class TritonEngine(Engine):
         status, message = _status(exc), exc.message()
         if UNSERVED_MARK in (message or ""):  # da3-ros serve refused a shape it was not started with
             raise TritonModelError(f"the Triton server at {s.url}: {message}") from None
-        if status == "DEADLINE_EXCEEDED":
+        if status == "DEADLINE_EXCEEDED":  # the server's own deadline (the request's timeout) may end it first
             self.timeouts += 1
-            raise EngineUnavailable(f"Triton server {s.url} gave no answer in time: {message}") from None
+            raise EngineUnavailable(f"Triton server {s.url} gave no answer within {s.timeout_s} s "
+                                    f"(triton.timeout_s): {message}") from None
         if status in ("UNAVAILABLE", "CANCELLED", "UNKNOWN", "INTERNAL", "RESOURCE_EXHAUSTED", "NOT_FOUND", ""):
             # the server or its model went away (NOT_FOUND: unloaded); reconnect, re-checking the model
             self._retry_later(f"lost ({status or message})")
