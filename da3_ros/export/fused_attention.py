@@ -7,9 +7,9 @@ CPU kernel is MLAS flash attention when queries, keys and values come as (batch,
 and nothing else is attached), so the score tensor never exists.
 
 ``fused_attention()`` swaps ``torch.nn.functional.scaled_dot_product_attention`` while exporting: a call
-without mask, dropout or causality becomes the custom op ``da3_ros::mha``, whose forward is upstream's own
-attention (so tracing computes exactly what upstream computes) and whose ONNX symbolic is MultiHeadAttention
-with the same scale. Other calls go to the original. The op is a contrib op: TensorRT's parser and plain ONNX
+without mask, dropout or causality becomes an autograd Function whose forward is upstream's own attention (so
+tracing computes exactly what upstream computes) and whose ONNX symbolic is MultiHeadAttention with the same
+scale. Other calls go to the original. The op is a contrib op: TensorRT's parser and plain ONNX
 tools do not know it, so only the ONNX Runtime backend asks for these graphs (their cache key says so).
 """
 from __future__ import annotations
@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 
 from da3_ros.engines.onnx_source import FUSED_ATTENTION_OP as MHA_OP
-from da3_ros.export.onnx_export import OPSET  # the exporter's opset, which the symbolic is registered for
 
 MHA_DOMAIN = MHA_OP.split("::")[0]
 _ORIGINAL_SDPA = F.scaled_dot_product_attention
@@ -40,38 +39,25 @@ def _from_heads(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(1, 2).reshape(b, s, h * dh)
 
 
-@torch.library.custom_op("da3_ros::mha", mutates_args=())
-def _mha(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
-    """Upstream's attention on (batch, tokens, heads x head size) tensors: what MultiHeadAttention computes."""
-    out = _ORIGINAL_SDPA(_to_heads(query, num_heads), _to_heads(key, num_heads), _to_heads(value, num_heads),
-                         scale=scale)
-    return _from_heads(out).contiguous()
+class _MultiHeadAttention(torch.autograd.Function):
+    """Upstream's attention on (batch, tokens, heads x head size) tensors, exported as MultiHeadAttention.
 
+    An autograd Function with a ``symbolic``, not a ``torch.library`` custom op: a custom op's kernel runs under
+    torch._dynamo's guard, whose first call imports torch._dynamo (1.1 of an export child's 4.8 s, measured).
+    """
 
-@_mha.register_fake
-def _mha_shape(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, num_heads: int,
-               scale: float) -> torch.Tensor:
-    return torch.empty_like(query)
+    @staticmethod
+    def forward(ctx: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, num_heads: int,
+                scale: float) -> torch.Tensor:
+        out = _ORIGINAL_SDPA(_to_heads(query, num_heads), _to_heads(key, num_heads), _to_heads(value, num_heads),
+                             scale=scale)
+        return _from_heads(out).contiguous()
 
-
-def _mha_symbolic(g: Any, query: Any, key: Any, value: Any, num_heads: Any, scale: Any) -> Any:
-    from torch.onnx import symbolic_helper
-
-    heads = symbolic_helper._get_const(num_heads, "i", "num_heads")
-    scale_f = symbolic_helper._get_const(scale, "f", "scale")
-    out = g.op(MHA_OP, query, key, value, num_heads_i=int(heads), scale_f=float(scale_f))
-    out.setType(query.type())
-    return out
-
-
-_registered = False
-
-
-def _register_symbolic() -> None:
-    global _registered
-    if not _registered:
-        torch.onnx.register_custom_op_symbolic("da3_ros::mha", _mha_symbolic, OPSET)
-        _registered = True
+    @staticmethod
+    def symbolic(g: Any, query: Any, key: Any, value: Any, num_heads: int, scale: float) -> Any:
+        out = g.op(MHA_OP, query, key, value, num_heads_i=int(num_heads), scale_f=float(scale))
+        out.setType(query.type())
+        return out
 
 
 def _sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
@@ -80,16 +66,15 @@ def _sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask
     if not plain or query.dim() != 4 or key.shape != query.shape or value.shape[:3] != query.shape[:3]:
         return _ORIGINAL_SDPA(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                               scale=scale, **kwargs)
-    heads, head_size = query.shape[1], query.shape[3]
+    heads, head_size = int(query.shape[1]), int(query.shape[3])  # constants of the trace
     s = float(scale) if scale is not None else head_size ** -0.5  # SDPA's default scale
-    out = torch.ops.da3_ros.mha(_from_heads(query), _from_heads(key), _from_heads(value), heads, s)
+    out = _MultiHeadAttention.apply(_from_heads(query), _from_heads(key), _from_heads(value), heads, s)
     return _to_heads(out, heads)  # the caller turns it back to (batch, tokens, channels): two Transposes cancel
 
 
 @contextlib.contextmanager
 def fused_attention() -> Iterator[None]:
     """While exporting, trace every plain attention as MultiHeadAttention (restored afterwards)."""
-    _register_symbolic()
     F.scaled_dot_product_attention = _sdpa
     try:
         yield
