@@ -17,5 +17,7 @@ cd "$ROOT"  # tests import the installed package, never the source tree (pytest,
 # Three pytest-xdist workers by default, files the work units (module fixtures set up once), each worker with its
 # own slice of ROS domain ids (test/ros_harness.py). Three on two cores: two workers left the cores idle 14 % of
 # the time (waits on DDS, on servers starting); three kept them 95 % busy and ran the suite 5 % faster (737 -> 699 s,
-# 2-core EPYC). DA3_TEST_WORKERS=0: one process.
-exec "$VIRTUAL_ENV/bin/pytest" -p no:cacheprovider --durations=30 -n "${DA3_TEST_WORKERS:-3}" --dist loadfile "$@"
+# 2-core EPYC). DA3_TEST_WORKERS=0: one process. Files in the order test/conftest.py gives them (longest first), not
+# xdist's by test count.
+exec "$VIRTUAL_ENV/bin/pytest" -p no:cacheprovider --durations=30 -n "${DA3_TEST_WORKERS:-3}" --dist loadfile \
+  --no-loadscope-reorder "$@"
