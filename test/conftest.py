@@ -78,11 +78,13 @@ def copy_graphs(src: Path, dst: Path) -> list[Path]:
     A test of what an engine does with its own cache (compiles, gates, corrupt blobs) starts from a private copy
     of a graph exported once for its module, instead of exporting the same graph again (~5 CPU-s each).
     """
+    from da3_ros.engines.cache import SIDECAR_SUFFIX, data_file
+
     dst.mkdir(parents=True, exist_ok=True)
     graphs = sorted(src.glob("onnx-*.onnx"))
     assert graphs, f"no graph in {src} to copy"
     for graph in graphs:
-        for f in (graph, graph.with_name(graph.name + ".data"), graph.with_name(graph.name + ".meta.json")):
+        for f in (graph, data_file(graph), graph.with_name(graph.name + SIDECAR_SUFFIX)):
             if f.is_file():
                 shutil.copyfile(f, dst / f.name)  # not a hard link: a test may change its copy
     return [dst / g.name for g in graphs]

@@ -98,8 +98,8 @@ class ArtifactCache:
         """
         with self.lock(path):
             meta: dict[str, Any] = {"sha256": sha256_file(path), "size": path.stat().st_size, "key": key}
-            if _data_file(path).is_file():
-                meta["data_sha256"] = sha256_file(_data_file(path))
+            if data_file(path).is_file():
+                meta["data_sha256"] = sha256_file(data_file(path))
             _atomic_write(_sidecar(path), json.dumps(meta, indent=1, sort_keys=True, default=str).encode())
         return path
 
@@ -121,7 +121,7 @@ class ArtifactCache:
             meta = json.loads(side.read_text())
             ok = path.stat().st_size == meta["size"] and sha256_file(path) == meta["sha256"]
             if ok and "data_sha256" in meta:
-                ok = sha256_file(_data_file(path)) == meta["data_sha256"]
+                ok = sha256_file(data_file(path)) == meta["data_sha256"]
         except (OSError, ValueError, KeyError, TypeError):
             ok = False
         if not ok:
@@ -143,7 +143,7 @@ class ArtifactCache:
     @staticmethod
     def discard(path: Path) -> None:
         """Remove an artifact and its sidecar, if present."""
-        for p in (path, _sidecar(path), _data_file(path)):
+        for p in (path, _sidecar(path), data_file(path)):
             try:
                 p.unlink()
             except FileNotFoundError:
@@ -189,8 +189,9 @@ def _path_lock(file: Path) -> _PathLock:
         return _PATH_LOCKS.setdefault(key, _PathLock(key))
 
 
-def _data_file(path: Path) -> Path:
-    return path.with_name(path.name + ".data")
+def data_file(graph: Path) -> Path:
+    """The weights file beside ``graph`` (``<graph>.data``): the name a graph too large for one file refers to."""
+    return graph.with_name(graph.name + ".data")
 
 
 def _sidecar(path: Path) -> Path:

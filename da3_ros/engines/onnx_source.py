@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from da3_ros.engines.base import BackendUnavailable
-from da3_ros.engines.cache import ArtifactCache
+from da3_ros.engines.cache import ArtifactCache, data_file
 from da3_ros.engines.cpu_features import int8_weight_bits
 from da3_ros.core.errors import ConfigError
 from da3_ros.models import loading
@@ -206,9 +206,9 @@ class OnnxSource:
                 tmp, path = Path(tmp_name), paths[n]
 
                 def put_in_place() -> None:
-                    data = tmp.with_name(tmp.name + ".data")
+                    data = data_file(tmp)
                     if data.is_file():
-                        data.replace(path.with_name(path.name + ".data"))
+                        data.replace(data_file(path))
                     tmp.replace(path)
 
                 take(n, put_in_place)

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from da3_ros.engines.base import BackendUnavailable, EngineConfigError, EngineSettings
-from da3_ros.engines.cache import ArtifactCache, sha256_file
+from da3_ros.engines.cache import ArtifactCache, data_file, sha256_file
 from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
 
 _LOG = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def optimized_for_cpu(path: Path, cache: ArtifactCache) -> Path:
     key = {"graph_sha256": sha256_file(path), "onnxruntime": ort.__version__, "level": "extended",
            "initializers": "external"}
     opt = cache.path_for("ort-cpu", key, "onnx")
-    weights = opt.with_name(opt.name + ".data")  # the name the graph refers to, so it is written in place
+    weights = data_file(opt)  # the name the graph refers to, so it is written in place
     with cache.lock(opt):  # from the check to the seal: a second process waits, then loads it
         if cache.verified(opt):
             return opt

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 
+from da3_ros.engines.cache import data_file
 from da3_ros.engines.cpu_features import int8_weight_bits
 from da3_ros.engines.graph_io import IN_EXTRINSICS, IN_IMAGES, IN_INTRINSICS, example_inputs
 from da3_ros.engines.onnx_source import GRAPH_VERSION, META_KEY, PARENT_ENV, WRITTEN_PREFIX
@@ -89,7 +90,7 @@ def export_onnx_precisions(net, variant_name: str, outs: dict[str, Path], n_view
                 **({"int8_weight_bits": int8_weight_bits()} if precision == "int8" else {})}
         onnx.helper.set_model_props(model, {META_KEY: json.dumps(meta)})
         out.parent.mkdir(parents=True, exist_ok=True)
-        data = out.with_name(out.name + ".data")
+        data = data_file(out)
         data.unlink(missing_ok=True)
         if large:  # protobuf's 2 GB limit: the weights go to one file beside the graph, <out>.onnx.data
             onnx.save(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)

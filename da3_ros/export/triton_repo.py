@@ -20,6 +20,7 @@ import json
 import shutil
 from pathlib import Path
 
+from da3_ros.engines.cache import data_file
 from da3_ros.engines.onnx_source import META_KEY, read_metadata
 
 TENSORRT_ACCELERATOR = """optimization {
@@ -75,7 +76,7 @@ def write_repository(onnx_path: Path, repo: Path, name: str, tensorrt_accelerato
     version = model_dir / "1"
     version.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_path, version / "model.onnx")
-    data = onnx_path.with_name(onnx_path.name + ".data")
+    data = data_file(onnx_path)
     if data.is_file():  # the graph names its weights file: keep that name beside it
         shutil.copyfile(data, version / data.name)
     (model_dir / "config.pbtxt").write_text(model_config(name, "onnxruntime", inputs, outputs, meta,
@@ -108,7 +109,7 @@ def write_openvino_model(onnx_path: Path, repo: Path, name: str) -> Path:
     except ImportError:
         filename = "model.onnx"
         shutil.copyfile(onnx_path, version / filename)
-        data = onnx_path.with_name(onnx_path.name + ".data")
+        data = data_file(onnx_path)
         if data.is_file():
             shutil.copyfile(data, version / data.name)
     else:
