@@ -140,7 +140,7 @@ def _plain_graph(model: str, n: int, cache_dir: str) -> str:
     return str(OnnxSource(model, ArtifactCache(cache_dir)).onnx_for(n, (280, 504), False))
 
 
-def _prepare_graphs(model: str, views: list[int], kinds: list[str], cache_dir: str, threads: int) -> None:
+def prepare_graphs(model: str, views: list[int], kinds: list[str], cache_dir: str, threads: int) -> None:
     """Export and optimise the graphs once, outside the timed processes."""
     from da3_ros.engines.cache import ArtifactCache
     from da3_ros.engines.onnx_source import OnnxSource
@@ -216,7 +216,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as dump:
         for variant in a.variants.split(","):
             model = f"random:{variant}@0"
-            _prepare_graphs(model, views, a.kinds.split(","), a.cache_dir, a.threads)
+            prepare_graphs(model, views, a.kinds.split(","), a.cache_dir, a.threads)
             res: dict[tuple[str, int], dict] = {}
             for kind in a.kinds.split(","):
                 for n in views:  # one process per row: its peak RSS is that backend's at that N alone

@@ -1,11 +1,14 @@
-"""Our ONNX Runtime engine (fp32, int8) against the C++ peer depth-anything.cpp (f32, q8_0): one run, same images.
+"""Our engines (ONNX Runtime fp32/int8, OpenVINO fp32/bf16/int8) against the C++ peer depth-anything.cpp (f32, q8_0).
+
+One run, the same images.
 
 The peer is built locally from its public source with its own CMake defaults and never committed; give its CLI
 and two GGUF files converted from the SAME seeded random weights as ours (its own converter and quantizer; the
 commands are in BENCHMARKS.md). Rows alternate ours / the peer per N, so both see the same machine. Threads
 are the same (--threads) for both, and so are the images (the example photos, 1208x680 -> 504x280).
 
-- ours: the bench_engine worker (a fresh process per row): forward median and whole-set median, peak RSS.
+- ours: the bench_engine worker (a fresh process per row; --ours names its kinds): forward median and whole-set
+  median, peak RSS. Graphs are exported (and OpenVINO's compiles gated) once before, into --cache-dir.
 - peer N = 1: its own bench hook (`depth --repeat R --pose`: load once, median per forward with the camera
   decoder, as ours); peak RSS of that process.
 - peer N = 2: its CLI has no repeat for several views, so each of R processes is timed whole; its forward is
@@ -44,9 +47,10 @@ def _wait_rss(cmd: list[str]) -> tuple[str, float, float]:
     return out, wall, usage.ru_maxrss / 1024
 
 
-def _ours(kind: str, model: str, n: int, repeats: int, threads: int, examples: Path) -> dict:
+def _ours(kind: str, model: str, n: int, repeats: int, threads: int, examples: Path, cache_dir: str) -> dict:
     cmd = [sys.executable, str(REPO / "benchmarks" / "bench_engine.py"), "--worker", kind, "--model", model,
-           "--views", str(n), "--repeats", str(repeats), "--threads", str(threads), "--examples", str(examples)]
+           "--views", str(n), "--repeats", str(repeats), "--threads", str(threads), "--examples", str(examples),
+           "--cache-dir", cache_dir]
     out, _, rss = _wait_rss(cmd)
     res = json.loads(out.strip().splitlines()[-1])
     fwd, whole = res["rows"][str(n)]
@@ -86,20 +90,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--examples", default=str(REPO.parent / "shared" / "data" / "da3_examples"))
+    p.add_argument("--ours", default="onnxruntime,onnxruntime_int8,openvino,openvino_bf16,openvino_int8",
+                   help="bench_engine kinds of ours, each a row beside the peer's")
+    p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "da3_ros"))
     a = p.parse_args(argv)
     examples = Path(a.examples)
+    ours = a.ours.split(",")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_engine import prepare_graphs
+
+    prepare_graphs(a.model, [int(v) for v in a.views.split(",")], ours, a.cache_dir, a.threads)
     print(f"# {os.cpu_count()} cores, {a.threads} threads | {a.model} (UNTRAINED random weights) | 504x280 | "
           f"median of {a.repeats} | {time.strftime('%Y-%m-%d %H:%M')}")
     print("| N | engine | forward ms | whole set (peer N=2: process) ms | peak RSS MB | forward vs peer q8_0 |")
     print("|---|---|---|---|---|---|")
     load_ms: dict[str, float] = {}
     for n in [int(v) for v in a.views.split(",")]:
-        rows = {"ours onnxruntime fp32": _ours("onnxruntime", a.model, n, a.repeats, a.threads, examples),
-                "peer depth-anything.cpp f32": _peer(a.peer_cli, a.peer_f32, n, a.repeats, a.threads, examples,
-                                                     load_ms.get("f32")),
-                "ours onnxruntime int8": _ours("onnxruntime_int8", a.model, n, a.repeats, a.threads, examples),
-                "peer depth-anything.cpp q8_0": _peer(a.peer_cli, a.peer_q8, n, a.repeats, a.threads, examples,
-                                                      load_ms.get("q8"))}
+        rows = {f"ours {kind}": _ours(kind, a.model, n, a.repeats, a.threads, examples, a.cache_dir)
+                for kind in ours if "int8" not in kind}  # fp32 and bf16 rows, then the peer's f32
+        rows["peer depth-anything.cpp f32"] = _peer(a.peer_cli, a.peer_f32, n, a.repeats, a.threads, examples,
+                                                    load_ms.get("f32"))
+        rows.update({f"ours {kind}": _ours(kind, a.model, n, a.repeats, a.threads, examples, a.cache_dir)
+                     for kind in ours if "int8" in kind})
+        rows["peer depth-anything.cpp q8_0"] = _peer(a.peer_cli, a.peer_q8, n, a.repeats, a.threads, examples,
+                                                     load_ms.get("q8"))
         for name, key in (("peer depth-anything.cpp f32", "f32"), ("peer depth-anything.cpp q8_0", "q8")):
             if "load_ms" in rows[name]:
                 load_ms[key] = rows[name]["load_ms"]

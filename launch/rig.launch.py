@@ -28,7 +28,7 @@ def generate_launch_description():
                               description="HF repo id, local dir, variant name or random:<variant> "
                                           "(empty: rig_file's model, else depth-anything/DA3-SMALL)"),
         DeclareLaunchArgument("backend", default_value="",
-                              description="inference backend: auto, torch, onnxruntime, tensorrt, triton "
+                              description="inference backend: auto, torch, onnxruntime, tensorrt, triton, openvino "
                                           "(empty: the rig_file's, else auto)"),
         DeclareLaunchArgument("device", default_value="",
                               description="cpu, cuda, cuda:1, ... (empty: rig_file's, else cpu)"),

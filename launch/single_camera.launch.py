@@ -18,7 +18,7 @@ def generate_launch_description():
                               description="HF repo id, local dir, variant name or random:<variant> "
                                           "(empty: params_file's, else depth-anything/DA3-SMALL)"),
         DeclareLaunchArgument("backend", default_value="",
-                              description="inference backend: auto, torch, onnxruntime, tensorrt, triton "
+                              description="inference backend: auto, torch, onnxruntime, tensorrt, triton, openvino "
                                           "(empty: params_file's, else auto)"),
         DeclareLaunchArgument("device", default_value="",
                               description="cpu, cuda, cuda:1, ... (empty: params_file's, else cpu)"),

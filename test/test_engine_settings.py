@@ -13,8 +13,15 @@ from da3_ros.engines import EngineConfigError, EngineSettings, Hardware, resolve
 class Machine(Hardware):
     """A machine described by what it offers (the real one answers by importing the libraries)."""
 
-    def __init__(self, tensorrt=False, ort=("CPUExecutionProvider",), cuda=False, bf16=True):
+    def __init__(self, tensorrt=False, ort=("CPUExecutionProvider",), cuda=False, bf16=True, ov=False, cpu_bf16=False):
         self._trt, self._ort, self._cuda, self._bf16 = tensorrt, list(ort), cuda, bf16
+        self._ov, self._cpu_bf16 = ov, cpu_bf16
+
+    def openvino_cpu(self):
+        return self._ov
+
+    def cpu_bf16(self):
+        return self._cpu_bf16
 
     def tensorrt(self):
         return self._trt, "10.14" if self._trt else "no tensorrt here"
@@ -33,6 +40,9 @@ CPU = Machine()
 GPU = Machine(tensorrt=True, ort=("CUDAExecutionProvider", "CPUExecutionProvider"), cuda=True)
 GPU_NO_TRT = Machine(ort=("CPUExecutionProvider",), cuda=True, bf16=False)
 NO_ORT = Machine(ort=())
+AVX512 = Machine(ov=True)  # OpenVINO installed on an AVX-512 CPU without bf16 (Skylake-SP, Ice Lake)
+AVX512_BF16 = Machine(ov=True, cpu_bf16=True)  # ... with AVX512-BF16 or AMX (Sapphire Rapids, Zen 4)
+GPU_AVX512 = Machine(tensorrt=True, ort=("CUDAExecutionProvider", "CPUExecutionProvider"), cuda=True, ov=True)
 
 
 @pytest.mark.parametrize("machine, backend, device, precision, want", [
@@ -53,20 +63,33 @@ NO_ORT = Machine(ort=())
     (GPU, "tensorrt", "auto", "auto", ("tensorrt", "cuda", "fp16")),
     (GPU, "tensorrt", "cuda:0", "fp32", ("tensorrt", "cuda", "fp32")),
     (CPU, "triton", "auto", "auto", ("triton", "server", "server")),
+    # backend auto on a CPU OpenVINO was measured faster on (AVX-512, openvino installed): OpenVINO ...
+    (AVX512, "auto", "auto", "auto", ("openvino", "CPU", "fp32")),
+    (AVX512_BF16, "auto", "auto", "auto", ("openvino", "CPU", "bf16")),  # its auto: bf16 where the CPU has it
+    (AVX512_BF16, "auto", "cpu", "fp32", ("openvino", "CPU", "fp32")),
+    (AVX512_BF16, "auto", "auto", "bf16", ("openvino", "CPU", "bf16")),
+    # ... but not for what ONNX Runtime runs (fp16: its mixed graph; int8: more exact, half the memory) ...
+    (AVX512_BF16, "auto", "auto", "fp16", ("onnxruntime", "cpu", "fp16")),
+    (AVX512_BF16, "auto", "auto", "int8", ("onnxruntime", "cpu", "int8")),
+    # ... nor before TensorRT on a CUDA GPU, nor for a CUDA device
+    (GPU_AVX512, "auto", "auto", "auto", ("tensorrt", "cuda", "fp16")),
+    (GPU_AVX512, "auto", "cpu", "auto", ("openvino", "CPU", "fp32")),  # cpu asked: OpenVINO's CPU
 ])
 def test_the_resolution_table(machine, backend, device, precision, want):
     assert resolve_settings(backend, device, precision, machine) == EngineSettings(*want)
 
 
 @pytest.mark.parametrize("machine, backend, device, precision, says", [
-    (CPU, "onnxruntime", "auto", "bf16", "bf16 runs on backend torch only"),
-    (GPU, "tensorrt", "auto", "bf16", "bf16 runs on backend torch only"),
+    (CPU, "onnxruntime", "auto", "bf16", "bf16 runs on backend torch, or openvino"),
+    (GPU, "tensorrt", "auto", "bf16", "bf16 runs on backend torch, or openvino"),
     (CPU, "onnxruntime", "cuda", "auto", "onnxruntime-gpu"),
     (GPU, "onnxruntime", "cuda:1", "auto", "CUDA_VISIBLE_DEVICES=1"),
     (GPU, "tensorrt", "cpu", "auto", "runs on a CUDA GPU"),
     (GPU, "tensorrt", "cuda:2", "auto", "CUDA_VISIBLE_DEVICES=2"),
     (CPU, "torch", "cuda", "auto", "no CUDA device"),
     (CPU, "auto", "cuda", "auto", "no CUDA device"),  # cuda asked on a CPU machine: said, not run on the CPU
+    (CPU, "auto", "auto", "bf16", "bf16 runs on backend torch, or openvino"),  # no OpenVINO CPU here
+    (AVX512, "auto", "auto", "bf16", "does not run natively on this CPU"),  # OpenVINO's, naming the CPU
     (CPU, "triton", "cuda", "auto", "the server's"),
     (CPU, "triton", "auto", "fp16", "the server's"),
     (CPU, "torch", "gpu", "auto", "device must be"),
@@ -112,7 +135,7 @@ def test_the_node_says_backend_device_and_precision(tmp_path, domain_id, checker
     with process("depth_node", bad, domain_id, tmp_path / "bad.log") as proc:
         assert proc.wait(timeout=60) == 1
     line = next((x for x in (tmp_path / "bad.log").read_text().splitlines() if "cannot start" in x), "")
-    assert "EngineConfigError" in line and "bf16 runs on backend torch only" in line, line
+    assert "EngineConfigError" in line and "bf16 runs on backend torch, or openvino" in line, line
 
 
 def test_onnxruntime_honours_fp16(tmp_path, soh_images):
@@ -213,7 +236,7 @@ def test_every_shipped_config_starts_on_this_machine(path):
     if NEEDS_GPU in path.read_text() and not Hardware().torch_cuda():
         pytest.skip(f"{path.name} says it needs a GPU")
     settings = resolve_settings(cfg.value("backend"), cfg.value("device"), cfg.value("precision"))
-    assert settings.backend in ("onnxruntime", "torch", "tensorrt", "triton")
+    assert settings.backend in ("onnxruntime", "torch", "tensorrt", "triton", "openvino")
 
 
 def test_an_impossible_device_under_auto_names_what_auto_found_and_would_run():

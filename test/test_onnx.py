@@ -191,6 +191,9 @@ def test_auto_picks_onnxruntime_without_tensorrt():
         def ort_providers(self) -> list[str]:
             return self._providers
 
+        def openvino_cpu(self) -> bool:
+            return False  # an AVX2-only CPU (or no openvino): OpenVINO's rows are test_engine_settings.py's
+
     cpu_only = ["CPUExecutionProvider"]
     assert resolve_backend("auto", hw=Described(False, cpu_only)) == "onnxruntime"
     assert resolve_backend("auto", hw=Described(True, cpu_only)) == "tensorrt"

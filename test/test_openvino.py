@@ -127,6 +127,29 @@ def test_auto_runs_fp32_where_the_gate_refuses_bf16_and_says_so(soh_images, cach
     assert "in fp32 (bf16 refused" in engine.describe()
 
 
+def test_backend_auto_runs_a_shape_openvino_refuses_on_onnxruntime_and_says_so(soh_images, cache_56, monkeypatch):
+    """Backend auto where its rule picks OpenVINO: a compile the gate refuses (any precision) runs on ONNX Runtime.
+
+    The plain fp32 graph on ONNX Runtime's CPU provider, what auto ran before it took OpenVINO: the same numbers as
+    ``backend: onnxruntime`` on that graph, said in the log, the start-up line and /diagnostics.
+    """
+    monkeypatch.setattr(Hardware, "openvino_cpu", lambda self: True)  # the rule's answer on an AVX-512 CPU
+    for precision in ove.OV_PRECISIONS:
+        monkeypatch.setitem(ove.GATES, precision, (1.0, 0.0))
+    monkeypatch.setattr(ove, "_REFUSED", {})
+    engine = create_engine("auto", MODEL, precision="auto", cache_dir=str(cache_56), process_res=56)
+    assert engine.runs_on.backend == "openvino"
+    pred = engine.infer(FrameBatch(soh_images[:1]))
+    (shape,) = engine._runners
+    assert type(engine._runners[shape]).__name__ == "OrtRunner"
+    ok, values = engine.health()
+    assert ok and "1-view 56x28 on ONNX Runtime" in values["openvino_fallback"]
+    assert "correlation" in values["openvino_fallback"] and "on ONNX Runtime (OpenVINO refused it" in engine.describe()
+    graph = engine._graph_for(shape)
+    ort = create_engine("onnxruntime", str(graph), cache_dir=str(cache_56), process_res=56)
+    np.testing.assert_array_equal(pred.depth, ort.infer(FrameBatch(soh_images[:1])).depth)
+
+
 def test_second_start_loads_the_compiled_model_and_skips_the_gate(soh_images, cache_56, monkeypatch):
     first = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(cache_56), process_res=56)
     a = first.infer(FrameBatch(soh_images[:1]))

@@ -198,17 +198,21 @@ def trt_cannot_start(monkeypatch):
     import da3_ros.engines as engines
 
     monkeypatch.setattr(trt_engine, "tensorrt_status", lambda: (False, CANNOT_START))
-    monkeypatch.setattr(engines, "_SAID", set())  # a fresh process: nothing said yet
+    monkeypatch.setattr(engines.settings, "_SAID", set())  # a fresh process: nothing said yet
 
 
-def test_auto_falls_back_to_onnxruntime_and_says_why_once(trt_cannot_start, caplog):
+def test_auto_falls_back_to_the_cpu_runtime_and_says_why_once(trt_cannot_start, caplog):
+    """Not TensorRT: the CPU's runtime by auto's rule (OpenVINO on an AVX-512 CPU, else ONNX Runtime), said once."""
+    from da3_ros.engines import Hardware
+
+    want, name = ("openvino", "OpenVINO") if Hardware().openvino_cpu() else ("onnxruntime", "ONNX Runtime")
     with caplog.at_level(logging.WARNING, logger="da3_ros.engines"):
-        assert resolve_backend("auto") == "onnxruntime"
+        assert resolve_backend("auto") == want
         engine = create_engine("auto", "random:da3-small")  # resolves again: still said once
-    assert engine.runs_on.backend == "onnxruntime"
+    assert engine.runs_on.backend == want
     said = [r for r in caplog.records if "not TensorRT" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING
-    assert CANNOT_START in said[0].getMessage() and "ONNX Runtime" in said[0].getMessage()
+    assert CANNOT_START in said[0].getMessage() and f"running on {name} instead" in said[0].getMessage()
 
 
 def test_explicit_tensorrt_that_cannot_start_is_a_typed_error_naming_what_is_missing(trt_cannot_start, tmp_path):

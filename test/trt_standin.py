@@ -67,7 +67,7 @@ def install(monkeypatch, depth_scale: float = 1.5, oom: bool = False) -> type[St
     monkeypatch.setattr(trt_engine, "_gpu_identity", lambda: "Orin (sm_87)")
     monkeypatch.setattr(trt_engine, "TensorRTRunner", StandInRunner)
     monkeypatch.setattr(trt_engine, "_REFUSED", {})
-    monkeypatch.setattr(engines, "_SAID", set())
+    monkeypatch.setattr(engines.settings, "_SAID", set())
     monkeypatch.setattr(StandInRunner, "depth_scale", depth_scale)
     monkeypatch.setattr(StandInRunner, "oom", oom)
     monkeypatch.setattr(StandInRunner, "builds", [])

@@ -123,7 +123,8 @@ NODE_PARAMS: tuple[Param, ...] = (
     Param("model", "depth-anything/DA3-SMALL",
           "HF repo id, local dir (config.json + model.safetensors), variant name or random:<variant>[@seed]"),
     Param("backend", "auto",
-          "auto (TensorRT if importable with a CUDA GPU, else onnxruntime, else torch), torch, onnxruntime, "
+          "auto (TensorRT if importable with a CUDA GPU, else openvino on an x86 CPU with AVX-512 where it is "
+          "installed (precision auto/fp32/bf16), else onnxruntime, else torch), torch, onnxruntime, "
           "tensorrt, triton (a Triton Inference Server: triton.*), openvino (Intel's runtime: x86 CPUs, Intel "
           "GPU/NPU); onnxruntime/tensorrt/openvino also take a .onnx from `da3-ros export` as model",
           choices=choices(Backend)),

@@ -34,8 +34,8 @@ class Runner(Protocol):
 class FixedShapeEngine(Engine):
     """Engine over exported graphs; subclasses implement ``_make_runner(shape)``.
 
-    ``fallbacks``: the shapes a subclass runs another way than asked (TensorRT refused: ONNX Runtime; OpenVINO's
-    bf16 refused: fp32), and why; said in ``describe()`` and in ``health()`` under ``FALLBACK_KEY``, the way
+    ``fallbacks``: the shapes a subclass runs another way than asked (TensorRT refused: ONNX Runtime; OpenVINO
+    refused: fp32 or ONNX Runtime), and why; said in ``describe()`` and in ``health()`` under ``FALLBACK_KEY``, the way
     running them being ``FALLBACK_RUNS`` and what was refused ``FALLBACK_REFUSED``.
     """
 

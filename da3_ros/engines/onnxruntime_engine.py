@@ -194,7 +194,7 @@ class OnnxRuntimeEngine(FixedShapeEngine):
         if precision not in GRAPH_PRECISIONS:
             raise EngineConfigError(f"backend onnxruntime takes precision fp32 or fp16 (the mixed fp16 graph) or int8 "
                                     f"(the dynamically quantized graph, CPU), got {precision!r}; bf16 runs on "
-                                    "backend torch only")
+                                    "backend torch, or openvino on a CPU with AVX512-BF16 or AMX")
         if precision == "int8":
             providers = [CPU_EP]  # DynamicQuantizeMatMul has CPU kernels only
         self.threads = threads

@@ -198,21 +198,29 @@ def refused_reason(model: str, shape: Shape, precision: str, device: str) -> str
 class OpenVinoEngine(FixedShapeEngine):
     """The OpenVINO backend: per rig shape, the fp32 ONNX graph compiled for ``device`` at ``precision``, gated.
 
-    ``fallback`` (precision ``auto``): a bf16 compile the gate refuses runs in fp32 instead, said once in the
-    log, in ``describe()`` and in ``health()``; without it every set of that shape raises OpenVinoRefused.
+    ``fallback``, what a compile the gate refuses runs as instead (said once in the log, in ``describe()`` and
+    in ``health()``): ``fp32`` (precision ``auto``: a refused bf16 compile runs in fp32), ``onnxruntime``
+    (backend ``auto``: any refused compile runs on ONNX Runtime's CPU provider, what auto ran before OpenVINO),
+    or ``""``: every set of that shape raises OpenVinoRefused.
     """
 
     backend = "openvino"
-    # a bf16 compile the gate refused runs in fp32 instead (precision auto): how describe/health say it
-    FALLBACK_KEY, FALLBACK_RUNS, FALLBACK_REFUSED = "openvino_fallback", "in fp32", "bf16 refused"
+    FALLBACK_KEY = "openvino_fallback"
+    # fallback -> (how describe/health say the way it runs, what was refused)
+    FALLBACK_WORDS = {"fp32": ("in fp32", "bf16 refused"), "onnxruntime": ("on ONNX Runtime", "OpenVINO refused it")}
 
     def __init__(self, model: str, device: str = "CPU", precision: str = "fp32", threads: int = 0,
-                 cache_dir: str | None = None, fallback: bool = False, **kwargs: Any) -> None:
+                 cache_dir: str | None = None, fallback: str = "", **kwargs: Any) -> None:
         ov = import_openvino()  # fail at construction, not at the first set
         check_device_listed(device, list(ov.Core().available_devices))
         if precision not in OV_PRECISIONS:
             raise EngineConfigError(f"backend openvino takes precision fp32, bf16, int8 or auto, got {precision!r}")
+        if fallback not in ("", *self.FALLBACK_WORDS):
+            raise EngineConfigError(f"OpenVinoEngine fallback must be '', fp32 or onnxruntime, got {fallback!r}")
+        if fallback == "fp32" and precision == "fp32":
+            fallback = ""  # nothing below fp32 to fall back to
         self.device, self.precision, self.threads, self.fallback = device, precision, threads, fallback
+        self.FALLBACK_RUNS, self.FALLBACK_REFUSED = self.FALLBACK_WORDS.get(fallback, ("", ""))
         super().__init__(model, cache_dir, **kwargs)
         meta = self.source.meta if self.source.file is not None else {}
         if meta.get("precision", "fp32") != "fp32" or meta.get("attention"):
@@ -225,7 +233,7 @@ class OpenVinoEngine(FixedShapeEngine):
     def _graph_kind(self) -> tuple[str, bool]:
         return "fp32", False  # the plain fp32 graph: OpenVINO's precision is a compile hint / its own int8
 
-    def _make_runner(self, shape: Shape) -> OpenVinoRunner:
+    def _make_runner(self, shape: Shape) -> Any:
         why = refused_reason(self.source.model, shape, self.precision, self.device)
         if why is None:
             try:
@@ -236,13 +244,19 @@ class OpenVinoEngine(FixedShapeEngine):
                     _REFUSED[(self.source.model, shape, self.precision, self.device)] = why
         n, hw, _ = shape
         what = f"the {n}-view {hw[1]}x{hw[0]} {self.precision} compile on {self.device}"
-        if not (self.fallback and self.precision != "fp32"):
+        if not self.fallback:
             raise OpenVinoRefused(f"backend openvino: refused {what} ({why}). Not compiled again: remembered until "
-                                  "the process restarts. Fix: precision fp32 (or auto), or backend onnxruntime")
+                                  "the process restarts. Fix: precision fp32 (or auto), or backend auto / "
+                                  "onnxruntime (ONNX Runtime runs it)")
         if shape not in self.fallbacks:
-            _LOG.warning("precision auto: %s refused (%s); running it in fp32 instead", what, why)
+            _LOG.warning("%s: %s refused (%s); running it %s instead", "backend auto" if self.fallback ==
+                         "onnxruntime" else "precision auto", what, why, self.FALLBACK_RUNS)
         self.fallbacks[shape] = why
-        return self._gated_runner(shape, "fp32")
+        if self.fallback == "fp32":
+            return self._gated_runner(shape, "fp32")
+        from da3_ros.engines.onnxruntime_engine import CPU_EP, OrtRunner
+
+        return OrtRunner(self._graph_for(shape), self.threads, [CPU_EP], self.source.cache)
 
     def _gated_runner(self, shape: Shape, precision: str) -> OpenVinoRunner:
         """The compiled model of ``shape``; gated against fp32 ONNX Runtime unless a sealed record says it passed."""

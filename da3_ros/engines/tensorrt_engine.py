@@ -326,7 +326,7 @@ class TensorRTEngine(FixedShapeEngine):
             raise unavailable_error(info)
         if precision not in PRECISIONS:
             raise EngineConfigError(f"TensorRT precision must be one of {PRECISIONS}, got {precision!r} (bf16 runs "
-                                    "on backend torch only)")
+                                    "on backend torch, or openvino on a CPU with AVX512-BF16 or AMX)")
         self.precision = precision
         self.workspace_gib = workspace_gib
         self.fallback = fallback
