@@ -65,7 +65,7 @@ GPU_AVX512 = Machine(tensorrt=True, ort=("CUDAExecutionProvider", "CPUExecutionP
     (CPU, "triton", "auto", "auto", ("triton", "server", "server")),
     # backend auto on a CPU OpenVINO was measured faster on (AVX-512, openvino installed): OpenVINO ...
     (AVX512, "auto", "auto", "auto", ("openvino", "CPU", "fp32")),
-    (AVX512_BF16, "auto", "auto", "auto", ("openvino", "CPU", "bf16")),  # its auto: bf16 where the CPU has it
+    (AVX512_BF16, "auto", "auto", "auto", ("openvino", "CPU", "fp32")),  # fp32: auto never changes the numbers
     (AVX512_BF16, "auto", "cpu", "fp32", ("openvino", "CPU", "fp32")),
     (AVX512_BF16, "auto", "auto", "bf16", ("openvino", "CPU", "bf16")),
     # ... but not for what ONNX Runtime runs (fp16: its mixed graph; int8: more exact, half the memory) ...

@@ -80,8 +80,8 @@ def resolve_backend(backend: str, device: str = "auto", hw: Hardware | None = No
 
     ``auto``: TensorRT when it runs here (and the device is not cpu), else OpenVINO on the CPU where
     ``Hardware.openvino_cpu`` (AVX-512 and openvino installed; not for ``precision`` fp16 or int8, which ONNX
-    Runtime runs), else ONNX Runtime (when it runs on the device), else torch. ``triton`` (a remote server) is
-    never chosen automatically: it needs a server address.
+    Runtime runs; its precision auto is then fp32, as ONNX Runtime's), else ONNX Runtime (when it runs on the
+    device), else torch. ``triton`` (a remote server) is never chosen automatically: it needs a server address.
     """
     if backend not in BACKENDS:
         raise EngineConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -133,8 +133,8 @@ def resolve_settings(backend: str, device: str = "auto", precision: str = "auto"
     if precision == "int8" and backend == "auto" and hw.ort_providers():
         backend = "onnxruntime"  # ONNX Runtime's int8 graph (not TensorRT, even where it runs: no calibration)
     asked, backend = backend, resolve_backend(backend, device, hw, precision)
-    if backend == "openvino":
-        return _openvino_settings(device, precision, hw)
+    if backend == "openvino":  # auto's precision there is fp32: auto changes the speed, never the numbers
+        return _openvino_settings(device, "fp32" if precision == "auto" else precision, hw)
     if backend == "triton":
         if device != "auto" or precision != "auto":
             raise EngineConfigError(f"backend triton runs on the server's device and graph (device {device!r}, "
