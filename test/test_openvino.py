@@ -18,7 +18,7 @@ from da3_ros.core.config import DepthConfig
 from da3_ros.engines import EngineConfigError, FrameBatch, Hardware, create_engine, engine_from_config, resolve_settings
 from da3_ros.engines import openvino_engine as ove
 from da3_ros.engines.cache import ArtifactCache
-from da3_ros.engines.cpu_features import cpu_has_bf16
+from da3_ros.engines.cpu_features import cpu_has_avx512, cpu_has_bf16
 from da3_ros.engines.onnx_source import OnnxSource
 from conftest import copy_graphs, module_dir
 
@@ -237,6 +237,31 @@ def test_a_corrupt_compiled_blob_is_deleted_and_compiled_again(soh_images, cache
     (again,) = (cache_56 / "openvino").glob("*.blob")
     assert again.read_bytes() != bytes(data), "the corrupt blob was kept"
     np.testing.assert_array_equal(a.depth, b.depth)
+
+
+@pytest.mark.skipif(not cpu_has_avx512(), reason="needs an AVX-512 CPU: the blob written again is one compiled "
+                    "with AVX-512, imported by an OpenVINO held to AVX2 (ONEDNN_MAX_CPU_ISA)")
+def test_a_blob_openvino_writes_again_for_another_cpu_is_sealed_again(soh_images, cache_56):
+    """A cache used by two CPUs (a fleet's shared or copied cache): OpenVINO rewrites a blob under the same name.
+
+    Held to AVX2, OpenVINO cannot import the blob compiled with AVX-512, so it compiles again and writes the blob
+    over the old one. The old seal was kept, so the next start deleted a good blob and compiled again.
+    """
+    import os
+    import subprocess
+    import sys
+
+    create_engine("openvino", MODEL, precision="fp32", cache_dir=str(cache_56), process_res=56).infer(
+        FrameBatch(soh_images[:1]))
+    (blob,) = (cache_56 / "openvino").glob("*.blob")
+    first = blob.read_bytes()
+    code = (f"from da3_ros.engines import create_engine; create_engine('openvino', {MODEL!r}, precision='fp32', "
+            f"cache_dir={str(cache_56)!r}, process_res=56).prepare(1, (28, 56), False)")
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert blob.read_bytes() != first, "OpenVINO held to AVX2 imported the AVX-512 blob: nothing to test"
+    assert ArtifactCache(cache_56).verified(blob), "the blob OpenVINO wrote again kept its old seal"
 
 
 def test_build_engine_compiles_ahead_and_the_next_start_only_loads(tmp_path):

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from da3_ros.engines.base import BackendUnavailable, EngineConfigError, EngineSettings
-from da3_ros.engines.cache import SIDECAR_SUFFIX, ArtifactCache, sha256_file
+from da3_ros.engines.cache import ArtifactCache, sha256_file
 from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
 from da3_ros.engines.graph_io import example_inputs, graph_outputs
 from da3_ros.engines.parity import EngineParityError, default_parity_names, parity
@@ -135,17 +135,26 @@ def compile_cached(core: Any, path: Path | Any, device: str, config: dict[str, A
     """``core.compile_model`` with OpenVINO's CACHE_DIR in the artifact cache, its blobs sealed like our artifacts.
 
     Under one lock: a blob whose bytes no longer match its seal (or that has none: a crash mid-write) is deleted
-    first, so OpenVINO compiles it again instead of importing it; the blobs it writes are sealed after.
+    first, so OpenVINO compiles it again instead of importing it; the blobs it writes are sealed after: new ones,
+    and ones it wrote again under the same name (a blob it cannot import, e.g. compiled for a CPU with other
+    instruction sets: its name does not say the CPU), whose old seal would delete a good blob at the next start.
     """
     folder = cache.root / "openvino"
     with cache.lock(folder):
         for blob in folder.glob("*.blob"):
             cache.verified(blob)  # deletes a mismatching or unsealed blob
+        before = {blob.name: _file_stamp(blob) for blob in folder.glob("*.blob")}
         compiled = core.compile_model(str(path), device, {**config, "CACHE_DIR": str(folder)})
         for blob in folder.glob("*.blob"):
-            if not blob.with_name(blob.name + SIDECAR_SUFFIX).is_file():
+            if before.get(blob.name) != _file_stamp(blob):
                 cache.seal(blob, {"graph": Path(path).name, "device": device, "config": config})
     return compiled
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int]:
+    """(inode, size, mtime ns): changes when a file is written again, in place or renamed over."""
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class OpenVinoRunner:
