@@ -264,6 +264,34 @@ def test_a_blob_openvino_writes_again_for_another_cpu_is_sealed_again(soh_images
     assert ArtifactCache(cache_56).verified(blob), "the blob OpenVINO wrote again kept its old seal"
 
 
+def _resident_mb_under(root: Path) -> float:
+    """Resident MB, in this process, of of files it maps under ``root`` (/proc/self/smaps)."""
+    total, inside, prefix = 0.0, False, str(root.resolve()) + "/"
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and not head[0].endswith(":"):
+            inside = len(head) >= 6 and head[5].startswith(prefix)
+        elif inside and line.startswith("Rss:"):
+            total += int(head[1]) / 1024
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="Linux's /proc/self/smaps is read")
+def test_the_loaded_blobs_mapped_pages_are_dropped_and_the_depth_is_the_same(soh_images, cache_56):
+    """OpenVINO keeps a loaded cache blob mapped but runs from its own copy of the weights: the mapped pages
+    (resident, counted in RSS and in a container's memory limit) are dropped after the load, and the depth of
+    the next inference is the same bits as the compiling engine's.
+    """
+    first = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(cache_56), process_res=56).infer(
+        FrameBatch(soh_images[:1]))
+    (blob,) = (cache_56 / "openvino").glob("*.blob")
+    loaded = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(cache_56), process_res=56)
+    pred = loaded.infer(FrameBatch(soh_images[:1]))
+    blob_mb = blob.stat().st_size / 2**20
+    assert _resident_mb_under(cache_56) < 0.1 * blob_mb, f"{blob_mb:.0f} MB blob still resident"
+    np.testing.assert_array_equal(pred.depth, first.depth)
+
+
 def test_build_engine_compiles_ahead_and_the_next_start_only_loads(tmp_path):
     """``da3-ros build-engine --backend openvino``: graph, compiled blob and gate record in the cache, ahead.
 

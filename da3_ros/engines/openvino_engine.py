@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -151,6 +152,35 @@ def compile_cached(core: Any, path: Path | Any, device: str, config: dict[str, A
     return compiled
 
 
+MADV_DONTNEED = 4  # Linux's madvise advice: drop these pages from this process (a file's are read back on use)
+
+
+def drop_mapped_pages(root: Path) -> int:
+    """Drop this process's resident pages of read-only files it maps under ``root``; the bytes of mapping advised.
+
+    OpenVINO maps a cached blob (and an int8 IR's weights) to load it and keeps the mapping, but runs from the
+    weights it copied out into its own layout: measured, after the pages are dropped inference touches almost none
+    of them again (+4 MB) and computes the same bits. So the mapped pages only counted in RSS and in a container's
+    memory limit: 118 MB for da3-small's 1-view blob. Dropping pages of a read-only mapping never changes a byte:
+    a page touched again is read back from the file. Linux only (elsewhere 0, nothing done).
+    """
+    maps = Path("/proc/self/maps")
+    if not maps.is_file():
+        return 0
+    import ctypes
+
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    prefix, advised = os.path.realpath(root) + os.sep, 0
+    for line in maps.read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith(prefix) and "w" not in fields[1]:
+            lo, hi = (int(v, 16) for v in fields[0].split("-"))
+            if madvise(lo, hi - lo, MADV_DONTNEED) == 0:
+                advised += hi - lo
+    return advised
+
+
 def _file_stamp(path: Path) -> tuple[int, int, int]:
     """(inode, size, mtime ns): changes when a file is written again, in place or renamed over."""
     st = path.stat()
@@ -177,6 +207,8 @@ class OpenVinoRunner:
         else:
             self.compiled = compile_cached(core, model, device, config, cache)
         self.compile_s = time.perf_counter() - t0
+        if cache is not None:
+            drop_mapped_pages(cache.root)
         self.version = ov.get_version()
         self.request = self.compiled.create_infer_request()
         self.input_names = [p.get_any_name() for p in self.compiled.inputs]
