@@ -265,7 +265,7 @@ def test_a_blob_openvino_writes_again_for_another_cpu_is_sealed_again(soh_images
 
 
 def _resident_mb_under(root: Path) -> float:
-    """Resident MB, in this process, of of files it maps under ``root`` (/proc/self/smaps)."""
+    """Resident MB, in this process, of the files it maps under ``root`` (/proc/self/smaps)."""
     total, inside, prefix = 0.0, False, str(root.resolve()) + "/"
     for line in Path("/proc/self/smaps").read_text().splitlines():
         head = line.split()
@@ -278,9 +278,11 @@ def _resident_mb_under(root: Path) -> float:
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="Linux's /proc/self/smaps is read")
 def test_the_loaded_blobs_mapped_pages_are_dropped_and_the_depth_is_the_same(soh_images, cache_56):
-    """OpenVINO keeps a loaded cache blob mapped but runs from its own copy of the weights: the mapped pages
-    (resident, counted in RSS and in a container's memory limit) are dropped after the load, and the depth of
-    the next inference is the same bits as the compiling engine's.
+    """A loaded blob's mapped pages are dropped after the load; the depth is the same bits.
+
+    OpenVINO keeps the blob mapped but runs from its own copy of the weights, so the mapped pages (resident,
+    counted in RSS and in a container's memory limit) are dead weight; the next inference computes what the
+    compiling engine computed.
     """
     first = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(cache_56), process_res=56).infer(
         FrameBatch(soh_images[:1]))
