@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = Path(os.environ.get("DA3_EXAMPLES", REPO.parent / "shared" / "data" / "da3_examples"))
+SHM_T0 = pytest.StashKey[float]()  # when the session started (see pytest_sessionfinish)
 
 try:  # upstream's api.py needs torchvision.transforms; see shims/README.md
     import torchvision.transforms  # noqa: F401
@@ -37,6 +39,51 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the files of ``LONGEST_FIRST`` first, in its order; the others after, as collected."""
     rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: a file's tests keep their order
+
+
+# Shared-memory segments a process killed outright leaves in /dev/shm (RAM): Fast DDS's (70 MB each with the
+# project's profile, two to three per run from the tests that kill nodes) and pytriton's (a killed server's).
+LEFT_BY_THE_KILLED = ("fastdds_", "sem.fastdds_", "psm_", "pytrtion")
+SHM = Path("/dev/shm")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[SHM_T0] = time.time()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Unlink the segments this run's killed processes left: made during the run, ours, mapped by no process.
+
+    Only the outermost session does it, after its workers ended (not a worker, nor a leg's nested pytest, which
+    runs while other workers' participants may be between creating a segment and mapping it).
+    """
+    if hasattr(session.config, "workerinput") or os.environ.get("PYTEST_XDIST_WORKER") or not SHM.is_dir():
+        return
+    t0, uid, mapped = session.config.stash.get(SHM_T0, time.time()), os.getuid(), _mapped_files()
+    for path in SHM.iterdir():
+        base = path.with_name(path.name.removesuffix("_el"))  # Fast DDS's lock file beside its segment
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if (path.name.startswith(LEFT_BY_THE_KILLED) and st.st_uid == uid and st.st_ctime >= t0
+                and str(base) not in mapped and str(path) not in mapped):
+            path.unlink(missing_ok=True)
+
+
+def _mapped_files() -> set[str]:
+    """Every file some process maps (/proc/<pid>/maps; an unreadable process counts as mapping all of /dev/shm)."""
+    mapped: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except OSError:
+            if maps.parent.exists():
+                mapped.update(str(p) for p in SHM.iterdir())
+            continue
+        mapped.update(line.split(maxsplit=5)[5] for line in text.splitlines() if line.count(" ") >= 5
+                      and "/dev/shm/" in line)
+    return {m.strip() for m in mapped}
 
 
 @pytest.fixture(scope="session", autouse=True)
