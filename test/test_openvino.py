@@ -100,10 +100,12 @@ def test_gate_refuses_a_compile_with_its_figures_and_never_compiles_it_again(soh
     """A gate the compile cannot meet (correlation 1, error 0): refused with the figures, remembered, not cached."""
     monkeypatch.setitem(ove.GATES, "fp32", (1.0, 0.0))
     monkeypatch.setattr(ove, "_REFUSED", {})  # this test's refusal is forgotten after it
+    t0 = time.perf_counter()
     engine = create_engine("openvino", MODEL, precision="fp32", cache_dir=str(cache_56), process_res=56)
     with pytest.raises(ove.OpenVinoRefused, match=r"depth: correlation [01]\.\d{6} \(need >= 1\.0\), "
                        r"max relative error \d\.\d+e-\d+ \(need <= 0\.0\)"):
         engine.infer(FrameBatch(soh_images[:1]))
+    first_s = time.perf_counter() - t0  # a compile and its gate, refused
     assert not list(cache_56.glob(f"{ove.GATE_KIND}-*.json")), "a refused compile left a gate record"
     compiles = []
     monkeypatch.setattr(ove.OpenVinoRunner, "__init__", lambda *a, **k: compiles.append(a))
@@ -111,7 +113,7 @@ def test_gate_refuses_a_compile_with_its_figures_and_never_compiles_it_again(soh
     with pytest.raises(ove.OpenVinoRefused, match="Not compiled again"):
         create_engine("openvino", MODEL, precision="fp32", cache_dir=str(cache_56), process_res=56).infer(
             FrameBatch(soh_images[:1]))
-    assert compiles == [] and time.perf_counter() - t0 < 5.0
+    assert compiles == [] and time.perf_counter() - t0 < first_s  # refused at once, no compile nor gate
 
 
 @NEEDS_BF16
