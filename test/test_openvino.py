@@ -179,7 +179,10 @@ class Machine(Hardware):
     ("cpu", "auto", False, ("openvino", "CPU", "fp32")),
     ("CPU", "fp32", True, ("openvino", "CPU", "fp32")),
     ("cpu", "int8", False, ("openvino", "CPU", "int8")),  # int8 weights: any CPU (no bf16 needed)
-    ("gpu", "auto", True, ("openvino", "GPU", "fp32")),
+    ("gpu", "auto", True, ("openvino", "GPU", "fp16")),  # an Intel GPU's own precision
+    ("GPU.1", "fp16", False, ("openvino", "GPU.1", "fp16")),
+    ("gpu", "fp32", True, ("openvino", "GPU", "fp32")),
+    ("NPU", "auto", True, ("openvino", "NPU", "fp16")),
     ("NPU", "fp32", True, ("openvino", "NPU", "fp32")),
     ("AUTO", "auto", True, ("openvino", "AUTO", "fp32")),
 ])
@@ -190,8 +193,9 @@ def test_openvino_settings(device, precision, bf16, want):
 
 @pytest.mark.parametrize("device, precision, bf16, match", [
     ("cuda", "auto", True, r"CPU, GPU .*NPU or AUTO .* got device 'cuda'"),
-    ("cpu", "fp16", True, r"precision fp32, bf16 .* got 'fp16'"),
-    ("GPU", "bf16", True, r"bf16 does not run natively on device GPU.*precision fp32 or auto"),
+    ("cpu", "fp16", True, r"fp16 runs on an Intel GPU or NPU .*not on device CPU: use fp32, bf16"),
+    ("AUTO", "fp16", True, r"not on device AUTO"),
+    ("GPU", "bf16", True, r"bf16 does not run natively on device GPU.*precision fp16, fp32 or auto"),
 ])
 def test_openvino_refusals_name_the_fix(device, precision, bf16, match):
     with pytest.raises(EngineConfigError, match=match):

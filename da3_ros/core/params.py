@@ -134,9 +134,10 @@ NODE_PARAMS: tuple[Param, ...] = (
           "names); a device the backend cannot use stops the start"),
     Param("precision", "auto",
           "auto (torch: fp32 on CPU, bf16/fp16 on CUDA; onnxruntime: fp32; tensorrt: fp16), fp32, fp16 (the "
-          "mixed fp16 graph on onnxruntime/tensorrt), bf16 (torch; openvino on a CPU with AVX512-BF16/AMX, "
-          "openvino's auto there, gated), int8 (onnxruntime on the CPU: weight MatMuls quantized; openvino: int8 "
-          "weights by NNCF, gated; opt-in, accuracy in BENCHMARKS.md); said at start-up and in /diagnostics",
+          "mixed fp16 graph on onnxruntime/tensorrt; openvino on an Intel GPU/NPU, its auto there), bf16 (torch; "
+          "openvino on a CPU with AVX512-BF16/AMX, openvino's auto there, gated), int8 (onnxruntime on the CPU: "
+          "weight MatMuls quantized; openvino: int8 weights by NNCF, gated; opt-in, accuracy in BENCHMARKS.md); "
+          "said at start-up and in /diagnostics",
           choices=choices(Precision)),
     Param("threads", 0, "CPU threads of the forward (0: the backend's default)", range=(0, 1024)),
     Param("engine_cache_dir", "", "exported ONNX graphs and TensorRT engines (default: ~/.cache/da3_ros)"),

@@ -2,13 +2,14 @@
 
 Per rig shape (``FixedShapeEngine``): the fp32 graph (the same one TensorRT parses; OpenVINO reads ONNX as it is)
 compiled for the device with the precision as an inference hint (``fp32``: f32; ``bf16``: OpenVINO's bf16
-kernels, only where the CPU has AVX512-BF16 or AMX). The compiled model is cached by OpenVINO in the artifact
-cache (``<cache>/openvino``, its CACHE_DIR: keyed by OpenVINO on the graph, the device, the hints and its
-version), so a second start imports it instead of compiling. The first compile of a shape is gated like a
-TensorRT plan: its outputs on ``example_inputs`` against the fp32 graph on ONNX Runtime; a compile that passes
-is remembered in a sealed record of the artifact cache (no gate at the next start), one that fails is refused
-with its figures and remembered for the process. Under precision ``auto``, a bf16 compile that the gate refuses
-runs in fp32 instead (said in the log and in /diagnostics). Never imports torch.
+kernels, only where the CPU has AVX512-BF16 or AMX; ``fp16``: f16 on an Intel GPU or NPU). The compiled model is
+cached by OpenVINO in the artifact cache (``<cache>/openvino``, its CACHE_DIR: keyed by OpenVINO on the graph,
+the device, the hints and its version), so a second start imports it instead of compiling. The first compile of
+a shape is gated like a TensorRT plan: its outputs on ``example_inputs`` against the fp32 graph on ONNX Runtime;
+a compile that passes is remembered in a sealed record of the artifact cache (no gate at the next start), one
+that fails is refused with its figures and remembered for the process. Under precision ``auto``, a bf16 (fp16)
+compile that the gate refuses runs in fp32 instead; under backend ``auto``, any refused compile runs on ONNX
+Runtime (said in the log and in /diagnostics). Never imports torch.
 """
 from __future__ import annotations
 
@@ -31,13 +32,13 @@ from da3_ros.engines.parity import EngineParityError, default_parity_names, pari
 from da3_ros.engines.tensorrt_plan import LazyReference
 
 _LOG = logging.getLogger(__name__)
-OV_PRECISIONS = ("fp32", "bf16", "int8")
+OV_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 # our precision -> OpenVINO's INFERENCE_PRECISION_HINT (int8: the weights are int8, the activations f32)
-HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 DEVICE_FAMILIES = ("CPU", "GPU", "NPU", "AUTO")
 # the gate's thresholds per precision: (min correlation, max relative error) against fp32 ONNX Runtime
 # (bf16: a safety net against a broken compile, looser than its measured error, as TensorRT's fp16 gate is)
-GATES = {"fp32": (0.9999, 1e-3), "bf16": (0.995, 2e-2), "int8": (0.995, 2e-2)}
+GATES = {"fp32": (0.9999, 1e-3), "bf16": (0.995, 2e-2), "fp16": (0.995, 2e-2), "int8": (0.995, 2e-2)}
 GATE_KIND = "ov-gate"
 INT8_KIND = "ov-int8"  # the fp32 graph with int8 weights (NNCF), as OpenVINO IR: <kind>-<key>.xml + .bin
 
@@ -240,7 +241,7 @@ class OpenVinoEngine(FixedShapeEngine):
     """The OpenVINO backend: per rig shape, the fp32 ONNX graph compiled for ``device`` at ``precision``, gated.
 
     ``fallback``, what a compile the gate refuses runs as instead (said once in the log, in ``describe()`` and
-    in ``health()``): ``fp32`` (precision ``auto``: a refused bf16 compile runs in fp32), ``onnxruntime``
+    in ``health()``): ``fp32`` (precision ``auto``: a refused bf16 or fp16 compile runs in fp32), ``onnxruntime``
     (backend ``auto``: any refused compile runs on ONNX Runtime's CPU provider, what auto ran before OpenVINO),
     or ``""``: every set of that shape raises OpenVinoRefused.
     """
@@ -248,20 +249,23 @@ class OpenVinoEngine(FixedShapeEngine):
     backend = "openvino"
     FALLBACK_KEY = "openvino_fallback"
     # fallback -> (how describe/health say the way it runs, what was refused)
-    FALLBACK_WORDS = {"fp32": ("in fp32", "bf16 refused"), "onnxruntime": ("on ONNX Runtime", "OpenVINO refused it")}
+    FALLBACK_WORDS = {"fp32": ("in fp32", "{precision} refused"),
+                      "onnxruntime": ("on ONNX Runtime", "OpenVINO refused it")}
 
     def __init__(self, model: str, device: str = "CPU", precision: str = "fp32", threads: int = 0,
                  cache_dir: str | None = None, fallback: str = "", **kwargs: Any) -> None:
         ov = import_openvino()  # fail at construction, not at the first set
         check_device_listed(device, list(ov.Core().available_devices))
         if precision not in OV_PRECISIONS:
-            raise EngineConfigError(f"backend openvino takes precision fp32, bf16, int8 or auto, got {precision!r}")
+            raise EngineConfigError(f"backend openvino takes precision fp32, bf16, fp16, int8 or auto, got "
+                                    f"{precision!r}")
         if fallback not in ("", *self.FALLBACK_WORDS):
             raise EngineConfigError(f"OpenVinoEngine fallback must be '', fp32 or onnxruntime, got {fallback!r}")
         if fallback == "fp32" and precision == "fp32":
             fallback = ""  # nothing below fp32 to fall back to
         self.device, self.precision, self.threads, self.fallback = device, precision, threads, fallback
-        self.FALLBACK_RUNS, self.FALLBACK_REFUSED = self.FALLBACK_WORDS.get(fallback, ("", ""))
+        runs, refused = self.FALLBACK_WORDS.get(fallback, ("", ""))
+        self.FALLBACK_RUNS, self.FALLBACK_REFUSED = runs, refused.format(precision=precision)
         super().__init__(model, cache_dir, **kwargs)
         meta = self.source.meta if self.source.file is not None else {}
         if meta.get("precision", "fp32") != "fp32" or meta.get("attention"):

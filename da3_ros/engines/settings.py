@@ -187,27 +187,30 @@ def _torch_settings(device: str, gpu: int | None, precision: str, hw: Hardware, 
 
 
 def _openvino_settings(device: str, precision: str, hw: Hardware) -> EngineSettings:
-    """OpenVINO: its device names (auto = CPU); fp32, int8 (int8 weights), or bf16 on a CPU with AVX512-BF16/AMX.
+    """OpenVINO's settings: its device names (auto = CPU) and precisions (see below).
 
-    auto: bf16 on such a CPU, else fp32.
+    fp32, int8 (int8 weights), bf16 on a CPU with AVX512-BF16/AMX, fp16 on an Intel GPU or NPU. auto: bf16 on
+    such a CPU, else fp32; fp16 on a GPU or NPU (their native precision); fp32 on AUTO (it picks).
 
     Whether OpenVINO lists the device is checked when the engine is built (it needs openvino imported).
     """
     from da3_ros.engines.openvino_engine import openvino_device
 
     dev = openvino_device(device)
-    if precision == "fp16":
-        raise EngineConfigError("backend openvino takes precision fp32, bf16 (a CPU with AVX512-BF16 or AMX), int8 "
-                                "(int8 weights, NNCF) or auto, got 'fp16': use one of those, or fp16 on backend "
-                                "tensorrt / onnxruntime")
+    family = dev.partition(".")[0]
+    if precision == "fp16" and family not in ("GPU", "NPU"):
+        raise EngineConfigError(f"backend openvino: precision fp16 runs on an Intel GPU or NPU (device GPU, NPU), "
+                                f"not on device {dev}: use fp32, bf16 (a CPU with AVX512-BF16 or AMX), int8 or auto "
+                                "there, or fp16 on backend tensorrt / onnxruntime")
     bf16_here = dev == "CPU" and hw.cpu_bf16()
     if precision == "bf16" and not bf16_here:
         where = (f"device {dev} (bf16 is OpenVINO's CPU hint here)" if dev != "CPU"
                  else "this CPU, which has neither AVX512-BF16 nor AMX")
         raise EngineConfigError(f"backend openvino: precision bf16 does not run natively on {where}: use precision "
-                                "fp32 or auto (auto takes bf16 only where the CPU has it)")
+                                f"{'fp16, ' if family in ('GPU', 'NPU') else ''}fp32 or auto (auto takes bf16 only "
+                                "where the CPU has it)")
     if precision == "auto":
-        precision = "bf16" if bf16_here else "fp32"
+        precision = "fp16" if family in ("GPU", "NPU") else "bf16" if bf16_here else "fp32"
     return EngineSettings("openvino", dev, precision)
 
 
