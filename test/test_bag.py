@@ -248,3 +248,23 @@ def test_a_bad_fused_frame_costs_the_bag_only_its_fused_cloud(tmp_path, rig_bag)
     got = read_output(tmp_path / "f.mcap")
     assert "/points_fused" not in got and len(got["/multiview_depth"]) == 3
     assert all(len(got[f"/{c}/depth/image"]) == 3 and len(got[f"/{c}/points"]) == 3 for c in CAMERAS)
+
+
+def test_the_bag_runs_on_openvino(tmp_path, rig_bag):
+    """`da3-ros bag` on backend openvino (issue 26): every set, its start-up line says the backend, depth is finite.
+
+    The engine is the node's (engine_from_config); its numbers against ONNX Runtime and torch are test_openvino's.
+    """
+    bag, ticks = rig_bag
+    out = tmp_path / "out.mcap"
+    res = run_cli(bag, "--out", out, "--params-file", params_file(
+        tmp_path / "p.yaml", backend="openvino", precision="fp32", process_res=140,
+        engine_cache_dir=str(tmp_path / "cache")))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "sets processed: 3 of 3" in res.stdout and "openvino (device CPU, precision fp32)" in res.stdout + res.stderr
+    got = read_output(out)
+    for c in CAMERAS:
+        msgs = [m for _, _, m in got[f"/{c}/depth/image"]]
+        assert [stamp_ns(m.header) for m in msgs] == [tick[c][0] for tick in ticks]
+        depth = np.frombuffer(bytes(msgs[-1].data), "<f4")
+        assert depth.size > 0 and np.isfinite(depth).all() and (depth > 0).all()

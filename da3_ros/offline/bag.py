@@ -225,6 +225,9 @@ class _BagRun:
         self.trajectory = TrajectoryFile(self.options.trajectory, self.setup.config) if self.options.trajectory \
             else None  # before the model loads: a --trajectory without a window is refused at once
         self.setup.load()
+        engine = self.setup.rig.engine if self.setup.rig is not None else None
+        if engine is not None:  # what it runs on, as the node's start-up line says it
+            _LOG.info("model %s on %s", engine.label, engine.describe())
         self.progress = progress = _Progress(self.expected_sets(), self.reader, self.options.progress)
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         writer = BagWriter(out_path)
