@@ -633,3 +633,22 @@ def test_a_taken_set_names_the_sets_it_superseded_and_the_list_is_bounded(monkey
         sync.add(0, k * 100 * MS, "a", k * 100 * MS)
         sync.add(1, k * 100 * MS, "b", k * 100 * MS)
     assert [s[0] for s in sync.take().superseded_stamps_ns] == [600 * MS, 700 * MS]  # the newest kept
+
+
+def test_a_whole_rig_pausing_leaves_no_camera_silent_in_the_skew_of_their_last_frames():
+    """Regression (a CI run's /diagnostics): both cameras stop, the right one's last frame 30 ms after the left's.
+
+    For those 30 ms after the left camera's timeout ran out, the right one was still "sending" by the clock, so the
+    left one was reported silent though the whole rig had paused. A camera that keeps sending still makes its
+    partner silent once its own frames, not the clock, pass the timeout.
+    """
+    ms = 1_000_000
+    sync = TimeSynchronizer(2, SyncMode.EXACT, camera_timeout_ns=500 * ms)
+    for i in range(10):  # both at 5 Hz, the right camera 30 ms after the left
+        sync.add(0, i * 200 * ms, None, i * 200 * ms)
+        sync.add(1, i * 200 * ms, None, i * 200 * ms + 30 * ms)
+    last_left = 9 * 200 * ms
+    assert all(sync.silent_streams(last_left + dt * ms) == [] for dt in (490, 510, 525, 540, 900, 2000))
+    for i in range(10, 14):  # the right camera goes on alone: the left one is silent once that passes 500 ms
+        sync.add(1, i * 200 * ms, None, i * 200 * ms + 30 * ms)
+    assert sync.silent_streams(13 * 200 * ms + 30 * ms) == [0]

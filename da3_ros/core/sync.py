@@ -201,7 +201,10 @@ class TimeSynchronizer:
 
         When every stream was quiet (a paused bag or simulator, a restarted rig, a re-activated node), the
         first one to send again is not alone: its partners are not silent until it has been sending for the
-        whole timeout without them. A stream that never sent counts from the first frame of any stream.
+        whole timeout without them. A stream that never sent counts from the first frame of any stream. "Sending"
+        is measured up to the other stream's last frame, not to ``now_ns``: when a whole rig pauses, the camera
+        whose last frame came first was otherwise silent for the skew between the last frames (its partner's
+        timeout not yet run out), and /diagnostics said so.
         """
         timeout = self.camera_timeout_ns
         if not timeout or self._first_arrival_ns is None:
@@ -213,8 +216,9 @@ class TimeSynchronizer:
         for s, since in enumerate(quiet_since):
             if now_ns - since <= timeout:
                 continue
-            runs = [self._active_since_ns[k] for k in sending if k != s]
-            if any(run is not None and now_ns - max(since, run) > timeout for run in runs):
+            runs = [(self._active_since_ns[k], self._last_arrival_ns[k]) for k in sending if k != s]
+            if any(run is not None and last is not None and min(now_ns, last) - max(since, run) > timeout
+                   for run, last in runs):
                 out.append(s)
         return out
 
