@@ -13,15 +13,30 @@ X86 = ("x86_64", "amd64", "i686", "x86")
 
 
 @functools.lru_cache(maxsize=1)
+def _cpuinfo() -> str:
+    """/proc/cpuinfo's text, read once; "" where it cannot be read (not Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def cpuinfo_field(name: str) -> str | None:
+    """The first value of ``name`` in /proc/cpuinfo (``model name``, ``flags``); None where it is absent."""
+    return next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines()
+                 if line.split(":", 1)[0].strip() == name and ":" in line), None)
+
+
+def cpu_model() -> str:
+    """The CPU's model name ("unknown" where it cannot be read): keys what is compiled per CPU."""
+    return cpuinfo_field("model name") or "unknown"
+
+
 def x86_flags() -> tuple[str, ...] | None:
     """The CPU's flags as /proc/cpuinfo spells them; None off x86 or where they cannot be read (not Linux)."""
-    if platform.machine().lower() not in X86:
+    if platform.machine().lower() not in X86 or not _cpuinfo():
         return None
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return None
-    return tuple(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return tuple((cpuinfo_field("flags") or "").split())
 
 
 def x86_without_vnni() -> bool:

@@ -26,6 +26,7 @@ import numpy as np
 
 from da3_ros.engines.base import BackendUnavailable, EngineConfigError, EngineSettings
 from da3_ros.engines.cache import ArtifactCache, sha256_file
+from da3_ros.engines.cpu_features import cpu_model
 from da3_ros.engines.fixed_shape import FixedShapeEngine, Shape
 from da3_ros.engines.graph_io import example_inputs, graph_outputs
 from da3_ros.engines.parity import EngineParityError, default_parity_names, parity
@@ -310,7 +311,7 @@ class OpenVinoEngine(FixedShapeEngine):
         cache = self.source.cache
         runner = OpenVinoRunner(graph, self.device, precision, self.threads, cache, graph_outputs(self.variant))
         key = {"graph_sha256": sha256_file(graph), "device": self.device, "precision": precision,
-               "openvino": runner.version, "cpu": _cpu_model()}
+               "openvino": runner.version, "cpu": cpu_model()}
         record = cache.path_for(GATE_KIND, key, "json")
         with cache.lock(record):
             if cache.verified(record):
@@ -322,13 +323,3 @@ class OpenVinoEngine(FixedShapeEngine):
             _LOG.info("OpenVINO %s compile parity (correlation, max relative error): %s", precision, stats)
             cache.store(record, json.dumps({"parity": stats}).encode(), key)
         return runner
-
-
-def _cpu_model() -> str:
-    """The CPU's model name (a compile is gated per CPU: bf16 kernels differ between them)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return "unknown"
-    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
-                "unknown")
